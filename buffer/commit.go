@@ -1,0 +1,394 @@
+package buffer
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/ferrygw/ferry/event"
+	bolt "go.etcd.io/bbolt"
+)
+
+// maxSweep bounds how many expired events one commit deletes, so a TTL
+// sweep after a long outage cannot make one transaction huge.
+const maxSweep = 10000
+
+// Run is the commit loop: it groups queued appends and pending acks into
+// one transaction each time around, starting the next commit as soon as the
+// previous one ended. It returns nil after ctx ends, once what was already
+// queued is committed.
+func (l *Log) Run(ctx context.Context) error {
+	if !l.running.CompareAndSwap(false, true) {
+		return fmt.Errorf("buffer: Run called twice")
+	}
+	defer l.running.Store(false)
+	defer close(l.stopped)
+
+	sweep := time.NewTicker(l.opts.SweepInterval)
+	defer sweep.Stop()
+	l.checkDisk()
+
+	batch := make([]*appendReq, 0, l.opts.MaxBatch)
+	var lastCommit time.Time
+	for {
+		sweepDue := false
+		select {
+		case <-ctx.Done():
+			for {
+				batch = l.collect(batch)
+				if len(batch) == 0 {
+					l.commit(nil, false) // pending acks
+					return nil
+				}
+				l.commit(batch, false)
+				batch = batch[:0]
+			}
+		case r := <-l.reqs:
+			batch = append(batch, r)
+		case <-l.kick:
+		case <-sweep.C:
+			sweepDue = true
+			l.checkDisk()
+		}
+		if l.opts.Durability == DurabilityBatch {
+			if wait := l.opts.BatchInterval - time.Since(lastCommit); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+				}
+				t.Stop()
+			}
+		}
+		batch = l.collect(batch)
+		l.commit(batch, sweepDue)
+		lastCommit = time.Now()
+		clear(batch)
+		batch = batch[:0]
+	}
+}
+
+// collect adds queued appends to batch without waiting.
+func (l *Log) collect(batch []*appendReq) []*appendReq {
+	for len(batch) < l.opts.MaxBatch {
+		select {
+		case r := <-l.reqs:
+			batch = append(batch, r)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+func (l *Log) checkDisk() {
+	if l.opts.MinFreeDisk == 0 {
+		return
+	}
+	free, err := l.opts.FreeDisk(l.path)
+	if err != nil {
+		l.log.Warn("free disk check failed", "path", l.path, "err", err)
+		return
+	}
+	full := free < l.opts.MinFreeDisk
+	if l.diskFull.Swap(full) != full {
+		if full {
+			l.log.Error("free disk below watermark: refusing new events until space is freed",
+				"path", l.path, "free_bytes", free, "min_free_disk", l.opts.MinFreeDisk)
+		} else {
+			l.log.Info("free disk above watermark again: accepting events", "free_bytes", free)
+		}
+	}
+}
+
+// txState is the working copy of the streams a transaction touches; it
+// replaces the committed state only if the transaction commits.
+type txState struct {
+	l       *Log
+	tx      *bolt.Tx
+	root    *bolt.Bucket
+	streams map[string]*stream
+	buckets map[string]*bolt.Bucket
+}
+
+func (ts *txState) get(name string) (*stream, *bolt.Bucket, error) {
+	if s, ok := ts.streams[name]; ok {
+		return s, ts.buckets[name], nil
+	}
+	ts.l.mu.Lock()
+	s := ts.l.streamLocked(name).clone()
+	ts.l.mu.Unlock()
+	sb, err := ts.root.CreateBucketIfNotExists([]byte(name))
+	if err != nil {
+		return nil, nil, fmt.Errorf("stream %q: %w", name, err)
+	}
+	eb, err := sb.CreateBucketIfNotExists(bktEvents)
+	if err != nil {
+		return nil, nil, fmt.Errorf("stream %q: %w", name, err)
+	}
+	eb.FillPercent = 0.95 // keys only ever grow: pack pages tightly
+	ts.streams[name] = s
+	ts.buckets[name] = eb
+	return s, eb, nil
+}
+
+func (l *Log) commit(batch []*appendReq, sweep bool) {
+	l.mu.Lock()
+	acks := l.acks
+	if len(acks) > 0 {
+		l.acks = make(map[string]uint64)
+	}
+	l.mu.Unlock()
+	if len(batch) == 0 && len(acks) == 0 && (!sweep || !l.anyExpired(l.opts.Now())) {
+		return
+	}
+	diskFull := l.diskFull.Load()
+	start := time.Now()
+	ts := &txState{l: l, streams: map[string]*stream{}, buckets: map[string]*bolt.Bucket{}}
+	appended := 0
+	err := l.db.Update(func(tx *bolt.Tx) error {
+		ts.tx = tx
+		ts.root = tx.Bucket(bktStreams)
+		// Acks first: they name offsets committed before this batch.
+		for name, through := range acks {
+			if err := ts.ack(name, through); err != nil {
+				return err
+			}
+		}
+		var key [8]byte
+		for _, r := range batch {
+			r.err = nil
+			s, b, err := ts.get(r.stream)
+			if err != nil {
+				return err
+			}
+			size := int64(len(r.val))
+			switch {
+			case diskFull:
+				r.err = ErrDiskFull
+				s.drops[DropDiskFull]++
+				continue
+			case s.cfg.MaxBytes > 0 && size > s.cfg.MaxBytes:
+				r.err = ErrTooLarge
+				s.drops[DropTooLarge]++
+				continue
+			}
+			if over(s, size) {
+				if s.cfg.Overflow == Reject {
+					r.err = ErrFull
+					s.drops[DropFull]++
+					continue
+				}
+				for over(s, size) {
+					if err := deleteFirst(s, b); err != nil {
+						return err
+					}
+					s.drops[DropOverflow]++
+				}
+			}
+			binary.BigEndian.PutUint64(key[:], s.meta.Next)
+			if err := b.Put(key[:], r.val); err != nil {
+				return fmt.Errorf("stream %q: put: %w", r.stream, err)
+			}
+			s.meta.Next++
+			s.meta.Count++
+			s.meta.Bytes += size
+			appended++
+		}
+		if sweep {
+			if err := ts.expire(l.opts.Now()); err != nil {
+				return err
+			}
+		}
+		return ts.writeMeta()
+	})
+	if err != nil {
+		l.log.Error("buffer commit failed", "events", len(batch), "err", err)
+		err = fmt.Errorf("buffer: commit: %w", err)
+		l.mu.Lock()
+		for name, through := range acks { // retry with the next commit
+			if through > l.acks[name] {
+				l.acks[name] = through
+			}
+		}
+		l.mu.Unlock()
+	} else {
+		l.mu.Lock()
+		for name, s := range ts.streams {
+			l.streams[name] = s
+		}
+		if appended > 0 {
+			close(l.changed)
+			l.changed = make(chan struct{})
+		}
+		l.mu.Unlock()
+		l.commits.Add(1)
+		l.commitNanos.Add(uint64(time.Since(start)))
+	}
+	for _, r := range batch {
+		if err != nil {
+			r.err = err
+		}
+		if l.opts.Durability == DurabilityBatch {
+			r.val = nil
+			reqPool.Put(r)
+			continue
+		}
+		r.done <- r.err
+	}
+}
+
+func over(s *stream, size int64) bool {
+	return s.meta.Count > 0 && ((s.cfg.MaxEvents > 0 && s.meta.Count+1 > s.cfg.MaxEvents) ||
+		(s.cfg.MaxBytes > 0 && s.meta.Bytes+size > s.cfg.MaxBytes))
+}
+
+// deleteFirst removes the oldest event of s.
+func deleteFirst(s *stream, b *bolt.Bucket) error {
+	c := b.Cursor()
+	k, v := c.First()
+	if k == nil {
+		s.meta.Count, s.meta.Bytes, s.meta.First = 0, 0, s.meta.Next
+		return nil
+	}
+	size := int64(len(v))
+	if err := c.Delete(); err != nil {
+		return err
+	}
+	s.meta.Count--
+	s.meta.Bytes -= size
+	s.meta.First = binary.BigEndian.Uint64(k) + 1
+	if nk, _ := c.First(); nk != nil {
+		s.meta.First = binary.BigEndian.Uint64(nk)
+	} else {
+		s.meta.First = s.meta.Next
+	}
+	return nil
+}
+
+func (ts *txState) ack(name string, through uint64) error {
+	s, b, err := ts.get(name)
+	if err != nil {
+		return err
+	}
+	if through >= s.meta.Next {
+		through = s.meta.Next - 1
+	}
+	for s.meta.Count > 0 && s.meta.First <= through {
+		if err := deleteFirst(s, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (ts *txState) expire(now time.Time) error {
+	ts.l.mu.Lock()
+	var names []string
+	for name, s := range ts.l.streams {
+		if s.cfg.TTL > 0 && s.meta.Count > 0 {
+			names = append(names, name)
+		}
+	}
+	ts.l.mu.Unlock()
+	for _, name := range names {
+		if !firstExpired(ts.tx, name, ts.cutoff(name, now)) {
+			continue // touch nothing: an idle sweep must not write
+		}
+		s, b, err := ts.get(name)
+		if err != nil {
+			return err
+		}
+		for n := 0; n < maxSweep && s.meta.Count > 0 && firstExpired(ts.tx, name, now.Add(-s.cfg.TTL)); n++ {
+			if err := deleteFirst(s, b); err != nil {
+				return err
+			}
+			s.drops[DropExpired]++
+		}
+	}
+	return nil
+}
+
+func (ts *txState) cutoff(name string, now time.Time) time.Time {
+	ts.l.mu.Lock()
+	defer ts.l.mu.Unlock()
+	return now.Add(-ts.l.streams[name].cfg.TTL)
+}
+
+// firstExpired reports whether the oldest event of stream was accepted
+// before cutoff. An undecodable record counts as expired so it cannot pin
+// the stream.
+func firstExpired(tx *bolt.Tx, stream string, cutoff time.Time) bool {
+	b := eventsBucket(tx, stream)
+	if b == nil {
+		return false
+	}
+	_, v := b.Cursor().First()
+	if v == nil {
+		return false
+	}
+	var ev event.Event
+	if event.Unmarshal(v, &ev) != nil {
+		return true
+	}
+	return ev.Time.Before(cutoff)
+}
+
+// anyExpired reports, in a read transaction, whether a sweep would delete
+// anything, so an idle gateway does not write (and wear the SD card) every
+// sweep interval.
+func (l *Log) anyExpired(now time.Time) bool {
+	l.mu.Lock()
+	cut := map[string]time.Time{}
+	for name, s := range l.streams {
+		if s.cfg.TTL > 0 && s.meta.Count > 0 {
+			cut[name] = now.Add(-s.cfg.TTL)
+		}
+	}
+	l.mu.Unlock()
+	found := false
+	_ = l.db.View(func(tx *bolt.Tx) error {
+		for name, c := range cut {
+			if firstExpired(tx, name, c) {
+				found = true
+				return nil
+			}
+		}
+		return nil
+	})
+	return found
+}
+
+func (ts *txState) writeMeta() error {
+	var buf [metaLen]byte
+	var cnt [8]byte
+	for name, s := range ts.streams {
+		sb := ts.root.Bucket([]byte(name))
+		s.meta.encode(buf[:])
+		if err := sb.Put(keyMeta, buf[:]); err != nil {
+			return err
+		}
+		if len(s.drops) == 0 {
+			continue
+		}
+		db, err := sb.CreateBucketIfNotExists(bktDrops)
+		if err != nil {
+			return err
+		}
+		for why, n := range s.drops {
+			binary.BigEndian.PutUint64(cnt[:], n)
+			if err := db.Put([]byte(why), cnt[:]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func sortStrings(s []string) { sort.Strings(s) }
+
+func sortStats(s []StreamStats) {
+	sort.Slice(s, func(i, j int) bool { return s[i].Name < s[j].Name })
+}

@@ -1,0 +1,37 @@
+package buffer
+
+import "errors"
+
+// Errors returned by the Log; check them with errors.Is.
+var (
+	// ErrFull is returned by Append when a stream with the reject overflow
+	// policy is at its event or byte bound.
+	ErrFull = errors.New("buffer: stream full")
+
+	// ErrDiskFull is returned by Append while free disk space is below the
+	// configured watermark.
+	ErrDiskFull = errors.New("buffer: free disk space below watermark")
+
+	// ErrClosed is returned by calls made after the commit loop stopped.
+	ErrClosed = errors.New("buffer: log closed")
+
+	// ErrCorrupt is returned by Open when the file is not a readable buffer
+	// and the policy is CorruptFail.
+	ErrCorrupt = errors.New("buffer: file corrupt")
+
+	// ErrLocked is returned by Open when another process holds the file.
+	ErrLocked = errors.New("buffer: file locked by another process")
+
+	// ErrTooLarge is returned by Append for an event larger than the
+	// stream's byte bound: it could never be stored.
+	ErrTooLarge = errors.New("buffer: event larger than stream bound")
+)
+
+// Drop reasons, as counted in StreamStats.Drops.
+const (
+	DropOverflow = "overflow"  // oldest event dropped to make room (drop_oldest)
+	DropFull     = "full"      // new event refused (reject)
+	DropDiskFull = "disk_full" // new event refused below the disk watermark
+	DropExpired  = "expired"   // event older than the stream's TTL
+	DropTooLarge = "too_large" // event larger than the stream's byte bound
+)

@@ -1,0 +1,462 @@
+package buffer
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ferrygw/ferry/event"
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Bucket layout (all keys big-endian):
+//
+//	streams/<name>/meta          first(8) next(8) count(8) bytes(8)
+//	streams/<name>/ev/<offset>   CBOR event
+//	streams/<name>/drops/<why>   count(8)
+var (
+	bktStreams = []byte("streams")
+	bktEvents  = []byte("ev")
+	bktDrops   = []byte("drops")
+	keyMeta    = []byte("meta")
+)
+
+const metaLen = 32
+
+// Log is a durable, bounded, multi-stream event log. See the package doc.
+type Log struct {
+	db   *bolt.DB
+	path string
+	opts Options
+	log  *slog.Logger
+
+	reqs    chan *appendReq
+	kick    chan struct{}
+	stopped chan struct{}
+	running atomic.Bool
+
+	mu      sync.Mutex
+	streams map[string]*stream // committed state, mirrored from the file
+	acks    map[string]uint64  // pending acks, applied by the next commit
+	changed chan struct{}      // closed and replaced after a commit that appends
+
+	diskFull    atomic.Bool
+	quarantined string
+	commits     atomic.Uint64
+	commitNanos atomic.Uint64
+}
+
+type streamMeta struct {
+	First uint64 // oldest kept offset; equals Next when empty
+	Next  uint64 // offset the next event gets
+	Count int64
+	Bytes int64
+}
+
+type stream struct {
+	cfg   StreamConfig
+	meta  streamMeta
+	drops map[string]uint64
+}
+
+func (s *stream) clone() *stream {
+	c := &stream{cfg: s.cfg, meta: s.meta, drops: make(map[string]uint64, len(s.drops)+1)}
+	for k, v := range s.drops {
+		c.drops[k] = v
+	}
+	return c
+}
+
+type appendReq struct {
+	stream string
+	val    []byte
+	err    error
+	done   chan error
+}
+
+var reqPool = sync.Pool{New: func() any { return &appendReq{done: make(chan error, 1)} }}
+
+// Open opens or creates the log at path. The caller must run Log.Run for
+// appends and acks to be committed, and Close the log after Run returned.
+func Open(path string, opts Options) (*Log, error) {
+	opts.setDefaults()
+	l := &Log{
+		path:    path,
+		opts:    opts,
+		log:     opts.Logger,
+		reqs:    make(chan *appendReq, opts.QueueLen),
+		kick:    make(chan struct{}, 1),
+		stopped: make(chan struct{}),
+		streams: make(map[string]*stream),
+		acks:    make(map[string]uint64),
+		changed: make(chan struct{}),
+	}
+	err := l.open()
+	if err != nil && errors.Is(err, ErrCorrupt) && opts.OnCorrupt == CorruptQuarantine {
+		q := fmt.Sprintf("%s.corrupt-%d", path, opts.Now().Unix())
+		if rerr := os.Rename(path, q); rerr != nil {
+			return nil, fmt.Errorf("quarantine %s: %w (after: %w)", path, rerr, err)
+		}
+		l.log.Error("buffer file corrupt: moved aside, starting an EMPTY buffer; events in the old file are NOT forwarded",
+			"path", path, "quarantined_to", q, "err", err)
+		l.quarantined = q
+		l.streams = make(map[string]*stream)
+		err = l.open()
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, sc := range opts.Streams {
+		l.streamLocked(sc.Name).cfg = sc
+	}
+	return l, nil
+}
+
+func (l *Log) open() (err error) {
+	db, err := bolt.Open(l.path, 0o600, &bolt.Options{
+		Timeout:      time.Second,
+		NoSync:       l.opts.Durability == DurabilityNone,
+		FreelistType: bolt.FreelistMapType,
+	})
+	if err != nil {
+		if errors.Is(err, berrors.ErrTimeout) {
+			return fmt.Errorf("open buffer %s: %w", l.path, ErrLocked)
+		}
+		if os.IsPermission(err) || errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("open buffer %s: %w", l.path, err)
+		}
+		return fmt.Errorf("open buffer %s: %w: %v", l.path, ErrCorrupt, err)
+	}
+	if err := l.load(db); err != nil {
+		_ = db.Close()
+		return fmt.Errorf("open buffer %s: %w: %v", l.path, ErrCorrupt, err)
+	}
+	l.db = db
+	return nil
+}
+
+// load reads the per-stream metadata: one small record per stream, so
+// start-up does not depend on the backlog's size. A file shorter than its
+// own metadata says, or whose pages make bbolt panic, is reported as corrupt
+// instead of crashing the gateway later.
+func (l *Log) load(db *bolt.DB) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("reading metadata: %v", r)
+		}
+	}()
+	fi, err := os.Stat(l.path)
+	if err != nil {
+		return err
+	}
+	return db.Update(func(tx *bolt.Tx) error {
+		if tx.Size() > fi.Size() {
+			return fmt.Errorf("file is %d bytes but its metadata needs %d (truncated)", fi.Size(), tx.Size())
+		}
+		root, err := tx.CreateBucketIfNotExists(bktStreams)
+		if err != nil {
+			return err
+		}
+		return root.ForEachBucket(func(name []byte) error {
+			b := root.Bucket(name)
+			m, err := decodeMeta(b.Get(keyMeta))
+			if err != nil {
+				return fmt.Errorf("stream %q: %w", name, err)
+			}
+			s := &stream{cfg: l.opts.DefaultStream, meta: m, drops: map[string]uint64{}}
+			s.cfg.Name = string(name)
+			if d := b.Bucket(bktDrops); d != nil {
+				_ = d.ForEach(func(k, v []byte) error {
+					if len(v) == 8 {
+						s.drops[string(k)] = binary.BigEndian.Uint64(v)
+					}
+					return nil
+				})
+			}
+			l.streams[string(name)] = s
+			return nil
+		})
+	})
+}
+
+func decodeMeta(b []byte) (streamMeta, error) {
+	if b == nil {
+		return streamMeta{First: 1, Next: 1}, nil
+	}
+	if len(b) != metaLen {
+		return streamMeta{}, fmt.Errorf("meta record has %d bytes, want %d", len(b), metaLen)
+	}
+	m := streamMeta{
+		First: binary.BigEndian.Uint64(b[0:]),
+		Next:  binary.BigEndian.Uint64(b[8:]),
+		Count: int64(binary.BigEndian.Uint64(b[16:])),
+		Bytes: int64(binary.BigEndian.Uint64(b[24:])),
+	}
+	if m.First == 0 || m.First > m.Next || m.Count < 0 || m.Bytes < 0 || uint64(m.Count) > m.Next-m.First {
+		return streamMeta{}, fmt.Errorf("meta record inconsistent: %+v", m)
+	}
+	return m, nil
+}
+
+func (m streamMeta) encode(b []byte) {
+	binary.BigEndian.PutUint64(b[0:], m.First)
+	binary.BigEndian.PutUint64(b[8:], m.Next)
+	binary.BigEndian.PutUint64(b[16:], uint64(m.Count))
+	binary.BigEndian.PutUint64(b[24:], uint64(m.Bytes))
+}
+
+// streamLocked returns the committed state of name, creating it (not yet in
+// the file) with the default config. l.mu must be held or the Log unshared.
+func (l *Log) streamLocked(name string) *stream {
+	s, ok := l.streams[name]
+	if !ok {
+		s = &stream{cfg: l.opts.DefaultStream, meta: streamMeta{First: 1, Next: 1}, drops: map[string]uint64{}}
+		for _, sc := range l.opts.Streams {
+			if sc.Name == name {
+				s.cfg = sc
+			}
+		}
+		s.cfg.Name = name
+		l.streams[name] = s
+	}
+	return s
+}
+
+// Path returns the file's path.
+func (l *Log) Path() string { return l.path }
+
+// Quarantined returns where a corrupt file was moved at Open, or "".
+func (l *Log) Quarantined() string { return l.quarantined }
+
+// Close closes the file. Call it after Run has returned.
+func (l *Log) Close() error {
+	if l.running.Load() {
+		return errors.New("buffer: Close while Run is running")
+	}
+	return l.db.Close()
+}
+
+// Append adds ev to the end of ev.Stream, assigning ev.Time if it is zero.
+// With DurabilitySync it returns after the event is on disk; see Durability
+// for the other modes. Errors: ErrFull, ErrDiskFull, ErrTooLarge, ErrClosed,
+// or the context's error if ctx ends before the event was queued.
+func (l *Log) Append(ctx context.Context, ev *event.Event) error {
+	if ev.Time.IsZero() {
+		ev.Time = l.opts.Now()
+	}
+	val, err := event.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("buffer: encode event: %w", err)
+	}
+	r := reqPool.Get().(*appendReq)
+	r.stream, r.val, r.err = ev.Stream, val, nil
+	select {
+	case l.reqs <- r:
+	case <-ctx.Done():
+		reqPool.Put(r)
+		return ctx.Err()
+	case <-l.stopped:
+		reqPool.Put(r)
+		return ErrClosed
+	}
+	if l.opts.Durability == DurabilityBatch {
+		return nil // the commit loop recycles r
+	}
+	select {
+	case err := <-r.done:
+		reqPool.Put(r)
+		return err
+	case <-l.stopped:
+		select {
+		case err := <-r.done:
+			return err
+		default:
+			return ErrClosed // queued after the loop's last drain: never written
+		}
+	}
+}
+
+// Ack records that every event of stream up to and including through was
+// delivered, so the log may delete them. It does not wait: the next group
+// commit applies it.
+func (l *Log) Ack(stream string, through uint64) error {
+	select {
+	case <-l.stopped:
+		return ErrClosed
+	default:
+	}
+	l.mu.Lock()
+	if s, ok := l.streams[stream]; ok && through >= s.meta.Next {
+		through = s.meta.Next - 1 // nothing beyond what is committed
+	}
+	if through > l.acks[stream] {
+		l.acks[stream] = through
+	}
+	l.mu.Unlock()
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Changed returns a channel that is closed after the next commit that
+// appends at least one event.
+func (l *Log) Changed() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.changed
+}
+
+// Streams returns the names of the streams in the log, configured ones
+// included.
+func (l *Log) Streams() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	names := make([]string, 0, len(l.streams))
+	for n := range l.streams {
+		names = append(names, n)
+	}
+	sortStrings(names)
+	return names
+}
+
+// Read calls fn, in offset order, for up to max events of stream whose
+// offset is >= from, and returns the offset after the last one passed to fn
+// (from when there was none). Events already deleted are skipped. A record
+// that does not decode is logged and skipped, never returned as an event and
+// never allowed to block the stream. fn must not keep ev after it returns.
+func (l *Log) Read(stream string, from uint64, max int, fn func(off uint64, ev *event.Event) error) (uint64, error) {
+	next := from
+	err := l.db.View(func(tx *bolt.Tx) error {
+		b := eventsBucket(tx, stream)
+		if b == nil {
+			return nil
+		}
+		var key [8]byte
+		binary.BigEndian.PutUint64(key[:], from)
+		c := b.Cursor()
+		var ev event.Event
+		n := 0
+		for k, v := c.Seek(key[:]); k != nil && n < max; k, v = c.Next() {
+			off := binary.BigEndian.Uint64(k)
+			next = off + 1
+			if err := event.Unmarshal(v, &ev); err != nil {
+				l.log.Error("buffer record unreadable, skipped", "stream", stream, "offset", off, "err", err)
+				continue
+			}
+			n++
+			if err := fn(off, &ev); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return next, err
+}
+
+func eventsBucket(tx *bolt.Tx, stream string) *bolt.Bucket {
+	root := tx.Bucket(bktStreams)
+	if root == nil {
+		return nil
+	}
+	sb := root.Bucket([]byte(stream))
+	if sb == nil {
+		return nil
+	}
+	return sb.Bucket(bktEvents)
+}
+
+// StreamStats describes one stream.
+type StreamStats struct {
+	Name       string            `json:"name"`
+	First      uint64            `json:"first"` // oldest kept offset
+	Next       uint64            `json:"next"`  // offset of the next append
+	Events     int64             `json:"events"`
+	Bytes      int64             `json:"bytes"`
+	Oldest     time.Time         `json:"oldest,omitzero"` // accept time of the oldest kept event
+	Drops      map[string]uint64 `json:"drops,omitempty"`
+	MaxEvents  int64             `json:"max_events,omitempty"`
+	MaxBytes   int64             `json:"max_bytes,omitempty"`
+}
+
+// Stats returns the state of every stream.
+func (l *Log) Stats() []StreamStats {
+	l.mu.Lock()
+	out := make([]StreamStats, 0, len(l.streams))
+	for name, s := range l.streams {
+		st := StreamStats{Name: name, First: s.meta.First, Next: s.meta.Next, Events: s.meta.Count,
+			Bytes: s.meta.Bytes, MaxEvents: s.cfg.MaxEvents, MaxBytes: s.cfg.MaxBytes}
+		if len(s.drops) > 0 {
+			st.Drops = make(map[string]uint64, len(s.drops))
+			for k, v := range s.drops {
+				st.Drops[k] = v
+			}
+		}
+		out = append(out, st)
+	}
+	l.mu.Unlock()
+	sortStats(out)
+	_ = l.db.View(func(tx *bolt.Tx) error {
+		for i := range out {
+			if b := eventsBucket(tx, out[i].Name); b != nil {
+				if _, v := b.Cursor().First(); v != nil {
+					var ev event.Event
+					if event.Unmarshal(v, &ev) == nil {
+						out[i].Oldest = ev.Time
+					}
+				}
+			}
+		}
+		return nil
+	})
+	return out
+}
+
+// CommitStats reports the number of commits and their total duration.
+func (l *Log) CommitStats() (commits uint64, total time.Duration) {
+	return l.commits.Load(), time.Duration(l.commitNanos.Load())
+}
+
+// DiskFull reports whether appends are refused for lack of disk space.
+func (l *Log) DiskFull() bool { return l.diskFull.Load() }
+
+// Check runs bbolt's consistency check over the whole file and verifies
+// that each stream's metadata matches its events. It reads everything: for
+// tests and operators, not for start-up.
+func (l *Log) Check() error {
+	return l.db.View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			return err
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for name, s := range l.streams {
+			b := eventsBucket(tx, name)
+			var n, bytes int64
+			first := s.meta.Next
+			if b != nil {
+				_ = b.ForEach(func(k, v []byte) error {
+					off := binary.BigEndian.Uint64(k)
+					if n == 0 {
+						first = off
+					}
+					n++
+					bytes += int64(len(v))
+					return nil
+				})
+			}
+			if n != s.meta.Count || bytes != s.meta.Bytes || (n > 0 && first < s.meta.First) {
+				return fmt.Errorf("stream %q: meta %+v, file has %d events, %d bytes, first %d", name, s.meta, n, bytes, first)
+			}
+		}
+		return nil
+	})
+}

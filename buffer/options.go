@@ -1,0 +1,128 @@
+package buffer
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Durability says when Append returns relative to the disk.
+type Durability int
+
+const (
+	// DurabilitySync returns after the event's transaction is fsynced.
+	DurabilitySync Durability = iota
+	// DurabilityBatch returns once the event is queued; commits (with
+	// fsync) happen at most every BatchInterval. A crash loses the queue.
+	DurabilityBatch
+	// DurabilityNone returns after the transaction reached the OS, without
+	// fsync: safe against a killed process, not against a power cut.
+	DurabilityNone
+)
+
+// ParseDurability parses "sync", "batch" or "none".
+func ParseDurability(s string) (Durability, error) {
+	switch s {
+	case "sync", "":
+		return DurabilitySync, nil
+	case "batch":
+		return DurabilityBatch, nil
+	case "none":
+		return DurabilityNone, nil
+	}
+	return 0, fmt.Errorf("buffer: unknown durability %q (want sync, batch or none)", s)
+}
+
+// Overflow is what a stream does when an append would exceed its bounds.
+type Overflow int
+
+const (
+	// DropOldest deletes the oldest events until the new one fits.
+	DropOldest Overflow = iota
+	// Reject refuses the new event with ErrFull.
+	Reject
+)
+
+// ParseOverflow parses "drop_oldest" or "reject".
+func ParseOverflow(s string) (Overflow, error) {
+	switch s {
+	case "drop_oldest", "":
+		return DropOldest, nil
+	case "reject":
+		return Reject, nil
+	}
+	return 0, fmt.Errorf("buffer: unknown overflow policy %q (want drop_oldest or reject)", s)
+}
+
+// CorruptPolicy is what Open does with a file it cannot read.
+type CorruptPolicy int
+
+const (
+	// CorruptQuarantine renames the file aside (path.corrupt-UNIXTIME),
+	// logs loudly and starts an empty log.
+	CorruptQuarantine CorruptPolicy = iota
+	// CorruptFail returns an error wrapping ErrCorrupt.
+	CorruptFail
+)
+
+// StreamConfig bounds one stream. Zero bounds mean unbounded.
+type StreamConfig struct {
+	Name      string
+	MaxEvents int64
+	MaxBytes  int64
+	Overflow  Overflow
+	TTL       time.Duration
+}
+
+// Options configure a Log. The zero value is usable: sync durability, no
+// bounds, no watermark.
+type Options struct {
+	Durability    Durability
+	BatchInterval time.Duration // DurabilityBatch: commit at most this often (default 10ms)
+	MaxBatch      int           // appends per transaction at most (default 2048)
+	QueueLen      int           // appends waiting for the commit loop before Append blocks (default 4096)
+
+	// MinFreeDisk is the free-space watermark in bytes on the file's
+	// filesystem; 0 disables the check.
+	MinFreeDisk uint64
+	// FreeDisk reports free bytes for a path; nil uses statfs.
+	FreeDisk func(path string) (uint64, error)
+
+	// Streams configures known streams; DefaultStream applies to streams
+	// first seen by Append.
+	Streams       []StreamConfig
+	DefaultStream StreamConfig
+
+	OnCorrupt CorruptPolicy
+
+	// SweepInterval is how often TTLs and the disk watermark are checked
+	// (default 1s).
+	SweepInterval time.Duration
+
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.BatchInterval <= 0 {
+		o.BatchInterval = 10 * time.Millisecond
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 2048
+	}
+	if o.QueueLen <= 0 {
+		o.QueueLen = 4096
+	}
+	if o.SweepInterval <= 0 {
+		o.SweepInterval = time.Second
+	}
+	if o.FreeDisk == nil {
+		o.FreeDisk = freeDisk
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}

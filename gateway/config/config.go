@@ -1,0 +1,153 @@
+// Package config loads, defaults and validates ferry's YAML configuration.
+//
+// Load is the one place a config is read: unknown keys are errors, and every
+// error names the key path (e.g. "uplink.endpoints[0].url") and the line it
+// is on. Defaults are filled in one function, Config.SetDefaults, before
+// Validate runs. Loaded configs are plain values and safe to share read-only.
+package config
+
+import "time"
+
+// Config is the whole gateway configuration.
+type Config struct {
+	// GatewayID names this gateway to the cloud; it appears in cloud topics.
+	GatewayID string `yaml:"gateway_id"`
+	// DataDir holds the buffer and the broker's session state.
+	DataDir string `yaml:"data_dir"`
+	Log     Log    `yaml:"log"`
+	Broker  Broker `yaml:"broker"`
+	Ingest  Ingest `yaml:"ingest"`
+	Buffer  Buffer `yaml:"buffer"`
+	Uplink  Uplink `yaml:"uplink"`
+	Status  Status `yaml:"status"`
+	Demo    Demo   `yaml:"demo"`
+
+	// src records the file and the line of every key written in it, for
+	// error messages and for telling explicit zeros from absent keys; nil
+	// for a Config built in code.
+	src *source
+}
+
+// Log configures log/slog output.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // auto, text, json
+}
+
+// Broker configures the embedded MQTT broker.
+type Broker struct {
+	Listen          string   `yaml:"listen"`           // TCP address, e.g. ":1883"
+	Websocket       string   `yaml:"websocket"`        // optional websocket address
+	AllowAnonymous  bool     `yaml:"allow_anonymous"`  // must be said by name
+	MaxPacketSize   ByteSize `yaml:"max_packet_size"`  // larger packets disconnect the client
+	PersistSessions *bool    `yaml:"persist_sessions"` // keep sessions, subscriptions, retained and queued messages across restarts
+	MaxClients      int      `yaml:"max_clients"`      // 0: no limit
+}
+
+// Ingest says which PUBLISHes become events and how durably.
+type Ingest struct {
+	Durability    string        `yaml:"durability"`     // sync, batch, none
+	BatchInterval time.Duration `yaml:"batch_interval"` // batch: commit at most this often
+	MaxBatch      int           `yaml:"max_batch"`      // events per commit at most
+	Routes        []Route       `yaml:"routes"`
+}
+
+// Route sends events whose topic matches any filter to a stream.
+type Route struct {
+	Topics      []string `yaml:"topics"`       // MQTT topic filters
+	Stream      string   `yaml:"stream"`       // buffer stream name
+	ContentType string   `yaml:"content_type"` // default MIME type for the payload
+}
+
+// Buffer configures the durable log.
+type Buffer struct {
+	Path        string   `yaml:"path"`          // default: <data_dir>/buffer.db
+	MinFreeDisk ByteSize `yaml:"min_free_disk"` // stop taking events below this much free space
+	OnCorrupt   string   `yaml:"on_corrupt"`    // quarantine or fail
+	Streams     []Stream `yaml:"streams"`
+}
+
+// Stream bounds one stream of the buffer.
+type Stream struct {
+	Name      string        `yaml:"name"`
+	MaxEvents int64         `yaml:"max_events"`
+	MaxBytes  ByteSize      `yaml:"max_bytes"`
+	Overflow  string        `yaml:"overflow"` // drop_oldest or reject
+	TTL       time.Duration `yaml:"ttl"`      // 0: keep until forwarded
+}
+
+// Uplink configures forwarding to the cloud.
+type Uplink struct {
+	Enabled        *bool         `yaml:"enabled"`
+	Endpoints      []Endpoint    `yaml:"endpoints"` // tried in order
+	ClientID       string        `yaml:"client_id"`
+	Username       string        `yaml:"username"`
+	Password       string        `yaml:"password"`
+	PasswordFile   string        `yaml:"password_file"`
+	TLS            TLS           `yaml:"tls"`
+	Topic          string        `yaml:"topic"`  // template: {gateway_id} {stream} {source} {topic} {id}
+	Format         string        `yaml:"format"` // json or cbor
+	QoS            int           `yaml:"qos"`
+	Inflight       int           `yaml:"inflight"`
+	Keepalive      time.Duration `yaml:"keepalive"`
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	Backoff        Backoff       `yaml:"backoff"`
+	Batch          Batch         `yaml:"batch"`
+	MaxMessage     ByteSize      `yaml:"max_message_size"`
+	Rate           Rate          `yaml:"rate"`
+	Streams        []string      `yaml:"streams"` // empty: all
+}
+
+// Endpoint is one cloud broker.
+type Endpoint struct {
+	URL string `yaml:"url"` // tcp://, ssl://, tls://, mqtts://, ws://, wss://
+	TLS *TLS   `yaml:"tls"` // overrides Uplink.TLS for this endpoint
+}
+
+// TLS configures a TLS client.
+type TLS struct {
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	ServerName         string `yaml:"server_name"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// Backoff bounds reconnect delays (full jitter between 0 and the cap).
+type Backoff struct {
+	Min time.Duration `yaml:"min"`
+	Max time.Duration `yaml:"max"`
+}
+
+// Batch packs several events into one cloud message.
+type Batch struct {
+	MaxEvents int      `yaml:"max_events"` // 1: no batching
+	MaxBytes  ByteSize `yaml:"max_bytes"`
+}
+
+// Rate caps the uplink; zero means no cap.
+type Rate struct {
+	MessagesPerSecond float64  `yaml:"messages_per_second"`
+	BytesPerSecond    ByteSize `yaml:"bytes_per_second"`
+}
+
+// Status configures the local status endpoint and the periodic health line.
+type Status struct {
+	Listen      string        `yaml:"listen"` // loopback HTTP address; empty disables
+	LogInterval time.Duration `yaml:"log_interval"`
+}
+
+// Demo runs a built-in sensor and a stand-in cloud, for `make run`.
+type Demo struct {
+	Sensors  int           `yaml:"sensors"`  // demo publishers; 0: none
+	Interval time.Duration `yaml:"interval"` // between readings of one sensor
+	Topic    string        `yaml:"topic"`    // prefix; sensor i publishes <topic>/<i>
+	Cloud    DemoCloud     `yaml:"cloud"`
+}
+
+// DemoCloud is an embedded broker standing in for the cloud.
+type DemoCloud struct {
+	Listen  string        `yaml:"listen"` // empty: no stand-in cloud
+	UpFor   time.Duration `yaml:"up_for"` // with DownFor: a periodic outage
+	DownFor time.Duration `yaml:"down_for"`
+}

@@ -1,0 +1,172 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Defaults. firmware-config/reference.yaml documents them for users; a test
+// keeps the two in step.
+const (
+	DefaultGatewayID      = "ferry" // if the hostname is unknown
+	DefaultDataDir        = "/var/lib/ferry"
+	DefaultLogLevel       = "info"
+	DefaultLogFormat      = "auto"
+	DefaultBrokerListen   = ":1883"
+	DefaultMaxPacketSize  = 256 * KiB
+	DefaultDurability     = "sync"
+	DefaultBatchInterval  = 10 * time.Millisecond
+	DefaultMaxBatch       = 2048
+	DefaultRouteFilter    = "#"
+	DefaultStream         = "telemetry"
+	DefaultBufferFile     = "buffer.db" // in DataDir
+	DefaultMinFreeDisk    = 64 * MiB
+	DefaultOnCorrupt      = "quarantine"
+	DefaultStreamEvents   = 1_000_000
+	DefaultStreamBytes    = 256 * MiB
+	DefaultOverflow       = "drop_oldest"
+	DefaultTopic          = "{gateway_id}/{stream}/{source}"
+	DefaultFormat         = "json"
+	DefaultQoS            = 1
+	DefaultInflight       = 100 // AWS IoT Core's limit on unacknowledged QoS 1 PUBLISHes
+	DefaultKeepalive      = 30 * time.Second
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultBackoffMin     = 1 * time.Second
+	DefaultBackoffMax     = 60 * time.Second
+	DefaultBatchEvents    = 1
+	DefaultBatchBytes     = 128 * KiB
+	DefaultMaxMessage     = 128 * KiB // AWS IoT Core's message size limit
+	DefaultStatusListen   = "127.0.0.1:8080"
+	DefaultLogInterval    = 30 * time.Second
+	DefaultDemoInterval   = 1 * time.Second
+	DefaultDemoTopic      = "demo/sensor"
+)
+
+// SetDefaults fills every unset field with its default. It is the one place
+// defaults are set; Load calls it before Validate, and code that builds a
+// Config by hand should call it too. It is idempotent.
+//
+// A zero value means "unset", except for keys where zero is meaningful and
+// the key was written in the loaded file: "uplink.qos: 0" keeps QoS 0,
+// "status.listen: ''" disables the status endpoint and
+// "status.log_interval: 0" disables the periodic health line.
+func (c *Config) SetDefaults() {
+	if c.GatewayID == "" {
+		c.GatewayID = DefaultGatewayID
+		if h, err := os.Hostname(); err == nil && h != "" {
+			c.GatewayID = h
+		}
+	}
+	setString(&c.DataDir, DefaultDataDir)
+
+	setString(&c.Log.Level, DefaultLogLevel)
+	setString(&c.Log.Format, DefaultLogFormat)
+
+	b := &c.Broker
+	setString(&b.Listen, DefaultBrokerListen)
+	setSize(&b.MaxPacketSize, DefaultMaxPacketSize)
+	if b.PersistSessions == nil {
+		b.PersistSessions = ptr(true)
+	}
+
+	in := &c.Ingest
+	setString(&in.Durability, DefaultDurability)
+	setDuration(&in.BatchInterval, DefaultBatchInterval)
+	if in.MaxBatch == 0 {
+		in.MaxBatch = DefaultMaxBatch
+	}
+	if len(in.Routes) == 0 {
+		in.Routes = []Route{{Topics: []string{DefaultRouteFilter}, Stream: DefaultStream}}
+	}
+
+	buf := &c.Buffer
+	if buf.Path == "" {
+		buf.Path = filepath.Join(c.DataDir, DefaultBufferFile)
+	}
+	setSize(&buf.MinFreeDisk, DefaultMinFreeDisk)
+	setString(&buf.OnCorrupt, DefaultOnCorrupt)
+	have := map[string]bool{}
+	for _, s := range buf.Streams {
+		have[s.Name] = true
+	}
+	for _, r := range in.Routes {
+		// A stream only named by a route gets a default entry; invalid
+		// names are left for Validate to report on the route.
+		if !have[r.Stream] && validStreamName(r.Stream) {
+			have[r.Stream] = true
+			buf.Streams = append(buf.Streams, Stream{Name: r.Stream})
+		}
+	}
+	for i := range buf.Streams {
+		s := &buf.Streams[i]
+		if s.MaxEvents == 0 {
+			s.MaxEvents = DefaultStreamEvents
+		}
+		setSize(&s.MaxBytes, DefaultStreamBytes)
+		setString(&s.Overflow, DefaultOverflow)
+	}
+
+	u := &c.Uplink
+	if u.Enabled == nil {
+		u.Enabled = ptr(len(u.Endpoints) > 0)
+	}
+	setString(&u.ClientID, c.GatewayID)
+	setString(&u.Topic, DefaultTopic)
+	setString(&u.Format, DefaultFormat)
+	if u.QoS == 0 && !c.explicit("uplink.qos") {
+		u.QoS = DefaultQoS
+	}
+	if u.Inflight == 0 {
+		u.Inflight = DefaultInflight
+	}
+	setDuration(&u.Keepalive, DefaultKeepalive)
+	setDuration(&u.ConnectTimeout, DefaultConnectTimeout)
+	setDuration(&u.Backoff.Min, DefaultBackoffMin)
+	setDuration(&u.Backoff.Max, DefaultBackoffMax)
+	if u.Batch.MaxEvents == 0 {
+		u.Batch.MaxEvents = DefaultBatchEvents
+	}
+	setSize(&u.Batch.MaxBytes, DefaultBatchBytes)
+	setSize(&u.MaxMessage, DefaultMaxMessage)
+
+	if c.Status.Listen == "" && !c.explicit("status.listen") {
+		c.Status.Listen = DefaultStatusListen
+	}
+	if c.Status.LogInterval == 0 && !c.explicit("status.log_interval") {
+		c.Status.LogInterval = DefaultLogInterval
+	}
+
+	setDuration(&c.Demo.Interval, DefaultDemoInterval)
+	setString(&c.Demo.Topic, DefaultDemoTopic)
+}
+
+// explicit reports whether path was written in the loaded file with a
+// non-null value.
+func (c *Config) explicit(path string) bool {
+	if c.src == nil {
+		return false
+	}
+	_, ok := c.src.lines[path]
+	return ok
+}
+
+func setString(p *string, def string) {
+	if *p == "" {
+		*p = def
+	}
+}
+
+func setSize(p *ByteSize, def ByteSize) {
+	if *p == 0 {
+		*p = def
+	}
+}
+
+func setDuration(p *time.Duration, def time.Duration) {
+	if *p == 0 {
+		*p = def
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,174 @@
+// Package mqtttest runs real MQTT brokers for tests: Debian's Mosquitto as
+// the stand-in cloud, on a free loopback port, stoppable and restartable on
+// the same port to simulate outages.
+//
+// When the mosquitto binary is missing the test fails under CI=true (CI
+// installs it) and otherwise falls back to an in-process mochi broker, so a
+// developer without Mosquitto can still run the suite.
+package mqtttest
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// Broker is a running (or stopped) test broker on a fixed loopback port.
+type Broker struct {
+	t    testing.TB
+	Addr string // host:port
+	Kind string // "mosquitto" or "mochi"
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	waited chan struct{}
+	conf   string
+	logBuf *bytes.Buffer
+	mochi  *mqtt.Server
+}
+
+// URL returns the broker's address as a tcp:// URL for paho.
+func (b *Broker) URL() string { return "tcp://" + b.Addr }
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("mqtttest: free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// MosquittoPath returns the mosquitto binary, or "" when it is not installed.
+func MosquittoPath() string {
+	for _, p := range []string{"mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	return ""
+}
+
+// RequireMosquitto returns the mosquitto binary path; it fails the test
+// under CI=true when the binary is missing and skips it otherwise.
+func RequireMosquitto(t testing.TB) string {
+	t.Helper()
+	p := MosquittoPath()
+	if p == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("mqtttest: mosquitto is not installed; .ci/run must apt-get install mosquitto")
+		}
+		t.Skip("mosquitto not installed (apt-get install mosquitto); this test needs the real broker")
+	}
+	return p
+}
+
+// Start starts a cloud broker on a free loopback port and stops it when the
+// test ends. It prefers Mosquitto; see the package doc for the fallback.
+func Start(t testing.TB) *Broker {
+	t.Helper()
+	b := &Broker{t: t, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))}
+	if MosquittoPath() == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("mqtttest: mosquitto is not installed; .ci/run must apt-get install mosquitto")
+		}
+		t.Logf("mqtttest: mosquitto not found, using an embedded mochi broker as the cloud")
+		b.Kind = "mochi"
+	} else {
+		b.Kind = "mosquitto"
+		b.conf = filepath.Join(t.TempDir(), "mosquitto.conf")
+		_, port, _ := net.SplitHostPort(b.Addr)
+		conf := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\n", port)
+		if err := os.WriteFile(b.conf, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.StartAgain()
+	t.Cleanup(b.Stop)
+	return b
+}
+
+// StartAgain (re)starts a stopped broker on the same port and waits until it
+// accepts connections.
+func (b *Broker) StartAgain() {
+	b.t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cmd != nil || b.mochi != nil {
+		return
+	}
+	if b.Kind == "mochi" {
+		s := mqtt.New(&mqtt.Options{InlineClient: false})
+		_ = s.AddHook(new(auth.AllowHook), nil)
+		if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "t", Address: b.Addr})); err != nil {
+			b.t.Fatalf("mqtttest: mochi listener: %v", err)
+		}
+		go func() { _ = s.Serve() }()
+		b.mochi = s
+	} else {
+		b.logBuf = new(bytes.Buffer)
+		cmd := exec.Command(MosquittoPath(), "-c", b.conf)
+		cmd.Stdout = b.logBuf
+		cmd.Stderr = b.logBuf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			b.t.Fatalf("mqtttest: start mosquitto: %v", err)
+		}
+		b.cmd = cmd
+		b.waited = make(chan struct{})
+		go func() { _ = cmd.Wait(); close(b.waited) }()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", b.Addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("mqtttest: %s on %s did not come up: %v\n%s", b.Kind, b.Addr, err, b.logs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (b *Broker) logs() string {
+	if b.logBuf == nil {
+		return ""
+	}
+	return b.logBuf.String()
+}
+
+// Stop stops the broker (an outage); StartAgain brings it back.
+func (b *Broker) Stop() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.mochi != nil {
+		_ = b.mochi.Close()
+		b.mochi = nil
+	}
+	if b.cmd != nil {
+		_ = b.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-b.waited:
+		case <-time.After(5 * time.Second):
+			_ = b.cmd.Process.Kill()
+			<-b.waited
+		}
+		b.cmd = nil
+	}
+}

@@ -1,0 +1,35 @@
+package uplink
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Callers test for them with errors.Is; the package wraps
+// them with detail once, at the layer that detects the condition.
+var (
+	// ErrMalformedMessage is returned by DecodeMessage for bytes that are not
+	// one of the four message forms.
+	ErrMalformedMessage = errors.New("uplink: malformed message")
+	// ErrBatchShape is returned by EncodeMessage for an empty event list, or
+	// for several events when batch is false.
+	ErrBatchShape = errors.New("uplink: a single message needs exactly one event")
+	// ErrFormat is returned for a Format other than FormatJSON or FormatCBOR.
+	ErrFormat = errors.New("uplink: unknown message format")
+	// ErrEncode is returned when an event cannot be encoded.
+	ErrEncode = errors.New("uplink: cannot encode event")
+	// ErrConfig is returned by New for an invalid Config.
+	ErrConfig = errors.New("uplink: invalid config")
+	// ErrConnect is recorded when no endpoint accepted a connection.
+	ErrConnect = errors.New("uplink: cannot connect")
+	// ErrConnectionLost is recorded when an established connection failed.
+	ErrConnectionLost = errors.New("uplink: connection lost")
+	// ErrQueue is returned when the Queue fails to read or ack.
+	ErrQueue = errors.New("uplink: queue")
+)
+
+func wrapEncode(err error) error { return fmt.Errorf("%w: %v", ErrEncode, err) }
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrMalformedMessage}, args...)...)
+}

@@ -1,0 +1,217 @@
+package uplink
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"slices"
+	"time"
+	"unicode/utf8"
+
+	"github.com/ferrygw/ferry/event"
+)
+
+// Format is the encoding of cloud messages.
+type Format string
+
+// Message formats.
+const (
+	// FormatJSON sends JSON envelopes (see AppendJSON); a batch is a JSON array.
+	FormatJSON Format = "json"
+	// FormatCBOR sends event.Marshal bytes; a batch is a CBOR array of them.
+	FormatCBOR Format = "cbor"
+)
+
+// MaxBatchEvents is the most events DecodeMessage accepts in one batch.
+const MaxBatchEvents = 1 << 16
+
+// EncodeMessage appends the message carrying evs in format f to dst. With
+// batch false evs must hold exactly one event and the message is a single
+// envelope; with batch true the message is an array (even of one event).
+func EncodeMessage(dst []byte, f Format, gatewayID string, evs []event.Event, batch bool) ([]byte, error) {
+	if len(evs) == 0 || (!batch && len(evs) != 1) {
+		return dst, ErrBatchShape
+	}
+	switch f {
+	case FormatJSON, "":
+		if batch {
+			return AppendJSONBatch(dst, gatewayID, evs), nil
+		}
+		return AppendJSON(dst, gatewayID, &evs[0]), nil
+	case FormatCBOR:
+		if batch {
+			return AppendCBORBatch(dst, evs)
+		}
+		return AppendCBOR(dst, &evs[0])
+	default:
+		return dst, ErrFormat
+	}
+}
+
+// AppendJSON appends the JSON envelope of ev to dst:
+//
+//	{"id":"<ULID>","gateway":"...","stream":"...","source":"...","topic":"...",
+//	 "ts":"<RFC3339Nano UTC>","content_type":"...","payload":<raw JSON>,
+//	 "attrs":{...}}
+//
+// The payload is embedded as is when it is valid UTF-8 JSON without leading
+// or trailing white space; otherwise it is sent as "payload_b64" (standard
+// base64) instead. "ts" is omitted for a zero time and "attrs" when empty;
+// attrs keys are sorted, so the bytes are deterministic. Strings are escaped
+// per RFC 8259; invalid UTF-8 in them (which event decoding already rejects)
+// is replaced by U+FFFD. AppendJSON does not allocate when dst has room.
+func AppendJSON(dst []byte, gatewayID string, ev *event.Event) []byte {
+	dst = append(dst, `{"id":"`...)
+	dst = ev.ID.AppendText(dst)
+	dst = append(dst, `","gateway":`...)
+	dst = appendJSONString(dst, gatewayID)
+	dst = append(dst, `,"stream":`...)
+	dst = appendJSONString(dst, ev.Stream)
+	dst = append(dst, `,"source":`...)
+	dst = appendJSONString(dst, ev.Source)
+	dst = append(dst, `,"topic":`...)
+	dst = appendJSONString(dst, ev.Topic)
+	if !ev.Time.IsZero() {
+		dst = append(dst, `,"ts":"`...)
+		dst = ev.Time.UTC().AppendFormat(dst, time.RFC3339Nano)
+		dst = append(dst, '"')
+	}
+	dst = append(dst, `,"content_type":`...)
+	dst = appendJSONString(dst, ev.ContentType)
+	if embeddable(ev.Payload) {
+		dst = append(dst, `,"payload":`...)
+		dst = append(dst, ev.Payload...)
+	} else {
+		dst = append(dst, `,"payload_b64":"`...)
+		dst = base64.StdEncoding.AppendEncode(dst, ev.Payload)
+		dst = append(dst, '"')
+	}
+	if len(ev.Attrs) > 0 {
+		dst = append(dst, `,"attrs":{`...)
+		var arr [16]string
+		keys := arr[:0]
+		for k := range ev.Attrs {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for i, k := range keys {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendJSONString(dst, k)
+			dst = append(dst, ':')
+			dst = appendJSONString(dst, ev.Attrs[k])
+		}
+		dst = append(dst, '}')
+	}
+	return append(dst, '}')
+}
+
+// AppendJSONBatch appends a JSON array of the envelopes of evs to dst.
+func AppendJSONBatch(dst []byte, gatewayID string, evs []event.Event) []byte {
+	dst = append(dst, '[')
+	for i := range evs {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = AppendJSON(dst, gatewayID, &evs[i])
+	}
+	return append(dst, ']')
+}
+
+// AppendCBOR appends event.Marshal(ev) to dst.
+func AppendCBOR(dst []byte, ev *event.Event) ([]byte, error) {
+	out, err := event.AppendMarshal(dst, ev)
+	if err != nil {
+		return dst, wrapEncode(err)
+	}
+	return out, nil
+}
+
+// AppendCBORBatch appends a CBOR array whose elements are event.Marshal of
+// each of evs (embedded items, not byte strings) to dst.
+func AppendCBORBatch(dst []byte, evs []event.Event) ([]byte, error) {
+	start := len(dst)
+	dst = appendCBORArrayHead(dst, len(evs))
+	for i := range evs {
+		var err error
+		if dst, err = AppendCBOR(dst, &evs[i]); err != nil {
+			return dst[:start], err
+		}
+	}
+	return dst, nil
+}
+
+// appendCBORArrayHead appends the head of a CBOR array of n items in its
+// shortest (deterministic) form.
+func appendCBORArrayHead(dst []byte, n int) []byte {
+	const major = 4 << 5
+	u := uint64(n)
+	switch {
+	case u < 24:
+		return append(dst, major|byte(u))
+	case u <= 0xff:
+		return append(dst, major|24, byte(u))
+	case u <= 0xffff:
+		return append(dst, major|25, byte(u>>8), byte(u))
+	case u <= 0xffffffff:
+		return append(dst, major|26, byte(u>>24), byte(u>>16), byte(u>>8), byte(u))
+	default:
+		return append(dst, major|27, byte(u>>56), byte(u>>48), byte(u>>40), byte(u>>32),
+			byte(u>>24), byte(u>>16), byte(u>>8), byte(u))
+	}
+}
+
+// embeddable reports whether p can be embedded in an envelope verbatim and
+// decoded back to the very same bytes.
+func embeddable(p []byte) bool {
+	if len(p) == 0 || isJSONSpace(p[0]) || isJSONSpace(p[len(p)-1]) {
+		return false
+	}
+	return utf8.Valid(p) && json.Valid(p)
+}
+
+func isJSONSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a quoted JSON string.
+func appendJSONString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
