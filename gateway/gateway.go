@@ -1,0 +1,255 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ferrygw/ferry/buffer"
+	"github.com/ferrygw/ferry/gateway/broker"
+	"github.com/ferrygw/ferry/gateway/config"
+	"github.com/ferrygw/ferry/uplink"
+	"golang.org/x/sync/errgroup"
+)
+
+// The buffer is the uplink's queue.
+var _ uplink.Queue = (*buffer.Log)(nil)
+
+// The buffer is where the broker ingests.
+var _ broker.Log = (*buffer.Log)(nil)
+
+// Gateway is one running ferry.
+type Gateway struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	buf     *buffer.Log
+	broker  *broker.Broker
+	fwd     *uplink.Forwarder // nil when the uplink is disabled
+	demo    *demo             // nil without a demo section
+	started time.Time
+	now     func() time.Time
+}
+
+// New opens the buffer and binds the broker's listeners; Run starts the
+// work. cfg must have been loaded with config.Load (defaults set, valid).
+func New(cfg *config.Config, logger *slog.Logger) (g *Gateway, err error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	g = &Gateway{cfg: cfg, log: logger, now: time.Now}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("gateway: data_dir: %w", err)
+	}
+	bopts, err := bufferOptions(cfg, logger.With("component", "buffer"))
+	if err != nil {
+		return nil, err
+	}
+	if g.buf, err = buffer.Open(cfg.Buffer.Path, bopts); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = g.buf.Close()
+		}
+	}()
+	if g.broker, err = broker.New(brokerConfig(cfg, logger.With("component", "broker")), g.buf); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	if cfg.Uplink.Enabled != nil && *cfg.Uplink.Enabled {
+		ucfg, err := uplinkConfig(cfg, logger.With("component", "uplink"))
+		if err != nil {
+			return nil, fmt.Errorf("gateway: uplink: %w", err)
+		}
+		if g.fwd, err = uplink.New(g.buf, ucfg); err != nil {
+			return nil, fmt.Errorf("gateway: uplink: %w", err)
+		}
+	}
+	if cfg.Demo.Sensors > 0 || cfg.Demo.Cloud.Listen != "" {
+		g.demo = newDemo(cfg, logger.With("component", "demo"))
+	}
+	return g, nil
+}
+
+// Buffer returns the gateway's durable log.
+func (g *Gateway) Buffer() *buffer.Log { return g.buf }
+
+// BrokerAddr returns the address the broker's TCP listener is bound to.
+func (g *Gateway) BrokerAddr() string { return g.broker.Addr() }
+
+// Run runs the gateway until ctx ends or a component fails, then stops
+// everything and closes the buffer.
+func (g *Gateway) Run(ctx context.Context) error {
+	g.started = g.now()
+	g.log.Info("ferry starting", "gateway_id", g.cfg.GatewayID, "buffer", g.buf.Path(),
+		"durability", g.cfg.Ingest.Durability, "uplink", g.fwd != nil)
+	// The buffer's commit loop outlives the broker: a hook waiting on its
+	// commit must get an answer, so the loop stops only after the others.
+	bufCtx, stopBuf := context.WithCancel(context.WithoutCancel(ctx))
+	bufDone := make(chan error, 1)
+	go func() { bufDone <- g.buf.Run(bufCtx) }()
+
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return g.broker.Run(ctx) })
+	if g.fwd != nil {
+		eg.Go(func() error { return g.fwd.Run(ctx) })
+	}
+	if g.cfg.Status.Listen != "" {
+		eg.Go(func() error { return g.serveStatus(ctx) })
+	}
+	if g.cfg.Status.LogInterval > 0 {
+		eg.Go(func() error { return g.logHealth(ctx) })
+	}
+	if g.demo != nil {
+		eg.Go(func() error { return g.demo.Run(ctx, g.broker.Addr()) })
+	}
+	err := eg.Wait()
+	stopBuf()
+	if berr := <-bufDone; berr != nil && err == nil {
+		err = berr
+	}
+	if cerr := g.buf.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("gateway: close buffer: %w", cerr)
+	}
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	g.log.Info("ferry stopped")
+	return err
+}
+
+func bufferOptions(cfg *config.Config, log *slog.Logger) (buffer.Options, error) {
+	d, err := buffer.ParseDurability(cfg.Ingest.Durability)
+	if err != nil {
+		return buffer.Options{}, err
+	}
+	o := buffer.Options{
+		Durability:    d,
+		BatchInterval: cfg.Ingest.BatchInterval,
+		MaxBatch:      cfg.Ingest.MaxBatch,
+		MinFreeDisk:   uint64(cfg.Buffer.MinFreeDisk),
+		Logger:        log,
+		DefaultStream: buffer.StreamConfig{MaxEvents: 1_000_000, MaxBytes: 256 << 20},
+	}
+	if cfg.Buffer.OnCorrupt == "fail" {
+		o.OnCorrupt = buffer.CorruptFail
+	}
+	for _, s := range cfg.Buffer.Streams {
+		ov, err := buffer.ParseOverflow(s.Overflow)
+		if err != nil {
+			return buffer.Options{}, err
+		}
+		o.Streams = append(o.Streams, buffer.StreamConfig{
+			Name: s.Name, MaxEvents: s.MaxEvents, MaxBytes: int64(s.MaxBytes), Overflow: ov, TTL: s.TTL,
+		})
+	}
+	return o, nil
+}
+
+func brokerConfig(cfg *config.Config, log *slog.Logger) broker.Config {
+	bc := broker.Config{
+		Listen:         cfg.Broker.Listen,
+		Websocket:      cfg.Broker.Websocket,
+		AllowAnonymous: cfg.Broker.AllowAnonymous,
+		MaxPacketSize:  uint32(cfg.Broker.MaxPacketSize),
+		MaxClients:     cfg.Broker.MaxClients,
+		Logger:         log,
+	}
+	if cfg.Broker.PersistSessions == nil || *cfg.Broker.PersistSessions {
+		bc.SessionPath = filepath.Join(cfg.DataDir, "sessions.db")
+	}
+	for _, r := range cfg.Ingest.Routes {
+		bc.Routes = append(bc.Routes, broker.Route{Topics: r.Topics, Stream: r.Stream, ContentType: r.ContentType})
+	}
+	return bc
+}
+
+func uplinkConfig(cfg *config.Config, log *slog.Logger) (uplink.Config, error) {
+	u := cfg.Uplink
+	uc := uplink.Config{
+		ClientID:          u.ClientID,
+		Username:          u.Username,
+		Password:          u.Password,
+		GatewayID:         cfg.GatewayID,
+		Topic:             u.Topic,
+		Format:            uplink.Format(u.Format),
+		QoS:               byte(u.QoS),
+		Inflight:          u.Inflight,
+		Keepalive:         u.Keepalive,
+		ConnectTimeout:    u.ConnectTimeout,
+		BackoffMin:        u.Backoff.Min,
+		BackoffMax:        u.Backoff.Max,
+		BatchMaxEvents:    u.Batch.MaxEvents,
+		BatchMaxBytes:     int(u.Batch.MaxBytes),
+		MaxMessageBytes:   int(u.MaxMessage),
+		MessagesPerSecond: u.Rate.MessagesPerSecond,
+		BytesPerSecond:    float64(u.Rate.BytesPerSecond),
+		Streams:           u.Streams,
+		Logger:            log,
+		Rand:              rand.Float64,
+	}
+	if u.PasswordFile != "" {
+		b, err := os.ReadFile(u.PasswordFile)
+		if err != nil {
+			return uc, fmt.Errorf("uplink.password_file: %w", err)
+		}
+		uc.Password = strings.TrimRight(string(b), "\r\n")
+	}
+	for i, ep := range u.Endpoints {
+		t := &u.TLS
+		if ep.TLS != nil {
+			t = ep.TLS
+		}
+		var tc *tls.Config
+		if isTLSURL(ep.URL) {
+			var err error
+			if tc, err = tlsConfig(t); err != nil {
+				return uc, fmt.Errorf("uplink.endpoints[%d].tls: %w", i, err)
+			}
+		}
+		uc.Endpoints = append(uc.Endpoints, uplink.Endpoint{URL: ep.URL, TLS: tc})
+	}
+	return uc, nil
+}
+
+func isTLSURL(u string) bool {
+	for _, p := range []string{"ssl://", "tls://", "mqtts://", "wss://"} {
+		if strings.HasPrefix(u, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// tlsConfig builds a client TLS config: TLS 1.2 at least, the CA file
+// pinned as the only roots when given, and a client certificate for mutual
+// TLS (as AWS IoT Core and Azure IoT Hub expect).
+func tlsConfig(t *config.TLS) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file %s: no PEM certificates", t.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("cert_file/key_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
