@@ -49,7 +49,7 @@ const (
 //
 // A zero value means "unset", except for keys where zero is meaningful and
 // the key was written in the loaded file: "uplink.qos: 0" keeps QoS 0,
-// "status.listen: ''" disables the status endpoint and
+// `status.listen: ""` disables the status endpoint and
 // "status.log_interval: 0" disables the periodic health line.
 func (c *Config) SetDefaults() {
 	if c.GatewayID == "" {

@@ -21,7 +21,7 @@ import (
 // Limits that keep a hostile or broken file from costing unbounded work.
 const (
 	maxErrors = 100     // problems reported before giving up
-	maxVisits = 1 << 20 // nodes walked, counting alias expansions
+	maxVisits = 1 << 17 // nodes walked, counting alias expansions
 	maxDepth  = 64      // nesting of nodes, counting aliases and merges
 )
 
@@ -48,9 +48,21 @@ func Load(path string) (*Config, error) {
 // LoadBytes is Load for a configuration already in memory (such as
 // firmwareconfig.Default()); name is used in error messages.
 func LoadBytes(data []byte, name string) (*Config, error) {
-	c, errs := parse(data, name)
+	c, errs, gaveUp := parse(data, name)
+	if gaveUp {
+		return nil, errs // the config is only partly decoded
+	}
 	c.SetDefaults()
-	errs = append(errs, c.validate()...)
+	// A key that failed to decode is reported once, not again by Validate.
+	for _, v := range c.validate() {
+		if len(errs) >= maxErrors {
+			errs = append(errs, &Error{File: name, Msg: "too many problems; stopping here"})
+			break
+		}
+		if !under(v.Path, errs) {
+			errs = append(errs, v)
+		}
+	}
 	if len(errs) > 0 {
 		errs.sortByLine()
 		return nil, errs
@@ -58,12 +70,25 @@ func LoadBytes(data []byte, name string) (*Config, error) {
 	return c, nil
 }
 
+// under reports whether path is, or is inside, the path of one of errs.
+func under(path string, errs Errors) bool {
+	for _, e := range errs {
+		if e.Path == "" {
+			continue
+		}
+		if rest, ok := strings.CutPrefix(path, e.Path); ok && (rest == "" || rest[0] == '.' || rest[0] == '[') {
+			return true
+		}
+	}
+	return false
+}
+
 // Parse decodes a YAML configuration without filling defaults or
 // validating it. name (typically the file name) is used in error messages.
 // Unknown keys, duplicate keys, values of the wrong type and YAML syntax
 // errors are reported together as Errors.
 func Parse(data []byte, name string) (*Config, error) {
-	c, errs := parse(data, name)
+	c, errs, _ := parse(data, name)
 	if len(errs) > 0 {
 		return nil, errs
 	}
@@ -71,18 +96,19 @@ func Parse(data []byte, name string) (*Config, error) {
 }
 
 // parse decodes as much of data as it can. It always returns a usable
-// Config, so that Load can go on to report validation problems too.
-func parse(data []byte, name string) (*Config, Errors) {
-	c := &Config{src: &source{file: name, lines: map[string]int{}}}
+// Config, so that Load can go on to report validation problems too, unless
+// gaveUp says decoding stopped early at a limit.
+func parse(data []byte, name string) (c *Config, errs Errors, gaveUp bool) {
+	c = &Config{src: &source{file: name, lines: map[string]int{}}}
 	d := &decoder{file: name, lines: c.src.lines, active: map[*yaml.Node]bool{}}
 	root, err := parseYAML(data)
 	if err != nil {
-		return c, Errors{yamlError(name, err)}
+		return c, Errors{yamlError(name, data, err)}, false
 	}
 	if root != nil {
 		d.decode(root, reflect.ValueOf(c).Elem(), "", 0)
 	}
-	return c, d.errs
+	return c, d.errs, d.full
 }
 
 // parseYAML parses data as a single YAML document and returns its root node,
@@ -108,7 +134,7 @@ func parseYAML(data []byte) (root *yaml.Node, err error) {
 	case err != nil:
 		return nil, err
 	default:
-		return nil, fmt.Errorf("yaml: line %d: only one YAML document is allowed (found a second one)", extra.Line)
+		return nil, &Error{Line: extra.Line, Msg: "only one YAML document is allowed (found a second one)"}
 	}
 	root = &doc
 	if root.Kind == yaml.DocumentNode {
@@ -120,16 +146,57 @@ func parseYAML(data []byte) (root *yaml.Node, err error) {
 	return root, nil
 }
 
-var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+var (
+	yamlLineRE   = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+	yamlAnchorRE = regexp.MustCompile(`^yaml: unknown anchor '(.*)' referenced$`)
+)
 
-// yamlError turns an error from the YAML parser into an Error with a line.
-func yamlError(file string, err error) *Error {
+// yamlParserProblems are the messages of the YAML parser (as opposed to its
+// scanner). The parser reports 0-based lines, the scanner 1-based ones.
+var yamlParserProblems = map[string]bool{
+	"did not find expected <stream-start>":   true,
+	"did not find expected <document start>": true,
+	"found undefined tag handle":             true,
+	"did not find expected node content":     true,
+	"did not find expected '-' indicator":    true,
+	"did not find expected key":              true,
+	"did not find expected ',' or ']'":       true,
+	"did not find expected ',' or '}'":       true,
+	"found duplicate %YAML directive":        true,
+	"found incompatible YAML document":       true,
+	"found duplicate %TAG directive":         true,
+}
+
+// yamlError turns an error from the YAML parser into an Error with the
+// (1-based) line of the problem.
+func yamlError(file string, data []byte, err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		e.File = file
+		return e
+	}
 	msg := err.Error()
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
+		if yamlParserProblems[m[2]] {
+			line++
+		}
 		return &Error{File: file, Line: line, Msg: "bad YAML: " + m[2]}
 	}
-	return &Error{File: file, Msg: "bad YAML: " + strings.TrimPrefix(msg, "yaml: ")}
+	if m := yamlAnchorRE.FindStringSubmatch(msg); m != nil {
+		line := 0
+		if i := bytes.Index(data, []byte("*"+m[1])); i >= 0 {
+			line = 1 + bytes.Count(data[:i], []byte("\n"))
+		}
+		return &Error{File: file, Line: line, Msg: fmt.Sprintf("bad YAML: alias *%s refers to no anchor &%s", m[1], m[1])}
+	}
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	line := 0
+	if yamlParserProblems[msg] || !strings.Contains(msg, "internal") {
+		// The problem is on the first line: the parser leaves out line 0.
+		line = 1
+	}
+	return &Error{File: file, Line: line, Msg: "bad YAML: " + msg}
 }
 
 // decoder walks a YAML node tree alongside a Go value, guided by the yaml
@@ -226,6 +293,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, depth int) 
 			d.fail(n.Line, path, "must be a list, not %s", describe(n))
 			return
 		}
+		if len(n.Content) == 0 {
+			v.Set(reflect.Zero(t)) // "[]" is the same as leaving the key out
+			return
+		}
 		s := reflect.MakeSlice(t, len(n.Content), len(n.Content))
 		for i, item := range n.Content {
 			p := fmt.Sprintf("%s[%d]", path, i)
@@ -251,6 +322,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, depth int) 
 		}
 		v.SetBool(b)
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!float" && bigIntRE.MatchString(n.Value) {
+			d.fail(n.Line, path, "number %s is out of range", n.Value)
+			return
+		}
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
 			d.fail(n.Line, path, "must be a whole number, not %s", describe(n))
 			return
@@ -382,6 +457,9 @@ func isNull(n *yaml.Node) bool {
 func isMergeKey(k *yaml.Node) bool {
 	return k.Kind == yaml.ScalarNode && k.Value == "<<" && k.ShortTag() == "!!merge"
 }
+
+// bigIntRE matches integers too big for int64, which YAML reads as floats.
+var bigIntRE = regexp.MustCompile(`^[-+]?[0-9_]+$`)
 
 // parseYAMLInt parses an integer as YAML writes it: decimal, 0x hex, 0o or
 // 0 octal, 0b binary, with optional sign and "_" separators.

@@ -77,9 +77,23 @@ func RequireMosquitto(t testing.TB) string {
 	return p
 }
 
+// Options tune the Mosquitto instance.
+type Options struct {
+	// Persistent keeps sessions and queued messages across Stop and
+	// StartAgain (Mosquitto's persistence file), so a subscriber with a
+	// persistent session misses nothing during an outage.
+	Persistent bool
+}
+
 // Start starts a cloud broker on a free loopback port and stops it when the
 // test ends. It prefers Mosquitto; see the package doc for the fallback.
 func Start(t testing.TB) *Broker {
+	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, o Options) *Broker {
 	t.Helper()
 	b := &Broker{t: t, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))}
 	if MosquittoPath() == "" {
@@ -92,7 +106,16 @@ func Start(t testing.TB) *Broker {
 		b.Kind = "mosquitto"
 		b.conf = filepath.Join(t.TempDir(), "mosquitto.conf")
 		_, port, _ := net.SplitHostPort(b.Addr)
-		conf := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\n", port)
+		persist := "persistence false\n"
+		if o.Persistent {
+			persist = fmt.Sprintf("persistence true\npersistence_location %s/\n", filepath.Dir(b.conf))
+			if os.Geteuid() == 0 {
+				// Mosquitto run as root drops to user mosquitto, who
+				// cannot write the test's private temp directory.
+				persist += "user root\n"
+			}
+		}
+		conf := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\n%smax_inflight_messages 0\nmax_queued_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nlog_type subscribe\n", port, persist)
 		if err := os.WriteFile(b.conf, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -120,7 +143,9 @@ func (b *Broker) StartAgain() {
 		go func() { _ = s.Serve() }()
 		b.mochi = s
 	} else {
-		b.logBuf = new(bytes.Buffer)
+		if b.logBuf == nil {
+			b.logBuf = new(bytes.Buffer)
+		}
 		cmd := exec.Command(MosquittoPath(), "-c", b.conf)
 		cmd.Stdout = b.logBuf
 		cmd.Stderr = b.logBuf
@@ -144,6 +169,13 @@ func (b *Broker) StartAgain() {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Logs returns what the broker printed so far (Mosquitto only).
+func (b *Broker) Logs() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.logs()
 }
 
 func (b *Broker) logs() string {

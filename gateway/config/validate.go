@@ -1,0 +1,566 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"mime"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Validate checks a defaulted Config (see SetDefaults) and returns every
+// problem as Errors, each naming its key path and, for a loaded file, its
+// line. Unknown enum values are always errors. Validate does not touch the
+// file system or the network: files named by the config are opened by the
+// components that use them, when they start.
+func (c *Config) Validate() error {
+	errs := c.validate()
+	errs.sortByLine()
+	return errs.err()
+}
+
+// Warnings returns non-fatal advice about a defaulted Config: settings that
+// are valid but probably not what a production gateway wants.
+func (c *Config) Warnings() []*Error {
+	k := &checker{c: c}
+	c.warn(k)
+	k.errs.sortByLine()
+	return k.errs
+}
+
+// checker accumulates problems, putting file and line on them.
+type checker struct {
+	c    *Config
+	errs Errors
+}
+
+func (k *checker) add(path, format string, args ...any) {
+	e := &Error{Path: path, Msg: fmt.Sprintf(format, args...)}
+	if s := k.c.src; s != nil {
+		e.File = s.file
+		e.Line = s.lineOf(path)
+	}
+	k.errs = append(k.errs, e)
+}
+
+// lineOf returns the line of path or of its nearest ancestor written in the
+// file, 0 if none was.
+func (s *source) lineOf(path string) int {
+	for path != "" {
+		if l, ok := s.lines[path]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			break
+		}
+		path = path[:i]
+	}
+	return 0
+}
+
+// oneOf checks an enum value; an unknown value is always an error.
+func (k *checker) oneOf(path, v string, allowed ...string) {
+	for _, a := range allowed {
+		if v == a {
+			return
+		}
+	}
+	k.add(path, "must be one of %s, not %q", strings.Join(allowed, ", "), v)
+}
+
+func (k *checker) positive(path string, d time.Duration) {
+	if d <= 0 {
+		k.add(path, "must be a positive duration, not %s", d)
+	}
+}
+
+func (k *checker) nonNegative(path string, d time.Duration) {
+	if d < 0 {
+		k.add(path, "must not be negative, got %s", d)
+	}
+}
+
+// mqttMaxPacket is the largest MQTT packet (the remaining-length limit).
+const mqttMaxPacket = 268_435_455
+
+var (
+	streamNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+	// uplinkSchemes are the URL schemes the uplink can dial.
+	uplinkSchemes = map[string]bool{"tcp": true, "ssl": true, "tls": true, "mqtts": true, "ws": true, "wss": true}
+
+	// topicPlaceholders are the names uplink.topic may use in braces.
+	topicPlaceholders = map[string]bool{"gateway_id": true, "stream": true, "source": true, "topic": true, "id": true}
+)
+
+func validStreamName(s string) bool { return streamNameRE.MatchString(s) }
+
+func (c *Config) validate() Errors {
+	k := &checker{c: c}
+
+	if err := checkTopicLevel(c.GatewayID); err != nil {
+		k.add("gateway_id", "%v (it becomes a level of the cloud topic)", err)
+	}
+	if c.DataDir == "" {
+		k.add("data_dir", "must not be empty")
+	}
+	k.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	k.oneOf("log.format", c.Log.Format, "auto", "text", "json")
+
+	c.validateBroker(k)
+	streams := c.validateBuffer(k)
+	c.validateIngest(k, streams)
+	c.validateUplink(k, streams)
+
+	if c.Status.Listen != "" {
+		if err := checkHostPort(c.Status.Listen); err != nil {
+			k.add("status.listen", "%v", err)
+		} else if !isLoopback(c.Status.Listen) {
+			k.add("status.listen", "must be a loopback address (127.0.0.1, ::1 or localhost), not %q: "+
+				"the status endpoint has no authentication and must not be reachable from the network", c.Status.Listen)
+		}
+	}
+	k.nonNegative("status.log_interval", c.Status.LogInterval)
+
+	d := &c.Demo
+	if d.Sensors < 0 {
+		k.add("demo.sensors", "must not be negative")
+	}
+	k.positive("demo.interval", d.Interval)
+	if err := checkTopicName(d.Topic); err != nil {
+		k.add("demo.topic", "%v", err)
+	}
+	if d.Cloud.Listen != "" {
+		if err := checkHostPort(d.Cloud.Listen); err != nil {
+			k.add("demo.cloud.listen", "%v", err)
+		}
+	}
+	k.nonNegative("demo.cloud.up_for", d.Cloud.UpFor)
+	k.nonNegative("demo.cloud.down_for", d.Cloud.DownFor)
+	switch {
+	case d.Cloud.UpFor > 0 && d.Cloud.DownFor == 0:
+		k.add("demo.cloud.down_for", "must be set together with demo.cloud.up_for")
+	case d.Cloud.DownFor > 0 && d.Cloud.UpFor == 0:
+		k.add("demo.cloud.up_for", "must be set together with demo.cloud.down_for")
+	}
+	return k.errs
+}
+
+func (c *Config) validateBroker(k *checker) {
+	b := &c.Broker
+	if err := checkHostPort(b.Listen); err != nil {
+		k.add("broker.listen", "%v", err)
+	}
+	if b.Websocket != "" {
+		if err := checkHostPort(b.Websocket); err != nil {
+			k.add("broker.websocket", "%v", err)
+		}
+	}
+	if b.MaxPacketSize <= 0 || b.MaxPacketSize > mqttMaxPacket {
+		k.add("broker.max_packet_size", "must be between 1B and %s (the MQTT limit), not %s", ByteSize(mqttMaxPacket), b.MaxPacketSize)
+	}
+	if b.MaxClients < 0 {
+		k.add("broker.max_clients", "must not be negative (0 means no limit)")
+	}
+}
+
+// validateBuffer checks buffer and returns the set of stream names.
+func (c *Config) validateBuffer(k *checker) map[string]bool {
+	b := &c.Buffer
+	if b.Path == "" {
+		k.add("buffer.path", "must not be empty")
+	}
+	if b.MinFreeDisk < 0 {
+		k.add("buffer.min_free_disk", "must not be negative")
+	}
+	k.oneOf("buffer.on_corrupt", b.OnCorrupt, "quarantine", "fail")
+	names := map[string]bool{}
+	first := map[string]int{}
+	for i, s := range b.Streams {
+		p := fmt.Sprintf("buffer.streams[%d]", i)
+		switch {
+		case !validStreamName(s.Name):
+			k.add(p+".name", "stream name %q must be 1 to 64 letters, digits, '_', '.' or '-'", s.Name)
+		case names[s.Name]:
+			k.add(p+".name", "stream %q is already defined by buffer.streams[%d]", s.Name, first[s.Name])
+		default:
+			names[s.Name] = true
+			first[s.Name] = i
+		}
+		if s.MaxEvents <= 0 {
+			k.add(p+".max_events", "must be positive, not %d", s.MaxEvents)
+		}
+		if s.MaxBytes <= 0 {
+			k.add(p+".max_bytes", "must be positive, not %s", s.MaxBytes)
+		}
+		k.oneOf(p+".overflow", s.Overflow, "drop_oldest", "reject")
+		k.nonNegative(p+".ttl", s.TTL)
+	}
+	return names
+}
+
+func (c *Config) validateIngest(k *checker, streams map[string]bool) {
+	in := &c.Ingest
+	k.oneOf("ingest.durability", in.Durability, "sync", "batch", "none")
+	k.positive("ingest.batch_interval", in.BatchInterval)
+	if in.MaxBatch <= 0 {
+		k.add("ingest.max_batch", "must be positive, not %d", in.MaxBatch)
+	}
+	for i, r := range in.Routes {
+		p := fmt.Sprintf("ingest.routes[%d]", i)
+		if len(r.Topics) == 0 {
+			k.add(p+".topics", "must list at least one MQTT topic filter")
+		}
+		for j, f := range r.Topics {
+			if err := checkFilter(f); err != nil {
+				k.add(fmt.Sprintf("%s.topics[%d]", p, j), "topic filter %q: %v", f, err)
+			}
+		}
+		switch {
+		case r.Stream == "":
+			k.add(p+".stream", "must name the buffer stream the events go to")
+		case !validStreamName(r.Stream):
+			k.add(p+".stream", "stream name %q must be 1 to 64 letters, digits, '_', '.' or '-'", r.Stream)
+		case !streams[r.Stream]:
+			k.add(p+".stream", "names no stream in buffer.streams: %q", r.Stream)
+		}
+		if r.ContentType != "" {
+			if _, _, err := mime.ParseMediaType(r.ContentType); err != nil {
+				k.add(p+".content_type", "must be a MIME type like application/json, not %q", r.ContentType)
+			}
+		}
+	}
+}
+
+func (c *Config) validateUplink(k *checker, streams map[string]bool) {
+	u := &c.Uplink
+	if u.Enabled != nil && *u.Enabled && len(u.Endpoints) == 0 {
+		k.add("uplink.enabled", "is true but uplink.endpoints lists no broker")
+	}
+	for i, e := range u.Endpoints {
+		p := fmt.Sprintf("uplink.endpoints[%d]", i)
+		if err := checkEndpointURL(e.URL); err != nil {
+			k.add(p+".url", "%v", err)
+		}
+		if e.TLS != nil {
+			checkTLS(k, p+".tls", e.TLS)
+		}
+	}
+	if u.ClientID == "" {
+		k.add("uplink.client_id", "must not be empty")
+	} else if !utf8.ValidString(u.ClientID) || strings.ContainsRune(u.ClientID, 0) {
+		k.add("uplink.client_id", "must be valid UTF-8 without NUL characters")
+	}
+	if u.Password != "" && u.PasswordFile != "" {
+		k.add("uplink.password_file", "cannot be used together with uplink.password; set one of them")
+	}
+	checkTLS(k, "uplink.tls", &u.TLS)
+	if err := checkTemplate(u.Topic); err != nil {
+		k.add("uplink.topic", "%v", err)
+	}
+	k.oneOf("uplink.format", u.Format, "json", "cbor")
+	switch u.QoS {
+	case 0, 1:
+	case 2:
+		k.add("uplink.qos", "must be 0 or 1: QoS 2 is not supported")
+	default:
+		k.add("uplink.qos", "must be 0 or 1, not %d", u.QoS)
+	}
+	if u.Inflight < 1 || u.Inflight > 65535 {
+		k.add("uplink.inflight", "must be between 1 and 65535, not %d", u.Inflight)
+	}
+	switch {
+	case u.Keepalive < 0:
+		k.add("uplink.keepalive", "must not be negative, got %s", u.Keepalive)
+	case u.Keepalive > 0 && u.Keepalive < time.Second:
+		k.add("uplink.keepalive", "must be 0 (off) or at least 1s, not %s", u.Keepalive)
+	case u.Keepalive > 65535*time.Second:
+		k.add("uplink.keepalive", "must be at most 65535s (the MQTT limit), not %s", u.Keepalive)
+	}
+	k.positive("uplink.connect_timeout", u.ConnectTimeout)
+	k.positive("uplink.backoff.min", u.Backoff.Min)
+	k.positive("uplink.backoff.max", u.Backoff.Max)
+	if u.Backoff.Min > 0 && u.Backoff.Max > 0 && u.Backoff.Max < u.Backoff.Min {
+		k.add("uplink.backoff.max", "must be at least uplink.backoff.min (%s), not %s", u.Backoff.Min, u.Backoff.Max)
+	}
+	if u.Batch.MaxEvents < 1 {
+		k.add("uplink.batch.max_events", "must be at least 1 (1 means no batching), not %d", u.Batch.MaxEvents)
+	}
+	if u.MaxMessage <= 0 || u.MaxMessage > mqttMaxPacket {
+		k.add("uplink.max_message_size", "must be between 1B and %s (the MQTT limit), not %s", ByteSize(mqttMaxPacket), u.MaxMessage)
+	}
+	switch {
+	case u.Batch.MaxBytes <= 0:
+		k.add("uplink.batch.max_bytes", "must be positive, not %s", u.Batch.MaxBytes)
+	case u.MaxMessage > 0 && u.Batch.MaxBytes > u.MaxMessage:
+		k.add("uplink.batch.max_bytes", "%s is more than uplink.max_message_size (%s); a batch must fit in one message",
+			u.Batch.MaxBytes, u.MaxMessage)
+	}
+	if u.Rate.MessagesPerSecond < 0 {
+		k.add("uplink.rate.messages_per_second", "must not be negative (0 means no limit)")
+	}
+	if u.Rate.BytesPerSecond < 0 {
+		k.add("uplink.rate.bytes_per_second", "must not be negative (0 means no limit)")
+	}
+	seen := map[string]bool{}
+	for i, s := range u.Streams {
+		p := fmt.Sprintf("uplink.streams[%d]", i)
+		switch {
+		case !streams[s]:
+			k.add(p, "names no stream in buffer.streams: %q", s)
+		case seen[s]:
+			k.add(p, "stream %q is listed twice", s)
+		}
+		seen[s] = true
+	}
+}
+
+// checkTLS checks the parts of a TLS block that need no files.
+func checkTLS(k *checker, path string, t *TLS) {
+	switch {
+	case t.CertFile != "" && t.KeyFile == "":
+		k.add(path+".key_file", "must be set together with %s.cert_file", path)
+	case t.KeyFile != "" && t.CertFile == "":
+		k.add(path+".cert_file", "must be set together with %s.key_file", path)
+	}
+}
+
+// checkEndpointURL checks an uplink broker URL.
+func checkEndpointURL(raw string) error {
+	const want = "must be a tcp://, ssl://, tls://, mqtts://, ws:// or wss:// URL"
+	u, err := url.Parse(raw)
+	if err != nil || !uplinkSchemes[u.Scheme] || u.Opaque != "" {
+		if raw == "" {
+			return errors.New(want + ", not empty")
+		}
+		return fmt.Errorf("%s, not %q", want, raw)
+	}
+	if u.User != nil {
+		return errors.New("must not contain credentials; use uplink.username and uplink.password_file")
+	}
+	if u.Hostname() == "" || u.Port() == "" {
+		return fmt.Errorf("must name a host and a port, like %s://broker.example.com:%s, not %q", u.Scheme, defaultPort(u.Scheme), raw)
+	}
+	if p, err := strconv.Atoi(u.Port()); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("port %q must be between 1 and 65535", u.Port())
+	}
+	if u.Scheme != "ws" && u.Scheme != "wss" && (u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.Fragment != "") {
+		return fmt.Errorf("%s:// URLs take no path or query, only ws:// and wss:// do: %q", u.Scheme, raw)
+	}
+	return nil
+}
+
+func defaultPort(scheme string) string {
+	switch scheme {
+	case "tcp":
+		return "1883"
+	case "ws":
+		return "80"
+	case "wss":
+		return "443"
+	}
+	return "8883"
+}
+
+// checkHostPort checks a listen address such as ":1883" or "127.0.0.1:8080".
+func checkHostPort(addr string) error {
+	const want = `must be host:port, like "127.0.0.1:1883" or ":1883"`
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s, not %q", want, addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%s, not %q (bad port)", want, addr)
+	}
+	return nil
+}
+
+// isLoopback reports whether the host of a host:port address is loopback:
+// localhost, 127.0.0.0/8 or ::1. An empty host means all interfaces.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// checkMQTTString checks what MQTT asks of every topic string.
+func checkMQTTString(s string) error {
+	switch {
+	case s == "":
+		return errors.New("must not be empty")
+	case len(s) > 65535:
+		return errors.New("must be at most 65535 bytes")
+	case !utf8.ValidString(s):
+		return errors.New("must be valid UTF-8")
+	case strings.ContainsRune(s, 0):
+		return errors.New("must not contain NUL characters")
+	}
+	return nil
+}
+
+// checkFilter checks an MQTT topic filter: "#" only as the last level, "+"
+// and "#" only as whole levels.
+func checkFilter(f string) error {
+	if err := checkMQTTString(f); err != nil {
+		return err
+	}
+	levels := strings.Split(f, "/")
+	for i, l := range levels {
+		if strings.Contains(l, "#") {
+			if l != "#" {
+				return errors.New("# must be a whole level, like sensors/#")
+			}
+			if i != len(levels)-1 {
+				return errors.New("# must be the last level")
+			}
+		}
+		if strings.Contains(l, "+") && l != "+" {
+			return errors.New("+ must be a whole level, like sensors/+/temp")
+		}
+	}
+	return nil
+}
+
+// checkTopicName checks an MQTT topic name (no wildcards).
+func checkTopicName(t string) error {
+	if err := checkMQTTString(t); err != nil {
+		return err
+	}
+	if strings.ContainsAny(t, "+#") {
+		return errors.New("must not contain the MQTT wildcards + or #")
+	}
+	return nil
+}
+
+// checkTopicLevel checks a string that must fit in one topic level.
+func checkTopicLevel(s string) error {
+	if err := checkTopicName(s); err != nil {
+		return err
+	}
+	if strings.Contains(s, "/") {
+		return errors.New("must not contain /")
+	}
+	return nil
+}
+
+// checkTemplate checks an uplink topic template: only known placeholders,
+// balanced braces, no wildcards.
+func checkTemplate(t string) error {
+	if err := checkTopicName(t); err != nil {
+		return err
+	}
+	for rest := t; rest != ""; {
+		i := strings.IndexAny(rest, "{}")
+		if i < 0 {
+			break
+		}
+		if rest[i] == '}' {
+			return errors.New(`has a "}" without a matching "{"`)
+		}
+		j := strings.IndexByte(rest[i:], '}')
+		if j < 0 {
+			return errors.New(`has a "{" without a matching "}"`)
+		}
+		name := rest[i+1 : i+j]
+		if !topicPlaceholders[name] {
+			return fmt.Errorf("unknown placeholder {%s}; known: {gateway_id} {stream} {source} {topic} {id}", name)
+		}
+		rest = rest[i+j+1:]
+	}
+	return nil
+}
+
+// matchFilter reports whether topic matches the MQTT filter.
+func matchFilter(filter, topic string) bool {
+	fs, ts := strings.Split(filter, "/"), strings.Split(topic, "/")
+	for i, f := range fs {
+		if f == "#" {
+			return true
+		}
+		if i >= len(ts) || f != "+" && f != ts[i] {
+			return false
+		}
+	}
+	return len(fs) == len(ts)
+}
+
+// warn adds the non-fatal advice to k.
+func (c *Config) warn(k *checker) {
+	b := &c.Broker
+	if b.AllowAnonymous {
+		if !isLoopback(b.Listen) {
+			k.add("broker.allow_anonymous", "anyone who can reach broker.listen %q can publish and subscribe without credentials; listen on 127.0.0.1 or turn this off", b.Listen)
+		}
+		if b.Websocket != "" && !isLoopback(b.Websocket) {
+			k.add("broker.allow_anonymous", "anyone who can reach broker.websocket %q can publish and subscribe without credentials", b.Websocket)
+		}
+	}
+	if c.Ingest.Durability == "none" {
+		k.add("ingest.durability", "none acknowledges events before they are on disk: a crash or power cut loses them")
+	}
+	u := &c.Uplink
+	if u.Enabled != nil && !*u.Enabled {
+		k.add("uplink.enabled", "the uplink is off: events are buffered but never forwarded")
+	}
+	if u.Enabled != nil && *u.Enabled && u.QoS == 0 {
+		k.add("uplink.qos", "QoS 0 events leave the buffer unacknowledged and can be lost in transit")
+	}
+	if u.TLS.InsecureSkipVerify {
+		k.add("uplink.tls.insecure_skip_verify", "the cloud broker's certificate is not checked; anyone in the path can impersonate it")
+	}
+	aws := false
+	for i, e := range u.Endpoints {
+		p := fmt.Sprintf("uplink.endpoints[%d]", i)
+		pu, err := url.Parse(e.URL)
+		if err != nil {
+			continue
+		}
+		plain := pu.Scheme == "tcp" || pu.Scheme == "ws"
+		if plain && e.TLS != nil {
+			k.add(p+".tls", "is ignored for a %s:// URL", pu.Scheme)
+		}
+		if plain && (u.Password != "" || u.PasswordFile != "") {
+			k.add(p+".url", "the uplink password is sent unencrypted over %s://", pu.Scheme)
+		}
+		if e.TLS != nil && e.TLS.InsecureSkipVerify {
+			k.add(p+".tls.insecure_skip_verify", "the cloud broker's certificate is not checked; anyone in the path can impersonate it")
+		}
+		if strings.HasSuffix(strings.ToLower(pu.Hostname()), ".amazonaws.com") {
+			aws = true
+		}
+	}
+	if aws && u.Inflight > 100 {
+		k.add("uplink.inflight", "AWS IoT Core allows at most 100 unacknowledged QoS 1 messages per connection, not %d", u.Inflight)
+	}
+	if aws && u.MaxMessage > 128*KiB {
+		k.add("uplink.max_message_size", "AWS IoT Core rejects messages larger than 128KiB, not %s", u.MaxMessage)
+	}
+	if u.Rate.BytesPerSecond > 0 && u.Rate.BytesPerSecond < u.MaxMessage {
+		k.add("uplink.rate.bytes_per_second", "%s/s is less than uplink.max_message_size (%s): the largest messages wait more than a second each",
+			u.Rate.BytesPerSecond, u.MaxMessage)
+	}
+	if c.Demo.Sensors > 0 {
+		sample := c.Demo.Topic + "/0"
+		routed := false
+		for _, r := range c.Ingest.Routes {
+			for _, f := range r.Topics {
+				routed = routed || matchFilter(f, sample)
+			}
+		}
+		if !routed {
+			k.add("demo.topic", "no ingest.routes filter matches %q: the demo readings are not buffered", sample)
+		}
+	}
+}
