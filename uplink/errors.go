@@ -24,8 +24,18 @@ var (
 	ErrConnect = errors.New("uplink: cannot connect")
 	// ErrConnectionLost is recorded when an established connection failed.
 	ErrConnectionLost = errors.New("uplink: connection lost")
+	// ErrRunning is returned by Run when the Forwarder is already running.
+	ErrRunning = errors.New("uplink: forwarder already running")
 	// ErrQueue is returned when the Queue fails to read or ack.
 	ErrQueue = errors.New("uplink: queue")
+)
+
+// Internal outcomes of a publish; they end up in Status.LastError only
+// wrapped in ErrConnectionLost.
+var (
+	errUnsent       = errors.New("not published: the session ended first")
+	errTokenTimeout = errors.New("paho did not complete the publish token after the connection ended")
+	errNoPuback     = errors.New("no PUBACK in time on a live connection")
 )
 
 func wrapEncode(err error) error { return fmt.Errorf("%w: %v", ErrEncode, err) }

@@ -246,7 +246,7 @@ func printStatus(w io.Writer, st *gateway.Status) {
 }
 
 func cmdBench(args []string, stdout, stderr io.Writer) int {
-	cfg, asJSON, err := bench.ParseFlags(args, stderr)
+	cfg, err := bench.ParseFlags(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -260,7 +260,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ferry bench: %v\n", err)
 		return 1
 	}
-	if asJSON {
+	if cfg.JSON {
 		if err := rep.WriteJSON(stdout); err != nil {
 			return 1
 		}

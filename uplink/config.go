@@ -1,0 +1,175 @@
+package uplink
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"slices"
+	"time"
+)
+
+// Defaults applied by New to zero Config fields. They match the gateway's
+// configuration defaults.
+const (
+	DefaultInflight        = 100 // AWS IoT Core's limit on unacknowledged QoS 1 PUBLISHes
+	DefaultKeepalive       = 30 * time.Second
+	DefaultConnectTimeout  = 10 * time.Second
+	DefaultBackoffMin      = 1 * time.Second
+	DefaultBackoffMax      = 60 * time.Second
+	DefaultMaxMessageBytes = 128 << 10 // AWS IoT Core's message size limit
+)
+
+// Endpoint is one cloud broker.
+type Endpoint struct {
+	// URL is the broker address: tcp://, ssl://, tls://, mqtts://, ws:// or wss://.
+	URL string
+	// TLS configures TLS for ssl, tls, mqtts and wss URLs; nil uses the defaults.
+	TLS *tls.Config
+}
+
+// Config configures a Forwarder. Zero fields take the defaults noted.
+type Config struct {
+	// Endpoints are tried in order on every (re)connection: on a connect
+	// failure the next one is tried; when all failed the forwarder backs off.
+	Endpoints []Endpoint
+	// ClientID is the MQTT client ID; empty means "ferry-" + GatewayID.
+	ClientID string
+	// Username and Password authenticate to the brokers, when set.
+	Username, Password string
+	// GatewayID names this gateway in messages and topics.
+	GatewayID string
+	// Topic is the topic template with the placeholders {gateway_id},
+	// {stream}, {source}, {topic} and {id}; empty means DefaultTopic.
+	Topic string
+	// Format is FormatJSON (the default when empty) or FormatCBOR.
+	Format Format
+	// QoS is 1 (at least once) or 0 (at most once: an event is acked as
+	// soon as it was written to the socket and is lost if the connection
+	// drops before the broker has it). Zero means QoS 0, as configured.
+	QoS byte
+	// Inflight is the window of unacknowledged publishes (default 100).
+	Inflight int
+	// Keepalive is the MQTT keepalive (default 30 s).
+	Keepalive time.Duration
+	// ConnectTimeout bounds a connection attempt and a socket write (default 10 s).
+	ConnectTimeout time.Duration
+	// BackoffMin and BackoffMax bound the reconnect delay (default 1 s, 60 s).
+	// A connection that stayed up for BackoffMax resets the schedule.
+	BackoffMin, BackoffMax time.Duration
+	// BatchMaxEvents is the most events per message, all of one stream and
+	// one rendered topic; 0 or 1 turns batching off. With batching on every
+	// message is an array, even of one event; off, a single envelope.
+	BatchMaxEvents int
+	// BatchMaxBytes caps the size of a batch message; 0 means
+	// MaxMessageBytes. An event alone is still sent when it exceeds
+	// BatchMaxBytes but not MaxMessageBytes.
+	BatchMaxBytes int
+	// MaxMessageBytes is the largest message the cloud accepts (default
+	// 128 KiB). An event that alone does not fit is dropped (acked) and
+	// counted in Status.Dropped["oversize"].
+	MaxMessageBytes int
+	// MessagesPerSecond and BytesPerSecond cap the uplink; 0 means no cap.
+	MessagesPerSecond, BytesPerSecond float64
+	// Streams lists the streams to forward; empty means every stream of the
+	// queue, re-listed whenever it changes.
+	Streams []string
+	// Logger receives the forwarder's logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Now is the clock (default time.Now); tests inject one.
+	Now func() time.Time
+	// Rand returns a uniform float64 in [0, 1) for backoff jitter (default
+	// math/rand/v2.Float64); tests inject one.
+	Rand func() float64
+}
+
+// validURLSchemes are the schemes paho dials.
+var validURLSchemes = map[string]bool{
+	"tcp": true, "mqtt": true, "ssl": true, "tls": true, "mqtts": true, "ws": true, "wss": true,
+}
+
+// normalize returns c with defaults applied, or an error naming the first
+// invalid field.
+func (c Config) normalize() (Config, error) {
+	if len(c.Endpoints) == 0 {
+		return c, fmt.Errorf("%w: no endpoints", ErrConfig)
+	}
+	for i, ep := range c.Endpoints {
+		u, err := url.Parse(ep.URL)
+		if err != nil || !validURLSchemes[u.Scheme] || u.Host == "" {
+			return c, fmt.Errorf("%w: endpoints[%d]: bad URL %q", ErrConfig, i, ep.URL)
+		}
+	}
+	if c.ClientID == "" {
+		if c.GatewayID == "" {
+			return c, fmt.Errorf("%w: ClientID and GatewayID are both empty", ErrConfig)
+		}
+		c.ClientID = "ferry-" + c.GatewayID
+	}
+	if c.Topic == "" {
+		c.Topic = DefaultTopic
+	}
+	switch c.Format {
+	case "":
+		c.Format = FormatJSON
+	case FormatJSON, FormatCBOR:
+	default:
+		return c, fmt.Errorf("%w: format %q", ErrConfig, c.Format)
+	}
+	if c.QoS != 0 && c.QoS != 1 {
+		return c, fmt.Errorf("%w: QoS %d (0 or 1)", ErrConfig, c.QoS)
+	}
+	if c.Inflight == 0 {
+		c.Inflight = DefaultInflight
+	}
+	if c.Inflight < 1 || c.Inflight > 65535 {
+		return c, fmt.Errorf("%w: Inflight %d (1..65535)", ErrConfig, c.Inflight)
+	}
+	c.Keepalive = orDefault(c.Keepalive, DefaultKeepalive)
+	c.ConnectTimeout = orDefault(c.ConnectTimeout, DefaultConnectTimeout)
+	c.BackoffMin = orDefault(c.BackoffMin, DefaultBackoffMin)
+	c.BackoffMax = orDefault(c.BackoffMax, DefaultBackoffMax)
+	if c.Keepalive < time.Second || c.ConnectTimeout < 0 || c.BackoffMin < 0 || c.BackoffMax < c.BackoffMin {
+		return c, fmt.Errorf("%w: keepalive %v (>= 1s), connect timeout %v, backoff %v..%v",
+			ErrConfig, c.Keepalive, c.ConnectTimeout, c.BackoffMin, c.BackoffMax)
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.BatchMaxEvents == 0 {
+		c.BatchMaxEvents = 1
+	}
+	if c.BatchMaxBytes == 0 || c.BatchMaxBytes > c.MaxMessageBytes {
+		c.BatchMaxBytes = c.MaxMessageBytes
+	}
+	if c.MaxMessageBytes < 64 || c.BatchMaxEvents < 1 || c.BatchMaxEvents > MaxBatchEvents || c.BatchMaxBytes < 1 {
+		return c, fmt.Errorf("%w: MaxMessageBytes %d (>= 64), batch %d events (1..%d), %d bytes",
+			ErrConfig, c.MaxMessageBytes, c.BatchMaxEvents, MaxBatchEvents, c.BatchMaxBytes)
+	}
+	if c.MessagesPerSecond < 0 || c.BytesPerSecond < 0 {
+		return c, fmt.Errorf("%w: negative rate", ErrConfig)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Float64
+	}
+	if len(c.Streams) > 0 {
+		c.Streams = slices.Clone(c.Streams)
+	} else {
+		c.Streams = nil // all streams
+	}
+	return c, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}

@@ -1,0 +1,43 @@
+// Package uplink forwards events from the gateway's durable log to a cloud
+// MQTT broker (AWS IoT Core, Azure IoT Hub, EMQX, HiveMQ, Mosquitto), and
+// defines the cloud message format.
+//
+// # Messages
+//
+// An event travels as a JSON envelope (see AppendJSON) or as its CBOR
+// encoding (event.Marshal); with batching on, a message is a JSON or CBOR
+// array of them. Every envelope carries the event ID. DecodeMessage reads
+// all four forms back.
+//
+// # Delivery guarantees
+//
+// With QoS 1 delivery is at least once: an event is acked in the Queue,
+// which may then delete it, only after the cloud broker's PUBACK for the
+// message that carried it. Per stream, order is never broken: a stream's
+// acked offset advances only over a contiguous prefix of acknowledged
+// messages, and after a connection loss every stream is rewound to the
+// event after its last acked one and resent in order. Duplicates happen only
+// for messages whose PUBACK was lost (or arrived after an earlier message of
+// the same stream failed); the cloud drops them by event ID. Events of
+// different streams are not ordered relative to each other.
+//
+// With QoS 0 delivery is at most once: an event is acked once its message
+// was written to the socket, and is lost if the connection or the broker
+// fails before the broker handled it.
+//
+// An event too large to fit a message of Config.MaxMessageBytes on its own
+// can never be sent; it is acked without being sent, logged and counted in
+// Status.Dropped["oversize"], so it cannot block its stream forever.
+//
+// # Concurrency
+//
+// A Forwarder runs in the goroutine that calls Run plus one token waiter
+// per connection (and paho's own goroutines), never one per message. The
+// Run goroutine connects (endpoints in order, then capped exponential
+// backoff with full jitter), reads the streams round-robin into a window of
+// Config.Inflight outstanding publishes and publishes them; the waiter
+// takes the publishes in order, waits for each token and acks the queue.
+// Waiting for new events uses Queue.Changed, never polling. Status is safe
+// to call from any goroutine. Run returns after all of its goroutines
+// stopped.
+package uplink

@@ -1,0 +1,288 @@
+package uplink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+const (
+	// shutdownDrain is how long Run, when cancelled, waits for PUBACKs of
+	// publishes already in flight before it disconnects, so they are not
+	// sent again after a restart.
+	shutdownDrain = time.Second
+	// disconnectQuiesce is the paho Disconnect quiesce, in milliseconds.
+	disconnectQuiesce = 250
+	// tokenDrainTimeout bounds the wait for paho to complete the tokens of
+	// a connection that is gone (it normally does so at once, see waiter).
+	tokenDrainTimeout = 2 * time.Second
+	// queueRetry is the pause after a failed queue read.
+	queueRetry = time.Second
+)
+
+// Forwarder drains a Queue to a cloud MQTT broker. Create one with New and
+// start it with Run; Status may be called from any goroutine.
+type Forwarder struct {
+	q       Queue
+	cfg     Config
+	topic   topicTemplate
+	log     *limitedLogger
+	pacer   *pacer
+	slots   chan *record // free window slots, each with a reusable buffer
+	running atomic.Bool
+
+	// Owned by the goroutine running Run (the publisher).
+	streams   map[string]*streamState
+	active    []*streamState
+	rr        int
+	sessionID uint64
+	scratch   []byte
+	topicBuf  []byte
+
+	mu     sync.Mutex // guards status, meter and streamState.acked*
+	status Status
+	meter  rateMeter
+}
+
+// streamState is the forwarder's position in one stream.
+type streamState struct {
+	name string
+
+	// Publisher only.
+	next           uint64 // next offset to read
+	sentNext       uint64 // offset after the last event ever published
+	dirty          bool   // may have unread events
+	lastTopic      string // cache: the string of lastTopicBytes
+	lastTopicBytes []byte
+
+	// Waiter only.
+	failedIn uint64 // session in which a publish of this stream failed
+
+	// Guarded by Forwarder.mu.
+	ackedNext uint64 // offset after the last acked event (0: none acked)
+}
+
+// New validates cfg, applies defaults and returns a Forwarder for q.
+func New(q Queue, cfg Config) (*Forwarder, error) {
+	if q == nil {
+		return nil, fmt.Errorf("%w: nil queue", ErrConfig)
+	}
+	cfg, err := cfg.normalize()
+	if err != nil {
+		return nil, err
+	}
+	tmpl, err := compileTopic(cfg.Topic, cfg.GatewayID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	f := &Forwarder{
+		q:       q,
+		cfg:     cfg,
+		topic:   tmpl,
+		log:     &limitedLogger{l: cfg.Logger.With("component", "uplink"), now: cfg.Now, seen: map[string]*logState{}},
+		pacer:   newPacer(cfg.MessagesPerSecond, cfg.BytesPerSecond, cfg.MaxMessageBytes),
+		slots:   make(chan *record, cfg.Inflight),
+		streams: map[string]*streamState{},
+		status:  Status{Acked: map[string]uint64{}, Dropped: map[string]uint64{}},
+	}
+	for range cfg.Inflight {
+		f.slots <- &record{}
+	}
+	if cfg.QoS == 0 {
+		f.log.log(slog.LevelWarn, "uplink uses QoS 0: events are acked when written and are lost if the connection drops")
+	}
+	return f, nil
+}
+
+// Run connects and forwards until ctx is cancelled; it then disconnects,
+// waits for all of its goroutines and returns nil. It returns an error only
+// when called while another Run of f is active.
+func (f *Forwarder) Run(ctx context.Context) error {
+	if !f.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer f.running.Store(false)
+	bo := backoff{min: f.cfg.BackoffMin, max: f.cfg.BackoffMax, rand: f.cfg.Rand}
+	for ctx.Err() == nil {
+		c, err := f.connect(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			f.setError(err)
+			f.log.log(slog.LevelWarn, "no endpoint reachable", "err", err)
+			sleep(ctx, bo.next())
+			continue
+		}
+		up := f.cfg.Now()
+		f.setConnected(c.url, up)
+		f.log.log(slog.LevelInfo, "connected", "endpoint", c.url)
+		err = f.runSession(ctx, c)
+		f.setDisconnected(err)
+		if ctx.Err() != nil {
+			break
+		}
+		f.log.log(slog.LevelWarn, "disconnected", "endpoint", c.url, "err", err)
+		if f.cfg.Now().Sub(up) >= f.cfg.BackoffMax {
+			bo.reset()
+		}
+		sleep(ctx, bo.next())
+	}
+	f.mu.Lock()
+	f.status.Connected = false
+	f.mu.Unlock()
+	return nil
+}
+
+// sleep waits for d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// conn is one cloud connection and the session state that lives with it.
+type conn struct {
+	client mqtt.Client
+	url    string
+	id     uint64
+
+	ctx    context.Context // cancelled when the session must end
+	cancel context.CancelCauseFunc
+
+	dead     chan struct{} // closed once the connection is gone
+	deadOnce sync.Once
+
+	pending    chan *record // published records, in order, to the waiter
+	waiterDone chan struct{}
+}
+
+func (c *conn) markDead() { c.deadOnce.Do(func() { close(c.dead) }) }
+
+func (c *conn) isDead() bool {
+	select {
+	case <-c.dead:
+		return true
+	default:
+		return false
+	}
+}
+
+// fail ends the session because of err.
+func (c *conn) fail(err error) { c.cancel(err) }
+
+// connect tries each endpoint in order and returns the first connection.
+func (f *Forwarder) connect(ctx context.Context) (*conn, error) {
+	var errs []error
+	for _, ep := range f.cfg.Endpoints {
+		f.sessionID++
+		c := &conn{url: ep.URL, id: f.sessionID, dead: make(chan struct{})}
+		c.ctx, c.cancel = context.WithCancelCause(ctx)
+		opts := mqtt.NewClientOptions().
+			AddBroker(ep.URL).
+			SetClientID(f.cfg.ClientID).
+			SetUsername(f.cfg.Username).
+			SetPassword(f.cfg.Password).
+			SetCleanSession(true).
+			SetAutoReconnect(false).
+			SetConnectRetry(false).
+			SetResumeSubs(false).
+			SetKeepAlive(f.cfg.Keepalive).
+			SetPingTimeout(min(f.cfg.Keepalive, 10*time.Second)).
+			SetProtocolVersion(4). // no silent fallback to MQTT 3.1 after a refused CONNECT
+			SetConnectTimeout(f.cfg.ConnectTimeout).
+			// Cancel (deprecated, but paho dials without a context) aborts a
+			// dial that is still pending when Run is cancelled; the MQTT
+			// handshake after it is bounded by ConnectTimeout.
+			SetDialer(&net.Dialer{Timeout: f.cfg.ConnectTimeout, KeepAlive: 30 * time.Second, Cancel: ctx.Done()}).
+			SetWriteTimeout(f.cfg.ConnectTimeout).
+			SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+				c.fail(fmt.Errorf("%w: %s: %v", ErrConnectionLost, ep.URL, err))
+				c.markDead()
+			})
+		if ep.TLS != nil {
+			opts.SetTLSConfig(ep.TLS)
+		}
+		c.client = mqtt.NewClient(opts)
+		tok := c.client.Connect()
+		<-tok.Done() // bounded by ConnectTimeout and aborted with ctx (see the dialer)
+		if err := tok.Error(); err != nil {
+			c.cancel(nil)
+			errs = append(errs, fmt.Errorf("%s: %w", ep.URL, err))
+			continue
+		}
+		if ctx.Err() != nil {
+			c.client.Disconnect(0)
+			c.cancel(nil)
+			return nil, ctx.Err()
+		}
+		return c, nil
+	}
+	return nil, fmt.Errorf("%w: %w", ErrConnect, errors.Join(errs...))
+}
+
+// runSession forwards over c until the connection fails or ctx is done,
+// then disconnects and waits for the waiter. It returns why the session ended.
+func (f *Forwarder) runSession(ctx context.Context, c *conn) error {
+	defer c.cancel(nil)
+	c.pending = make(chan *record, f.cfg.Inflight)
+	c.waiterDone = make(chan struct{})
+	go f.wait(c)
+
+	f.pump(c)
+	close(c.pending)
+	if ctx.Err() != nil && !c.isDead() {
+		// Shutting down: let PUBACKs of in-flight publishes arrive first.
+		t := time.NewTimer(shutdownDrain)
+		select {
+		case <-c.waiterDone:
+		case <-c.dead:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	c.client.Disconnect(disconnectQuiesce)
+	c.markDead()
+	<-c.waiterDone
+	return context.Cause(c.ctx)
+}
+
+func (f *Forwarder) setError(err error) {
+	f.mu.Lock()
+	f.status.LastError = err.Error()
+	f.mu.Unlock()
+}
+
+func (f *Forwarder) setConnected(url string, now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.status.LastConnected.IsZero() {
+		f.status.Reconnects++
+	}
+	f.status.Connected = true
+	f.status.Endpoint = url
+	f.status.LastConnected = now
+}
+
+func (f *Forwarder) setDisconnected(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.status.Connected = false
+	f.status.LastDisconnected = f.cfg.Now()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		f.status.LastError = err.Error()
+	}
+}

@@ -1,0 +1,397 @@
+package uplink
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"go.uber.org/goleak"
+
+	"github.com/ferrygw/ferry/event"
+)
+
+// leakCheck verifies, after every other cleanup of the test, that no
+// goroutine was left behind. Call it first in a test.
+func leakCheck(t *testing.T) {
+	t.Helper()
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+}
+
+// memQueue is an in-memory Queue for tests. Offsets start at 1.
+type memQueue struct {
+	mu       sync.Mutex
+	streams  map[string]*memStream
+	names    []string
+	changed  chan struct{}
+	ackCalls int
+}
+
+type memStream struct {
+	evs   []event.Event // evs[i] has offset i+1
+	acked uint64        // highest acked offset, 0: none
+}
+
+func newMemQueue() *memQueue {
+	return &memQueue{streams: map[string]*memStream{}, changed: make(chan struct{})}
+}
+
+// append adds events to stream and signals Changed.
+func (q *memQueue) append(stream string, evs ...event.Event) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	s := q.streams[stream]
+	if s == nil {
+		s = &memStream{}
+		q.streams[stream] = s
+		q.names = append(q.names, stream)
+	}
+	s.evs = append(s.evs, evs...)
+	close(q.changed)
+	q.changed = make(chan struct{})
+}
+
+func (q *memQueue) Streams() []string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return append([]string(nil), q.names...)
+}
+
+func (q *memQueue) Read(stream string, from uint64, max int, fn func(uint64, *event.Event) error) (uint64, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	s := q.streams[stream]
+	if s == nil {
+		return from, nil
+	}
+	off := from
+	if off <= s.acked {
+		off = s.acked + 1
+	}
+	if off < 1 {
+		off = 1
+	}
+	next := from
+	for n := 0; n < max && off <= uint64(len(s.evs)); n++ {
+		ev := s.evs[off-1] // a copy; Payload shared but never mutated
+		if err := fn(off, &ev); err != nil {
+			return next, err
+		}
+		off++
+		next = off
+	}
+	return next, nil
+}
+
+func (q *memQueue) Ack(stream string, through uint64) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.ackCalls++
+	s := q.streams[stream]
+	if s == nil || through > uint64(len(s.evs)) {
+		return fmt.Errorf("memQueue: ack %s through %d beyond the end", stream, through)
+	}
+	s.acked = max(s.acked, through)
+	return nil
+}
+
+func (q *memQueue) Changed() <-chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.changed
+}
+
+func (q *memQueue) acked(stream string) uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if s := q.streams[stream]; s != nil {
+		return s.acked
+	}
+	return 0
+}
+
+func (q *memQueue) acks() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.ackCalls
+}
+
+// mkEvents returns n events of stream numbered from first; the payload is
+// {"seq":i}.
+func mkEvents(t testing.TB, stream string, first, n int) []event.Event {
+	t.Helper()
+	evs := make([]event.Event, n)
+	now := time.Now()
+	for i := range evs {
+		id, err := event.NewID(now, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs[i] = event.Event{
+			ID: id, Stream: stream, Source: "sensor-1", Topic: "plant/temp", Time: now,
+			ContentType: "application/json", Payload: fmt.Appendf(nil, `{"seq":%d}`, first+i),
+		}
+	}
+	return evs
+}
+
+// seqOf extracts the seq number of an event made by mkEvents.
+func seqOf(t testing.TB, ev *event.Event) int {
+	t.Helper()
+	var seq int
+	if _, err := fmt.Sscanf(string(ev.Payload), `{"seq":%d}`, &seq); err != nil {
+		t.Fatalf("payload %q: %v", ev.Payload, err)
+	}
+	return seq
+}
+
+// received is one message seen by the test subscriber.
+type received struct {
+	topic   string
+	payload []byte
+}
+
+// subscriber records every message published on a broker, in order.
+type subscriber struct {
+	t    testing.TB
+	c    mqtt.Client
+	mu   sync.Mutex
+	msgs []received
+}
+
+var subscriberN int
+
+func subscribe(t testing.TB, url string) *subscriber {
+	t.Helper()
+	s := &subscriber{t: t}
+	subscriberN++
+	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("test-sub-%d", subscriberN)).
+		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second)
+	s.c = mqtt.NewClient(opts)
+	if tok := s.c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscriber connect: %v", tok.Error())
+	}
+	tok := s.c.Subscribe("#", 1, func(_ mqtt.Client, m mqtt.Message) {
+		s.mu.Lock()
+		s.msgs = append(s.msgs, received{m.Topic(), append([]byte(nil), m.Payload()...)})
+		s.mu.Unlock()
+	})
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	t.Cleanup(s.close)
+	return s
+}
+
+func (s *subscriber) close() { s.c.Disconnect(100) }
+
+func (s *subscriber) messages() []received {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]received(nil), s.msgs...)
+}
+
+// events decodes every message received so far.
+func (s *subscriber) events() []event.Event {
+	var evs []event.Event
+	for _, m := range s.messages() {
+		got, err := DecodeMessage(m.payload)
+		if err != nil {
+			s.t.Errorf("subscriber: undecodable message on %s: %v", m.topic, err)
+			continue
+		}
+		evs = append(evs, got...)
+	}
+	return evs
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// testConfig is a fast-reconnecting config for tests.
+func testConfig(t testing.TB, urls ...string) Config {
+	cfg := Config{
+		GatewayID:      "gw-test",
+		QoS:            1,
+		ConnectTimeout: 2 * time.Second,
+		BackoffMin:     10 * time.Millisecond,
+		BackoffMax:     100 * time.Millisecond,
+		Rand:           func() float64 { return 0.5 },
+		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	if testing.Verbose() {
+		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	}
+	for _, u := range urls {
+		cfg.Endpoints = append(cfg.Endpoints, Endpoint{URL: u})
+	}
+	return cfg
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+// startForwarder runs a Forwarder until the returned stop (also a cleanup).
+func startForwarder(t testing.TB, q Queue, cfg Config) (*Forwarder, func()) {
+	t.Helper()
+	f, err := New(q, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(15 * time.Second):
+				t.Errorf("Run did not return after cancel")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return f, stop
+}
+
+// proxy is a TCP proxy to a broker that can refuse connections (a gate)
+// and hold back broker-to-client bytes (to withhold PUBACKs).
+type proxy struct {
+	ln     net.Listener
+	target string
+	done   chan struct{}
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	open   bool
+	resume chan struct{} // closed while not paused
+	conns  map[net.Conn]bool
+}
+
+func startProxy(t testing.TB, target string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target, done: make(chan struct{}), open: true,
+		resume: make(chan struct{}), conns: map[net.Conn]bool{}}
+	close(p.resume)
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *proxy) url() string { return "tcp://" + p.ln.Addr().String() }
+
+func (p *proxy) setOpen(open bool) {
+	p.mu.Lock()
+	p.open = open
+	p.mu.Unlock()
+}
+
+// pause holds broker-to-client traffic until unpause.
+func (p *proxy) pause() {
+	p.mu.Lock()
+	p.resume = make(chan struct{})
+	p.mu.Unlock()
+}
+
+func (p *proxy) unpause() {
+	p.mu.Lock()
+	close(p.resume)
+	p.mu.Unlock()
+}
+
+func (p *proxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		open := p.open
+		p.mu.Unlock()
+		if !open {
+			c.Close()
+			continue
+		}
+		s, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns[c], p.conns[s] = true, true
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go p.pipe(s, c, false)
+		go p.pipe(c, s, true)
+	}
+}
+
+func (p *proxy) pipe(dst, src net.Conn, down bool) {
+	defer p.wg.Done()
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && down {
+			p.mu.Lock()
+			ch := p.resume
+			p.mu.Unlock()
+			select {
+			case <-ch:
+			case <-p.done:
+				return
+			}
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *proxy) close() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	close(p.done)
+	p.ln.Close()
+	p.mu.Lock()
+	for c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}

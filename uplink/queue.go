@@ -1,0 +1,18 @@
+package uplink
+
+import "github.com/ferrygw/ferry/event"
+
+// Queue is the durable log the Forwarder drains. Implementations must be safe for concurrent use.
+type Queue interface {
+	// Streams lists the streams currently in the log.
+	Streams() []string
+	// Read calls fn, in offset order, for up to max events of stream whose offset is >= from
+	// (events below the oldest kept offset are skipped, not an error). It returns the offset after the last event passed to fn
+	// (or from, when there was none). fn must not retain ev past the call.
+	Read(stream string, from uint64, max int, fn func(off uint64, ev *event.Event) error) (next uint64, err error)
+	// Ack records that every event of stream up to and including offset through reached the cloud; the log may delete them.
+	// It must not wait for disk I/O: the log commits acks with its next group commit. Acking an already-acked offset is a no-op.
+	Ack(stream string, through uint64) error
+	// Changed returns a channel that is closed after the next commit that appends events.
+	Changed() <-chan struct{}
+}

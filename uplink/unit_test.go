@@ -1,0 +1,207 @@
+package uplink
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/ferrygw/ferry/event"
+)
+
+func TestBackoffSchedule(t *testing.T) {
+	tests := []struct {
+		name string
+		rand float64
+		want []time.Duration
+	}{
+		{"near 1: the cap", 0.999999, []time.Duration{100, 200, 400, 800, 1000, 1000, 1000}},
+		{"half", 0.5, []time.Duration{50, 100, 200, 400, 500, 500, 500}},
+		{"zero", 0, []time.Duration{0, 0, 0, 0, 0, 0, 0}},
+		{"broken source", 7, []time.Duration{50, 100, 200, 400, 500, 500, 500}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := backoff{min: 100 * time.Millisecond, max: time.Second, rand: func() float64 { return tt.rand }}
+			for i, w := range tt.want {
+				w *= time.Millisecond
+				got := b.next()
+				if got < w-time.Millisecond || got > w {
+					t.Fatalf("attempt %d: %v, want %v", i, got, w)
+				}
+			}
+			b.reset()
+			if got := b.next(); got > 100*time.Millisecond {
+				t.Fatalf("after reset: %v", got)
+			}
+		})
+	}
+	huge := backoff{min: time.Second, max: 1 << 62, rand: func() float64 { return 0.999 }}
+	for range 100 {
+		if d := huge.next(); d < 0 {
+			t.Fatalf("overflow: %v", d)
+		}
+	}
+}
+
+func TestPacer(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	ms := time.Millisecond
+	tests := []struct {
+		name     string
+		mps, bps float64
+		maxMsg   int
+		steps    []struct {
+			at    time.Duration
+			bytes int
+			want  time.Duration
+		}
+	}{
+		{name: "no caps", maxMsg: 100, steps: []struct {
+			at    time.Duration
+			bytes int
+			want  time.Duration
+		}{{0, 100, 0}, {0, 100, 0}}},
+		{name: "10 msg/s, no burst", mps: 10, maxMsg: 100, steps: []struct {
+			at    time.Duration
+			bytes int
+			want  time.Duration
+		}{{0, 1, 0}, {0, 1, 100 * ms}, {0, 1, 200 * ms}, {1000 * ms, 1, 0}, {1000 * ms, 1, 100 * ms}}},
+		{name: "1000 B/s, burst of one max message", bps: 1000, maxMsg: 500, steps: []struct {
+			at    time.Duration
+			bytes int
+			want  time.Duration
+		}{{0, 500, 0}, {0, 500, 500 * ms}, {0, 100, 600 * ms}, {2000 * ms, 2000, 0}}},
+		{name: "both: the slower wins", mps: 100, bps: 1000, maxMsg: 200, steps: []struct {
+			at    time.Duration
+			bytes int
+			want  time.Duration
+		}{{0, 200, 0}, {0, 10, 10 * ms}, {0, 100, 110 * ms}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newPacer(tt.mps, tt.bps, tt.maxMsg)
+			for i, s := range tt.steps {
+				got := p.reserve(t0.Add(s.at), s.bytes)
+				if d := got - s.want; d < -ms || d > ms {
+					t.Fatalf("step %d: delay %v, want %v", i, got, s.want)
+				}
+			}
+		})
+	}
+}
+
+func TestTopicTemplate(t *testing.T) {
+	id, _ := event.ParseID("01ARZ3NDEKTSV4RRFFQ69G5FAV")
+	ev := &event.Event{ID: id, Stream: "telemetry", Source: "dev+1", Topic: "a/#/b", Time: time.Now()}
+	tests := []struct {
+		tmpl, gw, want string
+		err            bool
+	}{
+		{tmpl: DefaultTopic, gw: "gw1", want: "gw1/telemetry/dev_1"},
+		{tmpl: "x/{topic}/{id}", gw: "gw1", want: "x/a/_/b/01ARZ3NDEKTSV4RRFFQ69G5FAV"},
+		{tmpl: "$aws/rules/ingest/{gateway_id}", gw: "g#w", want: "$aws/rules/ingest/g_w"},
+		{tmpl: "{stream}{source}", gw: "", want: "telemetrydev_1"},
+		{tmpl: "fixed", want: "fixed"},
+		{tmpl: "a/{nope}", err: true},
+		{tmpl: "a/{stream", err: true},
+		{tmpl: "a/+/b", err: true},
+		{tmpl: "a/#", err: true},
+		{tmpl: "a}", err: true},
+	}
+	for _, tt := range tests {
+		tmpl, err := compileTopic(tt.tmpl, tt.gw)
+		if tt.err {
+			if err == nil {
+				t.Errorf("%q: no error", tt.tmpl)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%q: %v", tt.tmpl, err)
+		}
+		if got := string(tmpl.appendTopic(nil, ev)); got != tt.want {
+			t.Errorf("%q: %q, want %q", tt.tmpl, got, tt.want)
+		}
+	}
+	tmpl, _ := compileTopic("{source}", "")
+	if got := string(tmpl.appendTopic(nil, &event.Event{})); got != "_" {
+		t.Errorf("empty topic rendered as %q", got)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = tmpl.appendTopic(make([]byte, 0, 64), ev) }); n > 1 {
+		t.Errorf("appendTopic allocates %v times", n)
+	}
+}
+
+func TestRateMeter(t *testing.T) {
+	var m rateMeter
+	t0 := time.Unix(1_700_000_000, 0)
+	for s := range 10 {
+		m.add(t0.Add(time.Duration(s)*time.Second), 100)
+	}
+	if got := m.rate(t0.Add(10 * time.Second)); got != 100 {
+		t.Errorf("rate = %v, want 100", got)
+	}
+	if got := m.rate(t0.Add(15 * time.Second)); got != 50 {
+		t.Errorf("rate 5 s later = %v, want 50", got)
+	}
+	if got := m.rate(t0.Add(time.Hour)); got != 0 {
+		t.Errorf("rate after an idle hour = %v", got)
+	}
+}
+
+func TestStatusRateUsesInjectedClock(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	cfg := testConfig(t, "tcp://127.0.0.1:1")
+	cfg.Now = func() time.Time { return now }
+	f, err := New(newMemQueue(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.meter.add(now, 500)
+	now = now.Add(time.Second)
+	if got := f.Status().EventsPerSecond; got != 50 {
+		t.Errorf("EventsPerSecond = %v, want 50", got)
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	ok := func() Config { return Config{Endpoints: []Endpoint{{URL: "tcp://h:1883"}}, GatewayID: "gw", QoS: 1} }
+	tests := []struct {
+		name string
+		mod  func(*Config)
+		ok   bool
+	}{
+		{"defaults", func(*Config) {}, true},
+		{"no endpoints", func(c *Config) { c.Endpoints = nil }, false},
+		{"bad scheme", func(c *Config) { c.Endpoints[0].URL = "http://h" }, false},
+		{"no host", func(c *Config) { c.Endpoints[0].URL = "tcp://" }, false},
+		{"no ids", func(c *Config) { c.GatewayID = "" }, false},
+		{"qos 2", func(c *Config) { c.QoS = 2 }, false},
+		{"format", func(c *Config) { c.Format = "xml" }, false},
+		{"inflight", func(c *Config) { c.Inflight = 70000 }, false},
+		{"backoff", func(c *Config) { c.BackoffMin, c.BackoffMax = time.Minute, time.Second }, false},
+		{"template", func(c *Config) { c.Topic = "{bad}" }, false},
+		{"batch", func(c *Config) { c.BatchMaxEvents = -1 }, false},
+		{"rate", func(c *Config) { c.BytesPerSecond = -1 }, false},
+		{"tls url", func(c *Config) { c.Endpoints[0].URL = "mqtts://h:8883" }, true},
+	}
+	for _, tt := range tests {
+		c := ok()
+		tt.mod(&c)
+		_, err := New(newMemQueue(), c)
+		if tt.ok && err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+		}
+		if !tt.ok && !errors.Is(err, ErrConfig) {
+			t.Errorf("%s: err = %v, want ErrConfig", tt.name, err)
+		}
+	}
+	if _, err := New(nil, ok()); !errors.Is(err, ErrConfig) {
+		t.Errorf("nil queue: %v", err)
+	}
+	f, _ := New(newMemQueue(), ok())
+	if c := f.cfg; c.Inflight != 100 || c.ClientID != "ferry-gw" || c.Topic != DefaultTopic || c.Format != FormatJSON ||
+		c.BatchMaxEvents != 1 || c.BatchMaxBytes != DefaultMaxMessageBytes {
+		t.Errorf("defaults: %+v", c)
+	}
+}
