@@ -376,15 +376,15 @@ func eventsBucket(tx *bolt.Tx, stream string) *bolt.Bucket {
 
 // StreamStats describes one stream.
 type StreamStats struct {
-	Name       string            `json:"name"`
-	First      uint64            `json:"first"` // oldest kept offset
-	Next       uint64            `json:"next"`  // offset of the next append
-	Events     int64             `json:"events"`
-	Bytes      int64             `json:"bytes"`
-	Oldest     time.Time         `json:"oldest,omitzero"` // accept time of the oldest kept event
-	Drops      map[string]uint64 `json:"drops,omitempty"`
-	MaxEvents  int64             `json:"max_events,omitempty"`
-	MaxBytes   int64             `json:"max_bytes,omitempty"`
+	Name      string            `json:"name"`
+	First     uint64            `json:"first"` // oldest kept offset
+	Next      uint64            `json:"next"`  // offset of the next append
+	Events    int64             `json:"events"`
+	Bytes     int64             `json:"bytes"`
+	Oldest    time.Time         `json:"oldest,omitzero"` // accept time of the oldest kept event
+	Drops     map[string]uint64 `json:"drops,omitempty"`
+	MaxEvents int64             `json:"max_events,omitempty"`
+	MaxBytes  int64             `json:"max_bytes,omitempty"`
 }
 
 // Stats returns the state of every stream.

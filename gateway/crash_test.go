@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferrygw/ferry/internal/mqtttest"
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/ferrygw/ferry/internal/mqtttest"
 )
 
 var (

@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/ferrygw/ferry/gateway"
 	"github.com/ferrygw/ferry/gateway/config"
 	"github.com/ferrygw/ferry/internal/mqtttest"
 	"github.com/ferrygw/ferry/uplink"
-	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
 // testConfig returns the YAML of a gateway on free loopback ports that
