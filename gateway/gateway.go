@@ -64,7 +64,7 @@ func New(cfg *config.Config, logger *slog.Logger) (g *Gateway, err error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	if cfg.Uplink.Enabled != nil && *cfg.Uplink.Enabled {
-		ucfg, err := uplinkConfig(cfg, logger.With("component", "uplink"))
+		ucfg, err := uplinkConfig(cfg, logger) // it names itself
 		if err != nil {
 			return nil, fmt.Errorf("gateway: uplink: %w", err)
 		}
@@ -97,18 +97,30 @@ func (g *Gateway) Run(ctx context.Context) error {
 	go func() { bufDone <- g.buf.Run(bufCtx) }()
 
 	eg, ctx := errgroup.WithContext(ctx)
-	eg.Go(func() error { return g.broker.Run(ctx) })
+	// run starts a component; one that fails stops the others, and its
+	// error is logged once, with its name, where it happened.
+	run := func(name string, f func(context.Context) error) {
+		eg.Go(func() error {
+			err := f(ctx)
+			if err != nil && ctx.Err() == nil {
+				g.log.Error("component failed; stopping the gateway", "component", name, "err", err)
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return err
+		})
+	}
+	run("broker", g.broker.Run)
 	if g.fwd != nil {
-		eg.Go(func() error { return g.fwd.Run(ctx) })
+		run("uplink", g.fwd.Run)
 	}
 	if g.cfg.Status.Listen != "" {
-		eg.Go(func() error { return g.serveStatus(ctx) })
+		run("status", g.serveStatus)
 	}
 	if g.cfg.Status.LogInterval > 0 {
-		eg.Go(func() error { return g.logHealth(ctx) })
+		run("health", g.logHealth)
 	}
 	if g.demo != nil {
-		eg.Go(func() error { return g.demo.Run(ctx, g.broker.Addr()) })
+		run("demo", func(ctx context.Context) error { return g.demo.Run(ctx, g.broker.Addr()) })
 	}
 	err := eg.Wait()
 	stopBuf()

@@ -89,7 +89,9 @@ func New(cfg Config, store Log) (*Broker, error) {
 
 	opts := &mqtt.Options{
 		InlineClient: true,
-		Logger:       cfg.Logger.With("component", "mochi"),
+		// mochi narrates hook and listener set-up at INFO; a board's flash
+		// wants only its warnings.
+		Logger: slog.New(minLevel{cfg.Logger.With("lib", "mochi").Handler(), slog.LevelWarn}),
 		// $SYS topics are refreshed rarely: each refresh is work (and,
 		// with a session store, a write) on a board that idles.
 		SysTopicResendInterval: 60,
@@ -317,6 +319,31 @@ func (s *sessionStore) StoredInflightMessages() ([]storage.Message, error) {
 		}
 	}
 	return msgs, err
+}
+
+// StoredSysInfo returns nothing: $SYS info is not persisted (see Provides),
+// and asking the hook for it would log a "key not found" error at every
+// start.
+func (s *sessionStore) StoredSysInfo() (storage.SystemInfo, error) {
+	return storage.SystemInfo{}, nil
+}
+
+// minLevel drops records below a level.
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(as), h.min}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h.Handler.WithGroup(name), h.min}
 }
 
 type ackKey struct {
