@@ -45,7 +45,8 @@ type Config struct {
 	// Publishers is the number of concurrent publishers, one MQTT
 	// connection each.
 	Publishers int
-	// Messages is the number of messages each publisher sends.
+	// Messages is the number of messages each publisher sends; 0 only
+	// connects (see Hold).
 	Messages int
 	// QoS is the publish QoS, 0 or 1.
 	QoS byte
@@ -72,7 +73,14 @@ type Config struct {
 	// before reporting (ParseFlags default DefaultSettle); the wait ends
 	// early once every published message has arrived.
 	Settle time.Duration
-	// Timeout bounds the whole run, including connecting and settling.
+	// Hold is how long to keep every publisher's connection open, idle
+	// with its keepalive running, after publishing (and settling) ends and
+	// before disconnecting; zero disconnects at once. With Messages 0 the
+	// publishers only connect and hold, e.g. to measure a broker's memory
+	// with many idle clients.
+	Hold time.Duration
+	// Timeout bounds the whole run, including connecting, settling and
+	// holding.
 	Timeout time.Duration
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
@@ -125,8 +133,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("bench: subscribe broker %q: want tcp://host:port", c.Subscribe)
 	case c.Publishers < 1 || c.Publishers > MaxPublishers:
 		return fmt.Errorf("bench: %d publishers: want 1..%d", c.Publishers, MaxPublishers)
-	case c.Messages < 1 || int64(c.Messages) > math.MaxUint32:
-		return fmt.Errorf("bench: %d messages per publisher: want 1..%d", c.Messages, uint32(math.MaxUint32))
+	case c.Messages < 0 || int64(c.Messages) > math.MaxUint32:
+		return fmt.Errorf("bench: %d messages per publisher: want 0..%d", c.Messages, uint32(math.MaxUint32))
 	case c.QoS > 1:
 		return fmt.Errorf("bench: qos %d: want 0 or 1", c.QoS)
 	case c.PayloadSize < HeaderSize || c.PayloadSize > MaxPayloadSize:
@@ -137,6 +145,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("bench: topic prefix %q: must not contain wildcards or start with $", c.Topic)
 	case c.Settle < 0:
 		return fmt.Errorf("bench: settle %v: must not be negative", c.Settle)
+	case c.Hold < 0:
+		return fmt.Errorf("bench: hold %v: must not be negative", c.Hold)
 	case c.Timeout < 0:
 		return fmt.Errorf("bench: timeout %v: must not be negative", c.Timeout)
 	}
@@ -170,7 +180,7 @@ func ParseFlags(args []string, stderr io.Writer) (Config, error) {
 	var qos uint
 	fs.StringVar(&c.Broker, "broker", DefaultBroker, "`url` of the broker to publish to")
 	fs.IntVar(&c.Publishers, "n", DefaultPublishers, "number of concurrent publishers (one connection each)")
-	fs.IntVar(&c.Messages, "m", DefaultMessages, "messages per publisher")
+	fs.IntVar(&c.Messages, "m", DefaultMessages, "messages per publisher (0: connect only, see -hold)")
 	fs.UintVar(&qos, "qos", DefaultQoS, "publish QoS (0 or 1)")
 	fs.IntVar(&c.PayloadSize, "size", DefaultPayloadSize, fmt.Sprintf("payload size in bytes (at least %d)", HeaderSize))
 	fs.IntVar(&c.Inflight, "inflight", DefaultInflight, "unacknowledged QoS 1 publishes per publisher (1 = stop-and-wait)")
@@ -181,7 +191,8 @@ func ParseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&c.Subscribe, "sub", "", "`url` of the cloud broker to check delivery at (empty: publish only)")
 	fs.StringVar(&c.SubTopic, "sub-topic", DefaultSubTopic, "topic `filter` to subscribe to at the cloud broker")
 	fs.DurationVar(&c.Settle, "settle", DefaultSettle, "how long to wait for stragglers after the last PUBACK")
-	fs.DurationVar(&c.Timeout, "timeout", DefaultTimeout, "bound on the whole run (0: none)")
+	fs.DurationVar(&c.Hold, "hold", 0, "keep all connections open, idle, this long after publishing before disconnecting")
+	fs.DurationVar(&c.Timeout, "timeout", DefaultTimeout, "bound on the whole run, hold included (0: none)")
 	fs.BoolVar(&c.JSON, "json", false, "print the report as JSON")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -155,7 +155,8 @@ func (p *publisher) noteErr(err error) {
 }
 
 // publish sends the publisher's messages and returns when all have been
-// acknowledged or failed, or ctx ends. p.client must be connected.
+// acknowledged or failed, or ctx ends, leaving the connection open for Run
+// to hold and close. p.client must be connected.
 func (p *publisher) publish(ctx context.Context) {
 	w := p.cfg.Inflight
 	// free holds the payload buffers not referenced by paho: taking one is
@@ -170,9 +171,6 @@ func (p *publisher) publish(ctx context.Context) {
 	defer func() {
 		close(pending)
 		<-acksDone
-		if p.client != nil {
-			p.client.Disconnect(disconnectQuiet)
-		}
 	}()
 
 	h := header{run: p.run, pub: uint32(p.idx)}
@@ -227,6 +225,22 @@ func (p *publisher) collectAcks(ctx context.Context, pending <-chan flight, free
 		p.lastAck = now
 		free <- f.buf
 	}
+}
+
+// open reports whether the publisher's connection is still up; only call it
+// once publish has returned.
+func (p *publisher) open() bool { return p.client != nil && p.client.IsConnectionOpen() }
+
+// disconnectAll closes every publisher's connection, concurrently: each
+// Disconnect waits up to disconnectQuiet for paho's outgoing work.
+func disconnectAll(pubs []*publisher) {
+	var wg sync.WaitGroup
+	for _, p := range pubs {
+		if p.client != nil {
+			wg.Go(func() { p.client.Disconnect(disconnectQuiet) })
+		}
+	}
+	wg.Wait()
 }
 
 // errNotAllConnected reports publishers that could not connect initially.

@@ -36,6 +36,10 @@ type Report struct {
 	MsgsPerSec float64       `json:"msgs_per_sec"`
 	// AckLatency is publish to PUBACK (QoS 1 only).
 	AckLatency Latency `json:"ack_latency"`
+	// Hold is how long the connections were held open after publishing
+	// (see Config.Hold), HeldOpen how many were still open at its end.
+	Hold     time.Duration `json:"hold_ns,omitempty"`
+	HeldOpen int           `json:"held_open,omitempty"`
 
 	// E2E reports whether the end-to-end fields below were measured.
 	E2E       bool   `json:"e2e"`
@@ -175,6 +179,9 @@ func (r *Report) WriteText(w io.Writer) {
 	fmt.Fprintf(tw, "duration\t%s, %.0f msg/s acked\n", fmtDur(r.Duration), r.MsgsPerSec)
 	if r.QoS > 0 {
 		fmt.Fprintf(tw, "puback latency\t%s\n", fmtLatency(r.AckLatency))
+	}
+	if r.Hold > 0 {
+		fmt.Fprintf(tw, "hold\t%s idle, %d of %d connections still open at the end\n", fmtDur(r.Hold), r.HeldOpen, r.Publishers)
 	}
 	if r.E2E {
 		fmt.Fprintf(tw, "end to end\t%s, filter %q\n", r.SubBroker, r.SubTopic)

@@ -112,7 +112,16 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 	if sub != nil {
 		settle(ctx, chk, published, cfg.Settle, lg)
 	}
+	held := hold(ctx, pubs, cfg.Hold, lg)
 	rep := buildReport(&cfg, run, pubs, chk, sub, end.Sub(start))
+	if rep.Hold = held; held > 0 {
+		for _, p := range pubs {
+			if p.open() {
+				rep.HeldOpen++
+			}
+		}
+	}
+	disconnectAll(pubs)
 	if runErr != nil {
 		return rep, fmt.Errorf("bench: run %s stopped after %d of %d publishes: %w", run, published, total, runErr)
 	}
@@ -147,6 +156,30 @@ func connectAll(ctx context.Context, pubs []*publisher) error {
 		}
 	}
 	return fmt.Errorf("%w: %d of %d failed, first: %w", errNotAllConnected, failed, len(pubs), first)
+}
+
+// hold keeps the publishers' connections open and idle for d, or until ctx
+// ends, and returns how long it held. paho keeps sending PINGREQs meanwhile.
+func hold(ctx context.Context, pubs []*publisher, d time.Duration, lg *syncLog) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	open := 0
+	for _, p := range pubs {
+		if p.open() {
+			open++
+		}
+	}
+	lg.logf("holding %d of %d connections open for %v", open, len(pubs), d)
+	start := time.Now()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		lg.logf("hold cut short after %v: %v", time.Since(start).Round(time.Millisecond), ctx.Err())
+	}
+	return time.Since(start)
 }
 
 // settle waits up to d for messages still in transit, returning early once
