@@ -32,6 +32,8 @@ func (l *Log) Run(ctx context.Context) error {
 
 	batch := make([]*appendReq, 0, l.opts.MaxBatch)
 	var lastCommit time.Time
+	var lastTook time.Duration
+	lastSize := 0
 	for {
 		sweepDue := false
 		select {
@@ -63,11 +65,47 @@ func (l *Log) Run(ctx context.Context) error {
 			}
 		}
 		batch = l.collect(batch)
+		if l.opts.Durability == DurabilitySync && len(batch) > 0 && len(batch) < lastSize {
+			batch = l.linger(ctx, batch, lastSize, lastTook)
+		}
+		start := time.Now()
 		l.commit(batch, sweepDue)
 		lastCommit = time.Now()
+		lastTook = lastCommit.Sub(start)
+		lastSize = len(batch)
 		clear(batch)
 		batch = batch[:0]
 	}
+}
+
+// linger waits a little for the rest of the writers that shared the last
+// commit. Without it, writers released together by a commit come back a few
+// microseconds apart, the first few start the next commit alone and the
+// rest wait a whole commit for the one after: the group splits into small
+// commits, each paying a full fsync. The wait is bounded by a quarter of the
+// last commit's duration (at most MaxLinger) and ends as soon as as many
+// writers as last time are back, so one writer never waits at all and the
+// loop has no fixed timer ceiling (unlike bbolt's db.Batch). Only sync
+// commits linger: without an fsync a commit is cheaper than the wait.
+func (l *Log) linger(ctx context.Context, batch []*appendReq, want int, took time.Duration) []*appendReq {
+	wait := min(took/4, l.opts.MaxLinger)
+	if wait <= 0 {
+		return batch
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for len(batch) < want && len(batch) < l.opts.MaxBatch {
+		select {
+		case r := <-l.reqs:
+			batch = append(batch, r)
+			batch = l.collect(batch)
+		case <-t.C:
+			return batch
+		case <-ctx.Done():
+			return batch
+		}
+	}
+	return batch
 }
 
 // collect adds queued appends to batch without waiting.

@@ -81,6 +81,10 @@ type Options struct {
 	BatchInterval time.Duration // DurabilityBatch: commit at most this often (default 10ms)
 	MaxBatch      int           // appends per transaction at most (default 2048)
 	QueueLen      int           // appends waiting for the commit loop before Append blocks (default 4096)
+	// MaxLinger bounds how long a commit waits for the writers of the
+	// previous commit to come back (see Log.Run); default 2ms, negative
+	// disables the wait.
+	MaxLinger time.Duration
 
 	// MinFreeDisk is the free-space watermark in bytes on the file's
 	// filesystem; 0 disables the check.
@@ -109,6 +113,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 2048
+	}
+	if o.MaxLinger == 0 {
+		o.MaxLinger = 2 * time.Millisecond
 	}
 	if o.QueueLen <= 0 {
 		o.QueueLen = 4096

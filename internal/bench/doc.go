@@ -9,6 +9,10 @@
 // throughput and the latency from publish to PUBACK (QoS 1). A publisher keeps
 // at most Inflight QoS 1 publishes unacknowledged (1 is stop-and-wait).
 //
+// With Hold set, every connection stays open and idle (paho's keepalive
+// running) for that long after publishing before disconnecting; Messages 0
+// only connects and holds, to measure a broker with many idle clients.
+//
 // End-to-end mode (Config.Subscribe set) additionally subscribes at a second
 // broker, typically the cloud side of a ferry gateway or of a Mosquitto
 // bridge, and checks what arrives: for every publisher the distinct sequence

@@ -28,8 +28,8 @@ func (l *syncLog) logf(format string, args ...any) {
 // Duration runs from the first publish to the last acknowledgement. If any
 // publisher cannot connect, Run fails without a report. If ctx ends or
 // cfg.Timeout passes while publishing, Run returns the partial report
-// together with an error; a timeout during the settle wait only cuts the
-// wait short.
+// together with an error; a timeout during the settle wait or the hold
+// (Config.Hold) only cuts it short. Publishers disconnect after the hold.
 func Run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {

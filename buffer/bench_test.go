@@ -1,0 +1,98 @@
+package buffer_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ferrygw/ferry/buffer"
+	"github.com/ferrygw/ferry/buffer/buffertest"
+	"github.com/ferrygw/ferry/event"
+)
+
+// BenchmarkAppend measures durable appends from many concurrent writers
+// (as from many publishers), per durability mode, with 100-byte payloads.
+// Each op is one event; group commit is what makes sync fast.
+func BenchmarkAppend(b *testing.B) {
+	for _, d := range []struct {
+		name string
+		d    buffer.Durability
+	}{{"sync", buffer.DurabilitySync}, {"none", buffer.DurabilityNone}} {
+		for _, bench := range []struct {
+			writers int
+			linger  time.Duration
+		}{{2, 0}, {50, -1}, {50, 0}} {
+			writers := bench.writers
+			name := fmt.Sprintf("%s/writers=%d", d.name, writers)
+			if bench.linger < 0 {
+				name += "/linger=off"
+			}
+			b.Run(name, func(b *testing.B) {
+				l := buffertest.MustOpen(b, buffer.Options{Durability: d.d, MaxLinger: bench.linger})
+				payload := make([]byte, 100)
+				b.ReportAllocs()
+				// RunParallel runs parallelism × GOMAXPROCS goroutines.
+				b.SetParallelism(max(1, writers/runtime.GOMAXPROCS(0)))
+				start := time.Now()
+				b.RunParallel(func(pb *testing.PB) {
+					e := event.Event{Stream: "s", Source: "bench", Payload: payload}
+					for pb.Next() {
+						e.Time = time.Time{}
+						if err := l.Append(context.Background(), &e); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+				c, _ := l.CommitStats()
+				b.ReportMetric(float64(b.N)/float64(max(c, 1)), "events/commit")
+			})
+		}
+	}
+}
+
+
+// BenchmarkReopen measures opening a buffer that holds a backlog of one
+// million events: start-up reads one metadata record per stream, so this
+// must not grow with the backlog.
+func BenchmarkReopen(b *testing.B) {
+	for _, n := range []int{1_000, 1_000_000} {
+		b.Run(fmt.Sprintf("backlog=%d", n), func(b *testing.B) {
+			path := filepath.Join(b.TempDir(), "b.db")
+			l := buffertest.MustOpenPath(b, path, buffer.Options{Durability: buffer.DurabilityNone, MaxBatch: 8192})
+			var wg sync.WaitGroup
+			for w := 0; w < 64; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					e := event.Event{Stream: "s", Payload: make([]byte, 100)}
+					for i := w; i < n; i += 64 {
+						e.Time = time.Time{}
+						if err := l.Append(context.Background(), &e); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			l.Close()
+			b.ResetTimer()
+			for b.Loop() {
+				l, err := buffer.Open(path, buffer.Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if st := l.Stats(); st[0].Events != int64(n) {
+					b.Fatalf("reopened with %d events", st[0].Events)
+				}
+				_ = l.Close()
+			}
+		})
+	}
+}
