@@ -19,9 +19,9 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/ferrygw/ferry/gateway"
 	"github.com/ferrygw/ferry/internal/mqtttest"
-	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
 // pki is a throwaway certificate authority made inside the test.
@@ -140,7 +140,7 @@ func TestUplinkMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	tc := tcAny.(*tls.Config)
-	sub := paho.NewClient(paho.NewClientOptions().AddBroker("ssl://"+addr).SetClientID("tls-sub").SetTLSConfig(tc).
+	sub := paho.NewClient(paho.NewClientOptions().AddBroker("ssl://" + addr).SetClientID("tls-sub").SetTLSConfig(tc).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { got <- m.Topic() }))
 	if tok := sub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscriber: %v", tok.Error())

@@ -2,10 +2,12 @@ package broker
 
 import (
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,6 +85,15 @@ func New(cfg Config, store Log) (*Broker, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Rand == nil {
+		// crypto/rand costs a getrandom syscall per event; a ChaCha8
+		// stream seeded from it is as unpredictable for IDs and costs none.
+		var seed [32]byte
+		if _, err := crand.Read(seed[:]); err != nil {
+			return nil, fmt.Errorf("broker: seed event ids: %w", err)
+		}
+		cfg.Rand = &lockedReader{r: mrand.NewChaCha8(seed)}
 	}
 	b := &Broker{cfg: cfg, log: cfg.Logger, store: store}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
@@ -254,6 +265,19 @@ func (b *Broker) refuse(cl *mqtt.Client, pk packets.Packet, err error) error {
 		return packets.ErrQuotaExceeded
 	}
 	return packets.ErrRejectPacket
+}
+
+// lockedReader makes a ChaCha8 stream safe for the broker's concurrent
+// client read loops.
+type lockedReader struct {
+	mu sync.Mutex
+	r  *mrand.ChaCha8
+}
+
+func (l *lockedReader) Read(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.r.Read(p)
 }
 
 // limitHook enforces the connection limit.
