@@ -318,3 +318,58 @@ func waitListen(t *testing.T, addr string) {
 	}
 	t.Fatalf("%s not listening", addr)
 }
+
+// TestWebsocketAndRetained publishes a retained reading over the websocket
+// listener and checks it is ingested and that a later subscriber (over TCP)
+// gets the retained message, also after a broker restart.
+func TestWebsocketAndRetained(t *testing.T) {
+	l := buffertest.MustOpen(t, buffer.Options{})
+	sessions := t.TempDir() + "/sessions.db"
+	wsAddr := fmt.Sprintf("127.0.0.1:%d", mqtttest.FreePort(t))
+	tcpAddr := fmt.Sprintf("127.0.0.1:%d", mqtttest.FreePort(t))
+	mod := func(c *broker.Config) { c.Listen = tcpAddr; c.Websocket = wsAddr; c.SessionPath = sessions }
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cfg := broker.Config{AllowAnonymous: true, Routes: []broker.Route{{Topics: []string{"sensors/#"}, Stream: "t"}}}
+	mod(&cfg)
+	b, err := broker.New(cfg, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	waitListen(t, wsAddr)
+
+	ws := paho.NewClient(paho.NewClientOptions().AddBroker("ws://" + wsAddr).SetClientID("ws-sensor").SetAutoReconnect(false))
+	if tok := ws.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("websocket connect: %v", tok.Error())
+	}
+	if tok := ws.Publish("sensors/door", 1, true, "open"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("websocket publish: %v", tok.Error())
+	}
+	ws.Disconnect(50)
+	if ev := events(t, l, "t"); len(ev) != 1 || ev[0].Source != "ws-sensor" {
+		t.Fatalf("ingested over websocket: %+v", ev)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	start(t, l, mod) // restarted: the retained message comes from the session store
+	got := make(chan string, 1)
+	c := connect(t, tcpAddr, "late-subscriber")
+	c.Subscribe("sensors/#", 1, func(_ paho.Client, m paho.Message) {
+		if m.Retained() {
+			got <- string(m.Payload())
+		}
+	})
+	select {
+	case m := <-got:
+		if m != "open" {
+			t.Fatalf("retained %q", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no retained message after restart")
+	}
+}
