@@ -56,7 +56,6 @@ func BenchmarkAppend(b *testing.B) {
 	}
 }
 
-
 // BenchmarkReopen measures opening a buffer that holds a backlog of one
 // million events: start-up reads one metadata record per stream, so this
 // must not grow with the backlog.

@@ -144,11 +144,12 @@ func (l *Log) checkDisk() {
 // txState is the working copy of the streams a transaction touches; it
 // replaces the committed state only if the transaction commits.
 type txState struct {
-	l       *Log
-	tx      *bolt.Tx
-	root    *bolt.Bucket
-	streams map[string]*stream
-	buckets map[string]*bolt.Bucket
+	l        *Log
+	tx       *bolt.Tx
+	root     *bolt.Bucket
+	streams  map[string]*stream
+	buckets  map[string]*bolt.Bucket
+	appended int
 }
 
 func (ts *txState) get(name string) (*stream, *bolt.Bucket, error) {
@@ -176,7 +177,7 @@ func (l *Log) commit(batch []*appendReq, sweep bool) {
 	l.mu.Lock()
 	acks := l.acks
 	if len(acks) > 0 {
-		l.acks = make(map[string]uint64)
+		l.acks = make(map[ackKey]uint64)
 	}
 	l.mu.Unlock()
 	if len(batch) == 0 && len(acks) == 0 && (!sweep || !l.anyExpired(l.opts.Now())) {
@@ -190,49 +191,31 @@ func (l *Log) commit(batch []*appendReq, sweep bool) {
 		ts.tx = tx
 		ts.root = tx.Bucket(bktStreams)
 		// Acks first: they name offsets committed before this batch.
-		for name, through := range acks {
-			if err := ts.ack(name, through); err != nil {
+		for k, through := range acks {
+			if err := ts.consume(k.stream, k.consumer, through); err != nil {
 				return err
 			}
 		}
-		var key [8]byte
 		for _, r := range batch {
 			r.err = nil
-			s, b, err := ts.get(r.stream)
+			if r.fn != nil {
+				// A transaction of the caller's own (Log.Update): its
+				// error aborts the group, so it is atomic with itself.
+				n0 := ts.appended
+				if err := r.fn(&Tx{ts: ts, diskFull: diskFull}); err != nil {
+					return fmt.Errorf("update: %w", err)
+				}
+				appended += ts.appended - n0
+				continue
+			}
+			ok, err := ts.append(r.stream, r.val, diskFull)
 			if err != nil {
 				return err
 			}
-			size := int64(len(r.val))
-			switch {
-			case diskFull:
-				r.err = ErrDiskFull
-				s.drops[DropDiskFull]++
-				continue
-			case s.cfg.MaxBytes > 0 && size > s.cfg.MaxBytes:
-				r.err = ErrTooLarge
-				s.drops[DropTooLarge]++
+			if !ok.ok {
+				r.err = ok.err
 				continue
 			}
-			if over(s, size) {
-				if s.cfg.Overflow == Reject {
-					r.err = ErrFull
-					s.drops[DropFull]++
-					continue
-				}
-				for over(s, size) {
-					if err := deleteFirst(s, b); err != nil {
-						return err
-					}
-					s.drops[DropOverflow]++
-				}
-			}
-			binary.BigEndian.PutUint64(key[:], s.meta.Next)
-			if err := b.Put(key[:], r.val); err != nil {
-				return fmt.Errorf("stream %q: put: %w", r.stream, err)
-			}
-			s.meta.Next++
-			s.meta.Count++
-			s.meta.Bytes += size
 			appended++
 		}
 		if sweep {
@@ -246,9 +229,9 @@ func (l *Log) commit(batch []*appendReq, sweep bool) {
 		l.log.Error("buffer commit failed", "events", len(batch), "err", err)
 		err = fmt.Errorf("buffer: commit: %w", err)
 		l.mu.Lock()
-		for name, through := range acks { // retry with the next commit
-			if through > l.acks[name] {
-				l.acks[name] = through
+		for k, through := range acks { // retry with the next commit
+			if through > l.acks[k] {
+				l.acks[k] = through
 			}
 		}
 		l.mu.Unlock()
@@ -269,13 +252,58 @@ func (l *Log) commit(batch []*appendReq, sweep bool) {
 		if err != nil {
 			r.err = err
 		}
-		if l.opts.Durability == DurabilityBatch {
+		if l.opts.Durability == DurabilityBatch && !r.wait {
 			r.val = nil
 			reqPool.Put(r)
 			continue
 		}
 		r.done <- r.err
 	}
+}
+
+type appendResult struct {
+	ok  bool
+	err error // why the event was refused (ErrFull, ErrDiskFull, ErrTooLarge)
+}
+
+// append adds one encoded event to stream under its bounds. A refusal is
+// a result, not an error: errors abort the transaction.
+func (ts *txState) append(stream string, val []byte, diskFull bool) (appendResult, error) {
+	s, b, err := ts.get(stream)
+	if err != nil {
+		return appendResult{}, err
+	}
+	size := int64(len(val))
+	switch {
+	case diskFull:
+		s.drops[DropDiskFull]++
+		return appendResult{err: ErrDiskFull}, nil
+	case s.cfg.MaxBytes > 0 && size > s.cfg.MaxBytes:
+		s.drops[DropTooLarge]++
+		return appendResult{err: ErrTooLarge}, nil
+	}
+	if over(s, size) {
+		if s.cfg.Overflow == Reject {
+			s.drops[DropFull]++
+			return appendResult{err: ErrFull}, nil
+		}
+		for over(s, size) {
+			if err := deleteFirst(s, b); err != nil {
+				return appendResult{}, err
+			}
+			s.drops[DropOverflow]++
+		}
+	}
+	var key [8]byte
+	binary.BigEndian.PutUint64(key[:], s.meta.Next)
+	if err := b.Put(key[:], val); err != nil {
+		return appendResult{}, fmt.Errorf("stream %q: put: %w", stream, err)
+	}
+	s.meta.Next++
+	s.meta.Count++
+	s.meta.Bytes += size
+	ts.appended++
+	return appendResult{ok: true}, nil
 }
 
 func over(s *stream, size int64) bool {
@@ -306,13 +334,24 @@ func deleteFirst(s *stream, b *bolt.Bucket) error {
 	return nil
 }
 
-func (ts *txState) ack(name string, through uint64) error {
+// consume records that consumer has processed stream through an offset,
+// and deletes what every required consumer of the stream has processed.
+func (ts *txState) consume(name, consumer string, through uint64) error {
 	s, b, err := ts.get(name)
 	if err != nil {
 		return err
 	}
 	if through >= s.meta.Next {
 		through = s.meta.Next - 1
+	}
+	if through > s.consumers[consumer] {
+		s.consumers[consumer] = through
+	}
+	if len(s.cfg.Consumers) > 0 {
+		through = s.meta.Next - 1
+		for _, c := range s.cfg.Consumers {
+			through = min(through, s.consumers[c])
+		}
 	}
 	for s.meta.Count > 0 && s.meta.First <= through {
 		if err := deleteFirst(s, b); err != nil {
@@ -399,27 +438,44 @@ func (l *Log) anyExpired(now time.Time) bool {
 	return found
 }
 
+// writeMeta stores the metadata of every stream the transaction touched.
+// Each value gets its own slice: bbolt keeps a reference to a value until
+// the transaction commits, so a reused buffer would leave every key with
+// the last value written.
 func (ts *txState) writeMeta() error {
-	var buf [metaLen]byte
-	var cnt [8]byte
 	for name, s := range ts.streams {
 		sb := ts.root.Bucket([]byte(name))
-		s.meta.encode(buf[:])
-		if err := sb.Put(keyMeta, buf[:]); err != nil {
+		buf := make([]byte, metaLen)
+		s.meta.encode(buf)
+		if err := sb.Put(keyMeta, buf); err != nil {
 			return err
 		}
-		if len(s.drops) == 0 {
-			continue
-		}
-		db, err := sb.CreateBucketIfNotExists(bktDrops)
-		if err != nil {
+		if err := putCounters(sb, bktConsumers, s.consumers); err != nil {
 			return err
 		}
-		for why, n := range s.drops {
-			binary.BigEndian.PutUint64(cnt[:], n)
-			if err := db.Put([]byte(why), cnt[:]); err != nil {
-				return err
-			}
+		if err := putCounters(sb, bktDrops, s.drops); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func putCounters(sb *bolt.Bucket, name []byte, m map[string]uint64) error {
+	if len(m) == 0 {
+		return nil
+	}
+	b, err := sb.CreateBucketIfNotExists(name)
+	if err != nil {
+		return err
+	}
+	vals := make([]byte, 8*len(m))
+	i := 0
+	for k, n := range m {
+		v := vals[i : i+8 : i+8]
+		i += 8
+		binary.BigEndian.PutUint64(v, n)
+		if err := b.Put([]byte(k), v); err != nil {
+			return err
 		}
 	}
 	return nil

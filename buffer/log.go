@@ -21,11 +21,15 @@ import (
 //	streams/<name>/meta          first(8) next(8) count(8) bytes(8)
 //	streams/<name>/ev/<offset>   CBOR event
 //	streams/<name>/drops/<why>   count(8)
+//	streams/<name>/consumers/<c> offset(8) processed through
+//	state/<name>                 opaque bytes written with Tx.PutState
 var (
-	bktStreams = []byte("streams")
-	bktEvents  = []byte("ev")
-	bktDrops   = []byte("drops")
-	keyMeta    = []byte("meta")
+	bktStreams   = []byte("streams")
+	bktEvents    = []byte("ev")
+	bktDrops     = []byte("drops")
+	bktConsumers = []byte("consumers")
+	bktState     = []byte("state")
+	keyMeta      = []byte("meta")
 )
 
 const metaLen = 32
@@ -44,7 +48,7 @@ type Log struct {
 
 	mu      sync.Mutex
 	streams map[string]*stream // committed state, mirrored from the file
-	acks    map[string]uint64  // pending acks, applied by the next commit
+	acks    map[ackKey]uint64  // pending acks, applied by the next commit
 	changed chan struct{}      // closed and replaced after a commit that appends
 
 	diskFull    atomic.Bool
@@ -61,22 +65,39 @@ type streamMeta struct {
 }
 
 type stream struct {
-	cfg   StreamConfig
-	meta  streamMeta
-	drops map[string]uint64
+	cfg       StreamConfig
+	meta      streamMeta
+	drops     map[string]uint64
+	consumers map[string]uint64 // consumer -> processed through offset
+}
+
+func newStream(cfg StreamConfig) *stream {
+	return &stream{cfg: cfg, meta: streamMeta{First: 1, Next: 1}, drops: map[string]uint64{}, consumers: map[string]uint64{}}
 }
 
 func (s *stream) clone() *stream {
-	c := &stream{cfg: s.cfg, meta: s.meta, drops: make(map[string]uint64, len(s.drops)+1)}
+	c := &stream{cfg: s.cfg, meta: s.meta, drops: make(map[string]uint64, len(s.drops)+1),
+		consumers: make(map[string]uint64, len(s.consumers)+1)}
 	for k, v := range s.drops {
 		c.drops[k] = v
+	}
+	for k, v := range s.consumers {
+		c.consumers[k] = v
 	}
 	return c
 }
 
+// ackKey names one consumer's position in one stream.
+type ackKey struct{ stream, consumer string }
+
+// UplinkConsumer is the consumer name Log.Ack records positions under.
+const UplinkConsumer = "uplink"
+
 type appendReq struct {
 	stream string
 	val    []byte
+	fn     func(*Tx) error // Log.Update
+	wait   bool            // the caller waits for done even with DurabilityBatch
 	err    error
 	done   chan error
 }
@@ -95,7 +116,7 @@ func Open(path string, opts Options) (*Log, error) {
 		kick:    make(chan struct{}, 1),
 		stopped: make(chan struct{}),
 		streams: make(map[string]*stream),
-		acks:    make(map[string]uint64),
+		acks:    make(map[ackKey]uint64),
 		changed: make(chan struct{}),
 	}
 	err := l.open()
@@ -170,8 +191,17 @@ func (l *Log) load(db *bolt.DB) (err error) {
 			if err != nil {
 				return fmt.Errorf("stream %q: %w", name, err)
 			}
-			s := &stream{cfg: l.opts.DefaultStream, meta: m, drops: map[string]uint64{}}
+			s := newStream(l.opts.DefaultStream)
+			s.meta = m
 			s.cfg.Name = string(name)
+			if c := b.Bucket(bktConsumers); c != nil {
+				_ = c.ForEach(func(k, v []byte) error {
+					if len(v) == 8 {
+						s.consumers[string(k)] = binary.BigEndian.Uint64(v)
+					}
+					return nil
+				})
+			}
 			if d := b.Bucket(bktDrops); d != nil {
 				_ = d.ForEach(func(k, v []byte) error {
 					if len(v) == 8 {
@@ -217,7 +247,7 @@ func (m streamMeta) encode(b []byte) {
 func (l *Log) streamLocked(name string) *stream {
 	s, ok := l.streams[name]
 	if !ok {
-		s = &stream{cfg: l.opts.DefaultStream, meta: streamMeta{First: 1, Next: 1}, drops: map[string]uint64{}}
+		s = newStream(l.opts.DefaultStream)
 		for _, sc := range l.opts.Streams {
 			if sc.Name == name {
 				s.cfg = sc
@@ -283,9 +313,10 @@ func (l *Log) Append(ctx context.Context, ev *event.Event) error {
 	}
 }
 
-// Ack records that every event of stream up to and including through was
-// delivered, so the log may delete them. It does not wait: the next group
-// commit applies it.
+// Ack records that the uplink delivered every event of stream up to and
+// including through, so the log may delete them (once every other consumer
+// the stream is configured with has processed them too). It does not wait:
+// the next group commit applies it.
 func (l *Log) Ack(stream string, through uint64) error {
 	select {
 	case <-l.stopped:
@@ -296,8 +327,9 @@ func (l *Log) Ack(stream string, through uint64) error {
 	if s, ok := l.streams[stream]; ok && through >= s.meta.Next {
 		through = s.meta.Next - 1 // nothing beyond what is committed
 	}
-	if through > l.acks[stream] {
-		l.acks[stream] = through
+	k := ackKey{stream, UplinkConsumer}
+	if through > l.acks[k] {
+		l.acks[k] = through
 	}
 	l.mu.Unlock()
 	select {

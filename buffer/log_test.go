@@ -424,3 +424,28 @@ func TestChurnBounded(t *testing.T) {
 	}
 	t.Logf("file sizes per round: %v", sizes)
 }
+
+// TestReopenManyStreams commits several streams in one transaction and
+// checks every stream's metadata and drop counters survive a reopen.
+func TestReopenManyStreams(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "b.db")
+	opts := buffer.Options{Streams: []buffer.StreamConfig{{Name: "s1", MaxEvents: 3}, {Name: "s2", MaxEvents: 5, Overflow: buffer.Reject}}}
+	l := buffertest.MustOpenPath(t, path, opts)
+	var wg sync.WaitGroup
+	for _, s := range []string{"s1", "s2", "s3", "s4"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				_ = l.Append(context.Background(), ev(s, i, 10+len(s)*i))
+			}
+		}()
+	}
+	wg.Wait()
+	before := fmt.Sprint(l.Stats())
+	l.Close()
+	l = buffertest.MustOpenPath(t, path, opts)
+	if after := fmt.Sprint(l.Stats()); after != before {
+		t.Fatalf("stats changed across reopen:\nbefore %s\nafter  %s", before, after)
+	}
+}

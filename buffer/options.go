@@ -72,6 +72,10 @@ type StreamConfig struct {
 	MaxBytes  int64
 	Overflow  Overflow
 	TTL       time.Duration
+	// Consumers lists who must process an event before it is deleted
+	// (UplinkConsumer for Log.Ack, pipeline names for Tx.Consume). Empty:
+	// any consumer's position deletes.
+	Consumers []string
 }
 
 // Options configure a Log. The zero value is usable: sync durability, no

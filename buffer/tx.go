@@ -1,0 +1,98 @@
+package buffer
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ferrygw/ferry/event"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Tx is a caller's share of a group commit, given to the function passed
+// to Log.Update. Everything done through it commits atomically, with
+// nothing else in between that the caller could observe.
+type Tx struct {
+	ts       *txState
+	diskFull bool
+}
+
+// Append adds ev to the end of ev.Stream, like Log.Append. A refusal by
+// the stream's bounds (ErrFull, ErrDiskFull, ErrTooLarge) is returned and
+// does not abort the transaction; the caller decides.
+func (tx *Tx) Append(ev *event.Event) error {
+	val, err := event.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("buffer: encode event: %w", err)
+	}
+	res, err := tx.ts.append(ev.Stream, val, tx.diskFull)
+	if err != nil {
+		return err
+	}
+	return res.err
+}
+
+// Consume records that consumer has processed stream through offset
+// through; events every configured consumer has processed are deleted.
+func (tx *Tx) Consume(stream, consumer string, through uint64) error {
+	return tx.ts.consume(stream, consumer, through)
+}
+
+// PutState stores opaque state under name (e.g. a pipeline's stage state).
+func (tx *Tx) PutState(name string, val []byte) error {
+	b, err := tx.ts.tx.CreateBucketIfNotExists(bktState)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(name), val)
+}
+
+// State returns the bytes last stored under name with PutState, or nil.
+func (l *Log) State(name string) ([]byte, error) {
+	var out []byte
+	err := l.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bktState); b != nil {
+			if v := b.Get([]byte(name)); v != nil {
+				out = append([]byte(nil), v...)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Position returns how far consumer has processed stream (0: nothing).
+func (l *Log) Position(stream, consumer string) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s, ok := l.streams[stream]; ok {
+		return s.consumers[consumer]
+	}
+	return 0
+}
+
+// Update runs fn in the next group commit and returns after that commit
+// is on disk (per the log's durability, Batch excepted: Update always
+// waits). An error from fn aborts the whole group commit, other callers'
+// appends included, so fn must only fail on errors that would fail them
+// anyway; refusals from Tx.Append are for fn to handle.
+func (l *Log) Update(ctx context.Context, fn func(*Tx) error) error {
+	r := &appendReq{fn: fn, done: make(chan error, 1), wait: true}
+	select {
+	case l.reqs <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-l.stopped:
+		return ErrClosed
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-l.stopped:
+		select {
+		case err := <-r.done:
+			return err
+		default:
+			return ErrClosed
+		}
+	}
+}
