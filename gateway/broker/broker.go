@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ferrygw/ferry/event"
+	"github.com/ferrygw/ferry/gateway/topic"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
@@ -185,10 +186,10 @@ func (b *Broker) Run(ctx context.Context) error {
 }
 
 // route returns the route for topic, or nil.
-func (b *Broker) route(topic string) *Route {
+func (b *Broker) route(name string) *Route {
 	for i := range b.cfg.Routes {
 		for _, f := range b.cfg.Routes[i].Topics {
-			if Match(f, topic) {
+			if topic.Match(f, name) {
 				return &b.cfg.Routes[i]
 			}
 		}

@@ -1,4 +1,6 @@
-package broker
+// Package topic matches MQTT topic names against topic filters, the way
+// brokers route PUBLISHes: shared by ingest routes and pipeline inputs.
+package topic
 
 import "strings"
 
