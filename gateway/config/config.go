@@ -20,7 +20,10 @@ type Config struct {
 	Buffer  Buffer `yaml:"buffer"`
 	Uplink  Uplink `yaml:"uplink"`
 	Status  Status `yaml:"status"`
-	Demo    Demo   `yaml:"demo"`
+	// Pipelines turn ingested events into results (rules pipeline).
+	Pipelines   []Pipeline  `yaml:"pipelines"`
+	DeadLetters DeadLetters `yaml:"dead_letters"`
+	Demo        Demo        `yaml:"demo"`
 
 	// src records the file and the line of every key written in it, for
 	// error messages and for telling explicit zeros from absent keys; nil
@@ -57,6 +60,9 @@ type Route struct {
 	Topics      []string `yaml:"topics"`       // MQTT topic filters
 	Stream      string   `yaml:"stream"`       // buffer stream name
 	ContentType string   `yaml:"content_type"` // default MIME type for the payload
+	// Forward says whether the uplink forwards these events raw; default:
+	// yes unless a pipeline reads the stream.
+	Forward *bool `yaml:"forward"`
 }
 
 // Buffer configures the durable log.

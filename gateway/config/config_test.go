@@ -152,8 +152,9 @@ func TestDefaults(t *testing.T) {
 			Format: "json", QoS: 1, Inflight: 100, Keepalive: 30 * time.Second, ConnectTimeout: 10 * time.Second,
 			Backoff: Backoff{Min: time.Second, Max: time.Minute},
 			Batch:   Batch{MaxEvents: 1, MaxBytes: 128 * KiB}, MaxMessage: 128 * KiB},
-		Status: Status{Listen: "127.0.0.1:8080", LogInterval: 30 * time.Second},
-		Demo:   Demo{Interval: time.Second, Topic: "demo/sensor"},
+		Status:      Status{Listen: "127.0.0.1:8080", LogInterval: 30 * time.Second},
+		DeadLetters: DeadLetters{Stream: DefaultDeadLetterStream},
+		Demo:        Demo{Interval: time.Second, Topic: "demo/sensor"},
 	}
 	for _, tc := range []struct{ name, yml string }{
 		{"empty", ""},
@@ -594,7 +595,7 @@ func TestParseOnly(t *testing.T) {
 	if c.Uplink.QoS != 7 || c.DataDir != "" {
 		t.Errorf("Parse changed values: %+v", c)
 	}
-	if _, err := Parse([]byte("nope: 1\n"), "x.yaml"); err == nil || err.Error() != `x.yaml:1: nope: unknown key; known keys here: broker, buffer, data_dir, demo, gateway_id, ingest, log, status, uplink` {
+	if _, err := Parse([]byte("nope: 1\n"), "x.yaml"); err == nil || err.Error() != `x.yaml:1: nope: unknown key; known keys here: broker, buffer, data_dir, dead_letters, demo, gateway_id, ingest, log, pipelines, status, uplink` {
 		t.Errorf("Parse error = %v", err)
 	}
 }

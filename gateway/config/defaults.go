@@ -107,6 +107,8 @@ func (c *Config) SetDefaults() {
 		setString(&s.Overflow, DefaultOverflow)
 	}
 
+	c.setPipelineDefaults()
+
 	u := &c.Uplink
 	if u.Enabled == nil {
 		u.Enabled = ptr(len(u.Endpoints) > 0)

@@ -117,6 +117,7 @@ func (c *Config) validate() Errors {
 	streams := c.validateBuffer(k)
 	c.validateIngest(k, streams)
 	c.validateUplink(k, streams)
+	c.validatePipelines(k, streams)
 
 	if c.Status.Listen != "" {
 		if err := checkHostPort(c.Status.Listen); err != nil {
