@@ -16,6 +16,7 @@ import (
 	"github.com/ferrygw/ferry/buffer"
 	"github.com/ferrygw/ferry/gateway/broker"
 	"github.com/ferrygw/ferry/gateway/config"
+	"github.com/ferrygw/ferry/gateway/rules"
 	"github.com/ferrygw/ferry/uplink"
 	"golang.org/x/sync/errgroup"
 )
@@ -34,6 +35,8 @@ type Gateway struct {
 	broker  *broker.Broker
 	fwd     *uplink.Forwarder // nil when the uplink is disabled
 	demo    *demo             // nil without a demo section
+	runners []*rules.Runner
+	hooks   []*webhookOutbox
 	started time.Time
 	now     func() time.Time
 }
@@ -60,10 +63,31 @@ func New(cfg *config.Config, logger *slog.Logger) (g *Gateway, err error) {
 			_ = g.buf.Close()
 		}
 	}()
+	pipelines, err := buildPipelines(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	for _, p := range pipelines {
+		g.runners = append(g.runners, rules.NewRunner(p, g.buf, rules.RunnerConfig{Logger: logger.With("component", "rules")}))
+	}
+	for _, pc := range cfg.Pipelines {
+		for j, o := range pc.Outputs {
+			if o.Webhook == nil {
+				continue
+			}
+			w, err := newWebhook(*o.Webhook, g.buf, cfg.DeadLetters.Stream, logger.With("component", "webhook", "pipeline", pc.Name))
+			if err != nil {
+				return nil, fmt.Errorf("gateway: pipelines %s: %w", pc.Name, err)
+			}
+			g.hooks = append(g.hooks, &webhookOutbox{stream: config.WebhookOutbox(pc.Name, j), w: w})
+		}
+	}
 	if g.broker, err = broker.New(brokerConfig(cfg, logger.With("component", "broker")), g.buf); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	if cfg.Uplink.Enabled != nil && *cfg.Uplink.Enabled {
+	if cfg.Uplink.Enabled != nil && *cfg.Uplink.Enabled && len(forwardedStreams(cfg)) == 0 {
+		logger.Warn("uplink enabled but no stream is forwarded (every route is read by a pipeline that outputs no stream): the uplink stays off")
+	} else if cfg.Uplink.Enabled != nil && *cfg.Uplink.Enabled {
 		ucfg, err := uplinkConfig(cfg, logger) // it names itself
 		if err != nil {
 			return nil, fmt.Errorf("gateway: uplink: %w", err)
@@ -119,6 +143,16 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if g.cfg.Status.LogInterval > 0 {
 		run("health", g.logHealth)
 	}
+	for _, r := range g.runners {
+		run("pipeline", r.Run)
+	}
+	if len(g.cfg.Pipelines) > 0 {
+		deliver := deliverMQTT(g.broker.Server(), g.log.With("component", "mqtt-out"))
+		run("mqtt-out", func(ctx context.Context) error { return drain(ctx, g.buf, config.MQTTOutbox(), deliver) })
+	}
+	for _, h := range g.hooks {
+		run("webhook", func(ctx context.Context) error { return drain(ctx, g.buf, h.stream, h.w.deliver) })
+	}
 	if g.demo != nil {
 		run("demo", func(ctx context.Context) error { return g.demo.Run(ctx, g.broker.Addr()) })
 	}
@@ -158,9 +192,20 @@ func bufferOptions(cfg *config.Config, log *slog.Logger) (buffer.Options, error)
 		if err != nil {
 			return buffer.Options{}, err
 		}
-		o.Streams = append(o.Streams, buffer.StreamConfig{
+		sc := buffer.StreamConfig{
 			Name: s.Name, MaxEvents: s.MaxEvents, MaxBytes: int64(s.MaxBytes), Overflow: ov, TTL: s.TTL,
-		})
+		}
+		// A stream that pipelines read is kept until each of them (and the
+		// uplink, when it is forwarded too) has processed it.
+		if readers := cfg.PipelinesReading(s.Name); len(readers) > 0 {
+			if cfg.Forwarded(s.Name) {
+				sc.Consumers = append(sc.Consumers, buffer.UplinkConsumer)
+			}
+			for _, r := range readers {
+				sc.Consumers = append(sc.Consumers, (&rules.Pipeline{Name: r}).Consumer())
+			}
+		}
+		o.Streams = append(o.Streams, sc)
 	}
 	return o, nil
 }
@@ -203,7 +248,7 @@ func uplinkConfig(cfg *config.Config, log *slog.Logger) (uplink.Config, error) {
 		MaxMessageBytes:   int(u.MaxMessage),
 		MessagesPerSecond: u.Rate.MessagesPerSecond,
 		BytesPerSecond:    float64(u.Rate.BytesPerSecond),
-		Streams:           u.Streams,
+		Streams:           forwardedStreams(cfg),
 		Logger:            log,
 		Rand:              rand.Float64,
 	}
@@ -229,6 +274,24 @@ func uplinkConfig(cfg *config.Config, log *slog.Logger) (uplink.Config, error) {
 		uc.Endpoints = append(uc.Endpoints, uplink.Endpoint{URL: ep.URL, TLS: tc})
 	}
 	return uc, nil
+}
+
+// forwardedStreams lists the streams the uplink forwards: see
+// config.Forwarded.
+func forwardedStreams(cfg *config.Config) []string {
+	out := []string{}
+	for _, s := range cfg.Buffer.Streams {
+		if cfg.Forwarded(s.Name) {
+			out = append(out, s.Name)
+		}
+	}
+	return out
+}
+
+// webhookOutbox is one webhook output and the outbox stream it drains.
+type webhookOutbox struct {
+	stream string
+	w      *webhook
 }
 
 func isTLSURL(u string) bool {

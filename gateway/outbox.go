@@ -1,0 +1,187 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ferrygw/ferry/buffer"
+	"github.com/ferrygw/ferry/event"
+	"github.com/ferrygw/ferry/gateway/config"
+)
+
+// Outbox delivery: pipelines write MQTT and webhook results to outbox
+// streams in the same transaction as their state (exactly once into the
+// outbox); a deliverer drains each outbox and acknowledges an event only
+// after it was delivered, so delivery is at least once across crashes and
+// every delivery carries the event's stable ID as its idempotency key.
+
+// outbox is the part of the buffer a deliverer uses.
+type outbox interface {
+	Read(stream string, from uint64, max int, fn func(off uint64, ev *event.Event) error) (uint64, error)
+	Ack(stream string, through uint64) error
+	Changed() <-chan struct{}
+	Append(ctx context.Context, ev *event.Event) error
+}
+
+var _ outbox = (*buffer.Log)(nil)
+
+// drain calls deliver for each event of stream in order, acking after each
+// batch, until ctx ends. deliver returns only when the event is done with
+// (delivered, or given up on and dead-lettered).
+func drain(ctx context.Context, q outbox, stream string, deliver func(ctx context.Context, ev *event.Event) error) error {
+	var next uint64
+	for {
+		changed := q.Changed()
+		var evs []event.Event
+		var offs []uint64
+		n, err := q.Read(stream, next, 64, func(off uint64, ev *event.Event) error {
+			evs = append(evs, *ev)
+			offs = append(offs, off)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("outbox %s: %w", stream, err)
+		}
+		for i := range evs {
+			if err := deliver(ctx, &evs[i]); err != nil {
+				return err // only ctx errors end delivery
+			}
+			if err := q.Ack(stream, offs[i]); err != nil {
+				return err
+			}
+		}
+		if n != next {
+			next = n
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
+}
+
+// mqttPublisher publishes outbox events on the embedded broker.
+type mqttPublisher interface {
+	Publish(topic string, payload []byte, retain bool, qos byte) error
+}
+
+func deliverMQTT(pub mqttPublisher, log *slog.Logger) func(context.Context, *event.Event) error {
+	return func(ctx context.Context, ev *event.Event) error {
+		if err := pub.Publish(ev.Topic, ev.Payload, false, 1); err != nil {
+			log.Warn("local publish failed: dropped", "topic", ev.Topic, "id", ev.ID.String(), "err", err)
+		}
+		return ctx.Err()
+	}
+}
+
+// webhook delivers outbox events by HTTP POST.
+type webhook struct {
+	cfg        config.Webhook
+	secret     []byte
+	client     *http.Client
+	q          outbox
+	deadLetter string
+	log        *slog.Logger
+	rand       func() float64
+}
+
+func newWebhook(cfg config.Webhook, q outbox, deadLetter string, log *slog.Logger) (*webhook, error) {
+	w := &webhook{cfg: cfg, q: q, deadLetter: deadLetter, log: log, rand: rand.Float64,
+		client: &http.Client{Timeout: cfg.Timeout}}
+	if cfg.SecretFile != "" {
+		b, err := os.ReadFile(cfg.SecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("webhook secret_file: %w", err)
+		}
+		w.secret = bytes.TrimRight(b, "\r\n")
+	}
+	return w, nil
+}
+
+// errPermanent marks a response that retrying will not fix.
+var errPermanent = errors.New("permanent failure")
+
+// deliver POSTs ev, retrying with capped, jittered backoff; after
+// cfg.Retries attempts (0: never give up) or a permanent failure the event
+// goes to the dead-letter stream.
+func (w *webhook) deliver(ctx context.Context, ev *event.Event) error {
+	backoff := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := w.post(ctx, ev)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, errPermanent) || (w.cfg.Retries > 0 && attempt >= w.cfg.Retries) {
+			w.log.Warn("webhook delivery failed: moved to dead letters", "url", w.cfg.URL, "id", ev.ID.String(), "attempts", attempt, "err", err)
+			d := *ev
+			d.Stream = w.deadLetter
+			d.Attrs = map[string]string{"reason": "webhook: " + err.Error(), "original_stream": ev.Stream}
+			return w.q.Append(ctx, &d)
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			w.log.Warn("webhook delivery failed: retrying", "url", w.cfg.URL, "id", ev.ID.String(), "attempt", attempt, "err", err)
+		}
+		sleep := time.Duration(float64(backoff) * (0.5 + w.rand()/2))
+		backoff = min(backoff*2, time.Minute)
+		t := time.NewTimer(sleep)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Signature returns the X-Ferry-Signature header value for body:
+// "sha256=" and the hex HMAC-SHA256 of the body under secret.
+func Signature(secret, body []byte) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write(body)
+	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+}
+
+func (w *webhook) post(ctx context.Context, ev *event.Event) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.cfg.URL, bytes.NewReader(ev.Payload))
+	if err != nil {
+		return fmt.Errorf("%w: %v", errPermanent, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", ev.ID.String())
+	req.Header.Set("X-Ferry-Event-Id", ev.ID.String())
+	if p := ev.Attrs["pipeline"]; p != "" {
+		req.Header.Set("X-Ferry-Pipeline", p)
+	}
+	if w.secret != nil {
+		req.Header.Set("X-Ferry-Signature", Signature(w.secret, ev.Payload))
+	}
+	resp, err := w.client.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		return nil
+	case resp.StatusCode == http.StatusRequestTimeout || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+		return fmt.Errorf("HTTP %s", resp.Status)
+	default:
+		return fmt.Errorf("%w: HTTP %s", errPermanent, strings.TrimSpace(resp.Status))
+	}
+}

@@ -1,0 +1,150 @@
+package gateway
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/ferrygw/ferry/gateway/config"
+	"github.com/ferrygw/ferry/gateway/rules"
+	"go.yaml.in/yaml/v3"
+)
+
+// Check builds everything the config describes that can be built without
+// starting it, notably compiling every pipeline expression, and returns
+// the problems as config.Errors with their YAML paths and lines. `ferry
+// check` runs it after config.Load.
+func Check(cfg *config.Config) error {
+	_, err := buildPipelines(cfg)
+	return err
+}
+
+// buildPipelines turns the pipelines of cfg into runnable rules.Pipelines.
+func buildPipelines(cfg *config.Config) ([]*rules.Pipeline, error) {
+	var errs config.Errors
+	var out []*rules.Pipeline
+	for i, pc := range cfg.Pipelines {
+		path := fmt.Sprintf("pipelines[%d]", i)
+		p := &rules.Pipeline{
+			Name:       pc.Name,
+			Input:      pc.Input.Stream,
+			Topics:     pc.Input.Topics,
+			EventTime:  pc.Time != "processing",
+			DeadLetter: cfg.DeadLetters.Stream,
+		}
+		f, err := rules.ParseFormat(pc.Input.Format)
+		if err != nil {
+			errs = append(errs, cfg.ErrorAt(path+".input.format", "%v", err))
+		}
+		p.Format = f
+		for j, sc := range pc.Stages {
+			sp := fmt.Sprintf("%s.stages[%d]", path, j)
+			st, err := buildStage(pc.Name, j, sp, &sc, p.EventTime)
+			if err != nil {
+				errs = append(errs, stageError(cfg, sp, &sc, err))
+				continue
+			}
+			p.Stages = append(p.Stages, st)
+		}
+		for j, oc := range pc.Outputs {
+			switch {
+			case oc.Stream != "":
+				p.Outputs = append(p.Outputs, rules.Output{Stream: oc.Stream})
+			case oc.MQTT != "":
+				p.Outputs = append(p.Outputs, rules.Output{Stream: config.MQTTOutbox(), Topic: oc.MQTT})
+			case oc.Webhook != nil:
+				p.Outputs = append(p.Outputs, rules.Output{Stream: config.WebhookOutbox(pc.Name, j)})
+			}
+		}
+		p.Fingerprint = fingerprint(pc)
+		out = append(out, p)
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return out, nil
+}
+
+// fingerprint identifies a pipeline's configuration, so state saved by a
+// differently configured pipeline is not applied to this one.
+func fingerprint(pc config.Pipeline) string {
+	b, _ := yaml.Marshal(pc)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// stageError names the stage's key path, and the expression's line and
+// column within it when an expression failed to compile.
+func stageError(cfg *config.Config, path string, sc *config.StageConfig, err error) *config.Error {
+	key := path
+	switch {
+	case sc.Filter != "":
+		key += ".filter"
+	case sc.Map != nil:
+		key += ".map"
+	case sc.Window != nil:
+		key += ".window"
+	case sc.Detect != nil:
+		key += ".detect"
+	case sc.Dedup != nil:
+		key += ".dedup"
+	}
+	var ee *rules.ExprError
+	if errors.As(err, &ee) {
+		return cfg.ErrorAt(key, "expression error at line %d, column %d: %s", ee.Line, ee.Column, ee.Msg)
+	}
+	return cfg.ErrorAt(key, "%v", err)
+}
+
+func buildStage(pipeline string, j int, path string, sc *config.StageConfig, eventTime bool) (rules.Stage, error) {
+	name := fmt.Sprintf("%s.%d", pipeline, j)
+	switch {
+	case sc.Filter != "":
+		return rules.NewFilter(sc.Filter)
+	case sc.Map != nil:
+		mc := rules.MapConfig{Name: name, Drop: sc.Map.Drop}
+		for _, a := range sc.Map.Set {
+			mc.Set = append(mc.Set, rules.Assignment{Field: a.Field, Expr: a.Expr})
+		}
+		if len(sc.Map.Rename) > 0 {
+			mc.Rename = map[string]string{}
+			for _, r := range sc.Map.Rename {
+				mc.Rename[r.From] = r.To
+			}
+		}
+		return rules.NewMap(mc)
+	case sc.Window != nil:
+		w := sc.Window
+		wc := rules.WindowConfig{Name: name, Size: w.Size, Hop: w.Hop, EventTime: eventTime,
+			AllowedLateness: w.AllowedLateness, GroupBy: w.GroupBy, MaxGroups: w.MaxGroups}
+		for _, a := range w.Aggregates {
+			out, spec, ok := strings.Cut(a, "=")
+			if !ok {
+				spec, out = a, ""
+			}
+			fn, field, err := rules.ParseAggregate(strings.TrimSpace(spec))
+			if err != nil {
+				return nil, fmt.Errorf("aggregate %q: %w", a, err)
+			}
+			out = strings.TrimSpace(out)
+			if out == "" {
+				out = fn
+				if field != "" && field != "*" {
+					out = fn + "_" + field
+				}
+			}
+			wc.Aggregates = append(wc.Aggregates, rules.Aggregate{Output: out, Func: fn, Field: field})
+		}
+		return rules.NewWindow(wc)
+	case sc.Detect != nil:
+		d := sc.Detect
+		return rules.NewDetect(rules.DetectConfig{Name: name, Kind: d.Kind, Field: d.Field, GroupBy: d.GroupBy,
+			RaiseAbove: d.RaiseAbove, ClearBelow: d.ClearBelow, RaiseBelow: d.RaiseBelow, ClearAbove: d.ClearAbove,
+			Condition: d.Condition, Count: d.Count, Timeout: d.Timeout, MaxRate: d.MaxRate, Per: d.Per, MaxGroups: d.MaxGroups})
+	case sc.Dedup != nil:
+		return rules.NewDedup(rules.DedupConfig{Key: sc.Dedup.Key, Horizon: sc.Dedup.Horizon, MaxKeys: sc.Dedup.MaxKeys})
+	}
+	return nil, fmt.Errorf("%s: no stage kind", path)
+}

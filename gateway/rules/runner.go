@@ -1,0 +1,402 @@
+package rules
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ferrygw/ferry/buffer"
+	"github.com/ferrygw/ferry/event"
+	"github.com/ferrygw/ferry/gateway/topic"
+	"github.com/fxamacker/cbor/v2"
+)
+
+// Log is the part of the durable log a Runner uses; *buffer.Log
+// satisfies it.
+type Log interface {
+	Read(stream string, from uint64, max int, fn func(off uint64, ev *event.Event) error) (uint64, error)
+	Changed() <-chan struct{}
+	Position(stream, consumer string) uint64
+	State(name string) ([]byte, error)
+	Update(ctx context.Context, fn func(*buffer.Tx) error) error
+}
+
+var _ Log = (*buffer.Log)(nil)
+
+// Output is where a pipeline's results go: a stream of the log. Uplink
+// outputs are streams the uplink forwards; MQTT and webhook outputs are
+// outbox streams their deliverers drain.
+type Output struct {
+	Stream string
+	// Topic, if set, is a template ({source}, {topic}, {pipeline}) for the
+	// output event's Topic (the local MQTT topic for an MQTT outbox).
+	Topic string
+}
+
+// Pipeline is a configured pipeline, ready to run.
+type Pipeline struct {
+	Name       string
+	Input      string   // stream to read
+	Topics     []string // topic filters over input events; empty: all
+	Format     Format
+	EventTime  bool   // stages see event time; Advance follows the watermark
+	Stages     []Stage
+	Outputs    []Output
+	DeadLetter string // stream for events that fail
+	// Fingerprint identifies the pipeline's configuration; saved state of
+	// a differently configured pipeline is discarded, not misapplied.
+	Fingerprint string
+}
+
+// Consumer is the name under which the pipeline's read position is kept
+// in the input stream.
+func (p *Pipeline) Consumer() string { return "pipeline:" + p.Name }
+
+// RunnerConfig tunes a Runner.
+type RunnerConfig struct {
+	BatchSize    int           // input events per transaction (default 1024)
+	AdvanceEvery uint64        // event time: advance stages every N input offsets (default 64)
+	Tick         time.Duration // processing time: advance interval (default 1s)
+	Now          func() time.Time
+	Logger       *slog.Logger
+}
+
+// Runner drives one pipeline over the durable log, exactly once: each
+// transaction holds a batch's outputs, dead letters, every stage's state
+// and the input position, so after a crash the pipeline resumes from the
+// last committed batch with the state of that moment. With event time the
+// outputs are a function of the input sequence alone (stages are advanced
+// at input offsets, not at wall-clock moments), so a crashed and restarted
+// run produces exactly the outputs of an uninterrupted one.
+type Runner struct {
+	p   *Pipeline
+	log Log
+	cfg RunnerConfig
+	lg  *slog.Logger
+
+	watermark time.Time
+	pending   []event.Event
+	stats     RunnerStats
+}
+
+// RunnerStats counts a runner's work since start.
+type RunnerStats struct {
+	In          uint64 `json:"in"`
+	Out         uint64 `json:"out"`
+	DeadLetters uint64 `json:"dead_letters"`
+	Position    uint64 `json:"position"`
+}
+
+// NewRunner prepares p to run on log.
+func NewRunner(p *Pipeline, log Log, cfg RunnerConfig) *Runner {
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 1024
+	}
+	if cfg.AdvanceEvery == 0 {
+		cfg.AdvanceEvery = 64
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Runner{p: p, log: log, cfg: cfg, lg: cfg.Logger.With("pipeline", p.Name)}
+}
+
+// savedState is what a runner commits with each batch.
+type savedState struct {
+	_           struct{} `cbor:",toarray"`
+	Fingerprint string
+	Watermark   int64
+	Stages      [][]byte
+}
+
+func (r *Runner) stateKey() string { return "pipeline/" + r.p.Name }
+
+func (r *Runner) restore() error {
+	b, err := r.log.State(r.stateKey())
+	if err != nil || b == nil {
+		return err
+	}
+	var s savedState
+	if err := cbor.Unmarshal(b, &s); err != nil || s.Fingerprint != r.p.Fingerprint || len(s.Stages) != len(r.p.Stages) {
+		r.lg.Warn("saved pipeline state does not match this configuration: starting with empty windows and detectors")
+		return nil
+	}
+	for i, st := range r.p.Stages {
+		if err := st.UnmarshalState(s.Stages[i]); err != nil {
+			return fmt.Errorf("pipeline %s: restore stage %d: %w", r.p.Name, i, err)
+		}
+	}
+	if s.Watermark != 0 {
+		r.watermark = time.Unix(0, s.Watermark)
+	}
+	return nil
+}
+
+func (r *Runner) snapshot() ([]byte, error) {
+	s := savedState{Fingerprint: r.p.Fingerprint, Stages: make([][]byte, len(r.p.Stages))}
+	if !r.watermark.IsZero() {
+		s.Watermark = r.watermark.UnixNano()
+	}
+	for i, st := range r.p.Stages {
+		b, err := st.MarshalState()
+		if err != nil {
+			return nil, fmt.Errorf("stage %d: %w", i, err)
+		}
+		s.Stages[i] = b
+	}
+	return cbor.Marshal(s)
+}
+
+// Stats returns the runner's counters. Not safe concurrently with Run.
+func (r *Runner) Stats() RunnerStats { return r.stats }
+
+// Run processes the input until ctx ends.
+func (r *Runner) Run(ctx context.Context) error {
+	if err := r.restore(); err != nil {
+		return err
+	}
+	pos := r.log.Position(r.p.Input, r.p.Consumer())
+	r.stats.Position = pos
+	tick := time.NewTicker(r.cfg.Tick)
+	defer tick.Stop()
+	for {
+		changed := r.log.Changed()
+		next, n, err := r.batch(ctx, pos)
+		if err != nil {
+			return err
+		}
+		if n > 0 || len(r.pending) > 0 {
+			if err := r.commit(ctx, next-1); err != nil {
+				return err
+			}
+			pos = next - 1
+			r.stats.Position = pos
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		case <-tick.C:
+			if !r.p.EventTime {
+				r.advance(r.cfg.Now())
+			}
+		}
+	}
+}
+
+// batch processes up to BatchSize events after pos, collecting outputs in
+// r.pending. It returns the offset after the last event read.
+func (r *Runner) batch(ctx context.Context, pos uint64) (uint64, int, error) {
+	n := 0
+	next, err := r.log.Read(r.p.Input, pos+1, r.cfg.BatchSize, func(off uint64, ev *event.Event) error {
+		n++
+		r.process(off, ev)
+		return nil
+	})
+	if err != nil {
+		return pos + 1, 0, fmt.Errorf("pipeline %s: read %s: %w", r.p.Name, r.p.Input, err)
+	}
+	if !r.p.EventTime && n > 0 {
+		r.advance(r.cfg.Now())
+	}
+	return next, n, ctx.Err()
+}
+
+func (r *Runner) process(off uint64, ev *event.Event) {
+	if !r.matches(ev.Topic) {
+		return
+	}
+	r.stats.In++
+	base := Record{Key: ev.ID.String(), Time: ev.Time, Source: ev.Source, Topic: ev.Topic}
+	recs, err := Decode(r.p.Format, ev.ContentType, ev.Payload, base)
+	if err != nil {
+		r.deadLetter(ev, "decode: "+err.Error())
+		return
+	}
+	for _, rec := range recs {
+		if r.p.EventTime && rec.Time.After(r.watermark) {
+			r.watermark = rec.Time
+		}
+		if err := r.push(0, rec); err != nil {
+			r.deadLetter(ev, err.Error())
+			break
+		}
+	}
+	if r.p.EventTime && off%r.cfg.AdvanceEvery == 0 && !r.watermark.IsZero() {
+		r.advance(r.watermark)
+	}
+}
+
+func (r *Runner) matches(t string) bool {
+	if len(r.p.Topics) == 0 {
+		return true
+	}
+	for _, f := range r.p.Topics {
+		if topic.Match(f, t) {
+			return true
+		}
+	}
+	return false
+}
+
+// push runs rec through stages i.. and queues what comes out.
+func (r *Runner) push(i int, rec *Record) error {
+	if i == len(r.p.Stages) {
+		r.output(rec)
+		return nil
+	}
+	var outs []*Record
+	if err := r.p.Stages[i].Process(rec, func(o *Record) { outs = append(outs, o) }); err != nil {
+		return fmt.Errorf("stage %d: %w", i+1, err)
+	}
+	for _, o := range outs {
+		if err := r.push(i+1, o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// advance moves every stage to now, in order, pushing what a stage emits
+// through the stages after it before advancing those.
+func (r *Runner) advance(now time.Time) {
+	for i, st := range r.p.Stages {
+		var outs []*Record
+		st.Advance(now, func(o *Record) { outs = append(outs, o) })
+		for _, o := range outs {
+			if err := r.push(i+1, o); err != nil {
+				r.lg.Warn("record emitted on advance failed a later stage: dropped", "stage", i+1, "err", err)
+			}
+		}
+	}
+}
+
+// output turns a result record into one event per output.
+func (r *Runner) output(rec *Record) {
+	payload, err := json.Marshal(rec.Fields) // map keys sorted: deterministic bytes
+	if err != nil {
+		r.lg.Warn("result not encodable: dropped", "key", rec.Key, "err", err)
+		return
+	}
+	for i, o := range r.p.Outputs {
+		ev := event.Event{
+			ID:          DerivedID(fmt.Sprintf("%s/%d/%s", r.p.Name, i, rec.Key), rec.Time),
+			Stream:      o.Stream,
+			Source:      rec.Source,
+			Topic:       rec.Topic,
+			Time:        rec.Time,
+			ContentType: "application/json",
+			Payload:     payload,
+			Attrs:       map[string]string{"pipeline": r.p.Name},
+		}
+		if o.Topic != "" {
+			ev.Topic = renderTopic(o.Topic, r.p.Name, rec)
+		}
+		r.pending = append(r.pending, ev)
+		r.stats.Out++
+	}
+}
+
+func (r *Runner) deadLetter(ev *event.Event, reason string) {
+	r.stats.DeadLetters++
+	d := *ev
+	d.ID = DerivedID("dead/"+r.p.Name+"/"+ev.ID.String(), ev.Time)
+	d.Stream = r.p.DeadLetter
+	d.Attrs = map[string]string{"pipeline": r.p.Name, "reason": reason, "original_id": ev.ID.String(), "original_stream": ev.Stream}
+	d.Payload = append([]byte(nil), ev.Payload...)
+	r.pending = append(r.pending, d)
+}
+
+// commit writes the pending outputs, the stages' state and the position
+// through in one transaction.
+func (r *Runner) commit(ctx context.Context, through uint64) error {
+	state, err := r.snapshot()
+	if err != nil {
+		return fmt.Errorf("pipeline %s: snapshot: %w", r.p.Name, err)
+	}
+	var refused int
+	err = r.log.Update(ctx, func(tx *buffer.Tx) error {
+		refused = 0
+		for i := range r.pending {
+			if err := tx.Append(&r.pending[i]); err != nil {
+				if errors.Is(err, buffer.ErrFull) || errors.Is(err, buffer.ErrDiskFull) || errors.Is(err, buffer.ErrTooLarge) {
+					refused++ // counted by the buffer per stream and reason
+					continue
+				}
+				return err
+			}
+		}
+		if err := tx.PutState(r.stateKey(), state); err != nil {
+			return err
+		}
+		return tx.Consume(r.p.Input, r.p.Consumer(), through)
+	})
+	if err != nil {
+		return fmt.Errorf("pipeline %s: commit: %w", r.p.Name, err)
+	}
+	if refused > 0 {
+		r.lg.Warn("pipeline outputs refused by the buffer", "events", refused)
+	}
+	clear(r.pending)
+	r.pending = r.pending[:0]
+	return nil
+}
+
+// DerivedID returns a deterministic event ID for a derived event: the
+// timestamp of t followed by 80 bits of SHA-256 over key, so a replay after
+// a crash yields the same ID and the cloud can drop the duplicate.
+func DerivedID(key string, t time.Time) event.ID {
+	var id event.ID
+	ms := uint64(t.UnixMilli())
+	id[0], id[1] = byte(ms>>40), byte(ms>>32)
+	binary.BigEndian.PutUint32(id[2:6], uint32(ms))
+	sum := sha256.Sum256([]byte(key))
+	copy(id[6:], sum[:10])
+	return id
+}
+
+func renderTopic(tmpl, pipeline string, rec *Record) string {
+	out := make([]byte, 0, len(tmpl)+16)
+	for i := 0; i < len(tmpl); {
+		if tmpl[i] == '{' {
+			if j := indexByte(tmpl[i:], '}'); j > 0 {
+				switch tmpl[i+1 : i+j] {
+				case "source":
+					out = append(out, rec.Source...)
+				case "topic":
+					out = append(out, rec.Topic...)
+				case "pipeline":
+					out = append(out, pipeline...)
+				default:
+					out = append(out, tmpl[i:i+j+1]...)
+				}
+				i += j + 1
+				continue
+			}
+		}
+		out = append(out, tmpl[i])
+		i++
+	}
+	return string(out)
+}
+
+func indexByte(s string, c byte) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == c {
+			return i
+		}
+	}
+	return -1
+}
