@@ -44,7 +44,7 @@ type Pipeline struct {
 	Input      string   // stream to read
 	Topics     []string // topic filters over input events; empty: all
 	Format     Format
-	EventTime  bool   // stages see event time; Advance follows the watermark
+	EventTime  bool // stages see event time; Advance follows the watermark
 	Stages     []Stage
 	Outputs    []Output
 	DeadLetter string // stream for events that fail
