@@ -11,20 +11,22 @@ import (
 
 	"github.com/ferrygw/ferry/buffer"
 	"github.com/ferrygw/ferry/gateway/broker"
+	"github.com/ferrygw/ferry/gateway/rules"
 	"github.com/ferrygw/ferry/uplink"
 )
 
 // Status is the gateway's health at one moment: what `ferry status` prints
 // and GET /status returns.
 type Status struct {
-	GatewayID string         `json:"gateway_id"`
-	Uptime    Duration       `json:"uptime"`
-	Link      *uplink.Status `json:"link,omitempty"` // nil when the uplink is disabled
-	Ingest    broker.Stats   `json:"ingest"`
-	Streams   []StreamStatus `json:"streams"`
-	Commits   uint64         `json:"commits"`
-	CommitAvg Duration       `json:"commit_avg"`
-	DiskFull  bool           `json:"disk_full"`
+	GatewayID string              `json:"gateway_id"`
+	Uptime    Duration            `json:"uptime"`
+	Link      *uplink.Status      `json:"link,omitempty"` // nil when the uplink is disabled
+	Ingest    broker.Stats        `json:"ingest"`
+	Streams   []StreamStatus      `json:"streams"`
+	Pipelines []rules.RunnerStats `json:"pipelines,omitempty"`
+	Commits   uint64              `json:"commits"`
+	CommitAvg Duration            `json:"commit_avg"`
+	DiskFull  bool                `json:"disk_full"`
 	// Quarantined is where a corrupt buffer file was moved at start-up.
 	Quarantined string `json:"quarantined,omitempty"`
 }
@@ -70,6 +72,9 @@ func (g *Gateway) Status() Status {
 	st.Commits, total = g.buf.CommitStats()
 	if st.Commits > 0 {
 		st.CommitAvg = Duration(total / time.Duration(st.Commits))
+	}
+	for _, r := range g.runners {
+		st.Pipelines = append(st.Pipelines, r.Stats())
 	}
 	for _, s := range g.buf.Stats() {
 		ss := StreamStatus{StreamStats: s}

@@ -162,6 +162,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg, err := config.Load(*path)
+	if err == nil {
+		err = gateway.Check(cfg) // compiles the pipelines' expressions
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		var es config.Errors
@@ -243,6 +246,14 @@ func printStatus(w io.Writer, st *gateway.Status) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", s.Name, s.Events, s.Bytes, time.Duration(s.OldestAge), strings.Join(drops, " "))
 	}
 	_ = tw.Flush()
+	if len(st.Pipelines) > 0 {
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "PIPELINE\tIN\tOUT\tDEAD LETTERS\tPOSITION")
+		for _, p := range st.Pipelines {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", p.Name, p.In, p.Out, p.DeadLetters, p.Position)
+		}
+		_ = tw.Flush()
+	}
 }
 
 func cmdBench(args []string, stdout, stderr io.Writer) int {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferrygw/ferry/buffer"
@@ -81,15 +82,18 @@ type Runner struct {
 
 	watermark time.Time
 	pending   []event.Event
-	stats     RunnerStats
+	in, out   atomic.Uint64
+	dead      atomic.Uint64
+	position  atomic.Uint64
 }
 
 // RunnerStats counts a runner's work since start.
 type RunnerStats struct {
-	In          uint64 `json:"in"`
-	Out         uint64 `json:"out"`
-	DeadLetters uint64 `json:"dead_letters"`
-	Position    uint64 `json:"position"`
+	Name        string `json:"name"`
+	In          uint64 `json:"in"`           // input events matched since start
+	Out         uint64 `json:"out"`          // output events since start
+	DeadLetters uint64 `json:"dead_letters"` // input events dead-lettered since start
+	Position    uint64 `json:"position"`     // input offset processed through
 }
 
 // NewRunner prepares p to run on log.
@@ -158,8 +162,10 @@ func (r *Runner) snapshot() ([]byte, error) {
 	return cbor.Marshal(s)
 }
 
-// Stats returns the runner's counters. Not safe concurrently with Run.
-func (r *Runner) Stats() RunnerStats { return r.stats }
+// Stats returns the runner's counters; safe concurrently with Run.
+func (r *Runner) Stats() RunnerStats {
+	return RunnerStats{Name: r.p.Name, In: r.in.Load(), Out: r.out.Load(), DeadLetters: r.dead.Load(), Position: r.position.Load()}
+}
 
 // Run processes the input until ctx ends.
 func (r *Runner) Run(ctx context.Context) error {
@@ -167,7 +173,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		return err
 	}
 	pos := r.log.Position(r.p.Input, r.p.Consumer())
-	r.stats.Position = pos
+	r.position.Store(pos)
 	tick := time.NewTicker(r.cfg.Tick)
 	defer tick.Stop()
 	for {
@@ -181,7 +187,7 @@ func (r *Runner) Run(ctx context.Context) error {
 				return err
 			}
 			pos = next - 1
-			r.stats.Position = pos
+			r.position.Store(pos)
 			continue
 		}
 		select {
@@ -218,7 +224,7 @@ func (r *Runner) process(off uint64, ev *event.Event) {
 	if !r.matches(ev.Topic) {
 		return
 	}
-	r.stats.In++
+	r.in.Add(1)
 	base := Record{Key: ev.ID.String(), Time: ev.Time, Source: ev.Source, Topic: ev.Topic}
 	recs, err := Decode(r.p.Format, ev.ContentType, ev.Payload, base)
 	if err != nil {
@@ -305,12 +311,12 @@ func (r *Runner) output(rec *Record) {
 			ev.Topic = renderTopic(o.Topic, r.p.Name, rec)
 		}
 		r.pending = append(r.pending, ev)
-		r.stats.Out++
+		r.out.Add(1)
 	}
 }
 
 func (r *Runner) deadLetter(ev *event.Event, reason string) {
-	r.stats.DeadLetters++
+	r.dead.Add(1)
 	d := *ev
 	d.ID = DerivedID("dead/"+r.p.Name+"/"+ev.ID.String(), ev.Time)
 	d.Stream = r.p.DeadLetter
