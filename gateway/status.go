@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ferrygw/ferry/buffer"
+	"github.com/ferrygw/ferry/event"
 	"github.com/ferrygw/ferry/gateway/broker"
 	"github.com/ferrygw/ferry/gateway/rules"
 	"github.com/ferrygw/ferry/uplink"
@@ -86,6 +89,41 @@ func (g *Gateway) Status() Status {
 	return st
 }
 
+// DeadLetter is one event a pipeline could not process, and why.
+type DeadLetter struct {
+	Offset   uint64    `json:"offset"`
+	ID       string    `json:"id"`
+	Pipeline string    `json:"pipeline,omitempty"`
+	Reason   string    `json:"reason"`
+	Source   string    `json:"source"`
+	Topic    string    `json:"topic"`
+	Time     time.Time `json:"time"`
+	Payload  string    `json:"payload"` // as text, invalid UTF-8 replaced
+}
+
+// DeadLetters returns the newest n (default 20, at most 1000) dead letters.
+func (g *Gateway) DeadLetters(n int) []DeadLetter {
+	if n <= 0 {
+		n = 20
+	}
+	n = min(n, 1000)
+	stream := g.cfg.DeadLetters.Stream
+	var from uint64
+	for _, s := range g.buf.Stats() {
+		if s.Name == stream && s.Next > uint64(n) {
+			from = s.Next - uint64(n)
+		}
+	}
+	out := []DeadLetter{}
+	_, _ = g.buf.Read(stream, from, n, func(off uint64, ev *event.Event) error {
+		out = append(out, DeadLetter{Offset: off, ID: ev.Attrs["original_id"], Pipeline: ev.Attrs["pipeline"],
+			Reason: ev.Attrs["reason"], Source: ev.Source, Topic: ev.Topic, Time: ev.Time,
+			Payload: strings.ToValidUTF8(string(ev.Payload), "\uFFFD")})
+		return nil
+	})
+	return out
+}
+
 func (g *Gateway) serveStatus(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
@@ -93,6 +131,13 @@ func (g *Gateway) serveStatus(ctx context.Context) error {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(g.Status())
+	})
+	mux.HandleFunc("GET /deadletters", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(g.DeadLetters(n))
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")

@@ -38,6 +38,7 @@ commands:
   run    [-c FILE]   run the gateway (no -c: the embedded demo config)
   check  -c FILE     validate a config; print every problem with its line
   status [-addr A]   show link, backlog and rates of a running gateway
+  deadletters [-n N] show the newest events pipelines could not process
   bench  [flags]     load-test an MQTT broker (ferry bench -h)
   version            print the version
 `
@@ -58,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args[1:], stdout, stderr)
 	case "status":
 		return cmdStatus(args[1:], stdout, stderr)
+	case "deadletters":
+		return cmdDeadLetters(args[1:], stdout, stderr)
 	case "bench":
 		return cmdBench(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
@@ -180,6 +183,53 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// getStatus fetches path from a running gateway's status endpoint.
+func getStatus(cmd, addr, path string, stderr io.Writer) ([]byte, bool) {
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + addr + path)
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry %s: is the gateway running with status.listen %s? %v\n", cmd, addr, err)
+		return nil, false
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(stderr, "ferry %s: %s %v\n", cmd, resp.Status, err)
+		return nil, false
+	}
+	return body, true
+}
+
+func cmdDeadLetters(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("deadletters", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:8080", "the gateway's status.listen address")
+	n := fs.Int("n", 20, "how many of the newest to show")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	body, ok := getStatus("deadletters", *addr, fmt.Sprintf("/deadletters?n=%d", *n), stderr)
+	if !ok {
+		return 1
+	}
+	var dls []gateway.DeadLetter
+	if err := json.Unmarshal(body, &dls); err != nil {
+		fmt.Fprintf(stderr, "ferry deadletters: %v\n", err)
+		return 1
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "OFFSET\tTIME\tPIPELINE\tSOURCE\tREASON\tPAYLOAD")
+	for _, d := range dls {
+		p := d.Payload
+		if len(p) > 60 {
+			p = p[:60] + "…"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%q\n", d.Offset, d.Time.Format(time.RFC3339), d.Pipeline, d.Source, d.Reason, p)
+	}
+	_ = tw.Flush()
+	return 0
+}
+
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -188,16 +238,8 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	if fs.Parse(args) != nil {
 		return 2
 	}
-	client := &http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Get("http://" + *addr + "/status")
-	if err != nil {
-		fmt.Fprintf(stderr, "ferry status: is the gateway running with status.listen %s? %v\n", *addr, err)
-		return 1
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil || resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(stderr, "ferry status: %s %v\n", resp.Status, err)
+	body, ok := getStatus("status", *addr, "/status", stderr)
+	if !ok {
 		return 1
 	}
 	if *asJSON {
