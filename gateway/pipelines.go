@@ -49,14 +49,16 @@ func buildPipelines(cfg *config.Config) ([]*rules.Pipeline, error) {
 			p.Stages = append(p.Stages, st)
 		}
 		for j, oc := range pc.Outputs {
+			o := rules.Output{SenML: oc.Format == "senml+json"}
 			switch {
 			case oc.Stream != "":
-				p.Outputs = append(p.Outputs, rules.Output{Stream: oc.Stream})
+				o.Stream = oc.Stream
 			case oc.MQTT != "":
-				p.Outputs = append(p.Outputs, rules.Output{Stream: config.MQTTOutbox(), Topic: oc.MQTT})
+				o.Stream, o.Topic = config.MQTTOutbox(), oc.MQTT
 			case oc.Webhook != nil:
-				p.Outputs = append(p.Outputs, rules.Output{Stream: config.WebhookOutbox(pc.Name, j)})
+				o.Stream = config.WebhookOutbox(pc.Name, j)
 			}
+			p.Outputs = append(p.Outputs, o)
 		}
 		p.Fingerprint = fingerprint(pc)
 		out = append(out, p)

@@ -93,6 +93,9 @@ type Output struct {
 	Stream  string   `yaml:"stream"` // a buffer stream forwarded by the uplink
 	MQTT    string   `yaml:"mqtt"`   // a local topic on the embedded broker ({source}, {topic}, {pipeline})
 	Webhook *Webhook `yaml:"webhook"`
+	// Format of the results: json (an object of the fields) or
+	// senml+json (a SenML pack).
+	Format string `yaml:"format"`
 }
 
 // Webhook POSTs each result as JSON.
@@ -276,6 +279,9 @@ func (c *Config) validatePipelines(k *checker, streams map[string]bool) {
 			}
 			if n != 1 {
 				k.add(op, "must set exactly one of stream, mqtt and webhook")
+			}
+			if o.Format != "" {
+				k.oneOf(op+".format", o.Format, "json", "senml+json")
 			}
 		}
 	}

@@ -37,6 +37,9 @@ type Output struct {
 	// Topic, if set, is a template ({source}, {topic}, {pipeline}) for the
 	// output event's Topic (the local MQTT topic for an MQTT outbox).
 	Topic string
+	// SenML sends each result as a SenML pack (application/senml+json)
+	// instead of a JSON object.
+	SenML bool
 }
 
 // Pipeline is a configured pipeline, ready to run.
@@ -179,11 +182,17 @@ func (r *Runner) Run(ctx context.Context) error {
 	for {
 		changed := r.log.Changed()
 		next, n, err := r.batch(ctx, pos)
+		if ctx.Err() != nil {
+			return nil // uncommitted work is redone from the last commit
+		}
 		if err != nil {
 			return err
 		}
 		if n > 0 || len(r.pending) > 0 {
 			if err := r.commit(ctx, next-1); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
 				return err
 			}
 			pos = next - 1
@@ -296,15 +305,23 @@ func (r *Runner) output(rec *Record) {
 		r.lg.Warn("result not encodable: dropped", "key", rec.Key, "err", err)
 		return
 	}
+	var senml []byte
 	for i, o := range r.p.Outputs {
+		body, ct := payload, "application/json"
+		if o.SenML {
+			if senml == nil {
+				senml = EncodeSenML(rec)
+			}
+			body, ct = senml, "application/senml+json"
+		}
 		ev := event.Event{
 			ID:          DerivedID(fmt.Sprintf("%s/%d/%s", r.p.Name, i, rec.Key), rec.Time),
 			Stream:      o.Stream,
 			Source:      rec.Source,
 			Topic:       rec.Topic,
 			Time:        rec.Time,
-			ContentType: "application/json",
-			Payload:     payload,
+			ContentType: ct,
+			Payload:     body,
 			Attrs:       map[string]string{"pipeline": r.p.Name},
 		}
 		if o.Topic != "" {
