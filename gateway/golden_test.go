@@ -85,7 +85,7 @@ func TestGoldenPipelines(t *testing.T) {
 			}
 			return ts[pos]
 		}
-		r = rules.NewRunner(p, l, rules.RunnerConfig{Now: clock, BatchSize: 7, Tick: 5 * time.Millisecond})
+		r = rules.NewRunner(p, l, rules.RunnerConfig{Now: clock, BatchSize: 7, Tick: 5 * time.Millisecond, CommitInterval: time.Nanosecond})
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- r.Run(rctx) }()

@@ -66,8 +66,12 @@ type RunnerConfig struct {
 	BatchSize    int           // input events per transaction (default 1024)
 	AdvanceEvery uint64        // event time: advance stages every N input offsets (default 64)
 	Tick         time.Duration // processing time: advance interval (default 1s)
-	Now          func() time.Time
-	Logger       *slog.Logger
+	// CommitInterval bounds how long processed events wait for their
+	// commit when input trickles in (default 1s); a full batch commits at
+	// once.
+	CommitInterval time.Duration
+	Now            func() time.Time
+	Logger         *slog.Logger
 }
 
 // Runner drives one pipeline over the durable log, exactly once: each
@@ -109,6 +113,9 @@ func NewRunner(p *Pipeline, log Log, cfg RunnerConfig) *Runner {
 	}
 	if cfg.Tick <= 0 {
 		cfg.Tick = time.Second
+	}
+	if cfg.CommitInterval <= 0 {
+		cfg.CommitInterval = time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -175,38 +182,67 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err := r.restore(); err != nil {
 		return err
 	}
-	pos := r.log.Position(r.p.Input, r.p.Consumer())
+	pos := r.log.Position(r.p.Input, r.p.Consumer()) // committed
 	r.position.Store(pos)
+	read := pos    // processed, maybe not yet committed
+	dirty := false // state or outputs not yet committed
+	lastCommit := time.Now()
 	tick := time.NewTicker(r.cfg.Tick)
 	defer tick.Stop()
+	commit := func() error {
+		if err := r.commit(ctx, read); err != nil {
+			return err
+		}
+		pos, dirty, lastCommit = read, false, time.Now()
+		r.position.Store(pos)
+		return nil
+	}
 	for {
 		changed := r.log.Changed()
-		next, n, err := r.batch(ctx, pos)
+		next, n, err := r.batch(ctx, read)
 		if ctx.Err() != nil {
 			return nil // uncommitted work is redone from the last commit
 		}
 		if err != nil {
 			return err
 		}
-		if n > 0 || len(r.pending) > 0 {
-			if err := r.commit(ctx, next-1); err != nil {
+		if n > 0 {
+			read, dirty = next-1, true
+		}
+		// Commit a full batch at once; a trickle at most every
+		// CommitInterval, so a quiet gateway does not rewrite its window
+		// state to flash for every reading.
+		if dirty && (n == r.cfg.BatchSize || time.Since(lastCommit) >= r.cfg.CommitInterval) {
+			if err := commit(); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
 				return err
 			}
-			pos = next - 1
-			r.position.Store(pos)
+		}
+		if n == r.cfg.BatchSize {
 			continue
+		}
+		var due <-chan time.Time
+		var timer *time.Timer
+		if dirty {
+			timer = time.NewTimer(r.cfg.CommitInterval - time.Since(lastCommit))
+			due = timer.C
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-changed:
+		case <-due:
 		case <-tick.C:
 			if !r.p.EventTime {
+				before := len(r.pending)
 				r.advance(r.cfg.Now())
+				dirty = dirty || len(r.pending) != before
 			}
+		}
+		if timer != nil {
+			timer.Stop()
 		}
 	}
 }
@@ -241,8 +277,22 @@ func (r *Runner) process(off uint64, ev *event.Event) {
 		return
 	}
 	for _, rec := range recs {
-		if r.p.EventTime && rec.Time.After(r.watermark) {
-			r.watermark = rec.Time
+		if r.p.EventTime {
+			switch {
+			case rec.Time.After(ev.Time.Add(MaxClockJump)):
+				// A payload timestamp far ahead of when the event arrived
+				// is a broken clock: it must not close every window.
+				r.deadLetter(ev, fmt.Sprintf("clock jump: event time %s is more than %s after its arrival %s",
+					rec.Time.UTC().Format(time.RFC3339), MaxClockJump, ev.Time.UTC().Format(time.RFC3339)))
+				return
+			case !r.watermark.IsZero() && rec.Time.After(r.watermark.Add(MaxClockJump)):
+				// A plausible time after a long gap in the input (the
+				// gateway was off for days): close everything before it.
+				r.watermark = rec.Time
+				r.advance(rec.Time)
+			case rec.Time.After(r.watermark):
+				r.watermark = rec.Time
+			}
 		}
 		if err := r.push(0, rec); err != nil {
 			r.deadLetter(ev, err.Error())
