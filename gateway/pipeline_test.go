@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/ferrygw/ferry/gateway"
 	"github.com/ferrygw/ferry/internal/mqtttest"
 	"github.com/ferrygw/ferry/uplink"
-	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
 // TestPipelineEndToEnd publishes readings over MQTT to a running gateway
