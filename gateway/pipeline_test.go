@@ -70,7 +70,7 @@ pipelines:
       - webhook: {url: %s, secret_file: %s, timeout: 2s}
 `, srv.URL, filepath.Join(dir, "hook.key"))
 	yaml, addr := testConfig(t, filepath.Join(dir, "data"), cloud.URL(), pipes)
-	runGateway(t, loadConfig(t, yaml))
+	g := runGateway(t, loadConfig(t, yaml))
 
 	local := make(chan string, 10)
 	lsub := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("siren"))
@@ -116,6 +116,18 @@ pipelines:
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("webhook not delivered after a failed first attempt")
+	}
+	// A payload that does not decode is a visible dead letter, with its
+	// reason; the pipeline goes on.
+	if tok := pub.Publish("sensors/oven-1/temp", 1, false, `{"temp_c":`); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	waitUntil(t, 10*time.Second, "the dead letter", func() bool {
+		dl := g.DeadLetters(10)
+		return len(dl) == 1 && dl[0].Pipeline == "hot" && strings.Contains(dl[0].Reason, "malformed") && dl[0].Payload == `{"temp_c":`
+	})
+	if st := g.Status(); len(st.Pipelines) != 1 || st.Pipelines[0].DeadLetters != 1 || st.Pipelines[0].In != 6 {
+		t.Fatalf("pipeline status %+v", st.Pipelines)
 	}
 	select {
 	case m := <-cloudMsgs:
