@@ -299,16 +299,26 @@ func (l *Log) Append(ctx context.Context, ev *event.Event) error {
 	if l.opts.Durability == DurabilityBatch {
 		return nil // the commit loop recycles r
 	}
+	err, answered := l.wait(r)
+	if answered {
+		reqPool.Put(r)
+	}
+	return err
+}
+
+// wait returns the commit loop's answer to a queued request, or ErrClosed
+// for one queued after the loop's last drain (never written); answered
+// says whether the loop is done with r.
+func (l *Log) wait(r *appendReq) (err error, answered bool) {
 	select {
 	case err := <-r.done:
-		reqPool.Put(r)
-		return err
+		return err, true
 	case <-l.stopped:
 		select {
 		case err := <-r.done:
-			return err
+			return err, true
 		default:
-			return ErrClosed // queued after the loop's last drain: never written
+			return ErrClosed, false
 		}
 	}
 }

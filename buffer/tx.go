@@ -84,15 +84,6 @@ func (l *Log) Update(ctx context.Context, fn func(*Tx) error) error {
 	case <-l.stopped:
 		return ErrClosed
 	}
-	select {
-	case err := <-r.done:
-		return err
-	case <-l.stopped:
-		select {
-		case err := <-r.done:
-			return err
-		default:
-			return ErrClosed
-		}
-	}
+	err, _ := l.wait(r)
+	return err
 }
