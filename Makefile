@@ -7,7 +7,7 @@ COMMIT   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN      := bin
 
-.PHONY: all build run test test-short vet fuzz bench cross clean
+.PHONY: all build run test test-short vet lint fuzz bench bench-spine cross clean
 
 all: build
 
@@ -23,6 +23,12 @@ run: build
 # the fuzz corpora as regression tests.
 test: vet
 	$(GO) test -count=1 -timeout 12m ./...
+
+# staticcheck, pinned; installed from the Go module proxy on first use.
+STATICCHECK_VERSION ?= v0.8.2
+lint: vet
+	@command -v staticcheck >/dev/null 2>&1 || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" staticcheck ./...
 
 test-short:
 	$(GO) test -short -count=1 ./...
@@ -40,7 +46,11 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./gateway/config/
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./buffer/ ./event/ ./uplink/
+	$(GO) test -run '^$$' -bench . -benchmem ./buffer/ ./event/ ./uplink/ ./gateway/rules/
+
+# The spine's targets side by side with a Mosquitto edge bridge (see README).
+bench-spine: build
+	bash internal/bench/spine.sh
 
 cross:
 	for t in linux/arm/6 linux/arm/7 linux/arm64/ linux/amd64/; do \

@@ -207,6 +207,7 @@ func (f *Forwarder) connect(ctx context.Context) (*conn, error) {
 			// Cancel (deprecated, but paho dials without a context) aborts a
 			// dial that is still pending when Run is cancelled; the MQTT
 			// handshake after it is bounded by ConnectTimeout.
+			//lint:ignore SA1019 paho.mqtt.golang v1.5 dials without a context; Cancel is the only way to abort its dial
 			SetDialer(&net.Dialer{Timeout: f.cfg.ConnectTimeout, KeepAlive: 30 * time.Second, Cancel: ctx.Done()}).
 			SetWriteTimeout(f.cfg.ConnectTimeout).
 			SetConnectionLostHandler(func(_ mqtt.Client, err error) {
