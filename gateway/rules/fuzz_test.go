@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
@@ -41,7 +42,9 @@ func FuzzDecode(f *testing.F) {
 	base := plBase()
 	f.Fuzz(func(t *testing.T, fb byte, ct string, payload []byte) {
 		format := plFuzzFormat(fb)
+		start := time.Now()
 		recs, err := Decode(format, ct, payload, base)
+		plFuzzCheckCost(t, start, payload)
 		recs2, err2 := Decode(format, ct, payload, base)
 		if (err == nil) != (err2 == nil) || err != nil && err.Error() != err2.Error() {
 			t.Fatalf("Decode is not deterministic: %v, then %v", err, err2)
@@ -114,6 +117,16 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
+// plFuzzCheckCost fails if decoding payload took far longer than a linear
+// decoder could: a megabyte decodes in milliseconds, and fuzz inputs are
+// small. (Decoding a 102-byte CBOR payload once took half an hour.)
+func plFuzzCheckCost(t *testing.T, start time.Time, payload []byte) {
+	t.Helper()
+	if d := time.Since(start); d > time.Second+time.Duration(len(payload))*time.Microsecond {
+		t.Fatalf("decoding %d bytes took %v", len(payload), d)
+	}
+}
+
 // plFuzzCheckRecord checks the invariants of every decoded record.
 func plFuzzCheckRecord(t *testing.T, r *Record, i int, base Record) {
 	t.Helper()
@@ -135,42 +148,56 @@ func plFuzzCheckRecord(t *testing.T, r *Record, i int, base Record) {
 }
 
 // plFuzzCheckValue checks that v is in the Fields model, recursively: no
-// NaN or infinite number anywhere, only valid UTF-8, bounded nesting.
+// NaN or infinite number anywhere, only valid UTF-8, bounded nesting. The
+// path to a bad value is built only when there is one.
 func plFuzzCheckValue(t *testing.T, v any, path string, depth int) {
 	t.Helper()
+	if where, what := plFuzzBadValue(v, depth); what != "" {
+		t.Fatalf("%s%s: %s", path, where, what)
+	}
+}
+
+// plFuzzBadValue returns the path below v to a value outside the Fields
+// model, and what is wrong with it; what is empty if all is well.
+func plFuzzBadValue(v any, depth int) (where, what string) {
 	if depth > payloadMaxDepth+1 {
-		t.Fatalf("%s: nested %d levels deep", path, depth)
+		return "", fmt.Sprintf("nested %d levels deep", depth)
 	}
 	switch x := v.(type) {
 	case nil, bool:
 	case float64:
 		if math.IsNaN(x) || math.IsInf(x, 0) {
-			t.Fatalf("%s: non-finite number %v", path, x)
+			return "", fmt.Sprintf("non-finite number %v", x)
 		}
 	case string:
 		if !utf8.ValidString(x) {
-			t.Fatalf("%s: invalid UTF-8 %q", path, x)
+			return "", fmt.Sprintf("invalid UTF-8 %q", x)
 		}
 	case []any:
 		if len(x) > payloadMaxElems {
-			t.Fatalf("%s: %d elements", path, len(x))
+			return "", fmt.Sprintf("%d elements", len(x))
 		}
 		for i, e := range x {
-			plFuzzCheckValue(t, e, fmt.Sprintf("%s[%d]", path, i), depth+1)
+			if where, what := plFuzzBadValue(e, depth+1); what != "" {
+				return fmt.Sprintf("[%d]%s", i, where), what
+			}
 		}
 	case map[string]any:
 		if len(x) > payloadMaxElems {
-			t.Fatalf("%s: %d members", path, len(x))
+			return "", fmt.Sprintf("%d members", len(x))
 		}
 		for k, e := range x {
 			if !utf8.ValidString(k) {
-				t.Fatalf("%s: invalid UTF-8 key %q", path, k)
+				return "", fmt.Sprintf("invalid UTF-8 key %q", k)
 			}
-			plFuzzCheckValue(t, e, path+"."+strconv.Quote(k), depth+1)
+			if where, what := plFuzzBadValue(e, depth+1); what != "" {
+				return "." + strconv.Quote(k) + where, what
+			}
 		}
 	default:
-		t.Fatalf("%s: %T is not in the Fields model", path, v)
+		return "", fmt.Sprintf("%T is not in the Fields model", v)
 	}
+	return "", ""
 }
 
 // smFuzzCheckRecord checks a resolved SenML record's Fields.
@@ -239,7 +266,9 @@ func FuzzSenML(f *testing.F) {
 		if asCBOR {
 			format = FormatSenMLCBOR
 		}
+		start := time.Now()
 		recs, err := Decode(format, "", payload, base)
+		plFuzzCheckCost(t, start, payload)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) || recs != nil {
 				t.Fatalf("Decode = %d records, %v; want ErrMalformed and none", len(recs), err)

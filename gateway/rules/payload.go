@@ -8,7 +8,6 @@ import (
 	"math"
 	"math/big"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -208,15 +207,16 @@ func cborSkipHead(p []byte, i int, major byte) (int, bool) {
 //
 // What is refused, because payloads come from the network: more than
 // 1 MiB; nesting deeper than 32 arrays and maps; an array or map with more
-// than 10,000 elements; a SenML pack of more than 1,000 records; invalid
-// UTF-8 in strings (and, in JSON, unpaired \u surrogate escapes);
-// duplicate map keys; trailing data after the value; NaN and ±Inf (JSON
-// cannot write them but CBOR can, in half, single and double precision;
-// they would poison aggregates and cannot be re-encoded as JSON); integer
-// literals beyond ±2^53, which float64 cannot hold exactly, so a counter
-// or an ID would change silently (a device that needs them must send
-// strings; JSON numbers with a fraction or exponent are floats by
-// declaration and are rounded like any JSON parser does); CBOR tags
+// than 10,000 elements; a SenML pack of more than 1,000 records, or a
+// resolved SenML name of more than 1,024 bytes; invalid UTF-8 in strings
+// (and, in JSON, unpaired \u surrogate escapes); duplicate map keys;
+// trailing data after the value; NaN and ±Inf (JSON cannot write them but
+// CBOR can, in half, single and double precision; they would poison
+// aggregates and cannot be re-encoded as JSON); integer literals beyond
+// ±2^53, which float64 cannot hold exactly, so a counter or an ID would
+// change silently (a device that needs them must send strings; JSON
+// numbers with a fraction or exponent are floats by declaration and are
+// rounded like any JSON parser does); CBOR tags
 // (including bignums, decimal fractions and the self-described CBOR tag);
 // CBOR simple values other than false, true, null and undefined (which
 // becomes nil); CBOR map keys other than text strings outside SenML. CBOR
@@ -851,41 +851,29 @@ func cborNormalize(v any) (any, error) {
 		}
 		return x, nil
 	case map[string]any:
+		// Map order is random: report the error of the smallest failing
+		// key so the reason is the same on every replay. Each value is
+		// normalized once, whatever fails: re-running a failing subtree
+		// to find that key would double the work at every level of
+		// nesting, 2^32 times a leaf for 32 nested maps.
+		var errKey string
+		var firstErr error
 		for k, e := range x {
 			n, err := cborNormalize(e)
 			if err != nil {
-				// Map order is random; report the error of the first
-				// failing key in sorted order so the reason is the same
-				// on every replay. Values converted so far convert to
-				// themselves, so a second pass is safe.
-				if serr := cborNormalizeSorted(x); serr != nil {
-					return nil, serr
+				if firstErr == nil || k < errKey {
+					errKey, firstErr = k, err
 				}
-				return nil, err
+				continue
 			}
 			x[k] = n
+		}
+		if firstErr != nil {
+			return nil, firstErr
 		}
 		return x, nil
 	case cbor.SimpleValue:
 		return nil, payloadErrorf("cbor: unassigned simple value %d", uint8(x))
 	}
 	return nil, payloadErrorf("cbor: unsupported item of Go type %T", v)
-}
-
-// cborNormalizeSorted is cborNormalize of map m, visiting keys in order,
-// for a deterministic error.
-func cborNormalizeSorted(m map[string]any) error {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		n, err := cborNormalize(m[k])
-		if err != nil {
-			return err
-		}
-		m[k] = n
-	}
-	return nil
 }

@@ -602,6 +602,52 @@ func TestDecodeLimitBoundaries(t *testing.T) {
 	}
 }
 
+// TestDecodeCBORErrorCost is a regression test: a CBOR value failing deep
+// inside nested maps was normalized again at every level to find the
+// smallest failing key, doubling the work per level, so that 31 nested
+// maps (a 102-byte payload) took about half an hour.
+func TestDecodeCBORErrorCost(t *testing.T) {
+	leaves := map[string][]byte{
+		"huge integer":  plHex(t, "1b 00 20 00 00 00 00 00 01"),
+		"simple value":  plHex(t, "f0"),
+		"huge negative": plHex(t, "3b ff ff ff ff ff ff ff ff"),
+	}
+	for name, leaf := range leaves {
+		t.Run(name, func(t *testing.T) {
+			for _, p := range [][]byte{
+				append(bytes.Repeat(plHex(t, "a1 61 61"), payloadMaxDepth-1), leaf...),
+				// Siblings that decode fine at every level.
+				append(bytes.Repeat(plHex(t, "a3 61 78 01 61 79 80 61 61"), payloadMaxDepth-1), leaf...),
+				// Maps inside arrays.
+				append(bytes.Repeat(plHex(t, "a1 61 61 81"), (payloadMaxDepth-1)/2), leaf...),
+			} {
+				start := time.Now()
+				_, err := Decode(FormatCBOR, "", p, plBase())
+				if !errors.Is(err, ErrMalformed) {
+					t.Fatalf("Decode(% x) = %v, want ErrMalformed", p, err)
+				}
+				if d := time.Since(start); d > 2*time.Second {
+					t.Fatalf("Decode took %v", d)
+				}
+			}
+		})
+	}
+}
+
+// TestDecodeCBORErrorDeterministic checks that a map with several bad
+// values reports the same one, the smallest key's, whatever the map
+// iteration order.
+func TestDecodeCBORErrorDeterministic(t *testing.T) {
+	// {"d": 2^53+1, "a": {"z": 2^64-1, "b": simple(16), "y": 1}, "c": -2^64}
+	p := plHex(t, "a3 61 64 1b 00 20 00 00 00 00 00 01 61 61 a3 61 7a 1b ff ff ff ff ff ff ff ff 61 62 f0 61 79 01 61 63 3b ff ff ff ff ff ff ff ff")
+	const want = "rules: malformed payload: cbor: unassigned simple value 16"
+	for range 200 {
+		if _, err := Decode(FormatCBOR, "", p, plBase()); err == nil || err.Error() != want {
+			t.Fatalf("Decode error = %v, want %q", err, want)
+		}
+	}
+}
+
 // TestDecodeDoesNotRetainPayload checks that decoded strings do not alias
 // the payload buffer, which the transport may reuse.
 func TestDecodeDoesNotRetainPayload(t *testing.T) {

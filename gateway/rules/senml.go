@@ -46,17 +46,18 @@ import (
 // labels are ignored; the version is 1 to 10 and the same in all records
 // (section 4.4); a record has exactly one of v, vs, vb, vd, or none and an
 // s (section 4.2; a base sum alone is not a Sum field); the resolved name
-// is non-empty, starts with a letter or digit and has only letters,
-// digits and "-:./_" (section 4.5.1); values, sums and times are finite
-// and times fall within 2^28 (1978) to the end of year 9999 when absolute,
-// and within 285 years in the past (what a time.Duration holds) when
-// relative. A record with only base fields, as
+// is non-empty, at most 1,024 bytes long, starts with a letter or digit
+// and has only letters, digits and "-:./_" (section 4.5.1); values, sums
+// and times are finite and times fall within 2^28 (1978) to the end of
+// year 9999 when absolute, and within 285 years in the past (what a
+// time.Duration holds) when relative. A record with only base fields, as
 // in RFC 8428's actuator example (section 5.1.7), sets bases for the
 // records after it and yields no record.
 
 // Limits and constants of SenML decoding.
 const (
 	senmlMaxRecords = 1000
+	senmlMaxName    = 1024          // bytes of a resolved name (bn + n)
 	senmlVersion    = 10            // the version RFC 8428 defines; newer ones are refused
 	senmlRelative   = 1 << 28       // times below are relative to now
 	senmlMaxUnix    = 253402300799  // 9999-12-31T23:59:59Z
@@ -489,6 +490,11 @@ func (r *senmlResolver) add(rec *senmlRecord, i int) error {
 		return payloadErrorf("senml: record %d has no value (v, vs, vb or vd) and no sum (s)", i)
 	}
 
+	// The length is checked before concatenating: a long base name shared
+	// by 1,000 records would otherwise cost 1,000 copies of itself.
+	if n := len(r.bn) + len(rec.str[senmlN]); n > senmlMaxName {
+		return payloadErrorf("senml: record %d: name of %d bytes is over the %d-byte limit", i, n, senmlMaxName)
+	}
 	name := r.bn + rec.str[senmlN]
 	if err := senmlCheckName(name); err != nil {
 		return payloadErrorf("senml: record %d: %v", i, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -588,6 +589,69 @@ func TestSenMLMalformed(t *testing.T) {
 			t.Fatalf("Decode = %d records, %v", len(recs), err)
 		}
 	})
+}
+
+// TestSenMLNameLimit is a regression test: a base name near 1 MiB shared
+// by 1,000 records was copied into each record's name, so one payload cost
+// a gigabyte and seconds of CPU time.
+func TestSenMLNameLimit(t *testing.T) {
+	name := func(n int) string { return strings.Repeat("a", n) }
+	for _, tc := range []struct {
+		name   string
+		pack   string
+		reason string // empty: accepted
+	}{
+		{"1024-byte name", `[{"n":"` + name(1024) + `","v":1}]`, ""},
+		{"1024-byte name from bn and n", `[{"bn":"` + name(1000) + `","n":"` + name(24) + `","v":1}]`, ""},
+		{"1025-byte name", `[{"n":"` + name(1025) + `","v":1}]`, "record 0: name of 1025 bytes is over the 1024-byte limit"},
+		{"1025-byte name from bn and n", `[{"bn":"` + name(1000) + `"},{"n":"` + name(25) + `","v":1}]`, "record 1: name of 1025 bytes"},
+		{"base name alone", `[{"bn":"` + name(1025) + `"},{"v":1}]`, "record 1: name of 1025 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			recs, err := Decode(FormatSenMLJSON, "", []byte(tc.pack), plBase())
+			if tc.reason == "" {
+				if err != nil || len(recs) != 1 {
+					t.Fatalf("Decode = %d records, %v", len(recs), err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tc.reason) {
+				t.Fatalf("Decode error = %v, want ErrMalformed mentioning %q", err, tc.reason)
+			}
+		})
+	}
+
+	t.Run("1 MiB base name shared by 1000 records", func(t *testing.T) {
+		recs := strings.TrimSuffix(strings.Repeat(`{"n":"a","v":1},`, 999), ",")
+		bn := name(payloadMaxBytes - len(recs) - 100)
+		for _, tc := range []struct {
+			f Format
+			p []byte
+		}{
+			{FormatSenMLJSON, []byte(`[{"bn":"` + bn + `","n":"a","v":1},` + recs + `]`)},
+			{FormatSenMLCBOR, plCBOR(t, append([]map[int]any{{-2: bn, 2: 1}}, smRepeat(map[int]any{0: "a", 2: 1}, 999)...))},
+		} {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err := Decode(tc.f, "", tc.p, plBase())
+			runtime.ReadMemStats(&after)
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("%s: Decode error = %v, want ErrMalformed", tc.f, err)
+			}
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 64<<20 {
+				t.Errorf("%s: Decode allocated %d MB for a %d-byte payload", tc.f, alloc>>20, len(tc.p))
+			}
+		}
+	})
+}
+
+// smRepeat returns n copies of v.
+func smRepeat[T any](v T, n int) []T {
+	s := make([]T, n)
+	for i := range s {
+		s[i] = v
+	}
+	return s
 }
 
 func TestSenMLCBORMalformed(t *testing.T) {
