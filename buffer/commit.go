@@ -313,22 +313,27 @@ func over(s *stream, size int64) bool {
 
 // deleteFirst removes the oldest event of s.
 func deleteFirst(s *stream, b *bolt.Bucket) error {
+	// Seek to the known first offset rather than Cursor.First: within a
+	// transaction that already deleted many events, First walks every
+	// emptied leaf again, which made a large ack quadratic.
+	var key [8]byte
+	binary.BigEndian.PutUint64(key[:], s.meta.First)
 	c := b.Cursor()
-	k, v := c.First()
+	k, v := c.Seek(key[:])
 	if k == nil {
 		s.meta.Count, s.meta.Bytes, s.meta.First = 0, 0, s.meta.Next
 		return nil
 	}
 	size := int64(len(v))
+	off := binary.BigEndian.Uint64(k)
 	if err := c.Delete(); err != nil {
 		return err
 	}
 	s.meta.Count--
 	s.meta.Bytes -= size
-	s.meta.First = binary.BigEndian.Uint64(k) + 1
-	if nk, _ := c.First(); nk != nil {
-		s.meta.First = binary.BigEndian.Uint64(nk)
-	} else {
+	// Offsets are contiguous: events are only ever deleted from the front.
+	s.meta.First = off + 1
+	if s.meta.Count == 0 {
 		s.meta.First = s.meta.Next
 	}
 	return nil
@@ -371,14 +376,14 @@ func (ts *txState) expire(now time.Time) error {
 	}
 	ts.l.mu.Unlock()
 	for _, name := range names {
-		if !firstExpired(ts.tx, name, ts.cutoff(name, now)) {
+		if !firstExpired(ts.tx, name, ts.first(name), ts.cutoff(name, now)) {
 			continue // touch nothing: an idle sweep must not write
 		}
 		s, b, err := ts.get(name)
 		if err != nil {
 			return err
 		}
-		for n := 0; n < maxSweep && s.meta.Count > 0 && firstExpired(ts.tx, name, now.Add(-s.cfg.TTL)); n++ {
+		for n := 0; n < maxSweep && s.meta.Count > 0 && firstExpired(ts.tx, name, s.meta.First, now.Add(-s.cfg.TTL)); n++ {
 			if err := deleteFirst(s, b); err != nil {
 				return err
 			}
@@ -386,6 +391,13 @@ func (ts *txState) expire(now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// first is the committed first offset of name (the sweep's starting point).
+func (ts *txState) first(name string) uint64 {
+	ts.l.mu.Lock()
+	defer ts.l.mu.Unlock()
+	return ts.l.streams[name].meta.First
 }
 
 func (ts *txState) cutoff(name string, now time.Time) time.Time {
@@ -397,12 +409,14 @@ func (ts *txState) cutoff(name string, now time.Time) time.Time {
 // firstExpired reports whether the oldest event of stream was accepted
 // before cutoff. An undecodable record counts as expired so it cannot pin
 // the stream.
-func firstExpired(tx *bolt.Tx, stream string, cutoff time.Time) bool {
+func firstExpired(tx *bolt.Tx, stream string, first uint64, cutoff time.Time) bool {
 	b := eventsBucket(tx, stream)
 	if b == nil {
 		return false
 	}
-	_, v := b.Cursor().First()
+	var key [8]byte
+	binary.BigEndian.PutUint64(key[:], first)
+	_, v := b.Cursor().Seek(key[:])
 	if v == nil {
 		return false
 	}
@@ -418,17 +432,21 @@ func firstExpired(tx *bolt.Tx, stream string, cutoff time.Time) bool {
 // sweep interval.
 func (l *Log) anyExpired(now time.Time) bool {
 	l.mu.Lock()
-	cut := map[string]time.Time{}
+	type sweep struct {
+		first  uint64
+		cutoff time.Time
+	}
+	cut := map[string]sweep{}
 	for name, s := range l.streams {
 		if s.cfg.TTL > 0 && s.meta.Count > 0 {
-			cut[name] = now.Add(-s.cfg.TTL)
+			cut[name] = sweep{s.meta.First, now.Add(-s.cfg.TTL)}
 		}
 	}
 	l.mu.Unlock()
 	found := false
 	_ = l.db.View(func(tx *bolt.Tx) error {
 		for name, c := range cut {
-			if firstExpired(tx, name, c) {
+			if firstExpired(tx, name, c.first, c.cutoff) {
 				found = true
 				return nil
 			}
