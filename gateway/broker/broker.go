@@ -45,6 +45,9 @@ type Config struct {
 	AllowAnonymous bool
 	MaxPacketSize  uint32 // 0: mochi's default (none)
 	MaxClients     int    // 0: no limit
+	// MaxPendingWrites bounds each client's queue of outbound messages
+	// (default DefaultMaxPendingWrites).
+	MaxPendingWrites int
 	// SessionPath is the bbolt file for sessions, subscriptions, retained
 	// and in-flight messages; "" keeps them in memory only.
 	SessionPath string
@@ -54,6 +57,9 @@ type Config struct {
 	Now    func() time.Time
 	Rand   io.Reader // event ID randomness; nil: crypto/rand
 }
+
+// DefaultMaxPendingWrites is each client's outbound queue by default.
+const DefaultMaxPendingWrites = 256
 
 // Broker is the embedded MQTT broker plus the ingest hook.
 type Broker struct {
@@ -107,10 +113,22 @@ func New(cfg Config, store Log) (*Broker, error) {
 		// $SYS topics are refreshed rarely: each refresh is work (and,
 		// with a session store, a write) on a board that idles.
 		SysTopicResendInterval: 60,
+		// Smaller per-client socket buffers than mochi's defaults: sensor
+		// messages are small, and there may be a thousand sensors.
+		ClientNetWriteBufferSize: 1024,
+		ClientNetReadBufferSize:  1024,
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	if cfg.MaxPacketSize > 0 {
 		caps.MaximumPacketSize = cfg.MaxPacketSize
+	}
+	// mochi's default outbound queue is 8,192 pointers (64 KiB) per
+	// client: with 1,000 sensors that alone is 64 MB on a 512 MB board.
+	// Sensors receive little; a local subscriber that falls this far
+	// behind has its messages counted as dropped by mochi.
+	caps.MaximumClientWritesPending = int32(cfg.MaxPendingWrites)
+	if caps.MaximumClientWritesPending <= 0 {
+		caps.MaximumClientWritesPending = DefaultMaxPendingWrites
 	}
 	opts.Capabilities = caps
 	b.server = mqtt.New(opts)
