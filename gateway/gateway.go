@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ferrygw/ferry/buffer"
+	"github.com/ferrygw/ferry/drivers"
 	"github.com/ferrygw/ferry/gateway/broker"
 	"github.com/ferrygw/ferry/gateway/config"
 	"github.com/ferrygw/ferry/gateway/rules"
@@ -37,17 +38,23 @@ type Gateway struct {
 	demo    *demo             // nil without a demo section
 	runners []*rules.Runner
 	hooks   []*webhookOutbox
+	hw      drivers.Env
+	sched   *drivers.Scheduler // nil without drivers
+	devs    *driverEvents
 	started time.Time
 	now     func() time.Time
 }
 
 // New opens the buffer and binds the broker's listeners; Run starts the
 // work. cfg must have been loaded with config.Load (defaults set, valid).
-func New(cfg *config.Config, logger *slog.Logger) (g *Gateway, err error) {
+func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (g *Gateway, err error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	g = &Gateway{cfg: cfg, log: logger, now: time.Now}
+	for _, o := range opts {
+		o(g)
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("gateway: data_dir: %w", err)
 	}
@@ -63,6 +70,21 @@ func New(cfg *config.Config, logger *slog.Logger) (g *Gateway, err error) {
 			_ = g.buf.Close()
 		}
 	}()
+	if len(cfg.Drivers) > 0 {
+		items, err := buildDrivers(cfg, g.hw, stateStore{g.buf})
+		if err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		dlog := logger.With("component", "drivers")
+		g.devs = &driverEvents{cfg: cfg, buf: g.buf, log: dlog}
+		g.sched = drivers.NewScheduler(items, drivers.SchedulerConfig{
+			Emit:       func(spec drivers.Spec, s drivers.Sample) { g.devs.emit(spec, s) },
+			Status:     func(st drivers.DriverStatus) { g.devs.status(st) },
+			Timeout:    cfg.DriverSettings.Timeout,
+			BackoffMax: cfg.DriverSettings.BackoffMax,
+			Logger:     dlog,
+		})
+	}
 	pipelines, err := buildPipelines(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -145,6 +167,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	for _, r := range g.runners {
 		run("pipeline", r.Run)
+	}
+	if g.sched != nil {
+		g.devs.ctx = ctx
+		run("drivers", g.sched.Run)
 	}
 	if len(g.cfg.Pipelines) > 0 {
 		deliver := deliverMQTT(g.broker.Server(), g.log.With("component", "mqtt-out"))

@@ -62,6 +62,12 @@ func runGateway(t *testing.T, cfg *config.Config) *gateway.Gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return runGatewayInstance(t, g)
+}
+
+// runGatewayInstance runs g until the test ends.
+func runGatewayInstance(t *testing.T, g *gateway.Gateway) *gateway.Gateway {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()

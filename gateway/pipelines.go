@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/ferrygw/ferry/drivers"
 	"github.com/ferrygw/ferry/gateway/config"
 	"github.com/ferrygw/ferry/gateway/rules"
 	"go.yaml.in/yaml/v3"
@@ -17,8 +18,23 @@ import (
 // the problems as config.Errors with their YAML paths and lines. `ferry
 // check` runs it after config.Load.
 func Check(cfg *config.Config) error {
-	_, err := buildPipelines(cfg)
-	return err
+	_, perr := buildPipelines(cfg)
+	// Drivers are built without hardware: option errors show, a bus that
+	// is not there is only a retry at run time.
+	_, derr := buildDrivers(cfg, drivers.Env{}, nil)
+	var errs config.Errors
+	for _, err := range []error{perr, derr} {
+		var es config.Errors
+		if errors.As(err, &es) {
+			errs = append(errs, es...)
+		} else if err != nil {
+			return err
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
 }
 
 // buildPipelines turns the pipelines of cfg into runnable rules.Pipelines.

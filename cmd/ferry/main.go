@@ -120,7 +120,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return 1
 	}
 	logger := newLogger(cfg.Log, stderr)
-	g, err := gateway.New(cfg, logger)
+	hw := &hardware{}
+	defer hw.Close()
+	g, err := gateway.New(cfg, logger, gateway.WithHardware(hw.env()))
 	if err != nil {
 		logger.Error("cannot start", "err", err)
 		return 1

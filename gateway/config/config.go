@@ -23,7 +23,10 @@ type Config struct {
 	// Pipelines turn ingested events into results (rules pipeline).
 	Pipelines   []Pipeline  `yaml:"pipelines"`
 	DeadLetters DeadLetters `yaml:"dead_letters"`
-	Demo        Demo        `yaml:"demo"`
+	// Drivers read sensors wired to the board (I2C, 1-Wire, GPIO).
+	Drivers        []Driver       `yaml:"drivers"`
+	DriverSettings DriverSettings `yaml:"driver_settings"`
+	Demo           Demo           `yaml:"demo"`
 
 	// src records the file and the line of every key written in it, for
 	// error messages and for telling explicit zeros from absent keys; nil

@@ -83,7 +83,9 @@ func TestDefaultYAML(t *testing.T) {
 		{"allow_anonymous", c.Broker.AllowAnonymous, true},
 		{"durability", c.Ingest.Durability, "sync"},
 		{"routes", c.Ingest.Routes, []Route{{Topics: []string{"demo/#", "sensors/#"}, Stream: "telemetry"}}},
-		{"streams", len(c.Buffer.Streams), 1},
+		{"streams", len(c.Buffer.Streams), 2}, // telemetry and driver_status
+		{"drivers", len(c.Drivers), 1},
+		{"driver stream", c.Drivers[0].Stream, "telemetry"},
 		{"uplink.enabled", *c.Uplink.Enabled, true},
 		{"uplink.url", c.Uplink.Endpoints[0].URL, "tcp://127.0.0.1:1884"},
 		{"uplink.topic", c.Uplink.Topic, "{gateway_id}/{stream}/{source}"},
@@ -152,9 +154,10 @@ func TestDefaults(t *testing.T) {
 			Format: "json", QoS: 1, Inflight: 100, Keepalive: 30 * time.Second, ConnectTimeout: 10 * time.Second,
 			Backoff: Backoff{Min: time.Second, Max: time.Minute},
 			Batch:   Batch{MaxEvents: 1, MaxBytes: 128 * KiB}, MaxMessage: 128 * KiB},
-		Status:      Status{Listen: "127.0.0.1:8080", LogInterval: 30 * time.Second},
-		DeadLetters: DeadLetters{Stream: DefaultDeadLetterStream},
-		Demo:        Demo{Interval: time.Second, Topic: "demo/sensor"},
+		Status:         Status{Listen: "127.0.0.1:8080", LogInterval: 30 * time.Second},
+		DeadLetters:    DeadLetters{Stream: DefaultDeadLetterStream},
+		DriverSettings: DriverSettings{BackoffMax: DefaultDriverBackoffMax, StatusStream: DefaultDriverStatus},
+		Demo:           Demo{Interval: time.Second, Topic: "demo/sensor"},
 	}
 	for _, tc := range []struct{ name, yml string }{
 		{"empty", ""},
@@ -595,7 +598,7 @@ func TestParseOnly(t *testing.T) {
 	if c.Uplink.QoS != 7 || c.DataDir != "" {
 		t.Errorf("Parse changed values: %+v", c)
 	}
-	if _, err := Parse([]byte("nope: 1\n"), "x.yaml"); err == nil || err.Error() != `x.yaml:1: nope: unknown key; known keys here: broker, buffer, data_dir, dead_letters, demo, gateway_id, ingest, log, pipelines, status, uplink` {
+	if _, err := Parse([]byte("nope: 1\n"), "x.yaml"); err == nil || err.Error() != `x.yaml:1: nope: unknown key; known keys here: broker, buffer, data_dir, dead_letters, demo, driver_settings, drivers, gateway_id, ingest, log, pipelines, status, uplink` {
 		t.Errorf("Parse error = %v", err)
 	}
 }

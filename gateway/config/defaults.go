@@ -107,6 +107,7 @@ func (c *Config) SetDefaults() {
 		setString(&s.Overflow, DefaultOverflow)
 	}
 
+	c.setDriverDefaults()
 	c.setPipelineDefaults()
 
 	u := &c.Uplink

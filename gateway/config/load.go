@@ -336,6 +336,17 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, depth int) 
 			return
 		}
 		v.SetInt(i)
+	case reflect.Uint8, reflect.Uint16, reflect.Uint32:
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+			d.fail(n.Line, path, "must be a whole number, not %s", describe(n))
+			return
+		}
+		i, err := parseYAMLInt(n.Value)
+		if err != nil || i < 0 || v.OverflowUint(uint64(i)) {
+			d.fail(n.Line, path, "number %s is out of range", n.Value)
+			return
+		}
+		v.SetUint(uint64(i))
 	case reflect.Float32, reflect.Float64:
 		f, err := decodeFloat(n)
 		if err != nil {

@@ -118,6 +118,7 @@ func (c *Config) validate() Errors {
 	c.validateIngest(k, streams)
 	c.validateUplink(k, streams)
 	c.validatePipelines(k, streams)
+	c.validateDrivers(k)
 
 	if c.Status.Listen != "" {
 		if err := checkHostPort(c.Status.Listen); err != nil {

@@ -1,0 +1,114 @@
+package config
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/ferrygw/ferry/drivers"
+)
+
+// Driver configures one sensor wired to the board.
+type Driver struct {
+	Name     string          `yaml:"name"`     // the events' source; unique
+	Kind     string          `yaml:"kind"`     // bme280, sht3x, ads1115, ds18b20, gpio, counter, sim
+	Bus      string          `yaml:"bus"`      // I2C bus ("1" for /dev/i2c-1) or 1-Wire bus; see README wiring
+	Address  uint16          `yaml:"address"`  // I2C address (0x76); 0: the kind's default
+	Interval time.Duration   `yaml:"interval"` // polling interval (not for gpio)
+	Stream   string          `yaml:"stream"`   // default: the stream routes give topic drivers/<name>
+	Options  drivers.Options `yaml:"options"`
+}
+
+// DriverSettings configures the driver scheduler.
+type DriverSettings struct {
+	Timeout      time.Duration `yaml:"timeout"`       // per read; 0: min(interval, 5s)
+	BackoffMax   time.Duration `yaml:"backoff_max"`   // cap on retry delay after failures
+	StatusStream string        `yaml:"status_stream"` // failures and recoveries go here
+}
+
+// Defaults for drivers.
+const (
+	DefaultDriverInterval   = 10 * time.Second
+	DefaultDriverBackoffMax = 5 * time.Minute
+	DefaultDriverStatus     = "driver_status"
+)
+
+// DriverTopic is the topic of a driver's events, for routes and pipeline
+// input filters.
+func DriverTopic(name string) string { return "drivers/" + name }
+
+func (c *Config) setDriverDefaults() {
+	setDuration(&c.DriverSettings.BackoffMax, DefaultDriverBackoffMax)
+	setString(&c.DriverSettings.StatusStream, DefaultDriverStatus)
+	for i := range c.Drivers {
+		d := &c.Drivers[i]
+		if d.Interval == 0 && d.Kind != "gpio" {
+			d.Interval = DefaultDriverInterval
+		}
+		if d.Stream == "" {
+			d.Stream = c.routeStream(DriverTopic(d.Name))
+		}
+		if validStreamName(d.Stream) {
+			c.addStream(d.Stream)
+		}
+	}
+	if len(c.Drivers) > 0 {
+		c.addStream(c.DriverSettings.StatusStream)
+	}
+}
+
+// routeStream is the stream of the first route matching topic, else the
+// first route's stream.
+func (c *Config) routeStream(topic string) string {
+	for _, r := range c.Ingest.Routes {
+		for _, f := range r.Topics {
+			if matchFilter(f, topic) {
+				return r.Stream
+			}
+		}
+	}
+	if len(c.Ingest.Routes) > 0 {
+		return c.Ingest.Routes[0].Stream
+	}
+	return DefaultStream
+}
+
+// addStream gives a stream the default bounds unless buffer.streams has it.
+func (c *Config) addStream(name string) {
+	for _, s := range c.Buffer.Streams {
+		if s.Name == name {
+			return
+		}
+	}
+	c.Buffer.Streams = append(c.Buffer.Streams, Stream{Name: name, MaxEvents: DefaultStreamEvents,
+		MaxBytes: DefaultStreamBytes, Overflow: DefaultOverflow})
+}
+
+func (c *Config) validateDrivers(k *checker) {
+	kinds := map[string]bool{}
+	for _, kd := range drivers.Kinds() {
+		kinds[kd] = true
+	}
+	names := map[string]bool{}
+	for i, d := range c.Drivers {
+		p := fmt.Sprintf("drivers[%d]", i)
+		switch {
+		case d.Name == "" || checkTopicLevel(d.Name) != nil:
+			k.add(p+".name", "must be a non-empty name without / + # (it becomes the topic drivers/<name>)")
+		case names[d.Name]:
+			k.add(p+".name", "driver %q is defined twice", d.Name)
+		}
+		names[d.Name] = true
+		if !kinds[d.Kind] {
+			k.add(p+".kind", "unknown driver kind %q (known: %v)", d.Kind, drivers.Kinds())
+		}
+		k.nonNegative(p+".interval", d.Interval)
+		if d.Kind != "gpio" && d.Interval <= 0 {
+			k.add(p+".interval", "must be a positive duration")
+		}
+		if !validStreamName(d.Stream) {
+			k.add(p+".stream", "stream name %q must be 1 to 64 letters, digits, '_', '.' or '-'", d.Stream)
+		}
+	}
+	k.nonNegative("driver_settings.timeout", c.DriverSettings.Timeout)
+	k.positive("driver_settings.backoff_max", c.DriverSettings.BackoffMax)
+}
