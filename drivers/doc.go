@@ -11,5 +11,7 @@
 // Concurrency: the Scheduler runs each driver in its own goroutine, so a
 // sensor that hangs or fails delays no other; a driver's methods are never
 // called concurrently with themselves. Scheduler.Run returns after every
-// goroutine it started has ended.
+// goroutine it started has ended, except a Read that ignores its context:
+// Run gives it a grace period, then returns, and that call's goroutine
+// ends when the Read does (a driver should honour ctx).
 package drivers

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ferrygw/ferry/buffer"
+	"github.com/ferrygw/ferry/drivers"
 	"github.com/ferrygw/ferry/event"
 	"github.com/ferrygw/ferry/gateway/broker"
 	"github.com/ferrygw/ferry/gateway/rules"
@@ -21,15 +22,16 @@ import (
 // Status is the gateway's health at one moment: what `ferry status` prints
 // and GET /status returns.
 type Status struct {
-	GatewayID string              `json:"gateway_id"`
-	Uptime    Duration            `json:"uptime"`
-	Link      *uplink.Status      `json:"link,omitempty"` // nil when the uplink is disabled
-	Ingest    broker.Stats        `json:"ingest"`
-	Streams   []StreamStatus      `json:"streams"`
-	Pipelines []rules.RunnerStats `json:"pipelines,omitempty"`
-	Commits   uint64              `json:"commits"`
-	CommitAvg Duration            `json:"commit_avg"`
-	DiskFull  bool                `json:"disk_full"`
+	GatewayID string                `json:"gateway_id"`
+	Uptime    Duration              `json:"uptime"`
+	Link      *uplink.Status        `json:"link,omitempty"` // nil when the uplink is disabled
+	Ingest    broker.Stats          `json:"ingest"`
+	Streams   []StreamStatus        `json:"streams"`
+	Pipelines []rules.RunnerStats   `json:"pipelines,omitempty"`
+	Drivers   []drivers.DriverStats `json:"drivers,omitempty"`
+	Commits   uint64                `json:"commits"`
+	CommitAvg Duration              `json:"commit_avg"`
+	DiskFull  bool                  `json:"disk_full"`
 	// Quarantined is where a corrupt buffer file was moved at start-up.
 	Quarantined string `json:"quarantined,omitempty"`
 }
@@ -78,6 +80,9 @@ func (g *Gateway) Status() Status {
 	}
 	for _, r := range g.runners {
 		st.Pipelines = append(st.Pipelines, r.Stats())
+	}
+	if g.sched != nil {
+		st.Drivers = g.sched.Stats()
 	}
 	for _, s := range g.buf.Stats() {
 		ss := StreamStatus{StreamStats: s}

@@ -290,6 +290,14 @@ func printStatus(w io.Writer, st *gateway.Status) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", s.Name, s.Events, s.Bytes, time.Duration(s.OldestAge), strings.Join(drops, " "))
 	}
 	_ = tw.Flush()
+	if len(st.Drivers) > 0 {
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "DRIVER\tKIND\tSTATE\tREADS\tERRORS\tLAST ERROR")
+		for _, d := range st.Drivers {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", d.Name, d.Kind, d.State, d.Reads, d.Errors, d.LastError)
+		}
+		_ = tw.Flush()
+	}
 	if len(st.Pipelines) > 0 {
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "PIPELINE\tIN\tOUT\tDEAD LETTERS\tPOSITION")
