@@ -175,9 +175,11 @@ func (ts *txState) get(name string) (*stream, *bolt.Bucket, error) {
 
 func (l *Log) commit(batch []*appendReq, sweep bool) {
 	l.mu.Lock()
-	acks := l.acks
+	acks := l.acks // taken whole: Ack writes a fresh map meanwhile
 	if len(acks) > 0 {
 		l.acks = make(map[ackKey]uint64)
+	} else {
+		acks = nil
 	}
 	l.mu.Unlock()
 	if len(batch) == 0 && len(acks) == 0 && (!sweep || !l.anyExpired(l.opts.Now())) {

@@ -1,0 +1,202 @@
+package drivers
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"periph.io/x/conn/v3/gpio"
+)
+
+// Pulse counter (kind "counter"): a Watcher counting the pulses of a
+// water, gas or energy meter on one GPIO pin: a reed switch or
+// open-collector output pulling the line low (S0 interface, IEC 62053-31:
+// a pulse closes the output for at least 30 ms), or a Hall-effect flow
+// sensor's square wave. Pins, pulls and debouncing are those of kind
+// "gpio" (gpio.go); a pulse is one debounced change in the direction
+// edge selects.
+//
+// YAML options:
+//
+//	pin              required; the pin name Env.Pin knows ("GPIO27")
+//	pull             up (default), down or none
+//	edge             falling (default), rising or both (both counts
+//	                 every change, i.e. two per pulse)
+//	debounce         quiet time before a change counts (default 20ms).
+//	                 Pulses faster than about 1/(2*debounce) are lost:
+//	                 a Hall-effect flow sensor (up to a few hundred Hz)
+//	                 needs a short one such as 1ms
+//	pulses_per_unit  optional, > 0: e.g. 450 pulses per litre, 1000 per
+//	                 kWh; adds the readings "total" and "flow"
+//	unit             the unit of pulses_per_unit ("l", "m3", "kWh");
+//	                 required with it and only with it
+//
+// Spec.Interval is the reporting interval (default 1m); Spec.Bus and
+// Spec.Address must be empty.
+//
+// Every interval Watch emits one Sample stamped with Env.Now:
+//
+//	"count"  the total number of pulses, unit "count"
+//	"rate"   pulses per second since the previous Sample (or since
+//	         Watch started), unit "/s"; the time is measured with Env.Now
+//	"total"  count / pulses_per_unit, in unit
+//	"flow"   rate / pulses_per_unit, in unit + "/s" ("l/s")
+//
+// Persistence: the total is kept in Env.Store under "counter/<name>" as a
+// decimal number. It is loaded when the driver is built (a stored value
+// that does not parse is an error naming the key, never a silent restart
+// from zero) and saved before each Sample is emitted, when it changed,
+// and when Watch ends. A power loss therefore loses the pulses of at most
+// one interval (those since the last save), and an emitted count is never
+// seen to go backwards after a restart. A failed save ends Watch with the
+// error (the Scheduler restarts it); the count lives on in the driver, so
+// a restarted Watch continues from it.
+//
+// Tests replace the driver's tick (the interval ticker) to decide when a
+// Sample is due; see counter_test.go.
+
+func init() {
+	Register("counter", newCounter)
+}
+
+const counterDefaultInterval = time.Minute
+
+type counter struct {
+	key      string // Store key
+	line     gpioLine
+	edge     gpio.Edge // which debounced changes are pulses
+	interval time.Duration
+	ppu      float64 // pulses per unit, 0 for none
+	unit     string
+	store    Store
+	now      func() time.Time
+	// tick returns a channel delivering one value per interval, and the
+	// function that stops it. A field so that tests can drive it.
+	tick func(d time.Duration) (<-chan time.Time, func())
+
+	total uint64 // pulses counted, including those loaded from store
+	saved uint64 // total as last loaded or saved
+}
+
+func newCounter(spec Spec, env Env) (Driver, error) {
+	o := spec.Options
+	if err := optionsOnly("counter", o, "pin", "pull", "edge", "debounce", "pulses_per_unit", "unit"); err != nil {
+		return nil, err
+	}
+	switch {
+	case !(o.PulsesPerUnit >= 0) || math.IsInf(o.PulsesPerUnit, 0):
+		return nil, fmt.Errorf("%w: option %q is %v, want > 0", ErrOption, "pulses_per_unit", o.PulsesPerUnit)
+	case o.PulsesPerUnit > 0 && o.Unit == "":
+		return nil, fmt.Errorf("%w: option %q is required with %q", ErrOption, "unit", "pulses_per_unit")
+	case o.PulsesPerUnit == 0 && o.Unit != "":
+		return nil, fmt.Errorf("%w: option %q needs %q", ErrOption, "unit", "pulses_per_unit")
+	}
+	interval := spec.Interval
+	switch {
+	case interval < 0:
+		return nil, fmt.Errorf("%w: %q is %v, want > 0", ErrOption, "interval", interval)
+	case interval == 0:
+		interval = counterDefaultInterval
+	}
+	line, edge, err := gpioOpen(spec, env, gpio.FallingEdge)
+	if err != nil {
+		return nil, err
+	}
+	if env.Store == nil {
+		return nil, fmt.Errorf("counter needs a Store to keep its total")
+	}
+	c := &counter{
+		key:      "counter/" + spec.Name,
+		line:     line,
+		edge:     edge,
+		interval: interval,
+		ppu:      o.PulsesPerUnit,
+		unit:     o.Unit,
+		store:    env.Store,
+		now:      pinNow(env),
+		tick: func(d time.Duration) (<-chan time.Time, func()) {
+			t := time.NewTicker(d)
+			return t.C, t.Stop
+		},
+	}
+	b, err := env.Store.Load(c.key)
+	if err != nil {
+		return nil, fmt.Errorf("loading the stored total %q: %w", c.key, err)
+	}
+	if b != nil {
+		n, err := strconv.ParseUint(string(b), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("the stored total %q is corrupt (%q is not a count): refusing to restart from zero; fix or delete the key", c.key, b)
+		}
+		c.total, c.saved = n, n
+	}
+	return c, nil
+}
+
+// Watch implements Watcher.
+func (c *counter) Watch(ctx context.Context, emit func(Sample)) error {
+	level, err := c.line.start()
+	if err != nil {
+		return err
+	}
+	defer c.line.stop()
+	ticks, stop := c.tick(c.interval)
+	defer stop()
+	since, sinceN := c.now(), c.total
+	for {
+		select {
+		case <-ctx.Done():
+			return c.save()
+		case <-ticks:
+			if err := c.save(); err != nil {
+				return err
+			}
+			t := c.now()
+			emit(c.sample(t, since, sinceN))
+			since, sinceN = t, c.total
+		default:
+		}
+		l, ok := c.line.next(ctx)
+		if !ok || l == level {
+			continue
+		}
+		level = l
+		if gpioReports(c.edge, l) {
+			c.total++
+		}
+	}
+}
+
+// save stores the total if it changed since the last save.
+func (c *counter) save() error {
+	if c.total == c.saved {
+		return nil
+	}
+	if err := c.store.Save(c.key, []byte(strconv.FormatUint(c.total, 10))); err != nil {
+		return fmt.Errorf("saving the total %q: %w", c.key, err)
+	}
+	c.saved = c.total
+	return nil
+}
+
+// sample reports the total at t and the rate since the previous sample,
+// taken at since with total sinceN.
+func (c *counter) sample(t, since time.Time, sinceN uint64) Sample {
+	secs := t.Sub(since).Seconds()
+	if secs <= 0 {
+		secs = c.interval.Seconds() // a clock that did not move
+	}
+	rate := float64(c.total-sinceN) / secs
+	r := []Reading{
+		{Name: "count", Value: float64(c.total), Unit: "count"},
+		{Name: "rate", Value: rate, Unit: "/s"},
+	}
+	if c.ppu > 0 {
+		r = append(r,
+			Reading{Name: "total", Value: float64(c.total) / c.ppu, Unit: c.unit},
+			Reading{Name: "flow", Value: rate / c.ppu, Unit: c.unit + "/s"})
+	}
+	return Sample{Time: t, Readings: r}
+}
