@@ -70,3 +70,32 @@ func TestCLI(t *testing.T) {
 		})
 	}
 }
+
+// TestREADMEDriverStanzas keeps the README true: its driver stanzas (one
+// per kind) must pass `ferry check`.
+func TestREADMEDriverStanzas(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(readme)
+	i := strings.Index(s, "```yaml\ndrivers:")
+	if i < 0 {
+		t.Fatal("README has no drivers stanza")
+	}
+	j := strings.Index(s[i+7:], "```")
+	cfg := "broker: {listen: \"127.0.0.1:1883\"}\n" + s[i+len("```yaml\n"):i+7+j]
+	path := filepath.Join(t.TempDir(), "drivers.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"check", "-c", path}, &out, &errb); code != 0 {
+		t.Fatalf("README driver stanzas fail ferry check:\n%s%s", out.String(), errb.String())
+	}
+	for _, kind := range []string{"bme280", "sht3x", "ads1115", "ds18b20", "gpio", "counter", "sim"} {
+		if !strings.Contains(cfg, "kind: "+kind) {
+			t.Errorf("README has no stanza for %s", kind)
+		}
+	}
+}
