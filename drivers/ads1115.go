@@ -31,7 +31,7 @@ import (
 
 func init() {
 	Register("ads1115", func(spec Spec, env Env) (Driver, error) {
-		return newADS1115(spec, env, i2cSleep)
+		return newADS1115(spec, env, sleepCtx)
 	})
 }
 
@@ -82,7 +82,7 @@ type ads1115 struct {
 
 func newADS1115(spec Spec, env Env, sleep func(context.Context, time.Duration) error) (*ads1115, error) {
 	o := spec.Options
-	if err := i2cCheckOptions("ads1115", o, "channel", "gain", "data_rate", "scale", "offset", "unit"); err != nil {
+	if err := checkOptions("ads1115", o, "channel", "gain", "data_rate", "scale", "offset", "unit"); err != nil {
 		return nil, err
 	}
 	d := &ads1115{now: env.Now, sleep: sleep}

@@ -4,9 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"reflect"
-	"slices"
-	"strings"
 	"time"
 
 	"periph.io/x/conn/v3/i2c"
@@ -32,7 +29,7 @@ import (
 
 func init() {
 	Register("bme280", func(spec Spec, env Env) (Driver, error) {
-		return newBME280(spec, env, i2cSleep)
+		return newBME280(spec, env, sleepCtx)
 	})
 }
 
@@ -172,7 +169,7 @@ type bme280 struct {
 
 func newBME280(spec Spec, env Env, sleep func(context.Context, time.Duration) error) (*bme280, error) {
 	o := spec.Options
-	if err := i2cCheckOptions("bme280", o, "mode", "oversample"); err != nil {
+	if err := checkOptions("bme280", o, "mode", "oversample"); err != nil {
 		return nil, err
 	}
 	d := &bme280{now: env.Now, sleep: sleep}
@@ -381,35 +378,6 @@ func i2cOpen(spec Spec, env Env, def uint16) (*i2c.Dev, error) {
 		return nil, fmt.Errorf("I2C bus %q: %w", spec.Bus, err)
 	}
 	return &i2c.Dev{Bus: bus, Addr: addr}, nil
-}
-
-// i2cCheckOptions returns an error wrapping ErrOption naming the first
-// option set in o whose YAML key is not in allowed.
-func i2cCheckOptions(kind string, o Options, allowed ...string) error {
-	v := reflect.ValueOf(o)
-	t := v.Type()
-	for i := range t.NumField() {
-		key, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
-		if !v.Field(i).IsZero() && !slices.Contains(allowed, key) {
-			return fmt.Errorf("%w: option %q does not apply to %s", ErrOption, key, kind)
-		}
-	}
-	return nil
-}
-
-// i2cSleep waits for d or until ctx ends, returning ctx's error then.
-func i2cSleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // i2cAwait sleeps first, then calls done every step until it reports

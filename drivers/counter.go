@@ -82,7 +82,7 @@ type counter struct {
 
 func newCounter(spec Spec, env Env) (Driver, error) {
 	o := spec.Options
-	if err := optionsOnly("counter", o, "pin", "pull", "edge", "debounce", "pulses_per_unit", "unit"); err != nil {
+	if err := checkOptions("counter", o, "pin", "pull", "edge", "debounce", "pulses_per_unit", "unit"); err != nil {
 		return nil, err
 	}
 	switch {

@@ -65,7 +65,7 @@ import (
 
 func init() {
 	Register("ds18b20", func(spec Spec, env Env) (Driver, error) {
-		return newDS18B20(spec, env, ds18b20Sleep)
+		return newDS18B20(spec, env, sleepCtx)
 	})
 }
 
@@ -90,7 +90,7 @@ type ds18b20 struct {
 }
 
 func newDS18B20(spec Spec, env Env, sleep func(context.Context, time.Duration) error) (*ds18b20, error) {
-	if err := optionsOnly("ds18b20", spec.Options); err != nil {
+	if err := checkOptions("ds18b20", spec.Options); err != nil {
 		return nil, err
 	}
 	if spec.Address != 0 {
@@ -251,17 +251,5 @@ func ds18b20Lock(ctx context.Context, bus string) (unlock func(), err error) {
 		return func() { <-slot }, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
-	}
-}
-
-// ds18b20Sleep waits for d or until ctx ends, returning ctx's error then.
-func ds18b20Sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

@@ -258,7 +258,7 @@ func TestDS18B20Cancel(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		d.sleep = func(ctx context.Context, d time.Duration) error {
 			cancel() // the Scheduler's read timeout, say
-			return ds18b20Sleep(ctx, d)
+			return sleepCtx(ctx, d)
 		}
 		start := time.Now()
 		_, err := d.Read(ctx)

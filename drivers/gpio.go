@@ -3,9 +3,6 @@ package drivers
 import (
 	"context"
 	"fmt"
-	"reflect"
-	"slices"
-	"strings"
 	"time"
 
 	"periph.io/x/conn/v3/gpio"
@@ -68,7 +65,7 @@ type gpioWatcher struct {
 }
 
 func newGPIO(spec Spec, env Env) (Driver, error) {
-	if err := optionsOnly("gpio", spec.Options, "pin", "pull", "edge", "debounce"); err != nil {
+	if err := checkOptions("gpio", spec.Options, "pin", "pull", "edge", "debounce"); err != nil {
 		return nil, err
 	}
 	line, report, err := gpioOpen(spec, env, gpio.BothEdges)
@@ -238,19 +235,4 @@ func pinNow(env Env) func() time.Time {
 		return env.Now
 	}
 	return time.Now
-}
-
-// optionsOnly returns an error wrapping ErrOption naming the first
-// option set in o whose YAML key is not in allowed. (It mirrors
-// i2cCheckOptions in bme280.go.)
-func optionsOnly(kind string, o Options, allowed ...string) error {
-	v := reflect.ValueOf(o)
-	t := v.Type()
-	for i := range t.NumField() {
-		key, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
-		if !v.Field(i).IsZero() && !slices.Contains(allowed, key) {
-			return fmt.Errorf("%w: option %q does not apply to %s", ErrOption, key, kind)
-		}
-	}
-	return nil
 }

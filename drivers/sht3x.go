@@ -23,7 +23,7 @@ import (
 
 func init() {
 	Register("sht3x", func(spec Spec, env Env) (Driver, error) {
-		return newSHT3x(spec, env, i2cSleep)
+		return newSHT3x(spec, env, sleepCtx)
 	})
 }
 
@@ -50,7 +50,7 @@ type sht3x struct {
 
 func newSHT3x(spec Spec, env Env, sleep func(context.Context, time.Duration) error) (*sht3x, error) {
 	o := spec.Options
-	if err := i2cCheckOptions("sht3x", o, "repeatability"); err != nil {
+	if err := checkOptions("sht3x", o, "repeatability"); err != nil {
 		return nil, err
 	}
 	rep := o.Repeatable
