@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"regexp"
 	"time"
 
 	"github.com/ferrygw/ferry/buffer"
@@ -73,7 +74,11 @@ func buildDrivers(cfg *config.Config, hw drivers.Env, store drivers.Store) ([]dr
 		switch {
 		case err == nil:
 		case errors.Is(err, drivers.ErrOption) || errors.Is(err, drivers.ErrUnknownKind):
-			errs = append(errs, cfg.ErrorAt(fmt.Sprintf("drivers[%d]", i), "%v", err))
+			path := fmt.Sprintf("drivers[%d]", i)
+			if m := optionKey.FindStringSubmatch(err.Error()); m != nil {
+				path += ".options." + m[1] // point at the option's own line
+			}
+			errs = append(errs, cfg.ErrorAt(path, "%v", err))
 			continue
 		default:
 			d = retrying(spec, env, err)
@@ -85,6 +90,9 @@ func buildDrivers(cfg *config.Config, hw drivers.Env, store drivers.Store) ([]dr
 	}
 	return items, nil
 }
+
+// optionKey finds the option a driver's ErrOption names.
+var optionKey = regexp.MustCompile(`option "([a-z_]+)"`)
 
 // retrying stands in for a driver whose construction failed for a reason
 // that may pass (the bus or chip is not there yet): each Read or Watch

@@ -33,6 +33,10 @@ func TestCLI(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("broker:\n  listen: \":1883\"\n  bogus: 1\ningest:\n  durability: maybe\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	badDrivers := filepath.Join(t.TempDir(), "drivers.yaml")
+	if err := os.WriteFile(badDrivers, []byte("drivers:\n  - name: air\n    kind: bme280\n    bus: \"1\"\n    options:\n      channel: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name   string
 		args   []string
@@ -44,6 +48,9 @@ func TestCLI(t *testing.T) {
 			"bad.yaml:3: broker.bogus: unknown key",
 			"bad.yaml:5: ingest.durability: must be one of",
 			"2 problem(s)",
+		}},
+		{"check driver option", []string{"check", "-c", badDrivers}, 1, "", []string{
+			`drivers.yaml:6: drivers[0].options.channel: driver air (bme280): drivers: bad option: option "channel" does not apply to bme280`,
 		}},
 		{"check missing file", []string{"check", "-c", "/nonexistent.yaml"}, 1, "", []string{"nonexistent.yaml"}},
 		{"check without -c", []string{"check"}, 2, "", []string{"-c FILE is required"}},
