@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -15,14 +16,16 @@ import (
 	"github.com/ferrygw/ferry/internal/mqtttest"
 	"github.com/ferrygw/ferry/uplink"
 	"periph.io/x/conn/v3/i2c"
+	"periph.io/x/conn/v3/i2c/i2ctest"
 	"periph.io/x/conn/v3/physic"
 )
 
 // bme280Chip answers I2C transactions from a register map laid out as a
-// BME280's (chip id, calibration, data registers), standing in for the
-// chip at the one boundary no test machine has. The per-register protocol
-// and the compensation are tested against recorded transactions in the
-// drivers package; this test is about the wiring from YAML to the cloud.
+// BME280's (chip id, calibration with Bosch's worked example, data
+// registers). The test records the driver's transactions against it once
+// (i2ctest.Record) and the gateway then runs on a Playback of them, the
+// way the drivers package tests every chip; the per-register protocol and
+// the compensation are checked there against the datasheets.
 type bme280Chip struct {
 	mu   sync.Mutex
 	regs [256]byte
@@ -113,18 +116,40 @@ drivers:
   - {name: wave, kind: sim, interval: 50ms, options: {signal: sine, min: 10, max: 20, period: 1m, quantity: temperature, unit: Cel}}
 `
 	yaml, _ := testConfig(t, t.TempDir(), cloud.URL(), drv)
-	chip := newBME280Chip()
+	// Record construction and three reads of a BME280 in forced mode...
+	rec := &i2ctest.Record{Bus: newBME280Chip()}
+	spec := drivers.Spec{Name: "air", Kind: "bme280", Bus: "1", Address: 0x76, Interval: 50 * time.Millisecond}
+	d, err := drivers.New(spec, drivers.Env{I2C: func(string) (i2c.Bus, error) { return rec, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := d.(drivers.Poller).Read(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// ...and play them back to the gateway's driver: after three reads the
+	// playback runs dry and the driver fails, which must not stop the sim.
+	play := &i2ctest.Playback{Ops: rec.Ops, DontPanic: true}
 	env := drivers.Env{I2C: func(bus string) (i2c.Bus, error) {
 		if bus != "1" {
 			return nil, fmt.Errorf("no bus %q", bus)
 		}
-		return chip, nil
+		return play, nil
 	}}
 	g, err := gateway.New(loadConfig(t, yaml), nil, gateway.WithHardware(env))
 	if err != nil {
 		t.Fatal(err)
 	}
 	runGatewayInstance(t, g)
+	driver := func(name string) drivers.DriverStats {
+		for _, d := range g.Status().Drivers {
+			if d.Name == name {
+				return d
+			}
+		}
+		return drivers.DriverStats{}
+	}
 
 	seen := map[string]string{}
 	deadline := time.After(15 * time.Second)
@@ -145,5 +170,12 @@ drivers:
 	}
 	if m := seen["wave"]; !strings.HasPrefix(m, "gw1/telemetry/wave ") || !strings.Contains(m, `"temperature":`) {
 		t.Fatalf("sim at the cloud: %q", m)
+	}
+	// The BME280 fails once its playback runs dry; the sim reads on.
+	waitUntil(t, 10*time.Second, "the bme280 reported failing", func() bool { return driver("air").State != drivers.StateOK })
+	reads := driver("wave").Reads
+	waitUntil(t, 10*time.Second, "the sim reading on", func() bool { return driver("wave").Reads >= reads+3 })
+	if air := driver("air"); air.Reads < 1 || air.Errors < 1 || air.LastError == "" {
+		t.Fatalf("bme280 stats %+v", air)
 	}
 }
