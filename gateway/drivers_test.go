@@ -12,6 +12,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/ferrygw/ferry/drivers"
+	"github.com/ferrygw/ferry/event"
 	"github.com/ferrygw/ferry/gateway"
 	"github.com/ferrygw/ferry/internal/mqtttest"
 	"github.com/ferrygw/ferry/uplink"
@@ -177,5 +178,14 @@ drivers:
 	waitUntil(t, 10*time.Second, "the sim reading on", func() bool { return driver("wave").Reads >= reads+3 })
 	if air := driver("air"); air.Reads < 1 || air.Errors < 1 || air.LastError == "" {
 		t.Fatalf("bme280 stats %+v", air)
+	}
+	// ...and its failure is an event on the status stream.
+	var status []string
+	_, err = g.Buffer().Read("driver_status", 0, 100, func(_ uint64, e *event.Event) error {
+		status = append(status, e.Source+" "+string(e.Payload))
+		return nil
+	})
+	if err != nil || len(status) == 0 || !strings.HasPrefix(status[0], "air ") || !strings.Contains(status[0], `"error":`) {
+		t.Fatalf("driver_status stream: %q %v", status, err)
 	}
 }
