@@ -65,9 +65,10 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (g *Gateway, e
 	if g.buf, err = buffer.Open(cfg.Buffer.Path, bopts); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	buf := g.buf // g is nil on the error returns below
 	defer func() {
 		if err != nil {
-			_ = g.buf.Close()
+			_ = buf.Close()
 		}
 	}()
 	if len(cfg.Drivers) > 0 {
@@ -104,7 +105,11 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (g *Gateway, e
 			g.hooks = append(g.hooks, &webhookOutbox{stream: config.WebhookOutbox(pc.Name, j), w: w})
 		}
 	}
-	if g.broker, err = broker.New(brokerConfig(cfg, logger.With("component", "broker")), g.buf); err != nil {
+	bc, err := brokerConfig(cfg, logger.With("component", "broker"))
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	if g.broker, err = broker.New(bc, g.buf); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	if cfg.Uplink.Enabled != nil && *cfg.Uplink.Enabled && len(forwardedStreams(cfg)) == 0 {
@@ -236,7 +241,9 @@ func bufferOptions(cfg *config.Config, log *slog.Logger) (buffer.Options, error)
 	return o, nil
 }
 
-func brokerConfig(cfg *config.Config, log *slog.Logger) broker.Config {
+// brokerConfig translates the broker and ingest sections, loading the
+// users file.
+func brokerConfig(cfg *config.Config, log *slog.Logger) (broker.Config, error) {
 	bc := broker.Config{
 		Listen:         cfg.Broker.Listen,
 		Websocket:      cfg.Broker.Websocket,
@@ -251,7 +258,17 @@ func brokerConfig(cfg *config.Config, log *slog.Logger) broker.Config {
 	for _, r := range cfg.Ingest.Routes {
 		bc.Routes = append(bc.Routes, broker.Route{Topics: r.Topics, Stream: r.Stream, ContentType: r.ContentType})
 	}
-	return bc
+	if f := cfg.Broker.UsersFile; f != "" {
+		users, err := broker.LoadUsers(f)
+		if err != nil {
+			return bc, fmt.Errorf("broker.users_file: %w", err)
+		}
+		bc.Users = users
+	}
+	for _, r := range cfg.Broker.ACL {
+		bc.ACL = append(bc.ACL, broker.ACLRule{User: r.User, Publish: r.Publish, Subscribe: r.Subscribe})
+	}
+	return bc, nil
 }
 
 func uplinkConfig(cfg *config.Config, log *slog.Logger) (uplink.Config, error) {

@@ -40,14 +40,16 @@ commands:
   status [-addr A]   show link, backlog and rates of a running gateway
   deadletters [-n N] show the newest events pipelines could not process
   bench  [flags]     load-test an MQTT broker (ferry bench -h)
+  passwd -f FILE USER  set USER's broker password in a users file (asked
+                     twice on a terminal, else one line read from stdin)
   version            print the version
 `
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -63,6 +65,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDeadLetters(args[1:], stdout, stderr)
 	case "bench":
 		return cmdBench(args[1:], stdout, stderr)
+	case "passwd":
+		return cmdPasswd(args[1:], stdin, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

@@ -18,7 +18,7 @@ func TestCheckShippedExamples(t *testing.T) {
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			var out, errb bytes.Buffer
-			if code := run([]string{"check", "-c", f}, &out, &errb); code != 0 {
+			if code := run([]string{"check", "-c", f}, nil, &out, &errb); code != 0 {
 				t.Fatalf("exit %d\n%s%s", code, out.String(), errb.String())
 			}
 			if !strings.Contains(out.String(), "ok") {
@@ -62,7 +62,7 @@ func TestCLI(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
-			code := run(tt.args, &out, &errb)
+			code := run(tt.args, nil, &out, &errb)
 			if code != tt.code {
 				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tt.code, out.String(), errb.String())
 			}
@@ -97,7 +97,7 @@ func TestREADMEDriverStanzas(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out, errb bytes.Buffer
-	if code := run([]string{"check", "-c", path}, &out, &errb); code != 0 {
+	if code := run([]string{"check", "-c", path}, nil, &out, &errb); code != 0 {
 		t.Fatalf("README driver stanzas fail ferry check:\n%s%s", out.String(), errb.String())
 	}
 	for _, kind := range []string{"bme280", "sht3x", "ads1115", "ds18b20", "gpio", "counter", "sim"} {

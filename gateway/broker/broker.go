@@ -17,7 +17,6 @@ import (
 	"github.com/ferrygw/ferry/event"
 	"github.com/ferrygw/ferry/gateway/topic"
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -40,11 +39,18 @@ type Route struct {
 
 // Config configures a Broker.
 type Config struct {
-	Listen         string // TCP address
-	Websocket      string // websocket address, or ""
+	Listen    string // TCP address
+	Websocket string // websocket address, or ""
+	// AllowAnonymous lets clients connect without a user name.
 	AllowAnonymous bool
-	MaxPacketSize  uint32 // 0: mochi's default (none)
-	MaxClients     int    // 0: no limit
+	// Users are the clients that may connect with a user name and
+	// password; nil: none may (only anonymous clients, if allowed).
+	Users Users
+	// ACL limits what clients may publish and subscribe to; see ACLRule.
+	// Empty: every connected client may do anything.
+	ACL           []ACLRule
+	MaxPacketSize uint32 // 0: mochi's default (none)
+	MaxClients    int    // 0: no limit
 	// MaxPendingWrites bounds each client's queue of outbound messages
 	// (default DefaultMaxPendingWrites).
 	MaxPendingWrites int
@@ -133,10 +139,12 @@ func New(cfg Config, store Log) (*Broker, error) {
 	opts.Capabilities = caps
 	b.server = mqtt.New(opts)
 
-	if cfg.AllowAnonymous {
-		if err := b.server.AddHook(new(auth.AllowHook), nil); err != nil {
-			return nil, fmt.Errorf("broker: auth hook: %w", err)
-		}
+	ah, err := newAuthHook(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.server.AddHook(ah, nil); err != nil {
+		return nil, fmt.Errorf("broker: auth hook: %w", err)
 	}
 	if err := b.server.AddHook(&limitHook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("broker: limit hook: %w", err)
@@ -379,6 +387,24 @@ type minLevel struct {
 
 func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
 	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+// Handle drops mochi's per-connection "use of closed network connection"
+// warnings: every client's read loop reports one when the broker shuts
+// down, which is expected, not a problem.
+func (h minLevel) Handle(ctx context.Context, r slog.Record) error {
+	quiet := false
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "error" && strings.Contains(a.Value.String(), "use of closed network connection") {
+			quiet = true
+			return false
+		}
+		return true
+	})
+	if quiet {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
 }
 
 func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {

@@ -48,6 +48,21 @@ type Broker struct {
 	MaxPacketSize   ByteSize `yaml:"max_packet_size"`  // larger packets disconnect the client
 	PersistSessions *bool    `yaml:"persist_sessions"` // keep sessions, subscriptions, retained and queued messages across restarts
 	MaxClients      int      `yaml:"max_clients"`      // 0: no limit
+	// UsersFile lists the clients that may connect with a user name and
+	// password, one "user:bcrypt-hash" a line (ferry passwd writes it).
+	UsersFile string `yaml:"users_file"`
+	// ACL limits what clients may publish and subscribe to: the first rule
+	// whose user matches applies, and anything it does not allow is
+	// denied. Empty: connected clients may do anything.
+	ACL []ACLRule `yaml:"acl"`
+}
+
+// ACLRule says what the clients it applies to may publish and subscribe
+// to. In the filters %u stands for the user name and %c for the client ID.
+type ACLRule struct {
+	User      string   `yaml:"user"`      // user name, or "*" for every client
+	Publish   []string `yaml:"publish"`   // MQTT topic filters the client may publish to
+	Subscribe []string `yaml:"subscribe"` // filters the client may subscribe within
 }
 
 // Ingest says which PUBLISHes become events and how durably.

@@ -387,6 +387,14 @@ func TestBadConfigs(t *testing.T) {
 			[]problem{{3, "status.listen"}}, "must be a loopback address"},
 		{"bad listen", "broker:\n  listen: 1883\n",
 			[]problem{{2, "broker.listen"}}, "host:port"},
+		{"acl wildcard inside level", "broker:\n  acl:\n    - user: \"*\"\n      publish: [\"sensors/%u/#\", \"a/b#\"]\n",
+			[]problem{{4, "broker.acl[0].publish[1]"}}, "# must be a whole level"},
+		{"acl unknown placeholder", "broker:\n  acl:\n    - user: s1\n      subscribe: [\"cmd/%x\"]\n",
+			[]problem{{4, "broker.acl[0].subscribe[0]"}}, "%u (user name) or %c"},
+		{"acl without user", "broker:\n  acl:\n    - subscribe: [\"cmd/%c\"]\n",
+			[]problem{{3, "broker.acl[0].user"}}, "must name a user"},
+		{"acl ok", "broker:\n  users_file: /etc/ferry/users\n  acl:\n    - user: \"*\"\n      publish: [\"sensors/%u/#\"]\n      subscribe: [\"cmd/%c\", \"x/%u-%c/+\"]\n",
+			nil, ""},
 
 		// Pairs and limits.
 		{"cert without key", "uplink:\n  tls:\n    cert_file: /etc/ferry/c.pem\n",

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -170,6 +171,38 @@ func (c *Config) validateBroker(k *checker) {
 	if b.MaxClients < 0 {
 		k.add("broker.max_clients", "must not be negative (0 means no limit)")
 	}
+	for i, r := range b.ACL {
+		p := fmt.Sprintf("broker.acl[%d]", i)
+		switch {
+		case r.User == "":
+			k.add(p+".user", `must name a user, or be "*" for every client`)
+		case r.User != "*" && (strings.ContainsRune(r.User, ':') || strings.IndexFunc(r.User, unicode.IsSpace) >= 0):
+			k.add(p+".user", "user name %q must not contain ':' or whitespace", r.User)
+		}
+		for _, fs := range []struct {
+			key     string
+			filters []string
+		}{{"publish", r.Publish}, {"subscribe", r.Subscribe}} {
+			for j, f := range fs.filters {
+				if err := checkACLFilter(f); err != nil {
+					k.add(fmt.Sprintf("%s.%s[%d]", p, fs.key, j), "topic filter %q: %v", f, err)
+				}
+			}
+		}
+	}
+}
+
+// checkACLFilter checks an ACL topic filter: an MQTT filter in which %u
+// and %c may stand inside a level, and '%' is only used for them.
+func checkACLFilter(f string) error {
+	if err := checkFilter(f); err != nil {
+		return err
+	}
+	rest := strings.NewReplacer("%u", "", "%c", "").Replace(f)
+	if strings.Contains(rest, "%") {
+		return errors.New("% may only be used as %u (user name) or %c (client ID)")
+	}
+	return nil
 }
 
 // validateBuffer checks buffer and returns the set of stream names.
