@@ -20,12 +20,7 @@ import (
 // otherwise.
 func mosquitto(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		mqtttest.RequireMosquitto(t)
-		t.Skipf("%s not installed (apt-get install mosquitto-clients)", name)
-	}
-	return p
+	return mqtttest.RequireClient(t, name)
 }
 
 // client runs a mosquitto client against b with args and returns its

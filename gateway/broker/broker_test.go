@@ -134,11 +134,7 @@ func TestRefusedNotAcknowledged(t *testing.T) {
 		t.Fatalf("MQTT 3.1.1 publish into a full stream was acknowledged (err %v)", tok.Error())
 	}
 
-	pub, err := exec.LookPath("mosquitto_pub")
-	if err != nil {
-		mqtttest.RequireMosquitto(t) // fails under CI, skips locally
-		t.Skip("mosquitto_pub not installed")
-	}
+	pub := mqtttest.RequireClient(t, "mosquitto_pub") // fails under CI if missing
 	host, port, _ := net.SplitHostPort(b.Addr())
 	out, err := exec.Command(pub, "-V", "5", "-d", "-h", host, "-p", port, "-q", "1", "-t", "sensors/2", "-m", "third").CombinedOutput()
 	if !bytes.Contains(out, []byte("PUBACK")) {

@@ -204,3 +204,19 @@ func (b *Broker) Stop() {
 		b.cmd = nil
 	}
 }
+
+// RequireClient returns the path of a Debian mosquitto client tool
+// (mosquitto_pub, mosquitto_sub); it fails the test under CI=true when the
+// tool is missing (.ci/run installs mosquitto-clients) and skips it
+// otherwise.
+func RequireClient(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("mqtttest: %s is not installed; .ci/run must apt-get install mosquitto-clients", name)
+		}
+		t.Skipf("%s not installed (apt-get install mosquitto-clients)", name)
+	}
+	return p
+}
