@@ -136,27 +136,10 @@ func TestADS1115Errors(t *testing.T) {
 		{name: "offset without scale", opts: Options{Offset: 1}, construct: true, target: ErrOption, text: `option "offset" is only used`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := i2cPlayback(tc.ops)
-			clk := newI2CFakeClock()
-			d, err := newADS1115(Spec{Kind: "ads1115", Bus: "1", Options: tc.opts}, i2cTestEnv(t, p, clk), clk.sleep)
-			if tc.construct {
-				i2cCheckErr(t, err, tc.target, tc.text)
-				i2cPlaybackDone(t, p)
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx := tc.ctx
-			if ctx == nil {
-				ctx = context.Background()
-			}
-			got, err := d.Read(ctx)
-			i2cCheckErr(t, err, tc.target, tc.text)
-			if got != nil {
-				t.Errorf("readings %v with the error", got)
-			}
-			i2cPlaybackDone(t, p)
+			i2cErrorCase(t, tc.ops, tc.construct, tc.ctx, tc.target, tc.text,
+				func(env Env, sleep func(context.Context, time.Duration) error) (Poller, error) {
+					return newADS1115(Spec{Kind: "ads1115", Bus: "1", Options: tc.opts}, env, sleep)
+				})
 		})
 	}
 }

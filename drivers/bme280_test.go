@@ -529,3 +529,32 @@ func TestI2CRegistered(t *testing.T) {
 		})
 	}
 }
+
+// i2cErrorCase runs one table case that must fail: it builds the driver
+// on a playback of ops (newDrv), and unless the failure is expected at
+// construction, reads once; the error must match target and text, no
+// readings may come with it, and every recorded transaction must be used.
+func i2cErrorCase(t *testing.T, ops []i2ctest.IO, construct bool, ctx context.Context, target error, text string,
+	newDrv func(env Env, sleep func(context.Context, time.Duration) error) (Poller, error)) {
+	t.Helper()
+	p := i2cPlayback(ops)
+	clk := newI2CFakeClock()
+	d, err := newDrv(i2cTestEnv(t, p, clk), clk.sleep)
+	if construct {
+		i2cCheckErr(t, err, target, text)
+		i2cPlaybackDone(t, p)
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	got, err := d.Read(ctx)
+	i2cCheckErr(t, err, target, text)
+	if got != nil {
+		t.Errorf("readings %v with the error", got)
+	}
+	i2cPlaybackDone(t, p)
+}

@@ -132,27 +132,10 @@ func TestSHT3xErrors(t *testing.T) {
 			target: ErrOption, text: `option "repeatability": "ultra"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := i2cPlayback(tc.ops)
-			clk := newI2CFakeClock()
-			d, err := newSHT3x(Spec{Kind: "sht3x", Bus: "1", Options: tc.opts}, i2cTestEnv(t, p, clk), clk.sleep)
-			if tc.construct {
-				i2cCheckErr(t, err, tc.target, tc.text)
-				i2cPlaybackDone(t, p)
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx := tc.ctx
-			if ctx == nil {
-				ctx = context.Background()
-			}
-			got, err := d.Read(ctx)
-			i2cCheckErr(t, err, tc.target, tc.text)
-			if got != nil {
-				t.Errorf("readings %v with the error", got)
-			}
-			i2cPlaybackDone(t, p)
+			i2cErrorCase(t, tc.ops, tc.construct, tc.ctx, tc.target, tc.text,
+				func(env Env, sleep func(context.Context, time.Duration) error) (Poller, error) {
+					return newSHT3x(Spec{Kind: "sht3x", Bus: "1", Options: tc.opts}, env, sleep)
+				})
 		})
 	}
 }
