@@ -177,28 +177,7 @@ func senmlJSONShape(v any) bool {
 
 // senmlFromJSON resolves a parsed SenML JSON pack.
 func senmlFromJSON(v any, base Record) ([]*Record, error) {
-	pack, ok := v.([]any)
-	if !ok {
-		return nil, payloadErrorf("senml: pack is not an array")
-	}
-	r, err := newSenMLResolver(base, len(pack))
-	if err != nil {
-		return nil, err
-	}
-	for i, e := range pack {
-		m, ok := e.(map[string]any)
-		if !ok {
-			return nil, payloadErrorf("senml: record %d is not an object", i)
-		}
-		var rec senmlRecord
-		if err := rec.fromJSON(m, i); err != nil {
-			return nil, err
-		}
-		if err := r.add(&rec, i); err != nil {
-			return nil, err
-		}
-	}
-	return r.result()
+	return resolvePack(v, base, "an object", (*senmlRecord).fromJSON)
 }
 
 // senmlFromCBOR decodes and resolves a SenML CBOR pack.
@@ -210,6 +189,12 @@ func senmlFromCBOR(payload []byte, base Record) ([]*Record, error) {
 	if err != nil {
 		return nil, err
 	}
+	return resolvePack(v, base, "a map", (*senmlRecord).fromCBOR)
+}
+
+// resolvePack type-checks each record of a decoded pack (JSON objects or
+// CBOR maps, M) with parse and resolves the pack.
+func resolvePack[M any](v any, base Record, what string, parse func(*senmlRecord, M, int) error) ([]*Record, error) {
 	pack, ok := v.([]any)
 	if !ok {
 		return nil, payloadErrorf("senml: pack is not an array")
@@ -219,12 +204,12 @@ func senmlFromCBOR(payload []byte, base Record) ([]*Record, error) {
 		return nil, err
 	}
 	for i, e := range pack {
-		m, ok := e.(map[any]any)
+		m, ok := e.(M)
 		if !ok {
-			return nil, payloadErrorf("senml: record %d is not a map", i)
+			return nil, payloadErrorf("senml: record %d is not %s", i, what)
 		}
 		var rec senmlRecord
-		if err := rec.fromCBOR(m, i); err != nil {
+		if err := parse(&rec, m, i); err != nil {
 			return nil, err
 		}
 		if err := r.add(&rec, i); err != nil {
