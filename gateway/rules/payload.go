@@ -453,18 +453,10 @@ func (d *jsonDecoder) object() (any, error) {
 			return nil, err
 		}
 		m[k] = v
-		if d.off = skipJSONSpace(d.data, d.off); d.off >= len(d.data) {
-			return nil, d.errorf("unterminated object")
-		}
-		switch d.data[d.off] {
-		case ',':
-			d.off++
-		case '}':
-			d.off++
-			d.depth--
+		if done, err := d.after('}', "object"); err != nil {
+			return nil, err
+		} else if done {
 			return m, nil
-		default:
-			return nil, d.errorf("expected ',' or '}' in object")
 		}
 	}
 }
@@ -489,20 +481,30 @@ func (d *jsonDecoder) array() (any, error) {
 			return nil, err
 		}
 		a = append(a, v)
-		if d.off = skipJSONSpace(d.data, d.off); d.off >= len(d.data) {
-			return nil, d.errorf("unterminated array")
-		}
-		switch d.data[d.off] {
-		case ',':
-			d.off++
-		case ']':
-			d.off++
-			d.depth--
+		if done, err := d.after(']', "array"); err != nil {
+			return nil, err
+		} else if done {
 			return a, nil
-		default:
-			return nil, d.errorf("expected ',' or ']' in array")
 		}
 	}
+}
+
+// after consumes what follows an element of an object or array: a ',' (more
+// to come) or the closing byte (done, leaving the container).
+func (d *jsonDecoder) after(closer byte, what string) (done bool, err error) {
+	if d.off = skipJSONSpace(d.data, d.off); d.off >= len(d.data) {
+		return false, d.errorf("unterminated %s", what)
+	}
+	switch d.data[d.off] {
+	case ',':
+		d.off++
+		return false, nil
+	case closer:
+		d.off++
+		d.depth--
+		return true, nil
+	}
+	return false, d.errorf("expected ',' or '%c' in %s", closer, what)
 }
 
 // str parses the string at d.off (its opening quote). Strings without
