@@ -412,33 +412,8 @@ func exprDivide(a, b any) any {
 }
 
 func exprIsZero(v any) bool {
-	switch x := v.(type) {
-	case float64:
-		return x == 0
-	case int:
-		return x == 0
-	case float32:
-		return x == 0
-	case int8:
-		return x == 0
-	case int16:
-		return x == 0
-	case int32:
-		return x == 0
-	case int64:
-		return x == 0
-	case uint:
-		return x == 0
-	case uint8:
-		return x == 0
-	case uint16:
-		return x == 0
-	case uint32:
-		return x == 0
-	case uint64:
-		return x == 0
-	}
-	return false
+	f, ok := numberOf(v)
+	return ok && f == 0
 }
 
 // exprMaxDepth bounds the nesting exprNormalize walks.

@@ -68,3 +68,35 @@ var (
 	// ErrState is returned by UnmarshalState for state it cannot read.
 	ErrState = errors.New("rules: unreadable stage state")
 )
+
+// numberOf returns v as a float64 if it holds any Go numeric type. Decoders
+// produce float64 only; other types can come from expressions.
+func numberOf(v any) (float64, bool) {
+	switch x := v.(type) {
+	case float64:
+		return x, true
+	case float32:
+		return float64(x), true
+	case int:
+		return float64(x), true
+	case int8:
+		return float64(x), true
+	case int16:
+		return float64(x), true
+	case int32:
+		return float64(x), true
+	case int64:
+		return float64(x), true
+	case uint:
+		return float64(x), true
+	case uint8:
+		return float64(x), true
+	case uint16:
+		return float64(x), true
+	case uint32:
+		return float64(x), true
+	case uint64:
+		return float64(x), true
+	}
+	return 0, false
+}

@@ -420,7 +420,7 @@ func (w *Window) Process(r *Record, emit Emit) error {
 		if !ok {
 			return w.recordErr(nil, "field %q missing", f)
 		}
-		x, ok := winToFloat(v)
+		x, ok := numberOf(v)
 		if !ok {
 			return w.recordErr(nil, "field %q is %T, not a number", f, v)
 		}
@@ -799,27 +799,6 @@ func winAppendEscaped(b []byte, s string) []byte {
 		}
 	}
 	return b
-}
-
-// winToFloat converts the numeric types a field may hold to float64.
-func winToFloat(v any) (float64, bool) {
-	switch x := v.(type) {
-	case float64:
-		return x, true
-	case float32:
-		return float64(x), true
-	case int:
-		return float64(x), true
-	case int64:
-		return float64(x), true
-	case int32:
-		return float64(x), true
-	case uint64:
-		return float64(x), true
-	case uint32:
-		return float64(x), true
-	}
-	return 0, false
 }
 
 // winFloorDiv is a/b rounded toward negative infinity (b > 0), so window
