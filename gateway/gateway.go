@@ -2,12 +2,15 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -313,6 +316,13 @@ func uplinkConfig(cfg *config.Config, log *slog.Logger) (uplink.Config, error) {
 			if tc, err = tlsConfig(t); err != nil {
 				return uc, fmt.Errorf("uplink.endpoints[%d].tls: %w", i, err)
 			}
+			if tc.ServerName == "" {
+				// Always send SNI and verify the endpoint's name, also when
+				// paho dials through a proxy (where it would not fill it in).
+				if pu, err := url.Parse(ep.URL); err == nil {
+					tc.ServerName = pu.Hostname()
+				}
+			}
 		}
 		uc.Endpoints = append(uc.Endpoints, uplink.Endpoint{URL: ep.URL, TLS: tc})
 	}
@@ -368,6 +378,28 @@ func tlsConfig(t *config.TLS) (*tls.Config, error) {
 			return nil, fmt.Errorf("cert_file/key_file: %w", err)
 		}
 		tc.Certificates = []tls.Certificate{cert}
+	}
+	if len(t.PinSHA256) > 0 {
+		pins := make(map[[sha256.Size]byte]bool, len(t.PinSHA256))
+		for i, p := range t.PinSHA256 {
+			b, err := base64.StdEncoding.DecodeString(p)
+			if err != nil || len(b) != sha256.Size {
+				return nil, fmt.Errorf("pin_sha256[%d]: not a base64 SHA-256", i)
+			}
+			pins[[sha256.Size]byte(b)] = true
+		}
+		// VerifyConnection runs after the usual chain and name checks
+		// (also on resumed sessions), so a pin narrows trust, never widens it.
+		tc.VerifyConnection = func(cs tls.ConnectionState) error {
+			for _, chain := range cs.VerifiedChains {
+				for _, c := range chain {
+					if pins[sha256.Sum256(c.RawSubjectPublicKeyInfo)] {
+						return nil
+					}
+				}
+			}
+			return errors.New("tls: no certificate of the server's chain matches uplink tls.pin_sha256")
+		}
 	}
 	return tc, nil
 }

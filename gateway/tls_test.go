@@ -4,9 +4,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -169,6 +171,46 @@ func TestUplinkMutualTLS(t *testing.T) {
 			}
 		}
 	})
+	pin := func(c *x509.Certificate) string {
+		h := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+		return base64.StdEncoding.EncodeToString(h[:])
+	}
+	// Each case adds lines to the tls block of a gateway trusting the right
+	// CA; ok says whether events must arrive, else the link error to see.
+	for _, tc := range []struct {
+		name, extra string
+		ok          bool
+		wantErr     string
+	}{
+		{"pinned CA", "    pin_sha256: [" + pin(ca.caCert) + "]\n", true, ""},
+		{"pin of another key", "    pin_sha256: [" + pin(other.caCert) + "]\n", false, "pin_sha256"},
+		{"server name verified", "    server_name: localhost\n", true, ""},
+		{"server name mismatch", "    server_name: cloud.example\n", false, "cloud.example"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			yaml, brokerAddr := testConfig(t, t.TempDir(), "ssl://"+addr, "")
+			yaml = strings.Replace(yaml, "  topic:", tlsYAML(filepath.Join(dir, "ca.crt"))+tc.extra+"  topic:", 1)
+			g := runGateway(t, loadConfig(t, yaml))
+			publishAll(t, brokerAddr, 1, 2)
+			if tc.ok {
+				waitUntil(t, 10*time.Second, "2 events forwarded", func() bool {
+					l := g.Status().Link
+					return l != nil && l.ForwardedEvents == 2
+				})
+				for range 2 {
+					<-got
+				}
+				return
+			}
+			waitUntil(t, 10*time.Second, "a link error naming "+tc.wantErr, func() bool {
+				l := g.Status().Link
+				return l != nil && strings.Contains(l.LastError, tc.wantErr)
+			})
+			if l := g.Status().Link; l.Connected || l.ForwardedEvents != 0 {
+				t.Fatalf("link up despite %s: %+v", tc.name, l)
+			}
+		})
+	}
 	t.Run("wrong CA", func(t *testing.T) {
 		yaml, brokerAddr := testConfig(t, t.TempDir(), "ssl://"+addr, "")
 		yaml = strings.Replace(yaml, "  topic:", tlsYAML(filepath.Join(other.dir, "other-ca.crt"))+"  topic:", 1)

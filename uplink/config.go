@@ -89,6 +89,9 @@ var validURLSchemes = map[string]bool{
 	"tcp": true, "mqtt": true, "ssl": true, "tls": true, "mqtts": true, "ws": true, "wss": true,
 }
 
+// tlsSchemes are the schemes paho dials over TLS.
+var tlsSchemes = map[string]bool{"ssl": true, "tls": true, "mqtts": true, "wss": true}
+
 // normalize returns c with defaults applied, or an error naming the first
 // invalid field.
 func (c Config) normalize() (Config, error) {
@@ -99,6 +102,11 @@ func (c Config) normalize() (Config, error) {
 		u, err := url.Parse(ep.URL)
 		if err != nil || !validURLSchemes[u.Scheme] || u.Host == "" {
 			return c, fmt.Errorf("%w: endpoints[%d]: bad URL %q", ErrConfig, i, ep.URL)
+		}
+		if ep.TLS != nil && !tlsSchemes[u.Scheme] {
+			// paho would silently dial in the clear: a TLS config with a
+			// plain URL is a mistake, never a fallback.
+			return c, fmt.Errorf("%w: endpoints[%d]: TLS is configured but %q is not a TLS URL (ssl://, tls://, mqtts://, wss://)", ErrConfig, i, ep.URL)
 		}
 	}
 	if c.ClientID == "" {

@@ -1,6 +1,7 @@
 package uplink
 
 import (
+	"crypto/tls"
 	"errors"
 	"testing"
 	"time"
@@ -184,6 +185,10 @@ func TestConfigValidation(t *testing.T) {
 		{"batch", func(c *Config) { c.BatchMaxEvents = -1 }, false},
 		{"rate", func(c *Config) { c.BytesPerSecond = -1 }, false},
 		{"tls url", func(c *Config) { c.Endpoints[0].URL = "mqtts://h:8883" }, true},
+		{"tls config on a plain url", func(c *Config) { c.Endpoints[0].TLS = &tls.Config{MinVersion: tls.VersionTLS12} }, false},
+		{"tls config on a wss url", func(c *Config) {
+			c.Endpoints[0] = Endpoint{URL: "wss://h:443/mqtt", TLS: &tls.Config{MinVersion: tls.VersionTLS12}}
+		}, true},
 	}
 	for _, tt := range tests {
 		c := ok()

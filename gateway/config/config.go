@@ -20,6 +20,7 @@ type Config struct {
 	Buffer  Buffer `yaml:"buffer"`
 	Uplink  Uplink `yaml:"uplink"`
 	Status  Status `yaml:"status"`
+	Audit   Audit  `yaml:"audit"`
 	// Pipelines turn ingested events into results (rules pipeline).
 	Pipelines   []Pipeline  `yaml:"pipelines"`
 	DeadLetters DeadLetters `yaml:"dead_letters"`
@@ -55,6 +56,44 @@ type Broker struct {
 	// whose user matches applies, and anything it does not allow is
 	// denied. Empty: connected clients may do anything.
 	ACL []ACLRule `yaml:"acl"`
+	// TLS adds a TLS listener (with optional client certificates).
+	TLS BrokerTLS `yaml:"tls"`
+	// MaxInflight bounds each client's unacknowledged QoS 1/2 messages in
+	// each direction.
+	MaxInflight int `yaml:"max_inflight"`
+	// MaxQueued bounds each client's queue of outbound messages.
+	MaxQueued int `yaml:"max_queued"`
+	// MaxKeepalive is the longest keep-alive a client may ask for; a client
+	// asking for more, or for none, is held to this one.
+	MaxKeepalive time.Duration `yaml:"max_keepalive"`
+	// LoginLimit blocks addresses that fail to log in too often.
+	LoginLimit LoginLimit `yaml:"login_limit"`
+}
+
+// BrokerTLS configures the broker's TLS listener.
+type BrokerTLS struct {
+	Listen            string `yaml:"listen"`              // address, e.g. ":8883"; empty: no TLS listener
+	CertFile          string `yaml:"cert_file"`           // PEM certificate chain
+	KeyFile           string `yaml:"key_file"`            // PEM private key
+	ClientCAFile      string `yaml:"client_ca_file"`      // CAs for client certificates; empty: none asked
+	RequireClientCert bool   `yaml:"require_client_cert"` // refuse clients without a certificate
+	UsernameFrom      string `yaml:"username_from"`       // cn or san
+	MinVersion        string `yaml:"min_version"`         // "1.2" or "1.3"
+}
+
+// LoginLimit configures failed-login limiting per remote address.
+type LoginLimit struct {
+	Failures int           `yaml:"failures"` // failures per window before blocking; 0: off
+	Window   time.Duration `yaml:"window"`
+	Block    time.Duration `yaml:"block"`
+}
+
+// Audit configures the security audit log.
+type Audit struct {
+	Enabled  *bool    `yaml:"enabled"`
+	File     string   `yaml:"file"`      // default: <data_dir>/audit.log
+	MaxSize  ByteSize `yaml:"max_size"`  // per file before rotation
+	MaxFiles int      `yaml:"max_files"` // rotated files kept
 }
 
 // ACLRule says what the clients it applies to may publish and subscribe
@@ -89,6 +128,13 @@ type Buffer struct {
 	MinFreeDisk ByteSize `yaml:"min_free_disk"` // stop taking events below this much free space
 	OnCorrupt   string   `yaml:"on_corrupt"`    // quarantine or fail
 	Streams     []Stream `yaml:"streams"`
+	// Encryption seals buffered events at rest.
+	Encryption Encryption `yaml:"encryption"`
+}
+
+// Encryption configures encryption at rest.
+type Encryption struct {
+	KeyFile string `yaml:"key_file"` // key file ("ferry key new" writes it); empty: events stored in the clear
 }
 
 // Stream bounds one stream of the buffer.
@@ -135,6 +181,9 @@ type TLS struct {
 	KeyFile            string `yaml:"key_file"`
 	ServerName         string `yaml:"server_name"`
 	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+	// PinSHA256 lists base64 SHA-256 hashes of public keys (SPKI); when
+	// set, the server's verified chain must contain one of them.
+	PinSHA256 []string `yaml:"pin_sha256"`
 }
 
 // Backoff bounds reconnect delays (full jitter between 0 and the cap).

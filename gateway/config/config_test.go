@@ -145,7 +145,10 @@ func TestDefaults(t *testing.T) {
 		GatewayID: host,
 		DataDir:   "/var/lib/ferry",
 		Log:       Log{Level: "info", Format: "auto"},
-		Broker:    Broker{Listen: ":1883", MaxPacketSize: 256 * KiB, PersistSessions: ptr(true)},
+		Broker: Broker{Listen: ":1883", MaxPacketSize: 256 * KiB, PersistSessions: ptr(true),
+			TLS:         BrokerTLS{UsernameFrom: "cn", MinVersion: "1.2"},
+			MaxInflight: 32, MaxQueued: 256, MaxKeepalive: 5 * time.Minute,
+			LoginLimit: LoginLimit{Failures: 5, Window: time.Minute, Block: time.Minute}},
 		Ingest: Ingest{Durability: "sync", BatchInterval: 10 * time.Millisecond, MaxBatch: 2048,
 			Routes: []Route{{Topics: []string{"#"}, Stream: "telemetry"}}},
 		Buffer: Buffer{Path: "/var/lib/ferry/buffer.db", MinFreeDisk: 64 * MiB, OnCorrupt: "quarantine",
@@ -155,6 +158,7 @@ func TestDefaults(t *testing.T) {
 			Backoff: Backoff{Min: time.Second, Max: time.Minute},
 			Batch:   Batch{MaxEvents: 1, MaxBytes: 128 * KiB}, MaxMessage: 128 * KiB},
 		Status:         Status{Listen: "127.0.0.1:8080", LogInterval: 30 * time.Second},
+		Audit:          Audit{Enabled: ptr(true), File: "/var/lib/ferry/audit.log", MaxSize: MiB, MaxFiles: 3},
 		DeadLetters:    DeadLetters{Stream: DefaultDeadLetterStream},
 		DriverSettings: DriverSettings{BackoffMax: DefaultDriverBackoffMax, StatusStream: DefaultDriverStatus},
 		Demo:           Demo{Interval: time.Second, Topic: "demo/sensor"},
@@ -289,6 +293,27 @@ func TestBadConfigs(t *testing.T) {
 			[]problem{{2, "uplink.inflight"}}, "whole number"},
 		{"int overflow", "uplink:\n  qos: 99999999999999999999\n",
 			[]problem{{2, "uplink.qos"}}, "out of range"},
+		// Security.
+		{"no listener at all", "broker:\n  listen: \"\"\n",
+			[]problem{{2, "broker.listen"}}, "no listener"},
+		{"tls without cert", "broker:\n  tls:\n    listen: :8883\n",
+			[]problem{{2, "broker.tls.cert_file"}, {2, "broker.tls.key_file"}}, "must be set"},
+		{"tls file without listener", "broker:\n  tls:\n    cert_file: /c.pem\n",
+			[]problem{{3, "broker.tls.cert_file"}}, "no TLS listener"},
+		{"tls 1.1", "broker:\n  tls:\n    listen: :8883\n    cert_file: c\n    key_file: k\n    min_version: \"1.1\"\n",
+			[]problem{{6, "broker.tls.min_version"}}, `one of 1.2, 1.3`},
+		{"client cert without ca", "broker:\n  tls: {listen: ':8883', cert_file: c, key_file: k, require_client_cert: true}\n",
+			[]problem{{2, "broker.tls.require_client_cert"}}, "client_ca_file"},
+		{"keepalive", "broker:\n  max_keepalive: 0.5s\n",
+			[]problem{{2, "broker.max_keepalive"}}, "at least 1s"},
+		{"plain endpoint with tls", "uplink:\n  endpoints:\n    - url: ssl://a:8883\n    - url: tcp://b:1883\n  tls:\n    ca_file: /ca.pem\n",
+			[]problem{{4, "uplink.endpoints[1].url"}}, "never falls back"},
+		{"plain endpoint with its tls", "uplink:\n  endpoints:\n    - url: ws://b:80\n      tls: {ca_file: /ca.pem}\n",
+			[]problem{{3, "uplink.endpoints[0].url"}}, "never falls back"},
+		{"bad pin", "uplink:\n  endpoints: [{url: 'ssl://a:8883'}]\n  tls:\n    pin_sha256: [abc]\n",
+			[]problem{{4, "uplink.tls.pin_sha256[0]"}}, "base64 SHA-256"},
+		{"audit too small", "audit:\n  max_size: 100B\n",
+			[]problem{{2, "audit.max_size"}}, "4KiB"},
 		{"yes is not a bool", "broker:\n  allow_anonymous: yes\n",
 			[]problem{{2, "broker.allow_anonymous"}}, "true or false"},
 		{"scalar for mapping", "log: debug\n",
@@ -606,7 +631,7 @@ func TestParseOnly(t *testing.T) {
 	if c.Uplink.QoS != 7 || c.DataDir != "" {
 		t.Errorf("Parse changed values: %+v", c)
 	}
-	if _, err := Parse([]byte("nope: 1\n"), "x.yaml"); err == nil || err.Error() != `x.yaml:1: nope: unknown key; known keys here: broker, buffer, data_dir, dead_letters, demo, driver_settings, drivers, gateway_id, ingest, log, pipelines, status, uplink` {
+	if _, err := Parse([]byte("nope: 1\n"), "x.yaml"); err == nil || err.Error() != `x.yaml:1: nope: unknown key; known keys here: audit, broker, buffer, data_dir, dead_letters, demo, driver_settings, drivers, gateway_id, ingest, log, pipelines, status, uplink` {
 		t.Errorf("Parse error = %v", err)
 	}
 }

@@ -41,6 +41,17 @@ const (
 	DefaultLogInterval    = 30 * time.Second
 	DefaultDemoInterval   = 1 * time.Second
 	DefaultDemoTopic      = "demo/sensor"
+	DefaultMaxInflight    = 32
+	DefaultMaxQueued      = 256
+	DefaultMaxKeepalive   = 5 * time.Minute
+	DefaultUsernameFrom   = "cn"
+	DefaultTLSMinVersion  = "1.2"
+	DefaultLoginFailures  = 5
+	DefaultLoginWindow    = time.Minute
+	DefaultLoginBlock     = time.Minute
+	DefaultAuditFile      = "audit.log" // in DataDir
+	DefaultAuditMaxSize   = 1 * MiB
+	DefaultAuditMaxFiles  = 3
 )
 
 // SetDefaults fills every unset field with its default. It is the one place
@@ -64,10 +75,39 @@ func (c *Config) SetDefaults() {
 	setString(&c.Log.Format, DefaultLogFormat)
 
 	b := &c.Broker
-	setString(&b.Listen, DefaultBrokerListen)
+	if b.Listen == "" && !c.explicit("broker.listen") {
+		// Written as "", listen turns the plain listener off (TLS only).
+		b.Listen = DefaultBrokerListen
+	}
 	setSize(&b.MaxPacketSize, DefaultMaxPacketSize)
 	if b.PersistSessions == nil {
 		b.PersistSessions = ptr(true)
+	}
+	if b.MaxInflight == 0 {
+		b.MaxInflight = DefaultMaxInflight
+	}
+	if b.MaxQueued == 0 {
+		b.MaxQueued = DefaultMaxQueued
+	}
+	setDuration(&b.MaxKeepalive, DefaultMaxKeepalive)
+	setString(&b.TLS.UsernameFrom, DefaultUsernameFrom)
+	setString(&b.TLS.MinVersion, DefaultTLSMinVersion)
+	if b.LoginLimit.Failures == 0 && !c.explicit("broker.login_limit.failures") {
+		b.LoginLimit.Failures = DefaultLoginFailures
+	}
+	setDuration(&b.LoginLimit.Window, DefaultLoginWindow)
+	setDuration(&b.LoginLimit.Block, DefaultLoginBlock)
+
+	a := &c.Audit
+	if a.Enabled == nil {
+		a.Enabled = ptr(true)
+	}
+	if a.File == "" {
+		a.File = filepath.Join(c.DataDir, DefaultAuditFile)
+	}
+	setSize(&a.MaxSize, DefaultAuditMaxSize)
+	if a.MaxFiles == 0 {
+		a.MaxFiles = DefaultAuditMaxFiles
 	}
 
 	in := &c.Ingest

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"mime"
@@ -131,6 +133,15 @@ func (c *Config) validate() Errors {
 	}
 	k.nonNegative("status.log_interval", c.Status.LogInterval)
 
+	if a := &c.Audit; a.Enabled == nil || *a.Enabled {
+		if a.MaxSize < 4*KiB {
+			k.add("audit.max_size", "must be at least 4KiB, not %s", a.MaxSize)
+		}
+		if a.MaxFiles < 1 || a.MaxFiles > 100 {
+			k.add("audit.max_files", "must be between 1 and 100, not %d", a.MaxFiles)
+		}
+	}
+
 	d := &c.Demo
 	if d.Sensors < 0 {
 		k.add("demo.sensors", "must not be negative")
@@ -157,9 +168,32 @@ func (c *Config) validate() Errors {
 
 func (c *Config) validateBroker(k *checker) {
 	b := &c.Broker
-	if err := checkHostPort(b.Listen); err != nil {
-		k.add("broker.listen", "%v", err)
+	switch {
+	case b.Listen == "" && b.TLS.Listen == "":
+		k.add("broker.listen", `is empty and broker.tls.listen is not set: the broker would have no listener`)
+	case b.Listen != "":
+		if err := checkHostPort(b.Listen); err != nil {
+			k.add("broker.listen", "%v", err)
+		}
 	}
+	c.validateBrokerTLS(k)
+	if b.MaxInflight < 1 || b.MaxInflight > 65535 {
+		k.add("broker.max_inflight", "must be between 1 and 65535, not %d", b.MaxInflight)
+	}
+	if b.MaxQueued < 1 {
+		k.add("broker.max_queued", "must be at least 1, not %d", b.MaxQueued)
+	}
+	switch {
+	case b.MaxKeepalive < time.Second:
+		k.add("broker.max_keepalive", "must be at least 1s, not %s", b.MaxKeepalive)
+	case b.MaxKeepalive > 65535*time.Second:
+		k.add("broker.max_keepalive", "must be at most 65535s (the MQTT limit), not %s", b.MaxKeepalive)
+	}
+	if b.LoginLimit.Failures < 0 {
+		k.add("broker.login_limit.failures", "must not be negative (0 turns the limit off)")
+	}
+	k.positive("broker.login_limit.window", b.LoginLimit.Window)
+	k.positive("broker.login_limit.block", b.LoginLimit.Block)
 	if b.Websocket != "" {
 		if err := checkHostPort(b.Websocket); err != nil {
 			k.add("broker.websocket", "%v", err)
@@ -189,6 +223,36 @@ func (c *Config) validateBroker(k *checker) {
 				}
 			}
 		}
+	}
+}
+
+// validateBrokerTLS checks broker.tls; the files are read when the broker
+// starts.
+func (c *Config) validateBrokerTLS(k *checker) {
+	t := &c.Broker.TLS
+	k.oneOf("broker.tls.username_from", t.UsernameFrom, "cn", "san")
+	k.oneOf("broker.tls.min_version", t.MinVersion, "1.2", "1.3")
+	if t.Listen == "" {
+		for _, f := range []struct{ key, v string }{
+			{"cert_file", t.CertFile}, {"key_file", t.KeyFile}, {"client_ca_file", t.ClientCAFile},
+		} {
+			if f.v != "" {
+				k.add("broker.tls."+f.key, "is set but broker.tls.listen is empty: no TLS listener would use it")
+			}
+		}
+		return
+	}
+	if err := checkHostPort(t.Listen); err != nil {
+		k.add("broker.tls.listen", "%v", err)
+	}
+	if t.CertFile == "" {
+		k.add("broker.tls.cert_file", "must be set when broker.tls.listen is")
+	}
+	if t.KeyFile == "" {
+		k.add("broker.tls.key_file", "must be set when broker.tls.listen is")
+	}
+	if t.RequireClientCert && t.ClientCAFile == "" {
+		k.add("broker.tls.require_client_cert", "needs broker.tls.client_ca_file to verify the certificates against")
 	}
 }
 
@@ -286,6 +350,16 @@ func (c *Config) validateUplink(k *checker, streams map[string]bool) {
 		if e.TLS != nil {
 			checkTLS(k, p+".tls", e.TLS)
 		}
+		if pu, err := url.Parse(e.URL); err == nil && (pu.Scheme == "tcp" || pu.Scheme == "ws") {
+			// A TLS block means the user expects TLS: a plain URL next to
+			// it is a mistake, never a fallback.
+			switch {
+			case e.TLS != nil:
+				k.add(p+".url", "is a plain %s:// URL but %s.tls is set: use ssl:// or wss://, ferry never falls back to an unencrypted connection", pu.Scheme, p)
+			case u.TLS.configured():
+				k.add(p+".url", "is a plain %s:// URL but uplink.tls is set: use ssl:// or wss://, ferry never falls back to an unencrypted connection", pu.Scheme)
+			}
+		}
 	}
 	if u.ClientID == "" {
 		k.add("uplink.client_id", "must not be empty")
@@ -364,6 +438,19 @@ func checkTLS(k *checker, path string, t *TLS) {
 	case t.KeyFile != "" && t.CertFile == "":
 		k.add(path+".cert_file", "must be set together with %s.key_file", path)
 	}
+	for i, pin := range t.PinSHA256 {
+		if b, err := base64.StdEncoding.DecodeString(pin); err != nil || len(b) != sha256.Size {
+			k.add(fmt.Sprintf("%s.pin_sha256[%d]", path, i), "must be the base64 SHA-256 of a public key (44 characters), not %q", pin)
+		}
+	}
+	if len(t.PinSHA256) > 0 && t.InsecureSkipVerify {
+		k.add(path+".pin_sha256", "cannot be used with insecure_skip_verify: pins are checked on a verified chain")
+	}
+}
+
+// configured reports whether any TLS setting is made.
+func (t *TLS) configured() bool {
+	return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != "" || t.InsecureSkipVerify || len(t.PinSHA256) > 0
 }
 
 // checkEndpointURL checks an uplink broker URL.
@@ -538,6 +625,9 @@ func (c *Config) warn(k *checker) {
 		if !isLoopback(b.Listen) {
 			k.add("broker.allow_anonymous", "anyone who can reach broker.listen %q can publish and subscribe without credentials; listen on 127.0.0.1 or turn this off", b.Listen)
 		}
+		if b.TLS.Listen != "" && !isLoopback(b.TLS.Listen) && !b.TLS.RequireClientCert {
+			k.add("broker.allow_anonymous", "anyone who can reach broker.tls.listen %q can publish and subscribe without credentials", b.TLS.Listen)
+		}
 		if b.Websocket != "" && !isLoopback(b.Websocket) {
 			k.add("broker.allow_anonymous", "anyone who can reach broker.websocket %q can publish and subscribe without credentials", b.Websocket)
 		}
@@ -563,9 +653,6 @@ func (c *Config) warn(k *checker) {
 			continue
 		}
 		plain := pu.Scheme == "tcp" || pu.Scheme == "ws"
-		if plain && e.TLS != nil {
-			k.add(p+".tls", "is ignored for a %s:// URL", pu.Scheme)
-		}
 		if plain && (u.Password != "" || u.PasswordFile != "") {
 			k.add(p+".url", "the uplink password is sent unencrypted over %s://", pu.Scheme)
 		}
