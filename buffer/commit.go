@@ -3,11 +3,13 @@ package buffer
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
 
 	"github.com/ferrygw/ferry/event"
+	"github.com/ferrygw/ferry/internal/keyring"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -240,6 +242,9 @@ func (l *Log) commit(batch []*appendReq, sweep bool) {
 	} else {
 		l.mu.Lock()
 		for name, s := range ts.streams {
+			if cur, ok := l.streams[name]; ok {
+				s.cfg = cur.cfg // Configure may have run during the commit
+			}
 			l.streams[name] = s
 		}
 		if appended > 0 {
@@ -249,6 +254,7 @@ func (l *Log) commit(batch []*appendReq, sweep bool) {
 		l.mu.Unlock()
 		l.commits.Add(1)
 		l.commitNanos.Add(uint64(time.Since(start)))
+		l.observeCommit(appended, time.Since(start))
 	}
 	for _, r := range batch {
 		if err != nil {
@@ -355,16 +361,57 @@ func (ts *txState) consume(name, consumer string, through uint64) error {
 		s.consumers[consumer] = through
 	}
 	if len(s.cfg.Consumers) > 0 {
-		through = s.meta.Next - 1
-		for _, c := range s.cfg.Consumers {
-			through = min(through, s.consumers[c])
-		}
+		through = s.processed()
 	}
+	return ts.deleteProcessed(name, s, b, through, ts.l.opts.Now())
+}
+
+// deleteProcessed deletes the events of s through offset through, keeping
+// those accepted within the stream's Retain of now.
+func (ts *txState) deleteProcessed(name string, s *stream, b *bolt.Bucket, through uint64, now time.Time) error {
 	for s.meta.Count > 0 && s.meta.First <= through {
+		if s.cfg.Retain > 0 && !firstExpired(ts.tx, ts.l.opts.Keys, name, s.meta.First, now.Add(-s.cfg.Retain)) {
+			break // kept for replay; a later sweep deletes it
+		}
 		if err := deleteFirst(s, b); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// processed is the offset through which every required consumer of s has
+// processed it (with none configured: the furthest consumer).
+func (s *stream) processed() uint64 {
+	if len(s.cfg.Consumers) == 0 {
+		var through uint64
+		for _, p := range s.consumers {
+			through = max(through, p)
+		}
+		return through
+	}
+	through := s.meta.Next - 1
+	for _, c := range s.cfg.Consumers {
+		through = min(through, s.consumers[c])
+	}
+	return through
+}
+
+// rewind moves consumer's position on stream back so that it processes
+// again from offset to, which must still be stored.
+func (ts *txState) rewind(name, consumer string, to uint64) error {
+	s, _, err := ts.get(name)
+	if err != nil {
+		return err
+	}
+	switch {
+	case to < s.meta.First || to == 0:
+		return fmt.Errorf("%w: stream %q holds offsets %d to %d, not %d (keep forwarded events with buffer.streams[].retain)",
+			ErrOffsetGone, name, s.meta.First, s.meta.Next-1, to)
+	case to > s.meta.Next:
+		return fmt.Errorf("%w: stream %q has no offset %d yet (next is %d)", ErrOffsetGone, name, to, s.meta.Next)
+	}
+	s.consumers[consumer] = to - 1
 	return nil
 }
 
@@ -377,15 +424,24 @@ func (ts *txState) expire(now time.Time) error {
 		}
 	}
 	ts.l.mu.Unlock()
+	for _, name := range ts.l.retaining() {
+		s, b, err := ts.get(name)
+		if err != nil {
+			return err
+		}
+		if err := ts.deleteProcessed(name, s, b, min(s.processed(), s.meta.First+maxSweep-1), now); err != nil {
+			return err
+		}
+	}
 	for _, name := range names {
-		if !firstExpired(ts.tx, name, ts.first(name), ts.cutoff(name, now)) {
+		if !firstExpired(ts.tx, ts.l.opts.Keys, name, ts.first(name), ts.cutoff(name, now)) {
 			continue // touch nothing: an idle sweep must not write
 		}
 		s, b, err := ts.get(name)
 		if err != nil {
 			return err
 		}
-		for n := 0; n < maxSweep && s.meta.Count > 0 && firstExpired(ts.tx, name, s.meta.First, now.Add(-s.cfg.TTL)); n++ {
+		for n := 0; n < maxSweep && s.meta.Count > 0 && firstExpired(ts.tx, ts.l.opts.Keys, name, s.meta.First, now.Add(-s.cfg.TTL)); n++ {
 			if err := deleteFirst(s, b); err != nil {
 				return err
 			}
@@ -410,8 +466,9 @@ func (ts *txState) cutoff(name string, now time.Time) time.Time {
 
 // firstExpired reports whether the oldest event of stream was accepted
 // before cutoff. An undecodable record counts as expired so it cannot pin
-// the stream.
-func firstExpired(tx *bolt.Tx, stream string, first uint64, cutoff time.Time) bool {
+// the stream; a record sealed with a key that keys lacks does not: the
+// right key file would read it, so it is not deleted unread.
+func firstExpired(tx *bolt.Tx, keys *keyring.Ring, stream string, first uint64, cutoff time.Time) bool {
 	b := eventsBucket(tx, stream)
 	if b == nil {
 		return false
@@ -422,8 +479,12 @@ func firstExpired(tx *bolt.Tx, stream string, first uint64, cutoff time.Time) bo
 	if v == nil {
 		return false
 	}
+	v, err := openValue(keys, nil, v, []byte(stream), "stream", stream)
+	if errors.Is(err, ErrWrongKey) {
+		return false
+	}
 	var ev event.Event
-	if event.Unmarshal(v, &ev) != nil {
+	if err != nil || event.Unmarshal(v, &ev) != nil {
 		return true
 	}
 	return ev.Time.Before(cutoff)
@@ -444,11 +505,23 @@ func (l *Log) anyExpired(now time.Time) bool {
 			cut[name] = sweep{s.meta.First, now.Add(-s.cfg.TTL)}
 		}
 	}
+	retained := map[string]sweep{}
+	for name, s := range l.streams {
+		if s.cfg.Retain > 0 && s.meta.Count > 0 && s.processed() >= s.meta.First {
+			retained[name] = sweep{s.meta.First, now.Add(-s.cfg.Retain)}
+		}
+	}
 	l.mu.Unlock()
 	found := false
 	_ = l.db.View(func(tx *bolt.Tx) error {
+		for name, c := range retained {
+			if firstExpired(tx, l.opts.Keys, name, c.first, c.cutoff) {
+				found = true
+				return nil
+			}
+		}
 		for name, c := range cut {
-			if firstExpired(tx, name, c.first, c.cutoff) {
+			if firstExpired(tx, l.opts.Keys, name, c.first, c.cutoff) {
 				found = true
 				return nil
 			}

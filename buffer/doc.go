@@ -31,4 +31,17 @@
 //
 // Start-up reads one small metadata record per stream: reopening a log with
 // millions of events does not scan them.
+//
+// Encryption at rest: with Options.Keys, event and state values are sealed
+// (XChaCha20-Poly1305, see internal/keyring) with the stream or state name
+// as associated data; keys, offsets and counters stay in the clear. Values
+// written before encryption was turned on are still read in the clear, and
+// values sealed with any key of the ring are read, so a key rotation needs
+// no rewrite: an old key may leave the key file once its events are
+// acknowledged. Open looks at the oldest and newest event of each stream
+// and refuses a key file that lacks their key with ErrWrongKey, never
+// treating it as corruption. Turning encryption on does not scrub what was
+// written in the clear: those events stay readable on the card until
+// delivered, and bbolt's free pages may keep old bytes until reused; start
+// from a drained (or new) buffer file to be sure.
 package buffer

@@ -19,12 +19,25 @@ var (
 	// and the policy is CorruptFail.
 	ErrCorrupt = errors.New("buffer: file corrupt")
 
+	// ErrOffsetGone is returned by Rewind for an offset the stream no
+	// longer (or does not yet) hold.
+	ErrOffsetGone = errors.New("buffer: offset not stored")
+
 	// ErrLocked is returned by Open when another process holds the file.
 	ErrLocked = errors.New("buffer: file locked by another process")
 
 	// ErrTooLarge is returned by Append for an event larger than the
 	// stream's byte bound: it could never be stored.
 	ErrTooLarge = errors.New("buffer: event larger than stream bound")
+
+	// ErrWrongKey is returned by Open when the file holds values sealed
+	// with a key that is not in Options.Keys, or sealed values while
+	// Options.Keys is nil; the message names the key id, the stream (or
+	// state) and the key file. Read and State return it for such a value
+	// that Open did not look at. It is a configuration problem, never
+	// corruption: the file is left as it is (no quarantine), and the right
+	// key file opens it.
+	ErrWrongKey = errors.New("buffer: wrong encryption key")
 )
 
 // Drop reasons, as counted in StreamStats.Drops.

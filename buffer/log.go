@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ferrygw/ferry/event"
+	"github.com/ferrygw/ferry/internal/keyring"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
@@ -19,10 +20,14 @@ import (
 // Bucket layout (all keys big-endian):
 //
 //	streams/<name>/meta          first(8) next(8) count(8) bytes(8)
-//	streams/<name>/ev/<offset>   CBOR event
+//	streams/<name>/ev/<offset>   CBOR event, sealed with Options.Keys if set
 //	streams/<name>/drops/<why>   count(8)
 //	streams/<name>/consumers/<c> offset(8) processed through
-//	state/<name>                 opaque bytes written with Tx.PutState
+//	state/<name>                 opaque bytes written with Tx.PutState, sealed likewise
+//
+// A sealed value starts with keyring.Marker, which no CBOR event starts
+// with: values written in the clear before encryption was turned on are
+// told apart by their first byte (see seal.go).
 var (
 	bktStreams   = []byte("streams")
 	bktEvents    = []byte("ev")
@@ -157,6 +162,9 @@ func (l *Log) open() (err error) {
 	}
 	if err := l.load(db); err != nil {
 		_ = db.Close()
+		if errors.Is(err, ErrWrongKey) { // the file is fine: the key file is not
+			return fmt.Errorf("open buffer %s: %w", l.path, err)
+		}
 		return fmt.Errorf("open buffer %s: %w: %v", l.path, ErrCorrupt, err)
 	}
 	l.db = db
@@ -166,7 +174,8 @@ func (l *Log) open() (err error) {
 // load reads the per-stream metadata: one small record per stream, so
 // start-up does not depend on the backlog's size. A file shorter than its
 // own metadata says, or whose pages make bbolt panic, is reported as corrupt
-// instead of crashing the gateway later.
+// instead of crashing the gateway later. It then checks that Options.Keys
+// can open what the file holds (checkKeys: ErrWrongKey).
 func (l *Log) load(db *bolt.DB) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -185,7 +194,7 @@ func (l *Log) load(db *bolt.DB) (err error) {
 		if err != nil {
 			return err
 		}
-		return root.ForEachBucket(func(name []byte) error {
+		err = root.ForEachBucket(func(name []byte) error {
 			b := root.Bucket(name)
 			m, err := decodeMeta(b.Get(keyMeta))
 			if err != nil {
@@ -213,6 +222,10 @@ func (l *Log) load(db *bolt.DB) (err error) {
 			l.streams[string(name)] = s
 			return nil
 		})
+		if err != nil {
+			return err
+		}
+		return l.checkKeys(tx)
 	})
 }
 
@@ -285,6 +298,9 @@ func (l *Log) Append(ctx context.Context, ev *event.Event) error {
 	if err != nil {
 		return fmt.Errorf("buffer: encode event: %w", err)
 	}
+	// Sealed here, in the caller's goroutine, like the encoding: the
+	// commit loop's transaction only copies bytes.
+	val = sealValue(l.opts.Keys, val, "", ev.Stream)
 	r := reqPool.Get().(*appendReq)
 	r.stream, r.val, r.err = ev.Stream, val, nil
 	select {
@@ -373,8 +389,11 @@ func (l *Log) Streams() []string {
 // Read calls fn, in offset order, for up to max events of stream whose
 // offset is >= from, and returns the offset after the last one passed to fn
 // (from when there was none). Events already deleted are skipped. A record
-// that does not decode is logged and skipped, never returned as an event and
-// never allowed to block the stream. fn must not keep ev after it returns.
+// that does not decode (or, sealed, fails authentication) is logged and
+// skipped, never returned as an event and never allowed to block the stream.
+// A record sealed with a key Options.Keys lacks is not skipped: Read stops
+// before it with an error wrapping ErrWrongKey, since the right key file
+// would read it. fn must not keep ev after it returns.
 func (l *Log) Read(stream string, from uint64, max int, fn func(off uint64, ev *event.Event) error) (uint64, error) {
 	next := from
 	err := l.db.View(func(tx *bolt.Tx) error {
@@ -386,9 +405,25 @@ func (l *Log) Read(stream string, from uint64, max int, fn func(off uint64, ev *
 		binary.BigEndian.PutUint64(key[:], from)
 		c := b.Cursor()
 		var ev event.Event
+		var aad, plain []byte // plain is reused: Unmarshal copies what it keeps
+		if l.opts.Keys != nil {
+			aad = []byte(stream)
+		}
 		n := 0
 		for k, v := c.Seek(key[:]); k != nil && n < max; k, v = c.Next() {
 			off := binary.BigEndian.Uint64(k)
+			if keyring.IsSealed(v) {
+				p, err := openValue(l.opts.Keys, plain[:0], v, aad, "stream", stream)
+				if errors.Is(err, ErrWrongKey) {
+					return err // next stays before it: nothing is skipped
+				}
+				if err != nil {
+					next = off + 1
+					l.log.Error("buffer record unreadable, skipped", "stream", stream, "offset", off, "err", err)
+					continue
+				}
+				plain, v = p, p
+			}
 			next = off + 1
 			if err := event.Unmarshal(v, &ev); err != nil {
 				l.log.Error("buffer record unreadable, skipped", "stream", stream, "offset", off, "err", err)
@@ -451,7 +486,8 @@ func (l *Log) Stats() []StreamStats {
 			if b := eventsBucket(tx, out[i].Name); b != nil {
 				if _, v := b.Cursor().First(); v != nil {
 					var ev event.Event
-					if event.Unmarshal(v, &ev) == nil {
+					v, err := openValue(l.opts.Keys, nil, v, []byte(out[i].Name), "stream", out[i].Name)
+					if err == nil && event.Unmarshal(v, &ev) == nil {
 						out[i].Oldest = ev.Time
 					}
 				}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/ferrygw/ferry/internal/keyring"
 )
 
 // Durability says when Append returns relative to the disk.
@@ -76,6 +78,10 @@ type StreamConfig struct {
 	// (UplinkConsumer for Log.Ack, pipeline names for Tx.Consume). Empty:
 	// any consumer's position deletes.
 	Consumers []string
+	// Retain keeps processed events this long after they were accepted,
+	// so a consumer can be rewound to them (Rewind); bounds and TTL still
+	// apply. 0: delete once processed.
+	Retain time.Duration
 }
 
 // Options configure a Log. The zero value is usable: sync durability, no
@@ -103,9 +109,25 @@ type Options struct {
 
 	OnCorrupt CorruptPolicy
 
+	// Keys seals event and state values at rest, so that the file on a
+	// pulled SD card gives nothing away: new values are sealed with the
+	// active key, values sealed with any key of the ring are read, and
+	// values written in the clear (before encryption was turned on) are
+	// still read. Open fails with ErrWrongKey when the file holds values
+	// sealed with a key the ring lacks. A sealed event is keyring.Overhead
+	// (45) bytes larger, which counts against MaxBytes. Nil stores events
+	// in the clear.
+	Keys *keyring.Ring
+
 	// SweepInterval is how often TTLs and the disk watermark are checked
 	// (default 1s).
 	SweepInterval time.Duration
+
+	// OnCommit, if set, is called by the commit loop after each successful
+	// commit with the number of events it appended and how long it took
+	// (what CommitStats adds up), e.g. to feed a latency histogram. It runs
+	// on the commit path, so it must be quick and must not call the Log.
+	OnCommit func(events int, took time.Duration)
 
 	Now    func() time.Time
 	Logger *slog.Logger

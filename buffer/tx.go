@@ -1,10 +1,13 @@
 package buffer
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/ferrygw/ferry/event"
+	"github.com/ferrygw/ferry/internal/keyring"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -24,6 +27,7 @@ func (tx *Tx) Append(ev *event.Event) error {
 	if err != nil {
 		return fmt.Errorf("buffer: encode event: %w", err)
 	}
+	val = sealValue(tx.ts.l.opts.Keys, val, "", ev.Stream)
 	res, err := tx.ts.append(ev.Stream, val, tx.diskFull)
 	if err != nil {
 		return err
@@ -37,25 +41,43 @@ func (tx *Tx) Consume(stream, consumer string, through uint64) error {
 	return tx.ts.consume(stream, consumer, through)
 }
 
-// PutState stores opaque state under name (e.g. a pipeline's stage state).
+// PutState stores opaque state under name (e.g. a pipeline's stage
+// state), sealed with Options.Keys if set. Without keys, val must not
+// start with keyring.Marker (0xFE, which neither CBOR nor UTF-8 text
+// starts with): State would take it for a sealed value.
 func (tx *Tx) PutState(name string, val []byte) error {
+	keys := tx.ts.l.opts.Keys
+	if keys == nil && keyring.IsSealed(val) {
+		return fmt.Errorf("buffer: state %q starts with byte %#x, reserved for sealed values", name, keyring.Marker)
+	}
 	b, err := tx.ts.tx.CreateBucketIfNotExists(bktState)
 	if err != nil {
 		return err
 	}
-	return b.Put([]byte(name), val)
+	return b.Put([]byte(name), sealValue(keys, val, stateAADPrefix, name))
 }
 
 // State returns the bytes last stored under name with PutState, or nil.
+// A value sealed with a key Options.Keys lacks is an error wrapping
+// ErrWrongKey, a damaged sealed value one wrapping keyring.ErrDecrypt.
 func (l *Log) State(name string) ([]byte, error) {
 	var out []byte
 	err := l.db.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(bktState); b != nil {
-			if v := b.Get([]byte(name)); v != nil {
-				out = append([]byte(nil), v...)
-			}
+		b := tx.Bucket(bktState)
+		if b == nil {
+			return nil
 		}
-		return nil
+		v := b.Get([]byte(name))
+		if !keyring.IsSealed(v) {
+			out = bytes.Clone(v) // nil stays nil: absent
+			return nil
+		}
+		var err error
+		out, err = openValue(l.opts.Keys, nil, v, []byte(stateAADPrefix+name), "state", name)
+		if err != nil && !errors.Is(err, ErrWrongKey) { // ErrWrongKey's message names the state
+			return fmt.Errorf("buffer: state %q: %w", name, err)
+		}
+		return err
 	})
 	return out, err
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ferrygw/ferry/buffer"
@@ -21,6 +22,8 @@ import (
 	"github.com/ferrygw/ferry/gateway/broker"
 	"github.com/ferrygw/ferry/gateway/config"
 	"github.com/ferrygw/ferry/gateway/rules"
+	"github.com/ferrygw/ferry/internal/audit"
+	"github.com/ferrygw/ferry/internal/keyring"
 	"github.com/ferrygw/ferry/uplink"
 	"golang.org/x/sync/errgroup"
 )
@@ -37,53 +40,53 @@ type Gateway struct {
 	log     *slog.Logger
 	buf     *buffer.Log
 	broker  *broker.Broker
-	fwd     *uplink.Forwarder // nil when the uplink is disabled
-	demo    *demo             // nil without a demo section
-	runners []*rules.Runner
-	hooks   []*webhookOutbox
+	demo    *demo // nil without a demo section
 	hw      drivers.Env
-	sched   *drivers.Scheduler // nil without drivers
-	devs    *driverEvents
 	started time.Time
 	now     func() time.Time
+
+	// load re-reads the configuration for Reload; nil: reload refused.
+	load func() (*config.Config, error)
+	// reloads carries a reload to the goroutine that runs the parts.
+	reloads  chan *reloadReq
+	reloadMu sync.Mutex // one Reload at a time
+	// partsDone is closed when runParts returns.
+	partsDone chan struct{}
+
+	mu sync.RWMutex // guards cfg and parts, replaced by Reload
+	*parts
+
+	audit *audit.Log // nil: audit off
+
+	metrics *gatewayMetrics // what GET /metrics reports beyond Status (metrics.go)
 }
 
-// New opens the buffer and binds the broker's listeners; Run starts the
-// work. cfg must have been loaded with config.Load (defaults set, valid).
-func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (g *Gateway, err error) {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	g = &Gateway{cfg: cfg, log: logger, now: time.Now}
-	for _, o := range opts {
-		o(g)
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("gateway: data_dir: %w", err)
-	}
-	bopts, err := bufferOptions(cfg, logger.With("component", "buffer"))
-	if err != nil {
-		return nil, err
-	}
-	if g.buf, err = buffer.Open(cfg.Buffer.Path, bopts); err != nil {
-		return nil, fmt.Errorf("gateway: %w", err)
-	}
-	buf := g.buf // g is nil on the error returns below
-	defer func() {
-		if err != nil {
-			_ = buf.Close()
-		}
-	}()
+// parts are the components a reload replaces; the broker, the buffer and
+// the status listener stay.
+type parts struct {
+	fwd     *uplink.Forwarder // nil when the uplink is disabled
+	runners []*rules.Runner
+	hooks   []*webhookOutbox
+	sched   *drivers.Scheduler // nil without drivers
+	devs    *driverEvents
+}
+
+// buildParts builds, without starting them, the components of cfg that a
+// reload replaces.
+func (g *Gateway) buildParts(cfg *config.Config) (*parts, error) {
+	p := &parts{}
+	logger := g.log
 	if len(cfg.Drivers) > 0 {
 		items, err := buildDrivers(cfg, g.hw, stateStore{g.buf})
 		if err != nil {
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
 		dlog := logger.With("component", "drivers")
-		g.devs = &driverEvents{cfg: cfg, buf: g.buf, log: dlog}
-		g.sched = drivers.NewScheduler(items, drivers.SchedulerConfig{
-			Emit:       func(spec drivers.Spec, s drivers.Sample) { g.devs.emit(spec, s) },
-			Status:     func(st drivers.DriverStatus) { g.devs.status(st) },
+		devs := &driverEvents{cfg: cfg, buf: g.buf, log: dlog}
+		p.devs = devs
+		p.sched = drivers.NewScheduler(items, drivers.SchedulerConfig{
+			Emit:       func(spec drivers.Spec, s drivers.Sample) { devs.emit(spec, s) },
+			Status:     func(st drivers.DriverStatus) { devs.status(st) },
 			Timeout:    cfg.DriverSettings.Timeout,
 			BackoffMax: cfg.DriverSettings.BackoffMax,
 			Logger:     dlog,
@@ -93,8 +96,8 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (g *Gateway, e
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	for _, p := range pipelines {
-		g.runners = append(g.runners, rules.NewRunner(p, g.buf, rules.RunnerConfig{Logger: logger.With("component", "rules")}))
+	for _, pl := range pipelines {
+		p.runners = append(p.runners, rules.NewRunner(pl, g.buf, rules.RunnerConfig{Logger: logger.With("component", "rules")}))
 	}
 	for _, pc := range cfg.Pipelines {
 		for j, o := range pc.Outputs {
@@ -105,15 +108,8 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (g *Gateway, e
 			if err != nil {
 				return nil, fmt.Errorf("gateway: pipelines %s: %w", pc.Name, err)
 			}
-			g.hooks = append(g.hooks, &webhookOutbox{stream: config.WebhookOutbox(pc.Name, j), w: w})
+			p.hooks = append(p.hooks, &webhookOutbox{stream: config.WebhookOutbox(pc.Name, j), w: w})
 		}
-	}
-	bc, err := brokerConfig(cfg, logger.With("component", "broker"))
-	if err != nil {
-		return nil, fmt.Errorf("gateway: %w", err)
-	}
-	if g.broker, err = broker.New(bc, g.buf); err != nil {
-		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	if cfg.Uplink.Enabled != nil && *cfg.Uplink.Enabled && len(forwardedStreams(cfg)) == 0 {
 		logger.Warn("uplink enabled but no stream is forwarded (every route is read by a pipeline that outputs no stream): the uplink stays off")
@@ -122,9 +118,89 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (g *Gateway, e
 		if err != nil {
 			return nil, fmt.Errorf("gateway: uplink: %w", err)
 		}
-		if g.fwd, err = uplink.New(g.buf, ucfg); err != nil {
+		if p.fwd, err = uplink.New(g.buf, ucfg); err != nil {
 			return nil, fmt.Errorf("gateway: uplink: %w", err)
 		}
+	}
+	return p, nil
+}
+
+// run starts the parts under eg; cfg is the configuration they were built
+// from.
+func (p *parts) run(ctx context.Context, g *Gateway, cfg *config.Config, run func(string, func(context.Context) error)) {
+	if p.fwd != nil {
+		run("uplink", p.fwd.Run)
+	}
+	for _, r := range p.runners {
+		run("pipeline", r.Run)
+	}
+	if p.sched != nil {
+		p.devs.ctx = ctx
+		run("drivers", p.sched.Run)
+	}
+	if len(cfg.Pipelines) > 0 {
+		deliver := deliverMQTT(g.broker.Server(), g.log.With("component", "mqtt-out"))
+		run("mqtt-out", func(ctx context.Context) error { return drain(ctx, g.buf, config.MQTTOutbox(), deliver) })
+	}
+	for _, h := range p.hooks {
+		run("webhook", func(ctx context.Context) error { return drain(ctx, g.buf, h.stream, h.w.deliver) })
+	}
+}
+
+// New opens the buffer and binds the broker's listeners; Run starts the
+// work. cfg must have been loaded with config.Load (defaults set, valid).
+func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (g *Gateway, err error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	g = &Gateway{cfg: cfg, log: logger, now: time.Now, reloads: make(chan *reloadReq), partsDone: make(chan struct{})}
+	for _, o := range opts {
+		o(g)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("gateway: data_dir: %w", err)
+	}
+	if g.audit, err = openAudit(cfg, logger.With("component", "audit")); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	defer func(a *audit.Log) {
+		if err != nil { // write what was recorded and close the file
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			_ = a.Run(ctx)
+		}
+	}(g.audit)
+	bopts, err := bufferOptions(cfg, logger.With("component", "buffer"))
+	if err != nil {
+		return nil, err
+	}
+	bopts.OnCommit = g.initMetrics()
+	if f := cfg.Buffer.Encryption.KeyFile; f != "" {
+		if bopts.Keys, err = keyring.Load(f); err != nil {
+			return nil, fmt.Errorf("gateway: buffer.encryption.key_file: %w", err)
+		}
+		g.auditKeys(bopts.Keys)
+	}
+	if g.buf, err = buffer.Open(cfg.Buffer.Path, bopts); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	buf := g.buf // g is nil on the error returns below
+	defer func() {
+		if err != nil {
+			_ = buf.Close()
+		}
+	}()
+	if g.parts, err = g.buildParts(cfg); err != nil {
+		return nil, err
+	}
+	bc, err := brokerConfig(cfg, logger.With("component", "broker"))
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	bc.Audit = g.audit
+	bc.Keys = bopts.Keys // retained and queued messages sealed like events
+	if g.broker, err = broker.New(bc, g.buf); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	if cfg.Demo.Sensors > 0 || cfg.Demo.Cloud.Listen != "" {
 		g.demo = newDemo(cfg, logger.With("component", "demo"))
@@ -143,12 +219,21 @@ func (g *Gateway) BrokerAddr() string { return g.broker.Addr() }
 func (g *Gateway) Run(ctx context.Context) error {
 	g.started = g.now()
 	g.log.Info("ferry starting", "gateway_id", g.cfg.GatewayID, "buffer", g.buf.Path(),
-		"durability", g.cfg.Ingest.Durability, "uplink", g.fwd != nil)
+		"durability", g.cfg.Ingest.Durability, "uplink", g.parts.fwd != nil)
 	// The buffer's commit loop outlives the broker: a hook waiting on its
 	// commit must get an answer, so the loop stops only after the others.
 	bufCtx, stopBuf := context.WithCancel(context.WithoutCancel(ctx))
 	bufDone := make(chan error, 1)
 	go func() { bufDone <- g.buf.Run(bufCtx) }()
+	// The audit writer, too, outlives the components that record to it.
+	auditDone := make(chan error, 1)
+	go func() {
+		if g.audit == nil {
+			auditDone <- nil
+			return
+		}
+		auditDone <- g.audit.Run(bufCtx)
+	}()
 
 	eg, ctx := errgroup.WithContext(ctx)
 	// run starts a component; one that fails stops the others, and its
@@ -164,29 +249,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 		})
 	}
 	run("broker", g.broker.Run)
-	if g.fwd != nil {
-		run("uplink", g.fwd.Run)
-	}
 	if g.cfg.Status.Listen != "" {
 		run("status", g.serveStatus)
 	}
 	if g.cfg.Status.LogInterval > 0 {
 		run("health", g.logHealth)
 	}
-	for _, r := range g.runners {
-		run("pipeline", r.Run)
-	}
-	if g.sched != nil {
-		g.devs.ctx = ctx
-		run("drivers", g.sched.Run)
-	}
-	if len(g.cfg.Pipelines) > 0 {
-		deliver := deliverMQTT(g.broker.Server(), g.log.With("component", "mqtt-out"))
-		run("mqtt-out", func(ctx context.Context) error { return drain(ctx, g.buf, config.MQTTOutbox(), deliver) })
-	}
-	for _, h := range g.hooks {
-		run("webhook", func(ctx context.Context) error { return drain(ctx, g.buf, h.stream, h.w.deliver) })
-	}
+	run("parts", g.runParts)
 	if g.demo != nil {
 		run("demo", func(ctx context.Context) error { return g.demo.Run(ctx, g.broker.Addr()) })
 	}
@@ -194,6 +263,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	stopBuf()
 	if berr := <-bufDone; berr != nil && err == nil {
 		err = berr
+	}
+	if aerr := <-auditDone; aerr != nil && err == nil {
+		err = fmt.Errorf("gateway: audit: %w", aerr)
 	}
 	if cerr := g.buf.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("gateway: close buffer: %w", cerr)
@@ -228,6 +300,7 @@ func bufferOptions(cfg *config.Config, log *slog.Logger) (buffer.Options, error)
 		}
 		sc := buffer.StreamConfig{
 			Name: s.Name, MaxEvents: s.MaxEvents, MaxBytes: int64(s.MaxBytes), Overflow: ov, TTL: s.TTL,
+			Retain: s.Retain,
 		}
 		// A stream that pipelines read is kept until each of them (and the
 		// uplink, when it is forwarded too) has processed it.
@@ -253,7 +326,26 @@ func brokerConfig(cfg *config.Config, log *slog.Logger) (broker.Config, error) {
 		AllowAnonymous: cfg.Broker.AllowAnonymous,
 		MaxPacketSize:  uint32(cfg.Broker.MaxPacketSize),
 		MaxClients:     cfg.Broker.MaxClients,
-		Logger:         log,
+		// max_queued is the outbound queue mochi calls pending writes.
+		MaxPendingWrites: cfg.Broker.MaxQueued,
+		MaxInflight:      cfg.Broker.MaxInflight,
+		MaxKeepalive:     cfg.Broker.MaxKeepalive,
+		LoginLimit: broker.LoginLimit{
+			Failures: cfg.Broker.LoginLimit.Failures,
+			Window:   cfg.Broker.LoginLimit.Window,
+			Block:    cfg.Broker.LoginLimit.Block,
+		},
+		Logger: log,
+	}
+	if t := cfg.Broker.TLS; t.Listen != "" {
+		bc.TLS = &broker.TLSConfig{
+			Listen: t.Listen, CertFile: t.CertFile, KeyFile: t.KeyFile,
+			ClientCAFile: t.ClientCAFile, RequireClientCert: t.RequireClientCert,
+			UsernameFrom: t.UsernameFrom, MinVersion: tls.VersionTLS12,
+		}
+		if t.MinVersion == "1.3" {
+			bc.TLS.MinVersion = tls.VersionTLS13
+		}
 	}
 	if cfg.Broker.PersistSessions == nil || *cfg.Broker.PersistSessions {
 		bc.SessionPath = filepath.Join(cfg.DataDir, "sessions.db")

@@ -62,15 +62,16 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // Status reports the gateway's state.
 func (g *Gateway) Status() Status {
 	now := g.now()
+	cfg, p := g.current()
 	st := Status{
-		GatewayID:   g.cfg.GatewayID,
+		GatewayID:   cfg.GatewayID,
 		Uptime:      Duration(now.Sub(g.started).Round(time.Second)),
 		Ingest:      g.broker.Stats(),
 		DiskFull:    g.buf.DiskFull(),
 		Quarantined: g.buf.Quarantined(),
 	}
-	if g.fwd != nil {
-		ls := g.fwd.Status()
+	if p.fwd != nil {
+		ls := p.fwd.Status()
 		st.Link = &ls
 	}
 	var total time.Duration
@@ -78,11 +79,11 @@ func (g *Gateway) Status() Status {
 	if st.Commits > 0 {
 		st.CommitAvg = Duration(total / time.Duration(st.Commits))
 	}
-	for _, r := range g.runners {
+	for _, r := range p.runners {
 		st.Pipelines = append(st.Pipelines, r.Stats())
 	}
-	if g.sched != nil {
-		st.Drivers = g.sched.Stats()
+	if p.sched != nil {
+		st.Drivers = p.sched.Stats()
 	}
 	for _, s := range g.buf.Stats() {
 		ss := StreamStatus{StreamStats: s}
@@ -112,7 +113,8 @@ func (g *Gateway) DeadLetters(n int) []DeadLetter {
 		n = 20
 	}
 	n = min(n, 1000)
-	stream := g.cfg.DeadLetters.Stream
+	cfg, _ := g.current()
+	stream := cfg.DeadLetters.Stream
 	var from uint64
 	for _, s := range g.buf.Stats() {
 		if s.Name == stream && s.Next > uint64(n) {
@@ -131,6 +133,7 @@ func (g *Gateway) DeadLetters(n int) []DeadLetter {
 
 func (g *Gateway) serveStatus(ctx context.Context) error {
 	mux := http.NewServeMux()
+	g.registerOps(mux) // ferry buffer …, ferry reload: ops.go
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
@@ -147,9 +150,12 @@ func (g *Gateway) serveStatus(ctx context.Context) error {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
-	ln, err := net.Listen("tcp", g.cfg.Status.Listen)
+	g.registerMonitoring(ctx, mux) // GET /metrics, GET /readyz
+	mux.Handle("/", g.statusPage(ctx))
+	cfg, _ := g.current()
+	ln, err := net.Listen("tcp", cfg.Status.Listen)
 	if err != nil {
-		return fmt.Errorf("gateway: status.listen %s: %w", g.cfg.Status.Listen, err)
+		return fmt.Errorf("gateway: status.listen %s: %w", cfg.Status.Listen, err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan error, 1)
@@ -173,7 +179,8 @@ func (g *Gateway) serveStatus(ctx context.Context) error {
 // One line per interval, whatever happens, is the rate limit: a flapping
 // link cannot fill the SD card with it.
 func (g *Gateway) logHealth(ctx context.Context) error {
-	t := time.NewTicker(g.cfg.Status.LogInterval)
+	cfg, _ := g.current()
+	t := time.NewTicker(cfg.Status.LogInterval)
 	defer t.Stop()
 	var lastIngested, lastForwarded uint64
 	last := g.now()

@@ -100,6 +100,15 @@ func (q *memQueue) Ack(stream string, through uint64) error {
 	return nil
 }
 
+func (q *memQueue) Acked(stream string) uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if s := q.streams[stream]; s != nil {
+		return s.acked
+	}
+	return 0
+}
+
 func (q *memQueue) Changed() <-chan struct{} {
 	q.mu.Lock()
 	defer q.mu.Unlock()

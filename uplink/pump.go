@@ -82,6 +82,9 @@ func (f *Forwarder) refreshStreams() {
 		st := f.streams[name]
 		if st == nil {
 			st = &streamState{name: name, dirty: true}
+			if through := f.q.Acked(name); through > 0 {
+				st.next, st.ackedNext = through+1, through+1
+			}
 			f.mu.Lock()
 			f.streams[name] = st
 			f.mu.Unlock()

@@ -13,6 +13,9 @@ type Queue interface {
 	// Ack records that every event of stream up to and including offset through reached the cloud; the log may delete them.
 	// It must not wait for disk I/O: the log commits acks with its next group commit. Acking an already-acked offset is a no-op.
 	Ack(stream string, through uint64) error
+	// Acked returns the offset through which Ack has recorded delivery on stream, committed or not (0: none).
+	// The Forwarder starts each stream after it, so a restarted Forwarder does not resend what its predecessor delivered.
+	Acked(stream string) uint64
 	// Changed returns a channel that is closed after the next commit that appends events.
 	Changed() <-chan struct{}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/ferrygw/ferry/buffer"
+	"github.com/ferrygw/ferry/internal/keyring"
 )
 
 // Log is a running buffer.Log owned by a test.
@@ -40,6 +41,21 @@ func MustOpenPath(t testing.TB, path string, opts buffer.Options) *Log {
 	go func() { tl.done <- l.Run(ctx) }()
 	t.Cleanup(tl.Close)
 	return tl
+}
+
+// MustKeys creates a key file with one fresh key under t.TempDir and
+// loads it, for buffer.Options.Keys.
+func MustKeys(t testing.TB) *keyring.Ring {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "buffer.key")
+	if _, err := keyring.Generate(path, nil); err != nil {
+		t.Fatalf("buffertest: %v", err)
+	}
+	r, err := keyring.Load(path)
+	if err != nil {
+		t.Fatalf("buffertest: %v", err)
+	}
+	return r
 }
 
 // Close stops the commit loop, checks the file's consistency and closes

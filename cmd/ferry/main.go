@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -24,6 +23,7 @@ import (
 	"github.com/ferrygw/ferry/gateway"
 	"github.com/ferrygw/ferry/gateway/config"
 	"github.com/ferrygw/ferry/internal/bench"
+	"github.com/ferrygw/ferry/internal/logging"
 )
 
 // Set by the Makefile with -ldflags "-X main.version=... -X main.commit=...".
@@ -39,9 +39,13 @@ commands:
   check  -c FILE     validate a config; print every problem with its line
   status [-addr A]   show link, backlog and rates of a running gateway
   deadletters [-n N] show the newest events pipelines could not process
+  buffer stats|peek|export|replay  look into (or re-forward) a running
+                     gateway's buffer (ferry buffer -h)
+  reload [-addr A]   make a running gateway re-read its config
   bench  [flags]     load-test an MQTT broker (ferry bench -h)
   passwd -f FILE USER  set USER's broker password in a users file (asked
                      twice on a terminal, else one line read from stdin)
+  key new|list -f FILE  add (rotate) or list the buffer encryption keys
   version            print the version
 `
 
@@ -63,10 +67,16 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdStatus(args[1:], stdout, stderr)
 	case "deadletters":
 		return cmdDeadLetters(args[1:], stdout, stderr)
+	case "buffer":
+		return cmdBuffer(args[1:], stdout, stderr)
+	case "reload":
+		return cmdReload(args[1:], stdout, stderr)
 	case "bench":
 		return cmdBench(args[1:], stdout, stderr)
 	case "passwd":
 		return cmdPasswd(args[1:], stdin, stderr)
+	case "key":
+		return runKey(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
@@ -123,7 +133,11 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
-	logger := newLogger(cfg.Log, stderr)
+	logger, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "ferry:", err)
+		return 1
+	}
 	hw := &hardware{}
 	defer hw.Close()
 	g, err := gateway.New(cfg, logger, gateway.WithHardware(hw.env()))
@@ -140,23 +154,13 @@ func cmdRun(args []string, stderr io.Writer) int {
 	return 0
 }
 
-// newLogger makes the one logger: text on a terminal, JSON under systemd
-// (which sets JOURNAL_STREAM) unless the config says otherwise.
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(c.Level))
-	opts := &slog.HandlerOptions{Level: lvl}
-	format := c.Format
-	if format == "auto" || format == "" {
-		format = "text"
-		if os.Getenv("JOURNAL_STREAM") != "" {
-			format = "json"
-		}
-	}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
+// newLogger makes the one logger: JSON under systemd, text otherwise,
+// unless the config says which; repeated lines are rate-limited (see
+// internal/logging), except two that have a cadence of their own: the
+// health line (one per status.log_interval) and the demo cloud's (one a
+// second at most).
+func newLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
+	return logging.New(w, c.Level, c.Format, os.Getenv, logging.WithUnlimited("health", "cloud received"))
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
@@ -239,12 +243,18 @@ func cmdDeadLetters(args []string, stdout, stderr io.Writer) int {
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("addr", "127.0.0.1:8080", "the gateway's status.listen address")
+	addrOf := addrFlags(fs)
 	asJSON := fs.Bool("json", false, "print the raw JSON")
+	sample := fs.Duration("sample", time.Second, "measure the ingest rate over this long (0: do not)")
 	if fs.Parse(args) != nil {
 		return 2
 	}
-	body, ok := getStatus("status", *addr, "/status", stderr)
+	addr, err := addrOf()
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry status: %v\n", err)
+		return 1
+	}
+	body, ok := getStatus("status", addr, "/status", stderr)
 	if !ok {
 		return 1
 	}
@@ -257,56 +267,121 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ferry status: %v\n", err)
 		return 1
 	}
-	printStatus(stdout, &st)
+	// The gateway keeps a forward rate but only totals for ingest: two
+	// snapshots a moment apart give the rate now.
+	rates := statusRates{ingest: -1}
+	if *sample > 0 {
+		t0 := time.Now()
+		time.Sleep(*sample)
+		if body, ok = getStatus("status", addr, "/status", stderr); !ok {
+			return 1
+		}
+		var st2 gateway.Status
+		if err := json.Unmarshal(body, &st2); err != nil {
+			fmt.Fprintf(stderr, "ferry status: %v\n", err)
+			return 1
+		}
+		rates.over = time.Since(t0)
+		if st2.Ingest.Ingested >= st.Ingest.Ingested { // else the gateway restarted
+			rates.ingest = float64(st2.Ingest.Ingested-st.Ingest.Ingested) / rates.over.Seconds()
+		}
+		st = st2
+	}
+	printStatus(stdout, &st, rates, time.Now())
 	return 0
 }
 
-func printStatus(w io.Writer, st *gateway.Status) {
-	fmt.Fprintf(w, "gateway %s   up %s\n", st.GatewayID, time.Duration(st.Uptime))
+// statusRates are the rates ferry status measured itself.
+type statusRates struct {
+	ingest float64       // events/s; < 0: not measured
+	over   time.Duration // how long it measured
+}
+
+// printStatus prints st on one screen: the link, rates and totals, drops by
+// reason, then one table each for streams, pipelines and drivers.
+func printStatus(w io.Writer, st *gateway.Status, rates statusRates, now time.Time) {
+	fmt.Fprintf(w, "gateway  %s   up %s\n", st.GatewayID, time.Duration(st.Uptime))
 	if l := st.Link; l != nil {
-		state := "DOWN"
+		state, since := "DOWN", l.LastDisconnected
 		if l.Connected {
-			state = "up"
+			state, since = "up", l.LastConnected
 		}
-		fmt.Fprintf(w, "link     %s %s   reconnects %d   forwarded %d events in %d messages\n",
-			state, l.Endpoint, l.Reconnects, l.ForwardedEvents, l.ForwardedMessages)
-		if !l.Connected && l.LastError != "" {
+		line := fmt.Sprintf("link     %s %s", state, l.Endpoint)
+		switch {
+		case l.Endpoint == "":
+			line += "(not connected since the start)"
+		case !since.IsZero():
+			line += fmt.Sprintf(" for %s", now.Sub(since).Round(time.Second))
+		}
+		if l.Connected {
+			line += fmt.Sprintf("   inflight %d", l.Inflight)
+		}
+		fmt.Fprintf(w, "%s   reconnects %d\n", line, l.Reconnects)
+		if l.LastError != "" {
 			fmt.Fprintf(w, "         last error: %s\n", l.LastError)
 		}
 	} else {
-		fmt.Fprintln(w, "link     disabled")
+		fmt.Fprintln(w, "link     disabled (uplink off: events are kept, not forwarded)")
 	}
-	fmt.Fprintf(w, "ingest   %d events   refused %d   ignored %d   clients %d   commit avg %s\n",
-		st.Ingest.Ingested, st.Ingest.Refused, st.Ingest.Ignored, st.Ingest.Clients, time.Duration(st.CommitAvg))
+	ingest := "ingest -"
+	if rates.ingest >= 0 {
+		ingest = fmt.Sprintf("ingest %.1f/s (over %s)", rates.ingest, rates.over.Round(100*time.Millisecond))
+	}
+	forward := ""
+	if l := st.Link; l != nil {
+		forward = fmt.Sprintf("   forward %.1f/s (10 s average)", l.EventsPerSecond)
+	}
+	fmt.Fprintf(w, "rates    %s%s\n", ingest, forward)
+	fmt.Fprintf(w, "ingest   %d events   clients %d   refused %d   matching no route %d   commit avg %s\n",
+		st.Ingest.Ingested, st.Ingest.Clients, st.Ingest.Refused, st.Ingest.Ignored, time.Duration(st.CommitAvg).Round(10*time.Microsecond))
+	if l := st.Link; l != nil {
+		fmt.Fprintf(w, "forward  %d events in %d messages (%s)   resent %d\n",
+			l.ForwardedEvents, l.ForwardedMessages, humanBytes(int64(l.ForwardedBytes)), l.Resent)
+	}
+	drops := map[string]uint64{}
+	for _, s := range st.Streams {
+		for k, v := range s.Drops {
+			drops[k] += v
+		}
+	}
+	if st.Link != nil {
+		for k, v := range st.Link.Dropped {
+			drops["uplink_"+k] += v
+		}
+	}
+	if len(drops) == 0 {
+		fmt.Fprintln(w, "drops    none")
+	} else {
+		fmt.Fprintf(w, "drops    %s\n", joinCounts(drops, "="))
+	}
 	if st.DiskFull {
 		fmt.Fprintln(w, "DISK FULL: new events are refused")
 	}
 	if st.Quarantined != "" {
 		fmt.Fprintf(w, "CORRUPT BUFFER quarantined to %s\n", st.Quarantined)
 	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STREAM\tBACKLOG\tBYTES\tOLDEST\tDROPS")
 	for _, s := range st.Streams {
-		var drops []string
-		for k, v := range s.Drops {
-			drops = append(drops, fmt.Sprintf("%s=%d", k, v))
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", s.Name, s.Events, s.Bytes, time.Duration(s.OldestAge), strings.Join(drops, " "))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", s.Name, s.Events, humanBytes(s.Bytes), age(s.OldestAge, s.Events), joinCounts(s.Drops, "="))
 	}
 	_ = tw.Flush()
-	if len(st.Drivers) > 0 {
-		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "DRIVER\tKIND\tSTATE\tREADS\tERRORS\tLAST ERROR")
-		for _, d := range st.Drivers {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", d.Name, d.Kind, d.State, d.Reads, d.Errors, d.LastError)
-		}
-		_ = tw.Flush()
-	}
 	if len(st.Pipelines) > 0 {
+		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "PIPELINE\tIN\tOUT\tDEAD LETTERS\tPOSITION")
 		for _, p := range st.Pipelines {
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", p.Name, p.In, p.Out, p.DeadLetters, p.Position)
+		}
+		_ = tw.Flush()
+	}
+	if len(st.Drivers) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "DRIVER\tKIND\tSTATE\tREADS\tERRORS\tLAST ERROR")
+		for _, d := range st.Drivers {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", d.Name, d.Kind, d.State, d.Reads, d.Errors, orDash(d.LastError))
 		}
 		_ = tw.Flush()
 	}

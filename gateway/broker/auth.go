@@ -8,9 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"unicode"
 
 	"github.com/ferrygw/ferry/gateway/topic"
+	"github.com/ferrygw/ferry/internal/audit"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"golang.org/x/crypto/bcrypt"
@@ -200,62 +202,193 @@ type ACLRule struct {
 	Publish, Subscribe []string
 }
 
-// authHook authenticates CONNECTs against the users and checks the ACL.
+// authHook authenticates CONNECTs against the users and checks the ACL,
+// limits failed logins per address, and records what it decides in the
+// audit log.
 type authHook struct {
 	mqtt.HookBase
+	policy       atomic.Pointer[authPolicy] // replaced by Broker.Reconfigure
+	usernameFrom string                     // TLSConfig.UsernameFrom
+	audit        Auditor
+	stats        *authStats
+}
+
+// authPolicy is who may connect and what they may do; immutable once made.
+type authPolicy struct {
 	allowAnonymous bool
 	users          Users
 	acl            []ACLRule
 	dummy          []byte // hash compared for unknown users, to take as long
+	limit          LoginLimit
+	limiter        *loginLimiter // nil: no limit
 }
 
-func newAuthHook(cfg Config) (*authHook, error) {
-	h := &authHook{allowAnonymous: cfg.AllowAnonymous, users: cfg.Users, acl: cfg.ACL}
+// authStats counts authentication outcomes for Stats.
+type authStats struct {
+	failures atomic.Uint64 // refused logins whose credentials were checked
+	blocked  atomic.Uint64 // logins refused unchecked: address blocked
+	denied   atomic.Uint64 // ACL denials
+}
+
+// newAuthPolicy builds the policy of cfg, keeping old's login limiter (and
+// the addresses it blocks) when the limits did not change.
+func newAuthPolicy(cfg Config, old *authPolicy) (*authPolicy, error) {
+	p := &authPolicy{allowAnonymous: cfg.AllowAnonymous, users: cfg.Users, acl: cfg.ACL, limit: cfg.LoginLimit}
 	if len(cfg.Users) > 0 {
-		var err error
-		if h.dummy, err = bcrypt.GenerateFromPassword([]byte("ferry-no-such-user"), PasswordCost); err != nil {
-			return nil, fmt.Errorf("broker: auth: %w", err)
+		if old != nil && old.dummy != nil {
+			p.dummy = old.dummy
+		} else {
+			var err error
+			if p.dummy, err = bcrypt.GenerateFromPassword([]byte("ferry-no-such-user"), PasswordCost); err != nil {
+				return nil, fmt.Errorf("broker: auth: %w", err)
+			}
 		}
 	}
+	if old != nil && old.limit == cfg.LoginLimit {
+		p.limiter = old.limiter
+	} else {
+		p.limiter = newLoginLimiter(cfg.LoginLimit, cfg.Now)
+	}
+	return p, nil
+}
+
+func newAuthHook(cfg Config, stats *authStats) (*authHook, error) {
+	h := &authHook{audit: cfg.Audit, stats: stats}
+	if h.audit == nil {
+		h.audit = nopAuditor{}
+	}
+	if cfg.TLS != nil {
+		h.usernameFrom = cfg.TLS.UsernameFrom
+	}
+	p, err := newAuthPolicy(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	h.policy.Store(p)
 	return h, nil
+}
+
+// entry starts an audit entry about cl.
+func entry(event string, cl *mqtt.Client) audit.Entry {
+	return audit.Entry{Event: event, ClientID: cl.ID, Username: string(cl.Properties.Username),
+		Remote: cl.Net.Remote, Listener: cl.Net.Listener}
 }
 
 func (h *authHook) ID() string { return "ferry-auth" }
 
 func (h *authHook) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck ||
+		b == mqtt.OnSessionEstablished || b == mqtt.OnDisconnect
 }
 
-// OnConnectAuthenticate allows an anonymous client (empty user name) only
-// when AllowAnonymous is set, and otherwise needs a listed user with the
-// right password. Unknown users and wrong passwords are refused alike.
-func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	user := string(pk.Connect.Username)
-	if user == "" {
-		return h.allowAnonymous && len(pk.Connect.Password) == 0
+// OnSessionEstablished records the connect (authenticated, CONNACK sent).
+func (h *authHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	if cl.Net.Inline {
+		return
 	}
-	hash, ok := h.users[user]
-	if !ok {
-		if h.dummy != nil {
-			_ = bcrypt.CompareHashAndPassword(h.dummy, pk.Connect.Password)
-		}
+	h.audit.Record(entry("connect", cl))
+}
+
+// OnDisconnect records the disconnect and why.
+func (h *authHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	if cl.Net.Inline {
+		return
+	}
+	e := entry("disconnect", cl)
+	if err != nil {
+		e.Reason = err.Error()
+	}
+	h.audit.Record(e)
+}
+
+// OnConnectAuthenticate first looks for a client certificate: one the TLS
+// handshake verified against the client CAs authenticates the client as
+// its identity (TLSConfig.UsernameFrom), which becomes the client's user
+// name for the ACL and everything else, without a password. A certificate
+// without an identity is refused, and so is a CONNECT whose user name
+// differs from the certificate's (a client cannot claim a second identity).
+//
+// Without a certificate, it allows an anonymous client (empty user name)
+// only when AllowAnonymous is set, and otherwise needs a listed user with
+// the right password. Unknown users and wrong passwords are refused alike.
+func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	p := h.policy.Load()
+	user := string(pk.Connect.Username)
+	refuse := func(event, reason string) bool {
+		e := entry(event, cl)
+		e.Username, e.Reason = user, reason
+		h.audit.Record(e)
 		return false
 	}
-	return bcrypt.CompareHashAndPassword(hash, pk.Connect.Password) == nil
+	if id, ok := tlsIdentity(cl, h.usernameFrom); ok {
+		switch {
+		case id == "":
+			h.stats.failures.Add(1)
+			return refuse("auth_failure", "client certificate has no identity")
+		case user != "" && user != id:
+			h.stats.failures.Add(1)
+			return refuse("auth_failure", fmt.Sprintf("user name differs from the client certificate's identity %q", id))
+		}
+		cl.Properties.Username = []byte(id)
+		return true
+	}
+	if user == "" {
+		if p.allowAnonymous && len(pk.Connect.Password) == 0 {
+			return true
+		}
+		h.stats.failures.Add(1)
+		return refuse("auth_failure", "anonymous access is off")
+	}
+	// A blocked address costs no bcrypt: that is what keeps a guessing
+	// run from taking CPU from the sensors.
+	ip := remoteIP(cl.Net.Remote)
+	allowed, blocks := p.limiter.attempt(ip)
+	if !allowed {
+		h.stats.blocked.Add(1)
+		return refuse("login_blocked", "too many failed logins from this address")
+	}
+	hash, ok := p.users[user]
+	if !ok {
+		if p.dummy != nil {
+			_ = bcrypt.CompareHashAndPassword(p.dummy, pk.Connect.Password)
+		}
+	} else if bcrypt.CompareHashAndPassword(hash, pk.Connect.Password) == nil {
+		p.limiter.succeeded(ip)
+		return true
+	}
+	h.stats.failures.Add(1)
+	if blocks {
+		refuse("login_blocked", fmt.Sprintf("%d failed logins within %s: blocked for %s", p.limit.Failures, p.limit.Window, p.limit.Block))
+	}
+	return refuse("auth_failure", "unknown user or wrong password")
 }
 
 // OnACLCheck applies the first matching ACL rule: write checks a topic
 // name being published; otherwise name is a filter being subscribed to, or
 // a topic name being delivered, and must be covered by a Subscribe filter.
 func (h *authHook) OnACLCheck(cl *mqtt.Client, name string, write bool) bool {
-	if len(h.acl) == 0 {
+	if h.allowed(h.policy.Load().acl, cl, name, write) {
+		return true
+	}
+	h.stats.denied.Add(1)
+	e := entry("acl_deny", cl)
+	e.Topic, e.Action = name, "subscribe"
+	if write {
+		e.Action = "publish"
+	}
+	h.audit.Record(e)
+	return false
+}
+
+func (h *authHook) allowed(acl []ACLRule, cl *mqtt.Client, name string, write bool) bool {
+	if len(acl) == 0 {
 		return true
 	}
 	user := string(cl.Properties.Username)
 	if strings.ContainsAny(user, "+#/") || strings.ContainsAny(cl.ID, "+#/") {
 		return false
 	}
-	for _, r := range h.acl {
+	for _, r := range acl {
 		if r.User != "*" && r.User != user {
 			continue
 		}

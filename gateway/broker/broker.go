@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,8 +15,9 @@ import (
 
 	"github.com/ferrygw/ferry/event"
 	"github.com/ferrygw/ferry/gateway/topic"
+	"github.com/ferrygw/ferry/internal/audit"
+	"github.com/ferrygw/ferry/internal/keyring"
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -39,8 +39,10 @@ type Route struct {
 
 // Config configures a Broker.
 type Config struct {
-	Listen    string // TCP address
+	Listen    string // plain TCP address; "": no plain TCP listener
 	Websocket string // websocket address, or ""
+	// TLS adds a TLS listener; nil: none.
+	TLS *TLSConfig
 	// AllowAnonymous lets clients connect without a user name.
 	AllowAnonymous bool
 	// Users are the clients that may connect with a user name and
@@ -48,16 +50,45 @@ type Config struct {
 	Users Users
 	// ACL limits what clients may publish and subscribe to; see ACLRule.
 	// Empty: every connected client may do anything.
-	ACL           []ACLRule
-	MaxPacketSize uint32 // 0: mochi's default (none)
-	MaxClients    int    // 0: no limit
+	ACL []ACLRule
+
+	// Per-client limits. A client exceeding one is disconnected; other
+	// clients are not affected.
+
+	// MaxPacketSize bounds every packet a client sends (0: mochi's
+	// default, none).
+	MaxPacketSize uint32
+	// MaxClients bounds the connected clients (0: no limit); one more is
+	// refused with CONNACK "server busy".
+	MaxClients int
 	// MaxPendingWrites bounds each client's queue of outbound messages
 	// (default DefaultMaxPendingWrites).
 	MaxPendingWrites int
+	// MaxInflight bounds each client's unacknowledged QoS 1/2 messages in
+	// each direction (default DefaultMaxInflight): it is the Receive
+	// Maximum announced to clients, and the cap on messages in flight to a
+	// client, which includes those queued for a disconnected persistent
+	// session. See limits.go for what is enforced how.
+	MaxInflight int
+	// MaxKeepalive is the longest keep-alive a client may use (default
+	// DefaultMaxKeepalive; whole seconds, 1s to 65535s). A client asking
+	// for none or for more is told this one (MQTT 5 Server Keep Alive) and
+	// is disconnected after 1.5 times it without a packet.
+	MaxKeepalive time.Duration
+
+	// LoginLimit blocks addresses that fail to log in too often.
+	LoginLimit LoginLimit
+	// Audit receives connects, disconnects, authentication failures,
+	// blocked logins and ACL denials; nil: none are recorded.
+	Audit Auditor
+
 	// SessionPath is the bbolt file for sessions, subscriptions, retained
 	// and in-flight messages; "" keeps them in memory only.
 	SessionPath string
-	Routes      []Route
+	// Keys, when set, seals the message payloads the session store writes
+	// (retained, queued and in-flight messages, wills); see sessionStore.
+	Keys   *keyring.Ring
+	Routes []Route
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -73,9 +104,14 @@ type Broker struct {
 	log    *slog.Logger
 	server *mqtt.Server
 	store  Log
+	tls    *tlsReloader // nil without a TLS listener
 
 	ctx    context.Context // for appends; set by Run
 	cancel context.CancelFunc
+
+	auth   *authHook
+	routes atomic.Pointer[[]Route] // replaced by Reconfigure
+	authStats
 
 	ingested atomic.Uint64
 	refused  atomic.Uint64
@@ -83,12 +119,25 @@ type Broker struct {
 	lastWarn atomic.Int64
 }
 
-// Stats counts what the ingest hook did.
+// Auditor records security events; *audit.Log satisfies it. Record must
+// not block: hooks call it in a client's read loop.
+type Auditor interface {
+	Record(audit.Entry)
+}
+
+type nopAuditor struct{}
+
+func (nopAuditor) Record(audit.Entry) {}
+
+// Stats counts what the ingest and auth hooks did.
 type Stats struct {
-	Ingested uint64 `json:"ingested"` // events appended to the log
-	Refused  uint64 `json:"refused"`  // PUBLISHes the log refused
-	Ignored  uint64 `json:"ignored"`  // PUBLISHes matching no route
-	Clients  int64  `json:"clients"`  // connected clients
+	Ingested     uint64 `json:"ingested"`      // events appended to the log
+	Refused      uint64 `json:"refused"`       // PUBLISHes the log refused
+	Ignored      uint64 `json:"ignored"`       // PUBLISHes matching no route
+	Clients      int64  `json:"clients"`       // connected clients
+	AuthFailures uint64 `json:"auth_failures"` // logins refused after checking their credentials
+	LoginBlocked uint64 `json:"login_blocked"` // logins refused unchecked: too many failures from the address
+	ACLDenied    uint64 `json:"acl_denied"`    // publishes and subscriptions the ACL denied
 }
 
 // New configures the broker and its listeners; Run serves them.
@@ -108,14 +157,32 @@ func New(cfg Config, store Log) (*Broker, error) {
 		}
 		cfg.Rand = &lockedReader{r: mrand.NewChaCha8(seed)}
 	}
+	if cfg.Listen == "" && cfg.Websocket == "" && cfg.TLS == nil {
+		return nil, errors.New("broker: no listener: set a TCP, TLS or websocket address")
+	}
+	lim, err := resolveLimits(cfg)
+	if err != nil {
+		return nil, err
+	}
 	b := &Broker{cfg: cfg, log: cfg.Logger, store: store}
+	if cfg.TLS != nil {
+		tc := *cfg.TLS // defaults are filled into a copy, not the caller's
+		if err := tc.check(); err != nil {
+			return nil, err
+		}
+		if b.tls, err = newTLSReloader(tc, cfg.Logger); err != nil {
+			return nil, err
+		}
+		b.cfg.TLS = &tc
+	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 
+	// mochi narrates hook and listener set-up at INFO; a board's flash
+	// wants only its warnings.
+	mochiLog := slog.New(minLevel{cfg.Logger.With("lib", "mochi").Handler(), slog.LevelWarn, new(noisyLimiter)})
 	opts := &mqtt.Options{
 		InlineClient: true,
-		// mochi narrates hook and listener set-up at INFO; a board's flash
-		// wants only its warnings.
-		Logger: slog.New(minLevel{cfg.Logger.With("lib", "mochi").Handler(), slog.LevelWarn}),
+		Logger:       mochiLog,
 		// $SYS topics are refreshed rarely: each refresh is work (and,
 		// with a session store, a write) on a board that idles.
 		SysTopicResendInterval: 60,
@@ -125,9 +192,7 @@ func New(cfg Config, store Log) (*Broker, error) {
 		ClientNetReadBufferSize:  1024,
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
-	if cfg.MaxPacketSize > 0 {
-		caps.MaximumPacketSize = cfg.MaxPacketSize
-	}
+	lim.apply(caps, cfg)
 	// mochi's default outbound queue is 8,192 pointers (64 KiB) per
 	// client: with 1,000 sensors that alone is 64 MB on a 512 MB board.
 	// Sensors receive little; a local subscriber that falls this far
@@ -138,19 +203,29 @@ func New(cfg Config, store Log) (*Broker, error) {
 	}
 	opts.Capabilities = caps
 	b.server = mqtt.New(opts)
+	// fail releases what was set up so far (the session file, bound
+	// addresses), so a retry, or a test, can have them again.
+	fail := func(err error) (*Broker, error) {
+		_ = b.server.Close()
+		b.cancel()
+		return nil, err
+	}
 
-	ah, err := newAuthHook(cfg)
+	ah, err := newAuthHook(b.cfg, &b.authStats)
 	if err != nil {
 		return nil, err
 	}
+	b.auth = ah
+	routes := b.cfg.Routes
+	b.routes.Store(&routes)
 	if err := b.server.AddHook(ah, nil); err != nil {
 		return nil, fmt.Errorf("broker: auth hook: %w", err)
 	}
-	if err := b.server.AddHook(&limitHook{b: b}, nil); err != nil {
+	if err := b.server.AddHook(&limitHook{b: b, lim: lim}, nil); err != nil {
 		return nil, fmt.Errorf("broker: limit hook: %w", err)
 	}
 	if cfg.SessionPath != "" {
-		h := &sessionStore{Hook: new(bolt.Hook)}
+		h := &sessionStore{Hook: new(bolt.Hook), log: cfg.Logger, keys: cfg.Keys}
 		err := b.server.AddHook(h, &bolt.Options{
 			Path: cfg.SessionPath,
 			// Sessions are not the durability contract (the event log is);
@@ -159,18 +234,25 @@ func New(cfg Config, store Log) (*Broker, error) {
 			Options: &bbolt.Options{Timeout: time.Second, NoSync: true},
 		})
 		if err != nil {
-			return nil, fmt.Errorf("broker: session store %s: %w", cfg.SessionPath, err)
+			return fail(fmt.Errorf("broker: session store %s: %w", cfg.SessionPath, err))
 		}
 	}
 	if err := b.server.AddHook(&ingestHook{b: b}, nil); err != nil {
-		return nil, fmt.Errorf("broker: ingest hook: %w", err)
+		return fail(fmt.Errorf("broker: ingest hook: %w", err))
 	}
-	if err := b.server.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.Listen})); err != nil {
-		return nil, fmt.Errorf("broker: listen %s: %w", cfg.Listen, err)
+	if cfg.Listen != "" {
+		if err := b.server.AddListener(newListener("tcp", cfg.Listen, nil, mochiLog)); err != nil {
+			return fail(fmt.Errorf("broker: listen %s: %w", cfg.Listen, err))
+		}
+	}
+	if b.tls != nil {
+		if err := b.server.AddListener(newListener("tls", b.cfg.TLS.Listen, b.tls.base, mochiLog)); err != nil {
+			return fail(fmt.Errorf("broker: tls listen %s: %w", b.cfg.TLS.Listen, err))
+		}
 	}
 	if cfg.Websocket != "" {
 		if err := b.server.AddListener(listeners.NewWebsocket(listeners.Config{ID: "ws", Address: cfg.Websocket})); err != nil {
-			return nil, fmt.Errorf("broker: websocket %s: %w", cfg.Websocket, err)
+			return fail(fmt.Errorf("broker: websocket %s: %w", cfg.Websocket, err))
 		}
 	}
 	return b, nil
@@ -179,7 +261,8 @@ func New(cfg Config, store Log) (*Broker, error) {
 // Server returns the mochi server, e.g. for inline publishes.
 func (b *Broker) Server() *mqtt.Server { return b.server }
 
-// Addr returns the TCP listener's address (useful with port 0).
+// Addr returns the plain TCP listener's address (useful with port 0), or
+// "" without one.
 func (b *Broker) Addr() string {
 	if l, ok := b.server.Listeners.Get("tcp"); ok {
 		return l.Address()
@@ -194,7 +277,30 @@ func (b *Broker) Stats() Stats {
 		Refused:  b.refused.Load(),
 		Ignored:  b.ignored.Load(),
 		Clients:  atomic.LoadInt64(&b.server.Info.ClientsConnected),
+
+		AuthFailures: b.failures.Load(),
+		LoginBlocked: b.blocked.Load(),
+		ACLDenied:    b.denied.Load(),
 	}
+}
+
+// Reconfigure applies the settings of cfg that can change while clients
+// stay connected: users, anonymous access, the ACL, login limits, routes,
+// and the TLS certificate (re-read from its files). Connected clients keep
+// their sessions; the new ACL applies to their next publish or
+// subscription. The listeners and per-client limits stay as New set them.
+func (b *Broker) Reconfigure(cfg Config) error {
+	if cfg.Now == nil {
+		cfg.Now = b.cfg.Now
+	}
+	p, err := newAuthPolicy(cfg, b.auth.policy.Load())
+	if err != nil {
+		return err
+	}
+	b.auth.policy.Store(p)
+	routes := cfg.Routes
+	b.routes.Store(&routes)
+	return b.ReloadTLS()
 }
 
 // Run serves until ctx ends, then closes the listeners and every client.
@@ -202,7 +308,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	if err := b.server.Serve(); err != nil {
 		return fmt.Errorf("broker: serve: %w", err)
 	}
-	b.log.Info("broker listening", "tcp", b.Addr(), "websocket", b.cfg.Websocket)
+	b.log.Info("broker listening", "tcp", b.Addr(), "tls", b.TLSAddr(), "websocket", b.cfg.Websocket)
 	<-ctx.Done()
 	b.cancel()
 	if err := b.server.Close(); err != nil {
@@ -213,10 +319,11 @@ func (b *Broker) Run(ctx context.Context) error {
 
 // route returns the route for topic, or nil.
 func (b *Broker) route(name string) *Route {
-	for i := range b.cfg.Routes {
-		for _, f := range b.cfg.Routes[i].Topics {
+	routes := *b.routes.Load()
+	for i := range routes {
+		for _, f := range routes[i].Topics {
 			if topic.Match(f, name) {
-				return &b.cfg.Routes[i]
+				return &routes[i]
 			}
 		}
 	}
@@ -307,82 +414,11 @@ func (l *lockedReader) Read(p []byte) (int, error) {
 	return l.r.Read(p)
 }
 
-// limitHook enforces the connection limit.
-type limitHook struct {
-	mqtt.HookBase
-	b *Broker
-}
-
-func (h *limitHook) ID() string { return "ferry-limits" }
-
-func (h *limitHook) Provides(b byte) bool { return b == mqtt.OnConnect }
-
-func (h *limitHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
-	max := h.b.cfg.MaxClients
-	if max > 0 && atomic.LoadInt64(&h.b.server.Info.ClientsConnected) >= int64(max) {
-		return packets.ErrServerBusy
-	}
-	return nil
-}
-
-// sessionStore is mochi's bolt storage hook minus two writes that would
-// sit on the ingest path: the broker's own PUBACK to an inbound QoS 1
-// publish is tracked as "in flight" for microseconds (stored, then deleted),
-// and the $SYS info tick would write every interval on an idle board.
-type sessionStore struct {
-	*bolt.Hook
-	skipped sync.Map // client+packet ID of inbound acks not stored
-}
-
-func (s *sessionStore) Provides(b byte) bool {
-	return b != mqtt.OnSysInfoTick && s.Hook.Provides(b)
-}
-
-func (s *sessionStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
-	if pk.FixedHeader.Type == packets.Puback { // our ack to an inbound QoS 1
-		s.skipped.Store(ackKey{cl.ID, pk.PacketID}, struct{}{})
-		return
-	}
-	s.Hook.OnQosPublish(cl, pk, sent, resends)
-}
-
-func (s *sessionStore) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
-	if _, ok := s.skipped.LoadAndDelete(ackKey{cl.ID, pk.PacketID}); ok {
-		return
-	}
-	s.Hook.OnQosComplete(cl, pk)
-}
-
-// StoredInflightMessages restores the packet IDs of stored in-flight
-// messages: mochi's bolt hook (v2.7.9) keys them by client and packet ID but
-// does not store the ID in the record, so without this every restored
-// message would be resent with packet ID 0, which clients reject.
-func (s *sessionStore) StoredInflightMessages() ([]storage.Message, error) {
-	msgs, err := s.Hook.StoredInflightMessages()
-	for i := range msgs {
-		if msgs[i].PacketID != 0 {
-			continue
-		}
-		if j := strings.LastIndexByte(msgs[i].ID, ':'); j >= 0 {
-			if id, perr := strconv.ParseUint(msgs[i].ID[j+1:], 10, 16); perr == nil {
-				msgs[i].PacketID = uint16(id)
-			}
-		}
-	}
-	return msgs, err
-}
-
-// StoredSysInfo returns nothing: $SYS info is not persisted (see Provides),
-// and asking the hook for it would log a "key not found" error at every
-// start.
-func (s *sessionStore) StoredSysInfo() (storage.SystemInfo, error) {
-	return storage.SystemInfo{}, nil
-}
-
-// minLevel drops records below a level.
+// minLevel drops records below a level, and repeats of a record.
 type minLevel struct {
 	slog.Handler
-	min slog.Level
+	min   slog.Level
+	noisy *noisyLimiter
 }
 
 func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
@@ -391,7 +427,10 @@ func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
 
 // Handle drops mochi's per-connection "use of closed network connection"
 // warnings: every client's read loop reports one when the broker shuts
-// down, which is expected, not a problem.
+// down, which is expected, not a problem. Other records pass at most once
+// a second per message: mochi warns per packet or per connection (a
+// client's bad packet, a dropped message for a full session, a short
+// keep-alive), so a client could otherwise fill the board's flash.
 func (h minLevel) Handle(ctx context.Context, r slog.Record) error {
 	quiet := false
 	r.Attrs(func(a slog.Attr) bool {
@@ -404,18 +443,57 @@ func (h minLevel) Handle(ctx context.Context, r slog.Record) error {
 	if quiet {
 		return nil
 	}
+	if h.noisy != nil {
+		n, ok := h.noisy.allow(r.Message, r.Time)
+		if !ok {
+			return nil
+		}
+		if n > 0 {
+			r.AddAttrs(slog.Int("suppressed", n))
+		}
+	}
 	return h.Handler.Handle(ctx, r)
 }
 
 func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
-	return minLevel{h.Handler.WithAttrs(as), h.min}
+	return minLevel{h.Handler.WithAttrs(as), h.min, h.noisy}
 }
 
 func (h minLevel) WithGroup(name string) slog.Handler {
-	return minLevel{h.Handler.WithGroup(name), h.min}
+	return minLevel{h.Handler.WithGroup(name), h.min, h.noisy}
 }
 
-type ackKey struct {
-	client string
-	id     uint16
+// noisyLimiter lets each log message through at most once a second and
+// counts the repeats it held back.
+type noisyLimiter struct {
+	mu   sync.Mutex
+	seen map[string]*noisyEntry
+}
+
+type noisyEntry struct {
+	last       int64 // unix second last let through
+	suppressed int
+}
+
+// allow reports whether a record with message msg at t may be logged, and
+// how many were suppressed since the last one that was.
+func (l *noisyLimiter) allow(msg string, t time.Time) (int, bool) {
+	sec := t.Unix()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.seen == nil || len(l.seen) > 256 { // mochi's messages are constants; bound it anyway
+		l.seen = map[string]*noisyEntry{}
+	}
+	e := l.seen[msg]
+	if e == nil {
+		l.seen[msg] = &noisyEntry{last: sec}
+		return 0, true
+	}
+	if e.last == sec {
+		e.suppressed++
+		return 0, false
+	}
+	n := e.suppressed
+	e.last, e.suppressed = sec, 0
+	return n, true
 }

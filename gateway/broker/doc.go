@@ -16,4 +16,60 @@
 // Local subscribers receive matching messages live, as from any broker.
 // Messages published by the broker's inline client (the gateway itself) are
 // not ingested, so a republish cannot loop back into the log.
+//
+// # TLS
+//
+// Config.TLS adds a TLS listener (Config.Listen may then be empty: TLS
+// only). TLS 1.2 is the minimum (1.3 can be required), TLS 1.3 is
+// preferred, and TLS 1.2 offers only ECDHE key exchange with AEAD ciphers.
+// The certificate, key and client CA files are re-read without a restart:
+// Broker.ReloadTLS (the gateway's SIGHUP) loads them at once, and
+// handshakes notice changed files within a second. A failed load keeps the
+// previous certificate in service. Established connections are untouched.
+//
+// With TLSConfig.ClientCAFile, a client presenting a certificate that
+// verifies against those CAs is authenticated by it: its identity (the
+// subject CN, or with UsernameFrom "san" the first DNS name, email address
+// or URI) is its user name for the ACL (%u) and everything else, and no
+// password is needed. A certificate that does not verify fails the
+// handshake; one without an identity, or a CONNECT whose user name differs
+// from the certificate's, gets CONNACK "bad user name or password".
+// Clients without a certificate authenticate by password or anonymously as
+// on the plain listener, unless RequireClientCert refuses them in the
+// handshake.
+//
+// # Per-client limits
+//
+// Each limit bounds what one client can make the broker hold or do; a
+// client exceeding one is disconnected (or, for MaxClients, refused) and
+// other clients are unaffected.
+//
+//   - A connection must finish its TLS handshake and send CONNECT within
+//     10 seconds (TCP and TLS listeners; not the websocket one).
+//   - MaxClients: one more client gets CONNACK "server busy" (MQTT 5) or
+//     "server unavailable" (3.1.1). Clients are counted once authenticated,
+//     so clients connecting at the same moment can overshoot it briefly.
+//   - MaxPacketSize: a larger packet disconnects its sender before it is
+//     read; MQTT 5 clients are told the limit in CONNACK.
+//   - MaxKeepalive: a client asking for no keep-alive, or a longer one, is
+//     given MaxKeepalive (MQTT 5: Server Keep Alive in CONNACK; 3.1.1
+//     clients cannot be told and are held to it all the same), and every
+//     client silent for 1.5 times its keep-alive is disconnected.
+//   - MaxInflight: the Receive Maximum. A client with more QoS 2 messages
+//     awaiting PUBREL is disconnected (MQTT 5: DISCONNECT 0x93). QoS 1 has
+//     no such count: the PUBACK is written before the client's next packet
+//     is read, so a client that does not read its acknowledgements stalls
+//     only itself, until its keep-alive deadline. Outbound, at most
+//     MaxInflight QoS 1/2 messages are in flight to (or queued for an
+//     offline persistent session of) one client; more are dropped.
+//   - MaxPendingWrites bounds a client's outbound queue; a client too slow
+//     to read loses messages beyond it.
+//   - Topic aliases: at most 16 per MQTT 5 client (announced in CONNACK).
+//
+// # Sessions at rest
+//
+// With Config.Keys, the session store seals the payloads of retained,
+// queued and in-flight messages and of wills before writing them, each
+// bound to its topic and client (see sessionStore); payloads that do not
+// open on restart are dropped with a warning, never served as ciphertext.
 package broker

@@ -144,6 +144,9 @@ type Stream struct {
 	MaxBytes  ByteSize      `yaml:"max_bytes"`
 	Overflow  string        `yaml:"overflow"` // drop_oldest or reject
 	TTL       time.Duration `yaml:"ttl"`      // 0: keep until forwarded
+	// Retain keeps forwarded events this long after they were accepted,
+	// so `ferry buffer replay` can send them again; 0: delete once sent.
+	Retain time.Duration `yaml:"retain"`
 }
 
 // Uplink configures forwarding to the cloud.

@@ -592,3 +592,12 @@ func editDistance(a, b string) int {
 	}
 	return prev[len(b)]
 }
+
+// File returns the name of the file c was loaded from, or "" for a Config
+// built in code.
+func (c *Config) File() string {
+	if c.src == nil {
+		return ""
+	}
+	return c.src.file
+}

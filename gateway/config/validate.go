@@ -300,6 +300,7 @@ func (c *Config) validateBuffer(k *checker) map[string]bool {
 		}
 		k.oneOf(p+".overflow", s.Overflow, "drop_oldest", "reject")
 		k.nonNegative(p+".ttl", s.TTL)
+		k.nonNegative(p+".retain", s.Retain)
 	}
 	return names
 }

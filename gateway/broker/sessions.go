@@ -1,0 +1,245 @@
+package broker
+
+import (
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/ferrygw/ferry/internal/keyring"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage"
+	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// sessionStore is mochi's bolt storage hook minus two writes that would
+// sit on the ingest path: the broker's own PUBACK to an inbound QoS 1
+// publish is tracked as "in flight" for microseconds (stored, then deleted),
+// and the $SYS info tick would write every interval on an idle board.
+//
+// With keys it seals every message payload it writes: retained messages
+// (associated data "retained/" and the topic), messages in flight to or
+// queued for a client ("inflight/", the client ID and the topic) and
+// clients' will messages ("will/", the client ID and the will topic), each
+// length-prefixed so no two places share associated data. A sealed payload
+// copied to another record, topic or client therefore fails to open. Topic
+// names, client IDs, user names and properties stay in the clear: they are
+// what the store is keyed and searched by.
+//
+// Reading the store back, a sealed payload is opened; one that does not
+// open (wrong or removed key, corruption, or no keys configured any more)
+// is dropped with a warning, and a will that does not open is removed
+// from its client. A payload stored in the clear before keys were set
+// passes through unchanged (it is sealed when next written). A clear
+// payload is told apart by its first byte (keyring.IsSealed): a clear
+// binary payload of 45 bytes or more that happens to start with 0xFE is
+// taken for sealed and dropped, once, when keys are first set.
+type sessionStore struct {
+	*bolt.Hook
+	log     *slog.Logger
+	keys    *keyring.Ring // nil: payloads stored in the clear
+	skipped sync.Map      // client+packet ID of inbound acks not stored
+}
+
+type ackKey struct {
+	client string
+	id     uint16
+}
+
+func (s *sessionStore) Provides(b byte) bool {
+	return b != mqtt.OnSysInfoTick && s.Hook.Provides(b)
+}
+
+// aad is the associated data sealing a payload to its place: kind, then
+// two length-prefixed strings.
+func aad(kind, a, b string) []byte {
+	out := make([]byte, 0, len(kind)+len(a)+len(b)+12)
+	out = append(out, kind...)
+	out = append(out, '/')
+	out = strconv.AppendInt(out, int64(len(a)), 10)
+	out = append(out, ':')
+	out = append(out, a...)
+	out = strconv.AppendInt(out, int64(len(b)), 10)
+	out = append(out, ':')
+	return append(out, b...)
+}
+
+func retainedAAD(topic string) []byte         { return aad("retained", topic, "") }
+func inflightAAD(client, topic string) []byte { return aad("inflight", client, topic) }
+func willAAD(client, topic string) []byte     { return aad("will", client, topic) }
+
+// seal returns payload sealed for ad; empty payloads (retained deletions,
+// acknowledgements) and payloads without keys are returned as they are.
+func (s *sessionStore) seal(payload, ad []byte) []byte {
+	if s.keys == nil || len(payload) == 0 {
+		return payload
+	}
+	return s.keys.Seal(nil, payload, ad)
+}
+
+// open returns the clear payload; ok is false when it is sealed and does
+// not open.
+func (s *sessionStore) open(payload, ad []byte) (clear []byte, ok bool, err error) {
+	if !keyring.IsSealed(payload) {
+		return payload, true, nil
+	}
+	if s.keys == nil {
+		return nil, false, errNoKeys
+	}
+	out, err := s.keys.Open(nil, payload, ad)
+	if err != nil {
+		return nil, false, err
+	}
+	return out, true, nil
+}
+
+type sealError string
+
+func (e sealError) Error() string { return string(e) }
+
+const errNoKeys = sealError("payload is sealed but no keys are configured")
+
+// OnRetainMessage stores the retained message with its payload sealed. pk
+// is the hook's own copy; the new payload is a new slice, so the caller's
+// packet (and the retained message mochi serves) is untouched.
+func (s *sessionStore) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
+	pk.Payload = s.seal(pk.Payload, retainedAAD(pk.TopicName))
+	s.Hook.OnRetainMessage(cl, pk, r)
+}
+
+func (s *sessionStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
+	if pk.FixedHeader.Type == packets.Puback { // our ack to an inbound QoS 1
+		s.skipped.Store(ackKey{cl.ID, pk.PacketID}, struct{}{})
+		return
+	}
+	pk.Payload = s.seal(pk.Payload, inflightAAD(cl.ID, pk.TopicName))
+	s.Hook.OnQosPublish(cl, pk, sent, resends)
+}
+
+func (s *sessionStore) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	if _, ok := s.skipped.LoadAndDelete(ackKey{cl.ID, pk.PacketID}); ok {
+		return
+	}
+	s.Hook.OnQosComplete(cl, pk)
+}
+
+// OnSessionEstablished and OnWillSent store the client record, which holds
+// its will message.
+func (s *sessionStore) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	s.Hook.OnSessionEstablished(s.sealedWill(cl), pk)
+}
+
+func (s *sessionStore) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
+	s.Hook.OnWillSent(s.sealedWill(cl), pk)
+}
+
+// sealedWill returns cl itself when there is no will payload to seal, and
+// otherwise a stand-in holding just what the bolt hook stores of a client
+// (ID, remote and listener, properties) with the will payload sealed: the
+// live client must not be changed, and it holds locks that must not be
+// copied.
+func (s *sessionStore) sealedWill(cl *mqtt.Client) *mqtt.Client {
+	if s.keys == nil || len(cl.Properties.Will.Payload) == 0 {
+		return cl
+	}
+	c := &mqtt.Client{
+		ID:         cl.ID,
+		Net:        mqtt.ClientConnection{Remote: cl.Net.Remote, Listener: cl.Net.Listener},
+		Properties: cl.Properties,
+	}
+	c.Properties.Will.Payload = s.seal(cl.Properties.Will.Payload, willAAD(cl.ID, cl.Properties.Will.TopicName))
+	return c
+}
+
+// StoredClients opens the clients' will payloads; a will that does not
+// open is removed (the session itself is kept).
+func (s *sessionStore) StoredClients() ([]storage.Client, error) {
+	cls, err := s.Hook.StoredClients()
+	var dropped int
+	var first error
+	for i := range cls {
+		w := &cls[i].Will
+		p, ok, oerr := s.open(w.Payload, willAAD(cls[i].ID, w.TopicName))
+		if !ok {
+			*w = storage.ClientWill{}
+			dropped, first = dropped+1, firstErr(first, oerr)
+			continue
+		}
+		w.Payload = p
+	}
+	s.warnDropped("wills", dropped, first)
+	return cls, err
+}
+
+// StoredRetainedMessages opens the retained messages' payloads.
+func (s *sessionStore) StoredRetainedMessages() ([]storage.Message, error) {
+	msgs, err := s.Hook.StoredRetainedMessages()
+	kept := msgs[:0]
+	var dropped int
+	var first error
+	for _, m := range msgs {
+		p, ok, oerr := s.open(m.Payload, retainedAAD(m.TopicName))
+		if !ok {
+			dropped, first = dropped+1, firstErr(first, oerr)
+			continue
+		}
+		m.Payload = p
+		kept = append(kept, m)
+	}
+	s.warnDropped("retained messages", dropped, first)
+	return kept, err
+}
+
+// StoredInflightMessages opens the in-flight messages' payloads and
+// restores their packet IDs: mochi's bolt hook (v2.7.9) keys them by client
+// and packet ID but does not store the ID in the record, so without this
+// every restored message would be resent with packet ID 0, which clients
+// reject.
+func (s *sessionStore) StoredInflightMessages() ([]storage.Message, error) {
+	msgs, err := s.Hook.StoredInflightMessages()
+	kept := msgs[:0]
+	var dropped int
+	var first error
+	for _, m := range msgs {
+		p, ok, oerr := s.open(m.Payload, inflightAAD(m.Client, m.TopicName))
+		if !ok {
+			dropped, first = dropped+1, firstErr(first, oerr)
+			continue
+		}
+		m.Payload = p
+		if m.PacketID == 0 {
+			if j := strings.LastIndexByte(m.ID, ':'); j >= 0 {
+				if id, perr := strconv.ParseUint(m.ID[j+1:], 10, 16); perr == nil {
+					m.PacketID = uint16(id)
+				}
+			}
+		}
+		kept = append(kept, m)
+	}
+	s.warnDropped("in-flight messages", dropped, first)
+	return kept, err
+}
+
+// StoredSysInfo returns nothing: $SYS info is not persisted (see Provides),
+// and asking the hook for it would log a "key not found" error at every
+// start.
+func (s *sessionStore) StoredSysInfo() (storage.SystemInfo, error) {
+	return storage.SystemInfo{}, nil
+}
+
+// warnDropped logs, once per kind and start, the stored payloads that did
+// not open.
+func (s *sessionStore) warnDropped(what string, n int, first error) {
+	if n > 0 && s.log != nil {
+		s.log.Warn("session store: sealed payloads that do not open are dropped", "what", what, "dropped", n, "first_error", first)
+	}
+}
+
+// firstErr returns the first non-nil error.
+func firstErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,296 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"maps"
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/ferrygw/ferry/buffer"
+	"github.com/ferrygw/ferry/drivers"
+)
+
+// GET /metrics serves the Prometheus text format (version 0.0.4). Every
+// ferry series is named ferry_*, with its unit in the name; labels are few
+// and bounded by the configuration: stream, pipeline and driver names, and
+// drop reasons from a fixed list. Almost everything is read at scrape time
+// from the same snapshot GET /status returns (Gateway.Status), so the
+// ingest, commit and forwarding paths carry no metrics code; the one
+// exception is the commit latency histogram, which needs every commit and
+// is fed once per commit (not per event) by buffer.Options.OnCommit. Go
+// runtime and process series (go_*, process_*) come from the library.
+//
+// The library is github.com/VictoriaMetrics/metrics, not
+// prometheus/client_golang: see "Metrics" in README.md for the measured
+// binary size and per-scrape allocations.
+
+// commitBuckets are the upper bounds, in seconds, of the commit latency
+// histogram: from 0.5 ms (a commit without fsync, or on a fast disk) to 1 s
+// (an SD card stalling on a write), about three buckets per decade; slower
+// commits land in +Inf.
+var commitBuckets = []float64{0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1}
+
+// gatewayMetrics are the series a gateway updates as things happen, as
+// opposed to those computed at scrape time. Each gateway has its own
+// metrics.Set, so two gateways in one process (tests) do not share, or
+// collide on, the library's global set.
+type gatewayMetrics struct {
+	set       *metrics.Set
+	commit    *metrics.PrometheusHistogram
+	committed *metrics.Counter
+}
+
+// metadataOnce turns on HELP and TYPE lines, a process-wide switch of the
+// library (off by default; ferry is its only user in the binary): without
+// TYPE lines a scraper files every series, histograms included, as untyped.
+var metadataOnce sync.Once
+
+// initMetrics creates the gateway's metrics and returns the hook the buffer
+// calls after each commit.
+func (g *Gateway) initMetrics() func(events int, took time.Duration) {
+	metadataOnce.Do(func() { metrics.ExposeMetadata(true) })
+	s := metrics.NewSet()
+	m := &gatewayMetrics{
+		set:       s,
+		commit:    s.NewPrometheusHistogramExt("ferry_buffer_commit_duration_seconds", commitBuckets),
+		committed: s.NewCounter("ferry_buffer_committed_events_total"),
+	}
+	g.metrics = m
+	// Called on the commit loop once per commit: a mutex, a bucket search
+	// and an atomic add, no allocation.
+	return func(events int, took time.Duration) {
+		m.commit.Update(took.Seconds())
+		m.committed.Add(events)
+	}
+}
+
+// registerMonitoring adds GET /metrics (this file) and GET /readyz
+// (ready.go) to the status endpoint's mux; ctx ends when the gateway starts
+// stopping.
+func (g *Gateway) registerMonitoring(ctx context.Context, mux *http.ServeMux) {
+	mux.HandleFunc("GET /metrics", g.serveMetrics)
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { g.serveReady(ctx, w) })
+}
+
+// scratch recycles the buffer the scrape-time series are written into.
+var scratch = sync.Pool{New: func() any { return new(expo) }}
+
+func (g *Gateway) serveMetrics(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	e := scratch.Get().(*expo)
+	e.b, e.family = e.b[:0], ""
+	st := g.Status()
+	e.status(&st)
+	if g.metrics != nil {
+		g.metrics.writeTo(e)
+	}
+	_, _ = w.Write(e.b)
+	if len(e.b) <= 64<<10 { // do not pin a freak large buffer
+		scratch.Put(e)
+	}
+	metrics.WriteProcessMetrics(w)
+}
+
+// setHelp is the HELP text of the series in a gateway's Set, which the
+// library writes with an empty HELP line.
+var setHelp = [][2]string{
+	{"ferry_buffer_commit_duration_seconds", "Duration of each buffer commit (write and, with durability sync or batch, fsync)."},
+	{"ferry_buffer_committed_events_total", "Events appended by buffer commits; divided by commits: events per group commit."},
+}
+
+// writeTo appends the Set's series to e with their HELP text filled in.
+func (m *gatewayMetrics) writeTo(e *expo) {
+	start := len(e.b)
+	m.set.WritePrometheus(e)
+	out := e.b[start:]
+	for _, h := range setHelp {
+		out = bytes.Replace(out, []byte("# HELP "+h[0]+"\n"), []byte("# HELP "+h[0]+" "+h[1]+"\n"), 1)
+	}
+	e.b = append(e.b[:start], out...)
+}
+
+// Known reasons are written even at zero, so that the first drop shows as
+// an increase instead of as a new series (which rate() and increase()
+// cannot see).
+var (
+	bufferDropReasons = []string{buffer.DropOverflow, buffer.DropFull, buffer.DropDiskFull, buffer.DropExpired, buffer.DropTooLarge}
+	uplinkDropReasons = []string{"oversize", "unencodable"} // see uplink.Status.Dropped
+)
+
+// status writes the series computed from one Status snapshot, family by
+// family (the text format wants a family's samples together).
+func (e *expo) status(st *Status) {
+	e.counter("ferry_ingest_events_total", "Events the broker appended to the buffer (each acknowledged to its publisher per ingest.durability).", st.Ingest.Ingested)
+	e.counter("ferry_ingest_refused_total", "PUBLISHes the buffer refused (stream full, disk full, too large); never acknowledged to the publisher.", st.Ingest.Refused)
+	e.counter("ferry_ingest_ignored_total", "PUBLISHes that matched no ingest route.", st.Ingest.Ignored)
+	e.gauge("ferry_broker_clients", "MQTT clients connected to the embedded broker.", float64(st.Ingest.Clients))
+
+	e.counter("ferry_buffer_commits_total", "Buffer transactions committed (appends, acks and expiry grouped).", st.Commits)
+	e.gauge("ferry_buffer_disk_full", "1 while free disk is below buffer.min_free_disk and new events are refused.", bool01(st.DiskFull))
+	for _, s := range st.Streams {
+		e.gauge("ferry_backlog_events", "Events kept in the buffer: not yet processed by every consumer of the stream.", float64(s.Events), "stream", s.Name)
+	}
+	for _, s := range st.Streams {
+		e.gauge("ferry_backlog_bytes", "Bytes of the events kept in the buffer, as stored.", float64(s.Bytes), "stream", s.Name)
+	}
+	for _, s := range st.Streams {
+		e.gauge("ferry_backlog_oldest_age_seconds", "Age of the oldest event kept in the stream; 0 when it is empty.", time.Duration(s.OldestAge).Seconds(), "stream", s.Name)
+	}
+	for _, s := range st.Streams {
+		if s.MaxEvents > 0 {
+			e.gauge("ferry_backlog_max_events", "The stream's event bound (only for bounded streams).", float64(s.MaxEvents), "stream", s.Name)
+		}
+	}
+	for _, s := range st.Streams {
+		if s.MaxBytes > 0 {
+			e.gauge("ferry_backlog_max_bytes", "The stream's byte bound (only for bounded streams).", float64(s.MaxBytes), "stream", s.Name)
+		}
+	}
+	for _, s := range st.Streams {
+		for _, why := range reasons(bufferDropReasons, s.Drops) {
+			e.counter("ferry_buffer_dropped_events_total", "Events refused or deleted unforwarded by the buffer, by reason.", s.Drops[why], "stream", s.Name, "reason", why)
+		}
+	}
+
+	if l := st.Link; l != nil {
+		e.gauge("ferry_uplink_connected", "1 while the connection to the cloud is up.", bool01(l.Connected))
+		e.counter("ferry_uplink_reconnects_total", "Successful cloud connections after the first.", l.Reconnects)
+		e.counter("ferry_uplink_forwarded_events_total", "Events the cloud acknowledged (QoS 1) or that were written (QoS 0).", l.ForwardedEvents)
+		e.counter("ferry_uplink_forwarded_messages_total", "MQTT messages the cloud acknowledged (one carries several events when batching).", l.ForwardedMessages)
+		e.counter("ferry_uplink_forwarded_bytes_total", "Payload bytes of the forwarded messages.", l.ForwardedBytes)
+		e.counter("ferry_uplink_resent_events_total", "Events published again after a reconnect; duplicates at the cloud are at most this many.", l.Resent)
+		e.gauge("ferry_uplink_inflight_messages", "Publishes awaiting the cloud's acknowledgement.", float64(l.Inflight))
+		for _, why := range reasons(uplinkDropReasons, l.Dropped) {
+			e.counter("ferry_uplink_dropped_events_total", "Events acknowledged to the buffer without being forwarded, by reason.", l.Dropped[why], "reason", why)
+		}
+	}
+
+	for _, p := range st.Pipelines {
+		e.counter("ferry_pipeline_input_events_total", "Input events a pipeline matched.", p.In, "pipeline", p.Name)
+	}
+	for _, p := range st.Pipelines {
+		e.counter("ferry_pipeline_output_events_total", "Events a pipeline wrote to its outputs.", p.Out, "pipeline", p.Name)
+	}
+	for _, p := range st.Pipelines {
+		e.counter("ferry_pipeline_dead_letters_total", "Input events a pipeline sent to the dead letter stream.", p.DeadLetters, "pipeline", p.Name)
+	}
+
+	for _, d := range st.Drivers {
+		e.counter("ferry_driver_reads_total", "Samples a sensor driver emitted.", d.Reads, "driver", d.Name)
+	}
+	for _, d := range st.Drivers {
+		e.counter("ferry_driver_errors_total", "Failed sensor reads, all causes (timeouts included).", d.Errors, "driver", d.Name)
+	}
+	for _, d := range st.Drivers {
+		e.gauge("ferry_driver_failing", "1 while a sensor driver is failing or hung.", bool01(d.State != drivers.StateOK), "driver", d.Name)
+	}
+}
+
+// reasons returns known followed by the other keys of counts, sorted.
+func reasons(known []string, counts map[string]uint64) []string {
+	out := slices.Clone(known)
+	for _, k := range slices.Sorted(maps.Keys(counts)) {
+		if !slices.Contains(known, k) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func bool01(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// expo appends samples in the Prometheus text format, with a family's HELP
+// and TYPE once, before its first sample; a family without samples is left
+// out. The caller writes a family's samples one after another.
+type expo struct {
+	b      []byte
+	family string // the family of the last sample written
+}
+
+// Write appends p as it is, for the library's writers.
+func (e *expo) Write(p []byte) (int, error) {
+	e.b = append(e.b, p...)
+	return len(p), nil
+}
+
+func (e *expo) counter(name, help string, v uint64, labels ...string) {
+	e.head(name, "counter", help, labels)
+	e.b = strconv.AppendUint(e.b, v, 10)
+	e.b = append(e.b, '\n')
+}
+
+func (e *expo) gauge(name, help string, v float64, labels ...string) {
+	e.head(name, "gauge", help, labels)
+	switch {
+	case math.IsInf(v, 1):
+		e.b = append(e.b, "+Inf"...)
+	case v == math.Trunc(v) && math.Abs(v) < 1e15:
+		e.b = strconv.AppendInt(e.b, int64(v), 10)
+	default:
+		e.b = strconv.AppendFloat(e.b, v, 'g', -1, 64)
+	}
+	e.b = append(e.b, '\n')
+}
+
+// head writes the family header when name starts a new family, then the
+// sample's name and labels (pairs of name and value) and a space.
+func (e *expo) head(name, typ, help string, labels []string) {
+	if name != e.family {
+		e.family = name
+		e.b = append(e.b, "# HELP "...)
+		e.b = append(e.b, name...)
+		e.b = append(e.b, ' ')
+		e.b = appendEscaped(e.b, help, false)
+		e.b = append(e.b, "\n# TYPE "...)
+		e.b = append(e.b, name...)
+		e.b = append(e.b, ' ')
+		e.b = append(e.b, typ...)
+		e.b = append(e.b, '\n')
+	}
+	e.b = append(e.b, name...)
+	for i := 0; i+1 < len(labels); i += 2 {
+		if i == 0 {
+			e.b = append(e.b, '{')
+		} else {
+			e.b = append(e.b, ',')
+		}
+		e.b = append(e.b, labels[i]...)
+		e.b = append(e.b, `="`...)
+		e.b = appendEscaped(e.b, labels[i+1], true)
+		e.b = append(e.b, '"')
+	}
+	if len(labels) > 1 {
+		e.b = append(e.b, '}')
+	}
+	e.b = append(e.b, ' ')
+}
+
+// appendEscaped escapes s as the text format wants: backslash and newline
+// everywhere, and the double quote inside label values. Stream, pipeline
+// and driver names come from the configuration and may hold any of them.
+func appendEscaped(b []byte, s string, quote bool) []byte {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\':
+			b = append(b, `\\`...)
+		case c == '\n':
+			b = append(b, `\n`...)
+		case c == '"' && quote:
+			b = append(b, `\"`...)
+		default:
+			b = append(b, c)
+		}
+	}
+	return b
+}

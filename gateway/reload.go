@@ -1,0 +1,253 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/ferrygw/ferry/buffer"
+
+	"github.com/ferrygw/ferry/gateway/config"
+	"golang.org/x/sync/errgroup"
+)
+
+// Sentinel errors of Reload and Replay.
+var (
+	// ErrReloadUnavailable is returned by Reload when the gateway was not
+	// given a way to re-read its configuration (see WithReload).
+	ErrReloadUnavailable = errors.New("gateway: reload: no configuration source")
+	// ErrReloadRefused is returned by Reload when the new configuration is
+	// invalid or changes a key that needs a restart; the running
+	// configuration stays in force.
+	ErrReloadRefused = errors.New("gateway: reload refused")
+	// ErrNotRunning is returned by Reload and Replay when the gateway is
+	// not running.
+	ErrNotRunning = errors.New("gateway: not running")
+)
+
+// WithReload lets Reload re-read the configuration with load (typically
+// config.Load of the file the gateway started with).
+func WithReload(load func() (*config.Config, error)) Option {
+	return func(g *Gateway) { g.load = load }
+}
+
+// reloadReq hands new parts to runParts, which stops the old ones first.
+type reloadReq struct {
+	cfg   *config.Config
+	parts *parts
+	// between, when set, runs after the old parts stopped and before the
+	// new ones start; its error is reported in err.
+	between func() error
+	err     error
+	done    chan struct{}
+}
+
+// current returns the configuration and the parts in force.
+func (g *Gateway) current() (*config.Config, *parts) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.cfg, g.parts
+}
+
+// runParts runs the replaceable parts (uplink, pipelines and their
+// outboxes, drivers) and swaps them when Reload hands over new ones: the
+// old parts are stopped and waited for before the new ones start, so no
+// two forwarders or runners ever share a stream. A part failing stops the
+// gateway, as any component does.
+func (g *Gateway) runParts(ctx context.Context) error {
+	defer close(g.partsDone)
+	cfg, p := g.current()
+	for {
+		pctx, cancel := context.WithCancel(ctx)
+		eg, pctx := errgroup.WithContext(pctx)
+		p.run(pctx, g, cfg, func(name string, f func(context.Context) error) {
+			eg.Go(func() error {
+				err := f(pctx)
+				if err != nil && pctx.Err() == nil {
+					g.log.Error("component failed; stopping the gateway", "component", name, "err", err)
+					return fmt.Errorf("%s: %w", name, err)
+				}
+				return nil
+			})
+		})
+		done := make(chan error, 1)
+		go func() { done <- eg.Wait() }()
+
+		var req *reloadReq
+	wait:
+		for {
+			select {
+			case err := <-done:
+				if err != nil || ctx.Err() != nil {
+					cancel()
+					return err
+				}
+				done = nil // no part runs (none configured): wait on
+			case <-ctx.Done():
+				cancel()
+				if done != nil {
+					<-done
+				}
+				return nil
+			case req = <-g.reloads:
+				break wait
+			}
+		}
+		cancel()
+		if done != nil {
+			if err := <-done; err != nil {
+				g.log.Warn("part failed while stopping for a reload", "err", err)
+			}
+		}
+		if req.between != nil {
+			req.err = req.between()
+		}
+		g.mu.Lock()
+		g.cfg, g.parts = req.cfg, req.parts
+		g.mu.Unlock()
+		cfg, p = req.cfg, req.parts
+		close(req.done)
+	}
+}
+
+// Reload re-reads the configuration and applies it while the broker keeps
+// its clients connected and the buffer keeps every event: pipelines, the
+// uplink, drivers, ingest routes, users, ACLs, login limits and the TLS
+// certificate change; buffered events stay where they are and each
+// pipeline resumes from its committed position. A configuration that does
+// not load, does not validate, or changes a key that needs a restart is
+// refused (errors.Is ErrReloadRefused) with every reason, and the running
+// one stays in force.
+func (g *Gateway) Reload(ctx context.Context) error {
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	if g.load == nil {
+		return ErrReloadUnavailable
+	}
+	refuse := func(err error) error {
+		g.log.Error("config reload refused; the running configuration stays", "err", err)
+		g.auditConfig("config_refused", err.Error())
+		return fmt.Errorf("%w: %w", ErrReloadRefused, err)
+	}
+	cfg, err := g.load()
+	if err != nil {
+		return refuse(err)
+	}
+	old, _ := g.current()
+	if keys := restartKeys(old, cfg); len(keys) > 0 {
+		return refuse(fmt.Errorf("these keys need a restart to change: %s", strings.Join(keys, ", ")))
+	}
+	bc, err := brokerConfig(cfg, g.log.With("component", "broker"))
+	if err != nil {
+		return refuse(err)
+	}
+	bopts, err := bufferOptions(cfg, g.log.With("component", "buffer"))
+	if err != nil {
+		return refuse(err)
+	}
+	p, err := g.buildParts(cfg)
+	if err != nil {
+		return refuse(err)
+	}
+	// From here on the new configuration is applied. Streams first, so a
+	// new pipeline's position keeps its events from being deleted.
+	g.buf.Configure(bopts.Streams)
+	if err := g.broker.Reconfigure(bc); err != nil {
+		// Checked by brokerConfig; a failure here leaves the old auth.
+		g.log.Error("broker settings not applied", "err", err)
+	}
+	req := &reloadReq{cfg: cfg, parts: p, done: make(chan struct{})}
+	if err := g.handOver(ctx, req); err != nil {
+		return err
+	}
+	g.log.Info("config reloaded", "pipelines", len(cfg.Pipelines), "drivers", len(cfg.Drivers), "uplink", p.fwd != nil)
+	g.auditConfig("config_reload", "")
+	return nil
+}
+
+// restartKeys lists the keys whose change Reload cannot apply: listeners,
+// where and how the buffer is stored, the broker's per-client limits (fixed
+// when the broker starts), logging and the demo.
+func restartKeys(old, new *config.Config) []string {
+	var keys []string
+	diff := func(key string, a, b any) {
+		if !reflect.DeepEqual(a, b) {
+			keys = append(keys, key)
+		}
+	}
+	diff("data_dir", old.DataDir, new.DataDir)
+	diff("log", old.Log, new.Log)
+	diff("broker.listen", old.Broker.Listen, new.Broker.Listen)
+	diff("broker.websocket", old.Broker.Websocket, new.Broker.Websocket)
+	diff("broker.tls.listen", old.Broker.TLS.Listen, new.Broker.TLS.Listen)
+	diff("broker.tls.client_ca_file", old.Broker.TLS.ClientCAFile, new.Broker.TLS.ClientCAFile)
+	diff("broker.tls.require_client_cert", old.Broker.TLS.RequireClientCert, new.Broker.TLS.RequireClientCert)
+	diff("broker.tls.min_version", old.Broker.TLS.MinVersion, new.Broker.TLS.MinVersion)
+	diff("broker.persist_sessions", old.Broker.PersistSessions, new.Broker.PersistSessions)
+	diff("broker.max_packet_size", old.Broker.MaxPacketSize, new.Broker.MaxPacketSize)
+	diff("broker.max_clients", old.Broker.MaxClients, new.Broker.MaxClients)
+	diff("broker.max_inflight", old.Broker.MaxInflight, new.Broker.MaxInflight)
+	diff("broker.max_queued", old.Broker.MaxQueued, new.Broker.MaxQueued)
+	diff("broker.max_keepalive", old.Broker.MaxKeepalive, new.Broker.MaxKeepalive)
+	diff("ingest.durability", old.Ingest.Durability, new.Ingest.Durability)
+	diff("ingest.batch_interval", old.Ingest.BatchInterval, new.Ingest.BatchInterval)
+	diff("ingest.max_batch", old.Ingest.MaxBatch, new.Ingest.MaxBatch)
+	diff("buffer.path", old.Buffer.Path, new.Buffer.Path)
+	diff("buffer.on_corrupt", old.Buffer.OnCorrupt, new.Buffer.OnCorrupt)
+	diff("buffer.min_free_disk", old.Buffer.MinFreeDisk, new.Buffer.MinFreeDisk)
+	diff("buffer.encryption", old.Buffer.Encryption, new.Buffer.Encryption)
+	diff("status", old.Status, new.Status)
+	diff("audit", old.Audit, new.Audit)
+	diff("demo", old.Demo, new.Demo)
+	return keys
+}
+
+// Replay makes the uplink forward stream again from offset from: the
+// event-streaming model, where a consumer can rejoin the log at any offset
+// it still holds (see buffer.streams[].retain for keeping forwarded events).
+// The uplink and the other parts are restarted around the rewind so no
+// acknowledgement in flight moves the position past it.
+func (g *Gateway) Replay(stream string, from uint64) error {
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	cfg, _ := g.current()
+	if !cfg.Forwarded(stream) {
+		return fmt.Errorf("gateway: replay: stream %q is not forwarded by the uplink", stream)
+	}
+	p, err := g.buildParts(cfg)
+	if err != nil {
+		return fmt.Errorf("gateway: replay: %w", err)
+	}
+	if p.fwd == nil {
+		return errors.New("gateway: replay: the uplink is off")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	req := &reloadReq{cfg: cfg, parts: p, done: make(chan struct{}), between: func() error {
+		return g.buf.Rewind(stream, buffer.UplinkConsumer, from)
+	}}
+	if err := g.handOver(ctx, req); err != nil {
+		return fmt.Errorf("gateway: replay: %w", err)
+	}
+	if req.err != nil {
+		return fmt.Errorf("gateway: replay: %w", req.err)
+	}
+	g.log.Info("replaying a stream", "stream", stream, "from", from)
+	return nil
+}
+
+// handOver gives req to runParts and waits until the new parts run.
+func (g *Gateway) handOver(ctx context.Context, req *reloadReq) error {
+	select {
+	case g.reloads <- req:
+	case <-g.partsDone:
+		return ErrNotRunning
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	<-req.done // runParts always finishes a hand-over it took
+	return nil
+}
