@@ -256,6 +256,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		run("health", g.logHealth)
 	}
 	run("parts", g.runParts)
+	run("systemd", g.notifySystemd)
 	if g.demo != nil {
 		run("demo", func(ctx context.Context) error { return g.demo.Run(ctx, g.broker.Addr()) })
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/ferrygw/ferry/buffer"
 
 	"github.com/ferrygw/ferry/gateway/config"
+	"github.com/ferrygw/ferry/internal/sdnotify"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -127,6 +128,10 @@ func (g *Gateway) Reload(ctx context.Context) error {
 	if g.load == nil {
 		return ErrReloadUnavailable
 	}
+	// systemd shows "reloading" meanwhile; ready again either way, since a
+	// refused reload leaves the running configuration in force.
+	_ = sdnotify.Reloading()
+	defer func() { _ = sdnotify.Ready() }()
 	refuse := func(err error) error {
 		g.log.Error("config reload refused; the running configuration stays", "err", err)
 		g.auditConfig("config_refused", err.Error())

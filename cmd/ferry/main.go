@@ -140,13 +140,37 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	hw := &hardware{}
 	defer hw.Close()
-	g, err := gateway.New(cfg, logger, gateway.WithHardware(hw.env()))
+	reload := func() (*config.Config, error) {
+		if *path == "" {
+			return config.LoadBytes(firmwareconfig.Default(), "default.yaml")
+		}
+		return config.Load(*path)
+	}
+	g, err := gateway.New(cfg, logger, gateway.WithHardware(hw.env()), gateway.WithReload(reload))
 	if err != nil {
 		logger.Error("cannot start", "err", err)
 		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP re-reads the configuration (systemctl reload ferry); the
+	// gateway logs what it applied or why it refused.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	hupDone := make(chan struct{})
+	go func() {
+		defer close(hupDone)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				_ = g.Reload(ctx)
+			}
+		}
+	}()
+	defer func() { stop(); <-hupDone }()
 	if err := g.Run(ctx); err != nil {
 		logger.Error("gateway failed", "err", err)
 		return 1

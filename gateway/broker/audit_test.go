@@ -3,6 +3,7 @@ package broker_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -217,5 +218,33 @@ func TestBruteForce(t *testing.T) {
 	}
 	if r, _ := blocked[0]["remote"].(string); !strings.HasPrefix(r, "127.0.0.2:") {
 		t.Fatalf("login_blocked from %q, want 127.0.0.2", r)
+	}
+}
+
+// TestAuditTLS checks the audit lines of the TLS listener: a TLS 1.1
+// client refused in the handshake, and a client certificate whose identity
+// differs from the user name it claims.
+func TestAuditTLS(t *testing.T) {
+	f := newTLSFiles(t)
+	l := buffertest.MustOpen(t, buffer.Options{})
+	a := startAudit(t)
+	b := start(t, l, func(c *broker.Config) {
+		c.TLS = f.tlsConfig()
+		c.Audit = a
+	})
+	if _, _, err := dialTLS(t, b, f.ca, func(c *tls.Config) { c.MinVersion, c.MaxVersion = tls.VersionTLS10, tls.VersionTLS11 }); err == nil {
+		t.Fatal("TLS 1.1 handshake accepted")
+	}
+	if out, ok := tlsClient(t, b, "mosquitto_pub", "--cafile", f.ca.file, "-i", "tls-1", "-t", "sensors/a", "-m", "x"); !ok {
+		t.Fatalf("TLS publish refused:\n%s", out)
+	}
+	es := a.entries(t)
+	for _, want := range []map[string]any{
+		{"event": "tls_refused", "listener": "tls"},
+		{"event": "connect", "client_id": "tls-1", "listener": "tls"},
+	} {
+		if len(find(es, want)) == 0 {
+			t.Errorf("no audit line with %v in:\n%v", want, es)
+		}
 	}
 }

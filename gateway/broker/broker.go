@@ -246,7 +246,11 @@ func New(cfg Config, store Log) (*Broker, error) {
 		}
 	}
 	if b.tls != nil {
-		if err := b.server.AddListener(newListener("tls", b.cfg.TLS.Listen, b.tls.base, mochiLog)); err != nil {
+		ln := newListener("tls", b.cfg.TLS.Listen, b.tls.base, mochiLog)
+		if cfg.Audit != nil {
+			ln.audit = cfg.Audit
+		}
+		if err := b.server.AddListener(ln); err != nil {
 			return fail(fmt.Errorf("broker: tls listen %s: %w", b.cfg.TLS.Listen, err))
 		}
 	}

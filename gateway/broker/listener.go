@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ferrygw/ferry/internal/audit"
 	"github.com/mochi-mqtt/server/v2/listeners"
 )
 
@@ -36,6 +37,7 @@ type listener struct {
 	id, address string
 	tlsConf     *tls.Config // nil: plain TCP
 	log         *slog.Logger
+	audit       Auditor // TLS handshake refusals
 
 	ln       net.Listener
 	mu       sync.Mutex
@@ -48,7 +50,7 @@ type listener struct {
 var _ listeners.Listener = (*listener)(nil)
 
 func newListener(id, address string, tlsConf *tls.Config, log *slog.Logger) *listener {
-	return &listener{id: id, address: address, tlsConf: tlsConf, log: log, conns: map[net.Conn]struct{}{}}
+	return &listener{id: id, address: address, tlsConf: tlsConf, log: log, audit: nopAuditor{}, conns: map[net.Conn]struct{}{}}
 }
 
 func (l *listener) ID() string { return l.id }
@@ -129,6 +131,7 @@ func (l *listener) handle(raw net.Conn, establish listeners.EstablishFn) {
 			// a client refused over its certificate or TLS version is.
 			if !errors.Is(err, io.EOF) && !l.isClosed() {
 				l.warn("tls handshake failed", "remote", raw.RemoteAddr().String(), "error", err)
+				l.audit.Record(audit.Entry{Event: "tls_refused", Remote: raw.RemoteAddr().String(), Listener: l.id, Reason: err.Error()})
 			}
 			return
 		}
