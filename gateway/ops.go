@@ -209,6 +209,17 @@ func (g *Gateway) streamParam(q url.Values) (buffer.StreamStats, *paramError) {
 // stream's first retained offset when there is none (and required is
 // false). An offset before the first retained event is 404: those events
 // are gone (forwarded, expired or dropped) and cannot be shown or replayed.
+// streamFromParams reads the stream and from parameters; from is required
+// when fromRequired.
+func (g *Gateway) streamFromParams(q url.Values, fromRequired bool) (buffer.StreamStats, uint64, *paramError) {
+	st, perr := g.streamParam(q)
+	if perr != nil {
+		return st, 0, perr
+	}
+	from, perr := fromParam(q, st, fromRequired)
+	return st, from, perr
+}
+
 func fromParam(q url.Values, st buffer.StreamStats, required bool) (uint64, *paramError) {
 	s := q.Get("from")
 	if s == "" {
@@ -270,12 +281,7 @@ func (g *Gateway) handleBufferStats(w http.ResponseWriter, r *http.Request) {
 
 func (g *Gateway) handlePeek(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	st, perr := g.streamParam(q)
-	if perr != nil {
-		perr.write(w)
-		return
-	}
-	from, perr := fromParam(q, st, false)
+	st, from, perr := g.streamFromParams(q, false)
 	if perr != nil {
 		perr.write(w)
 		return
@@ -353,12 +359,7 @@ var (
 // it runs (forwarded, expired) are skipped.
 func (g *Gateway) handleExport(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	st, perr := g.streamParam(q)
-	if perr != nil {
-		perr.write(w)
-		return
-	}
-	from, perr := fromParam(q, st, false)
+	st, from, perr := g.streamFromParams(q, false)
 	if perr != nil {
 		perr.write(w)
 		return
@@ -503,12 +504,7 @@ func appendCBORUint(dst []byte, v uint64) []byte {
 
 func (g *Gateway) handleReplay(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	st, perr := g.streamParam(q)
-	if perr != nil {
-		perr.write(w)
-		return
-	}
-	from, perr := fromParam(q, st, true)
+	st, from, perr := g.streamFromParams(q, true)
 	if perr != nil {
 		perr.write(w)
 		return

@@ -153,6 +153,44 @@ pipelines:
 			expect(msg{"v2/telemetry/probe", 3})
 		})
 	}
+
+	// Drivers and an ACL: a simulated sensor starts reading, and a client
+	// may now publish only under sensors/probe.
+	v3 := v2 + `
+drivers:
+  - {name: sim1, kind: sim, interval: 50ms, options: {signal: sine, min: 10, max: 30, period: 1m, quantity: temperature, unit: Cel}}
+`
+	v3 = strings.Replace(v3, "  allow_anonymous: true\n", "  allow_anonymous: true\n  acl:\n    - {user: \"*\", publish: [sensors/probe]}\n", 1)
+	write(v3)
+	if err := g.Reload(context.Background()); err != nil {
+		t.Fatalf("Reload with drivers and an ACL: %v", err)
+	}
+	waitFor := func(topic string) {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case m := <-got:
+				if m.topic == topic {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("nothing on %s after the reload", topic)
+			}
+		}
+	}
+	waitFor("v2/telemetry/sim1")
+	denied := g.Status().Ingest.ACLDenied
+	intruder := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("intruder").SetAutoReconnect(false))
+	if tok := intruder.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	intruder.Publish("sensors/other", 1, false, []byte(`{"v":99}`)).WaitTimeout(2 * time.Second)
+	intruder.Disconnect(50)
+	waitUntil(t, 5*time.Second, "the publish outside the ACL denied", func() bool { return g.Status().Ingest.ACLDenied > denied })
+	publish(4)
+	waitFor("v2/telemetry/probe")
+
 	if lost.Load() {
 		t.Fatal("the sensor lost its connection during a reload")
 	}

@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ferrygw/ferry/event"
+	"github.com/ferrygw/ferry/internal/jsonstr"
 )
 
 // Format is the encoding of cloud messages.
@@ -63,20 +64,20 @@ func AppendJSON(dst []byte, gatewayID string, ev *event.Event) []byte {
 	dst = append(dst, `{"id":"`...)
 	dst = ev.ID.AppendText(dst)
 	dst = append(dst, `","gateway":`...)
-	dst = appendJSONString(dst, gatewayID)
+	dst = jsonstr.AppendQuoted(dst, gatewayID)
 	dst = append(dst, `,"stream":`...)
-	dst = appendJSONString(dst, ev.Stream)
+	dst = jsonstr.AppendQuoted(dst, ev.Stream)
 	dst = append(dst, `,"source":`...)
-	dst = appendJSONString(dst, ev.Source)
+	dst = jsonstr.AppendQuoted(dst, ev.Source)
 	dst = append(dst, `,"topic":`...)
-	dst = appendJSONString(dst, ev.Topic)
+	dst = jsonstr.AppendQuoted(dst, ev.Topic)
 	if !ev.Time.IsZero() {
 		dst = append(dst, `,"ts":"`...)
 		dst = ev.Time.UTC().AppendFormat(dst, time.RFC3339Nano)
 		dst = append(dst, '"')
 	}
 	dst = append(dst, `,"content_type":`...)
-	dst = appendJSONString(dst, ev.ContentType)
+	dst = jsonstr.AppendQuoted(dst, ev.ContentType)
 	if embeddable(ev.Payload) {
 		dst = append(dst, `,"payload":`...)
 		dst = append(dst, ev.Payload...)
@@ -97,9 +98,9 @@ func AppendJSON(dst []byte, gatewayID string, ev *event.Event) []byte {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendJSONString(dst, k)
+			dst = jsonstr.AppendQuoted(dst, k)
 			dst = append(dst, ':')
-			dst = appendJSONString(dst, ev.Attrs[k])
+			dst = jsonstr.AppendQuoted(dst, ev.Attrs[k])
 		}
 		dst = append(dst, '}')
 	}
@@ -171,47 +172,3 @@ func embeddable(p []byte) bool {
 }
 
 func isJSONSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString appends s as a quoted JSON string.
-func appendJSONString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
-}
