@@ -160,7 +160,7 @@ func (g *Gateway) serveStatus(ctx context.Context) error {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
-	g.log.Info("status endpoint listening", "url", "http://"+ln.Addr().String()+"/status")
+	g.log.Info("status page listening", "url", "http://"+ln.Addr().String()+"/", "metrics", "http://"+ln.Addr().String()+"/metrics")
 	select {
 	case err := <-done:
 		return fmt.Errorf("gateway: status server: %w", err)
