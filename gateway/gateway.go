@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferrygw/ferry/buffer"
@@ -42,7 +43,7 @@ type Gateway struct {
 	broker  *broker.Broker
 	demo    *demo // nil without a demo section
 	hw      drivers.Env
-	started time.Time
+	started atomic.Int64 // UnixNano of Run's start; read by Status concurrently
 	now     func() time.Time
 
 	// load re-reads the configuration for Reload; nil: reload refused.
@@ -217,7 +218,7 @@ func (g *Gateway) BrokerAddr() string { return g.broker.Addr() }
 // Run runs the gateway until ctx ends or a component fails, then stops
 // everything and closes the buffer.
 func (g *Gateway) Run(ctx context.Context) error {
-	g.started = g.now()
+	g.started.Store(g.now().UnixNano())
 	g.log.Info("ferry starting", "gateway_id", g.cfg.GatewayID, "buffer", g.buf.Path(),
 		"durability", g.cfg.Ingest.Durability, "uplink", g.parts.fwd != nil)
 	// The buffer's commit loop outlives the broker: a hook waiting on its

@@ -65,10 +65,12 @@ func (g *Gateway) Status() Status {
 	cfg, p := g.current()
 	st := Status{
 		GatewayID:   cfg.GatewayID,
-		Uptime:      Duration(now.Sub(g.started).Round(time.Second)),
 		Ingest:      g.broker.Stats(),
 		DiskFull:    g.buf.DiskFull(),
 		Quarantined: g.buf.Quarantined(),
+	}
+	if started := g.started.Load(); started != 0 {
+		st.Uptime = Duration(now.Sub(time.Unix(0, started)).Round(time.Second))
 	}
 	if p.fwd != nil {
 		ls := p.fwd.Status()

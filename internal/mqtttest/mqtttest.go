@@ -35,7 +35,7 @@ type Broker struct {
 	cmd    *exec.Cmd
 	waited chan struct{}
 	conf   string
-	logBuf *bytes.Buffer
+	logBuf *lockedBuffer
 	mochi  *mqtt.Server
 }
 
@@ -144,7 +144,7 @@ func (b *Broker) StartAgain() {
 		b.mochi = s
 	} else {
 		if b.logBuf == nil {
-			b.logBuf = new(bytes.Buffer)
+			b.logBuf = new(lockedBuffer)
 		}
 		cmd := exec.Command(MosquittoPath(), "-c", b.conf)
 		cmd.Stdout = b.logBuf
@@ -219,4 +219,23 @@ func RequireClient(t testing.TB, name string) string {
 		t.Skipf("%s not installed (apt-get install mosquitto-clients)", name)
 	}
 	return p
+}
+
+// lockedBuffer is Mosquitto's output: written by exec's copying goroutine
+// while a test may read it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
