@@ -7,7 +7,7 @@ COMMIT   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN      := bin
 
-.PHONY: all build run test test-short vet lint fuzz bench bench-spine cross clean
+.PHONY: all build run test test-short vet lint fuzz bench bench-spine cross deb test-deb test-arm clean FORCE
 
 all: build
 
@@ -44,6 +44,14 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzUnmarshal$$' -fuzztime $(FUZZTIME) ./event/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMessage$$' -fuzztime $(FUZZTIME) ./uplink/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./gateway/config/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./gateway/rules/
+	$(GO) test -run '^$$' -fuzz '^FuzzSenML$$' -fuzztime $(FUZZTIME) ./gateway/rules/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSketch$$' -fuzztime $(FUZZTIME) ./gateway/rules/
+	$(GO) test -run '^$$' -fuzz '^FuzzWindowUnmarshalState$$' -fuzztime $(FUZZTIME) ./gateway/rules/
+	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) ./internal/keyring/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/keyring/
+	$(GO) test -run '^$$' -fuzz '^FuzzAppendString$$' -fuzztime $(FUZZTIME) ./internal/audit/
+	$(GO) test -run '^$$' -fuzz '^FuzzAppendQuoted$$' -fuzztime $(FUZZTIME) ./internal/jsonstr/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./buffer/ ./event/ ./uplink/ ./gateway/rules/
@@ -52,13 +60,116 @@ bench:
 bench-spine: build
 	bash internal/bench/spine.sh
 
-cross:
-	for t in linux/arm/6 linux/arm/7 linux/arm64/ linux/amd64/; do \
-	  os=$${t%%/*}; rest=$${t#*/}; arch=$${rest%%/*}; arm=$${rest#*/}; \
-	  out=$(BIN)/ferry-$$os-$$arch$${arm:+v$$arm}; \
-	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$out ./cmd/ferry || exit 1; \
-	  ls -l $$out; \
-	done
+# ---- Builds for the boards ------------------------------------------------
+#
+# bin/ferry-linux-<variant>: static (CGO_ENABLED=0: no libc to match on the
+# board), -trimpath, stripped (-s -w), version and commit stamped.
+#   armv6  Pi Zero, Zero W, 1; also every later Pi on 32-bit Raspberry Pi OS
+#   armv7  Pi 2, 3, 4 and other ARMv7 boards on a 32-bit OS
+#   arm64  Pi 3, 4, 5, Zero 2 on a 64-bit OS; arm64 edge boxes
+#   amd64  x86-64 edge boxes
+CROSS_VARIANTS := armv6 armv7 arm64 amd64
+goarch.armv6 := arm
+goarm.armv6  := 6
+goarch.armv7 := arm
+goarm.armv7  := 7
+goarch.arm64 := arm64
+goarch.amd64 := amd64
+
+cross: $(CROSS_VARIANTS:%=$(BIN)/ferry-linux-%)
+	@for f in $^; do stat -c '%n %s' $$f; done | awk '{ printf "%-24s %9d bytes  %5.1f MiB\n", $$1, $$2, $$2 / 1048576 }'
+
+# FORCE: the go command's cache decides what is stale, not make.
+$(BIN)/ferry-linux-%: FORCE
+	$(if $(goarch.$*),,$(error unknown build variant "$*"; known: $(CROSS_VARIANTS)))
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(goarch.$*) GOARM=$(goarm.$*) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/ferry
+
+FORCE:
+
+# ---- Debian packages --------------------------------------------------------
+#
+# bin/ferry_<debversion>_{armhf,arm64,amd64}.deb (deploy/deb/build.sh has
+# the layout). armhf gets the ARMv6 build: Raspberry Pi OS's armhf userland
+# runs on the ARMv6 Pi Zero and 1, and an ARMv6 binary runs on every later
+# Pi and on Debian's ARMv7 armhf too, so one armhf package fits all.
+DEB_VERSION = $(shell sh deploy/deb/build.sh --debian-version '$(VERSION)')
+deb.armhf := armv6
+deb.arm64 := arm64
+deb.amd64 := amd64
+DEB_ARCHES := armhf arm64 amd64
+
+deb: $(foreach a,$(DEB_ARCHES),$(BIN)/ferry-linux-$(deb.$(a)))
+	rm -f $(BIN)/ferry_*.deb
+	sh deploy/deb/build.sh $(BIN) '$(VERSION)' $(foreach a,$(DEB_ARCHES),$(a)=$(BIN)/ferry-linux-$(deb.$(a)))
+
+# The package for this machine, checked by deploy/deb_test.go: layout,
+# modes, control fields, conffiles, the binary and config it installs, the
+# unit (systemd-analyze), and install, upgrade, remove and purge through
+# the maintainer scripts in a scratch root (dpkg --root).
+DEB_HOST_ARCH = $(patsubst arm,armhf,$(shell $(GO) env GOARCH))
+test-deb: deb
+	FERRY_DEB=$(abspath $(BIN)/ferry_$(DEB_VERSION)_$(DEB_HOST_ARCH).deb) $(GO) test -count=1 -run '^TestDeb' ./deploy/
+
+# ---- Tests on ARM, under emulation -----------------------------------------
+#
+# Every package's tests, cross-compiled for arm64 and for 32-bit ARMv6 (the
+# Pi Zero: 32-bit pointers, ints and mmap sizes in bbolt, 64-bit atomics
+# that must be 8-byte aligned; and, on both, float results that may differ
+# from amd64's in the last bit: fused multiply-add on arm64, assembly math
+# functions only on amd64), run under Debian's qemu-user-static, invoked
+# explicitly (no binfmt_misc needed), each from its package's directory as
+# go test would. ARM_TEST_JOBS binaries run at once (both architectures
+# mixed): they mostly wait on fsync and timers. On a 2-core machine it
+# takes about 5 minutes (README, "Builds and packages").
+# Mosquitto and mosquitto_pub/sub are the host's x86 binaries: the tests
+# start them as separate processes, which qemu-user runs natively.
+#
+# Not run under emulation (ARM_SKIP), because they cannot work under
+# qemu-user or would not test ARM code:
+#   buffer.TestKill9                     re-executes its own test binary
+#       (os.Args[0]) as the child it SIGKILLs: an ARM binary the kernel
+#       cannot start without binfmt_misc.
+#   gateway.TestCrashKill9, gateway.TestPipelineCrashExactlyOnce,
+#   gateway.TestSystemdNotifyAndReload
+#       `go build` ferry and run it: that builds and runs an amd64 ferry,
+#       so they would test the host's code (for minutes, in the first two).
+#   gateway.TestMetricsEndpoint          wants process_resident_memory_bytes
+#       > 0, read from /proc/self/stat, which qemu-user (7.2) fakes with
+#       zeros for RSS and VSZ.
+# and the package ./deploy (packaging; host tools only).
+ARM_VARIANTS     ?= arm64 armv6
+ARM_TEST_JOBS    ?= 3
+ARM_TEST_TIMEOUT ?= 6m
+ARM_TEST_DIR     := $(BIN)/test-arm
+ARM_SKIP         := ^(TestKill9|TestCrashKill9|TestPipelineCrashExactlyOnce|TestSystemdNotifyAndReload|TestMetricsEndpoint)$$
+ARM_SKIP_PKGS    := github.com/ferrygw/ferry/deploy
+# Started first, so the long ones do not end up running alone at the end.
+ARM_SLOW_FIRST   := buffer gateway rules broker
+qemu.arm64 := qemu-aarch64-static
+qemu.armv6 := qemu-arm-static
+empty :=
+space := $(empty) $(empty)
+
+test-arm:
+	@for q in $(foreach v,$(ARM_VARIANTS),$(qemu.$(v))); do command -v $$q >/dev/null || { echo "test-arm: $$q missing: apt-get install qemu-user-static" >&2; exit 1; }; done
+	rm -rf $(ARM_TEST_DIR) && mkdir -p $(ARM_TEST_DIR)
+	$(GO) list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}} {{.Dir}}{{end}}' ./... | grep -v -E '^($(subst $(space),|,$(ARM_SKIP_PKGS))) ' >$(ARM_TEST_DIR)/pkgs
+	@# One go test -c per architecture builds all packages in parallel into
+	@# DIR/<last path element>.test (it refuses two packages of one name).
+	$(foreach v,$(ARM_VARIANTS),CGO_ENABLED=0 GOOS=linux GOARCH=$(goarch.$(v)) GOARM=$(goarm.$(v)) $(GO) test -c -vet=off -o $(ARM_TEST_DIR)/$(v)/ $$(cut -d' ' -f1 $(ARM_TEST_DIR)/pkgs) &&) true
+	{ $(foreach v,$(ARM_VARIANTS),while read -r pkg dir; do echo "$(qemu.$(v)) $(v) $${pkg##*/} $$dir"; done <$(ARM_TEST_DIR)/pkgs;) } \
+	  | awk -v slow='$(ARM_SLOW_FIRST)' 'BEGIN { n = split(slow, s, " "); for (i = 1; i <= n; i++) r[s[i]] = i } { print ($$3 in r ? r[$$3] : 99), $$0 }' \
+	  | sort -s -n -k1,1 | cut -d' ' -f2- >$(ARM_TEST_DIR)/jobs
+	@start=$$(date +%s); \
+	ARM_SKIP='$(ARM_SKIP)' xargs -P $(ARM_TEST_JOBS) -L 1 sh -c ' \
+	  log=$(abspath $(ARM_TEST_DIR))/$$1/$$2.log; t0=$$(date +%s); \
+	  if (cd "$$3" && exec "$$0" $(abspath $(ARM_TEST_DIR))/$$1/$$2.test -test.count=1 -test.timeout=$(ARM_TEST_TIMEOUT) -test.skip "$$ARM_SKIP") >"$$log" 2>&1; \
+	  then echo "ok    $$1 $$2 $$(( $$(date +%s) - t0 ))s"; \
+	  else echo "FAIL  $$1 $$2 $$(( $$(date +%s) - t0 ))s  ($$log)"; exit 1; fi' <$(ARM_TEST_DIR)/jobs; \
+	rc=$$?; echo "test-arm: $(ARM_VARIANTS) in $$(( $$(date +%s) - start ))s"; \
+	if [ $$rc -ne 0 ]; then \
+	  for f in $(ARM_TEST_DIR)/*/*.log; do grep -q -E '^(FAIL|panic:)' $$f && { echo "==== $$f"; grep -E -B1 -A15 -e '^(--- FAIL|panic:|FAIL)' $$f | head -n 80; }; done; \
+	  echo "test-arm: FAILED" >&2; exit 1; fi
 
 clean:
 	rm -rf $(BIN) .ferry-data

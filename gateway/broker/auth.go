@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"unicode"
 
 	"github.com/ferrygw/ferry/gateway/topic"
@@ -143,12 +144,20 @@ func SetUser(path, user string, pw []byte) error {
 	if !replaced {
 		out = append(out, entry)
 	}
-	return writeFileAtomic(path, []byte(strings.Join(out, "\n")+"\n"), 0o600)
+	// An existing file keeps its owner and mode (less any access for
+	// others): a packaged gateway runs as user ferry and reads a
+	// root:ferry 0640 file that root edits.
+	mode, owner := os.FileMode(0o600), (*syscall.Stat_t)(nil)
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm() &^ 0o007 // hashes are never for everyone
+		owner, _ = fi.Sys().(*syscall.Stat_t)
+	}
+	return writeFileAtomic(path, []byte(strings.Join(out, "\n")+"\n"), mode, owner)
 }
 
 // writeFileAtomic replaces path with data: temporary file in the same
 // directory, fsync, rename, fsync of the directory.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
+func writeFileAtomic(path string, data []byte, mode os.FileMode, owner *syscall.Stat_t) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -162,6 +171,11 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 	}()
 	if err = f.Chmod(mode); err != nil {
 		return fmt.Errorf("users file: %w", err)
+	}
+	if owner != nil && (int(owner.Uid) != os.Geteuid() || int(owner.Gid) != os.Getegid()) {
+		if err = f.Chown(int(owner.Uid), int(owner.Gid)); err != nil {
+			return fmt.Errorf("users file: keep the owner: %w", err)
+		}
 	}
 	if _, err = f.Write(data); err != nil {
 		return fmt.Errorf("users file: %w", err)

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/ferrygw/ferry/buffer"
@@ -266,8 +267,8 @@ func TestSetUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fi.Mode().Perm() != 0o600 {
-		t.Fatalf("mode %v, want 0600", fi.Mode().Perm())
+	if fi.Mode().Perm() != 0o640 { // 0644 less access for others
+		t.Fatalf("mode %v, want 0640", fi.Mode().Perm())
 	}
 	data, _ := os.ReadFile(path)
 	if !bytes.HasPrefix(data, []byte("# ferry users\nalice:$2")) || bytes.Count(data, []byte("\n")) != 3 ||
@@ -286,5 +287,34 @@ func TestSetUser(t *testing.T) {
 	entries, _ := os.ReadDir(filepath.Dir(path))
 	if len(entries) != 1 {
 		t.Fatalf("temporary files left: %v", entries)
+	}
+}
+
+// TestSetUserKeepsModeAndOwner: root editing a packaged gateway's users
+// file (root:ferry 0640) must leave it readable by the service.
+func TestSetUserKeepsModeAndOwner(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "users")
+	if err := os.WriteFile(path, []byte("# users\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	gid := os.Getegid()
+	if os.Geteuid() == 0 {
+		gid = 4 // any group other than root's: chown needs root
+		if err := os.Chown(path, 0, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := broker.SetUser(path, "s1", []byte("pw")); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o640 {
+		t.Errorf("mode %v after SetUser, want 0640", fi.Mode().Perm())
+	}
+	if st := fi.Sys().(*syscall.Stat_t); int(st.Gid) != gid {
+		t.Errorf("group %d after SetUser, want %d", st.Gid, gid)
 	}
 }

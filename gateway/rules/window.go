@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"reflect"
 	"slices"
 	"strconv"
@@ -822,22 +823,26 @@ func (w *Window) Stats() WindowStats {
 		groupBytes  = 16 + 24*4 + 8
 	)
 	n := int64(windowBytes * len(w.windows))
+	var data int64
 	for _, win := range w.windows {
 		for k, g := range win.groups {
 			n += entryBytes + groupBytes + int64(len(k))
 			n += int64(16*len(g.vals)) + int64(40*len(g.nums)) + int64(48*len(g.anys)) + int64(8*len(g.sketches))
 			for _, v := range g.vals {
-				n += winValueBytes(v, 0)
+				data += winValueBytes(v, 0)
 			}
 			for _, a := range g.anys {
-				n += winValueBytes(a.first, 0) + winValueBytes(a.last, 0)
+				data += winValueBytes(a.first, 0) + winValueBytes(a.last, 0)
 			}
 			for _, sk := range g.sketches {
-				n += sketchBytes(sk)
+				data += sketchBytes(sk)
 			}
 		}
 	}
-	st.ApproxBytes = n
+	// The structure sizes above are for 64-bit platforms; on 32-bit ARM
+	// (Pi Zero) pointers, ints, headers and map slots are about half as
+	// big. Values and sketch bins are not scaled.
+	st.ApproxBytes = n*bits.UintSize/64 + data
 	return st
 }
 
