@@ -57,7 +57,8 @@ type Gateway struct {
 	mu sync.RWMutex // guards cfg and parts, replaced by Reload
 	*parts
 
-	audit *audit.Log // nil: audit off
+	audit  *audit.Log // nil: audit off
+	alerts alertRing  // recent pipeline outputs, for the status page
 
 	metrics *gatewayMetrics // what GET /metrics reports beyond Status (metrics.go)
 }
@@ -98,7 +99,8 @@ func (g *Gateway) buildParts(cfg *config.Config) (*parts, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	for _, pl := range pipelines {
-		p.runners = append(p.runners, rules.NewRunner(pl, g.buf, rules.RunnerConfig{Logger: logger.With("component", "rules")}))
+		p.runners = append(p.runners, rules.NewRunner(pl, g.buf, rules.RunnerConfig{Logger: logger.With("component", "rules"),
+			Committed: g.alerts.committed(pl.Name, cfg.DeadLetters.Stream)}))
 	}
 	for _, pc := range cfg.Pipelines {
 		for j, o := range pc.Outputs {

@@ -28,6 +28,7 @@ type Status struct {
 	Ingest    broker.Stats          `json:"ingest"`
 	Streams   []StreamStatus        `json:"streams"`
 	Pipelines []rules.RunnerStats   `json:"pipelines,omitempty"`
+	Alerts    []Alert               `json:"alerts,omitempty"` // newest pipeline outputs first
 	Drivers   []drivers.DriverStats `json:"drivers,omitempty"`
 	Commits   uint64                `json:"commits"`
 	CommitAvg Duration              `json:"commit_avg"`
@@ -84,6 +85,7 @@ func (g *Gateway) Status() Status {
 	for _, r := range p.runners {
 		st.Pipelines = append(st.Pipelines, r.Stats())
 	}
+	st.Alerts = g.alerts.list()
 	if p.sched != nil {
 		st.Drivers = p.sched.Stats()
 	}

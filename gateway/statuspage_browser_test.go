@@ -176,12 +176,13 @@ func processesUsing(dir string) []int {
 // pageState is what the status page shows, read from the DOM: the data-
 // attributes its script keeps on <body> and on each chart.
 type pageState struct {
-	Title, Link, LinkText, Feed       string
-	Updates, Ingested, Forwarded      float64
-	Backlog, DeadLetters              float64
-	IngestPoints, IngestMax           float64
-	ForwardMax, BacklogMax            float64
-	StreamRows, DriverRows, AlertRows float64
+	Title, Link, LinkText, Feed  string
+	Updates, Ingested, Forwarded float64
+	Backlog, DeadLetters         float64
+	IngestPoints, IngestMax      float64
+	ForwardMax, BacklogMax       float64
+	StreamRows, DriverRows       float64
+	DeadLetterRows, AlertRows    float64
 }
 
 const pageStateScript = `
@@ -192,7 +193,8 @@ return {Title: document.title, Link: b.link || '', LinkText: document.getElement
   Forwarded: n(b.forwarded), Backlog: n(b.backlog), DeadLetters: n(b.deadletters),
   IngestPoints: n(c('chart-ingest').points), IngestMax: n(c('chart-ingest').max),
   ForwardMax: n(c('chart-forward').max), BacklogMax: n(c('chart-backlog').max),
-  StreamRows: rows('streams'), DriverRows: rows('drivers'), AlertRows: rows('deadletters')};`
+  StreamRows: rows('streams'), DriverRows: rows('drivers'), DeadLetterRows: rows('deadletters'),
+  AlertRows: rows('alerts')};`
 
 func (d *webDriver) state(t *testing.T) pageState {
 	t.Helper()
@@ -273,9 +275,9 @@ drivers:
 	})
 
 	cloud.StartAgain()
-	s1 := d.waitPage(t, "the events forwarded, the backlog drained, the dead letter listed", func(s pageState) bool {
+	s1 := d.waitPage(t, "the events forwarded, the backlog drained, the dead letter and the alerts listed", func(s pageState) bool {
 		return s.Link == "connected" && s.Forwarded >= s0.Forwarded+pubs*each+1 && s.ForwardMax > 0 &&
-			s.Backlog < pubs*each && s.DeadLetters >= 1 && s.AlertRows >= 1
+			s.Backlog < pubs*each && s.DeadLetters >= 1 && s.DeadLetterRows >= 1 && s.AlertRows >= 1
 	})
 	t.Logf("page after the outage: %+v", s1)
 

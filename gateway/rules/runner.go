@@ -72,6 +72,10 @@ type RunnerConfig struct {
 	CommitInterval time.Duration
 	Now            func() time.Time
 	Logger         *slog.Logger
+	// Committed, if set, is called after each commit with the events it
+	// wrote (outputs and dead letters); it must not keep the slice and must
+	// return quickly.
+	Committed func(events []event.Event)
 }
 
 // Runner drives one pipeline over the durable log, exactly once: each
@@ -421,6 +425,9 @@ func (r *Runner) commit(ctx context.Context, through uint64) error {
 	}
 	if refused > 0 {
 		r.lg.Warn("pipeline outputs refused by the buffer", "events", refused)
+	}
+	if r.cfg.Committed != nil && len(r.pending) > 0 {
+		r.cfg.Committed(r.pending)
 	}
 	clear(r.pending)
 	r.pending = r.pending[:0]

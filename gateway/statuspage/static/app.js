@@ -174,6 +174,16 @@
     ])));
   }
 
+  function renderAlerts(alerts) {
+    $('alerts-none').hidden = alerts.length > 0;
+    document.body.dataset.alerts = alerts.length;
+    $('alerts').replaceChildren(...alerts.map((a) => {
+      const payload = a.payload.length > 80 ? a.payload.slice(0, 80) + '…' : a.payload;
+      return row([new Date(a.time).toLocaleTimeString(), el('td', a.pipeline, 'mono'), el('td', a.stream, 'mono'),
+        el('td', a.source, 'mono'), el('td', payload, 'mono small')]);
+    }));
+  }
+
   async function fetchDeadLetters() {
     deadLetterFetched = Date.now();
     try {
@@ -238,6 +248,7 @@
     renderStreams(streams, now);
     renderDrivers(st.drivers || []);
     renderPipelines(st.pipelines || []);
+    renderAlerts(st.alerts || []);
 
     const ig = st.ingest;
     $('broker').textContent = num(ig.clients) + ' clients · ' + num(ig.ingested) + ' ingested · ' +
