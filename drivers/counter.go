@@ -71,6 +71,7 @@ type counter struct {
 	ppu      float64 // pulses per unit, 0 for none
 	unit     string
 	store    Store
+	watched  bool // Watch ran before: the total in memory is the latest
 	now      func() time.Time
 	// tick returns a channel delivering one value per interval, and the
 	// function that stops it. A field so that tests can drive it.
@@ -121,22 +122,38 @@ func newCounter(spec Spec, env Env) (Driver, error) {
 			return t.C, t.Stop
 		},
 	}
-	b, err := env.Store.Load(c.key)
-	if err != nil {
-		return nil, fmt.Errorf("loading the stored total %q: %w", c.key, err)
-	}
-	if b != nil {
-		n, err := strconv.ParseUint(string(b), 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("the stored total %q is corrupt (%q is not a count): refusing to restart from zero; fix or delete the key", c.key, b)
-		}
-		c.total, c.saved = n, n
+	if err := c.loadTotal(); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
 
+// loadTotal reads the stored total. New checks it early; the first Watch
+// reads it again because a counter replaced by a config reload saves its
+// last total only when it stops, after its successor was built.
+func (c *counter) loadTotal() error {
+	b, err := c.store.Load(c.key)
+	if err != nil {
+		return fmt.Errorf("loading the stored total %q: %w", c.key, err)
+	}
+	if b != nil {
+		n, err := strconv.ParseUint(string(b), 10, 64)
+		if err != nil {
+			return fmt.Errorf("the stored total %q is corrupt (%q is not a count): refusing to restart from zero; fix or delete the key", c.key, b)
+		}
+		c.total, c.saved = n, n
+	}
+	return nil
+}
+
 // Watch implements Watcher.
 func (c *counter) Watch(ctx context.Context, emit func(Sample)) error {
+	if !c.watched { // a restarted Watch keeps its unsaved pulses
+		if err := c.loadTotal(); err != nil {
+			return err
+		}
+		c.watched = true
+	}
 	level, err := c.line.start()
 	if err != nil {
 		return err
