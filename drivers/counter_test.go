@@ -221,6 +221,28 @@ func TestCounterPersistence(t *testing.T) {
 			t.Errorf("stored %q, want \"5\"", got)
 		}
 	})
+	t.Run("built before its predecessor's last save", func(t *testing.T) {
+		// A config reload builds the new counter, then stops the old one,
+		// which saves its total: the new one must start from that.
+		store := &counterStore{m: map[string][]byte{"counter/meter": []byte("41")}}
+		r := newGPIORig(t)
+		d, err := New(Spec{Name: "meter", Kind: "counter", Interval: 10 * time.Second, Options: Options{Pin: r.pin.N}}, r.env(store))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Save("counter/meter", []byte("50")); err != nil {
+			t.Fatal(err)
+		}
+		c := d.(*counter)
+		r.ticks = make(chan time.Time, 1)
+		c.tick = func(time.Duration) (<-chan time.Time, func()) { return r.ticks, func() {} }
+		r.watch(c)
+		counterCheck(t, r.tickAfter(10*time.Second), r.now.Now(),
+			[]Reading{{"count", 50, "count"}, {"rate", 0, "/s"}})
+		if err := r.stop(); err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("saved when Watch ends, unsaved when unchanged", func(t *testing.T) {
 		store := &counterStore{m: map[string][]byte{"counter/meter": []byte("41")}}
 		r := newGPIORig(t)
