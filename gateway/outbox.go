@@ -30,6 +30,7 @@ import (
 type outbox interface {
 	Read(stream string, from uint64, max int, fn func(off uint64, ev *event.Event) error) (uint64, error)
 	Ack(stream string, through uint64) error
+	Acked(stream string) uint64
 	Changed() <-chan struct{}
 	Append(ctx context.Context, ev *event.Event) error
 }
@@ -40,7 +41,10 @@ var _ outbox = (*buffer.Log)(nil)
 // batch, until ctx ends. deliver returns only when the event is done with
 // (delivered, or given up on and dead-lettered).
 func drain(ctx context.Context, q outbox, stream string, deliver func(ctx context.Context, ev *event.Event) error) error {
-	var next uint64
+	// After what a predecessor acknowledged (a reload restarts deliverers):
+	// an ack may still wait for its commit, and those events must not be
+	// delivered twice.
+	next := q.Acked(stream) + 1
 	for {
 		changed := q.Changed()
 		var evs []event.Event
