@@ -15,7 +15,8 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ferry ./cmd/ferry
 
 # The gateway on the embedded demo config: demo sensors, a stand-in cloud
-# that goes down every 20 s for 10 s, a health line every 5 s.
+# that is up for 20 s then down for 10 s (an outage every 30 s), a health
+# line every 5 s.
 run: build
 	./$(BIN)/ferry run
 
