@@ -32,3 +32,6 @@ require (
 	google.golang.org/protobuf v1.36.11 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 )
+
+// A patched copy of mochi-mqtt; third_party/mochi-mqtt/PATCHES.md lists the changes.
+replace github.com/mochi-mqtt/server/v2 => ./third_party/mochi-mqtt/server

@@ -88,9 +88,12 @@ goroot=$("$go" env GOROOT)
 licenses() {
 	cat "$here/copyright"
 	echo
-	# A "=>" line replaces the "dep" line before it.
+	# A "=>" line replaces the "dep" line before it; a replacement by a
+	# directory of this repository (third_party/) keeps the module's name
+	# and version, and adds the directory, where its license is.
 	"$go" version -m "$1" | awk '
 		$1 == "dep" { m[++n] = $2 " " $3 }
+		$1 == "=>" && $2 ~ /^\.\.?\// { m[n] = m[n] " " $2; next }
 		$1 == "=>" { m[n] = $2 " " $3 }
 		END { for (i = 1; i <= n; i++) print m[i] }' >"$tmp/mods"
 	echo " Go $("$go" version -m "$1" | awk 'NR == 1 { print $2 }') (runtime and standard library)"
@@ -98,9 +101,13 @@ licenses() {
 	echo
 	echo "-------- Go: $goroot/LICENSE"
 	cat "$goroot/LICENSE"
-	while read -r path ver; do
-		# The module cache escapes capitals: DataDog -> !data!dog.
-		dir="$modcache/$(printf '%s' "$path" | sed 's/[A-Z]/!&/g' | tr '[:upper:]' '[:lower:]')@$ver"
+	while read -r path ver local; do
+		if [ -n "$local" ]; then
+			dir="$top/$local"
+		else
+			# The module cache escapes capitals: DataDog -> !data!dog.
+			dir="$modcache/$(printf '%s' "$path" | sed 's/[A-Z]/!&/g' | tr '[:upper:]' '[:lower:]')@$ver"
+		fi
 		found=
 		for f in "$dir"/LICENSE* "$dir"/LICENCE* "$dir"/COPYING* "$dir"/NOTICE*; do
 			[ -f "$f" ] || continue

@@ -20,13 +20,57 @@ import (
 	"github.com/ferrygw/ferry/internal/audit"
 )
 
-// auditLog runs an audit log in a temporary file for the test; lines
-// returns what it wrote so far, flushing first.
+// auditLog runs an audit log in a temporary file for the test; entries
+// returns what it wrote, flushing first. It is the broker's Auditor, and
+// notes what the broker records so that a test can wait for it (await).
 type auditLog struct {
 	*audit.Log
 	path   string
 	cancel context.CancelFunc
 	done   chan error
+
+	mu       sync.Mutex
+	recorded []audit.Entry
+}
+
+// Record passes e to the audit log and notes it for await.
+func (a *auditLog) Record(e audit.Entry) {
+	a.mu.Lock()
+	a.recorded = append(a.recorded, e)
+	a.mu.Unlock()
+	a.Log.Record(e)
+}
+
+// await waits until the broker has recorded an entry matching each of
+// wants (see find; keys as in the file). The broker records some entries
+// after the client has had its answer: "connect" once the CONNACK is
+// written, "disconnect" once it has seen the connection end; a client
+// process may have exited before then (under qemu, it often has).
+func (a *auditLog) await(t *testing.T, wants ...map[string]any) {
+	t.Helper()
+	deadline := time.Now().Add(hangDeadline)
+	for {
+		a.mu.Lock()
+		var es []map[string]any
+		for _, e := range a.recorded {
+			es = append(es, map[string]any{"event": e.Event, "client_id": e.ClientID, "username": e.Username,
+				"listener": e.Listener, "topic": e.Topic, "action": e.Action, "reason": e.Reason})
+		}
+		a.mu.Unlock()
+		missing := 0
+		for _, w := range wants {
+			if len(find(es, w)) == 0 {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %v not recorded within %v; recorded: %v", missing, wants, hangDeadline, es)
+		}
+		time.Sleep(10 * time.Millisecond) // polling what the broker recorded
+	}
 }
 
 func startAudit(t *testing.T) *auditLog {
@@ -114,14 +158,16 @@ func TestAuditTrail(t *testing.T) {
 	if out, _ := client(t, b, "mosquitto_pub", "-V", "5", "-d", "-i", "dev-1", "-u", "s1", "-P", "pw1", "-q", "1", "-t", "sensors/other/t", "-m", "x"); !notAuthorized(out, "PUBACK") {
 		t.Fatalf("publish outside the ACL not refused with 135:\n%s", out)
 	}
-	es := a.entries(t)
-	for _, want := range []map[string]any{
+	wants := []map[string]any{
 		{"event": "auth_failure", "client_id": "anon-1", "reason": "anonymous access is off"},
 		{"event": "auth_failure", "client_id": "guess-1", "username": "s1", "reason": "unknown user or wrong password"},
 		{"event": "connect", "client_id": "dev-1", "username": "s1", "listener": "tcp"},
 		{"event": "disconnect", "client_id": "dev-1"},
 		{"event": "acl_deny", "client_id": "dev-1", "username": "s1", "topic": "sensors/other/t", "action": "publish"},
-	} {
+	}
+	a.await(t, wants...)
+	es := a.entries(t)
+	for _, want := range wants {
 		got := find(es, want)
 		if len(got) == 0 {
 			t.Errorf("no audit line with %v in:\n%v", want, es)
@@ -238,11 +284,16 @@ func TestAuditTLS(t *testing.T) {
 	if out, ok := tlsClient(t, b, "mosquitto_pub", "--cafile", f.ca.file, "-i", "tls-1", "-t", "sensors/a", "-m", "x"); !ok {
 		t.Fatalf("TLS publish refused:\n%s", out)
 	}
-	es := a.entries(t)
-	for _, want := range []map[string]any{
+	// mosquitto_pub has exited, but the broker may not have recorded the
+	// connect yet: it does once the CONNACK is written, which under qemu
+	// can be after the client has published and gone.
+	wants := []map[string]any{
 		{"event": "tls_refused", "listener": "tls"},
 		{"event": "connect", "client_id": "tls-1", "listener": "tls"},
-	} {
+	}
+	a.await(t, wants...)
+	es := a.entries(t)
+	for _, want := range wants {
 		if len(find(es, want)) == 0 {
 			t.Errorf("no audit line with %v in:\n%v", want, es)
 		}

@@ -221,15 +221,15 @@ type ACLRule struct {
 // audit log.
 type authHook struct {
 	mqtt.HookBase
-	policy       atomic.Pointer[authPolicy] // replaced by Broker.Reconfigure
-	usernameFrom string                     // TLSConfig.UsernameFrom
-	audit        Auditor
-	stats        *authStats
+	policy atomic.Pointer[authPolicy] // replaced by Broker.Reconfigure
+	audit  Auditor
+	stats  *authStats
 }
 
 // authPolicy is who may connect and what they may do; immutable once made.
 type authPolicy struct {
 	allowAnonymous bool
+	usernameFrom   string // TLSConfig.UsernameFrom; "" without TLS
 	users          Users
 	acl            []ACLRule
 	dummy          []byte // hash compared for unknown users, to take as long
@@ -248,6 +248,9 @@ type authStats struct {
 // the addresses it blocks) when the limits did not change.
 func newAuthPolicy(cfg Config, old *authPolicy) (*authPolicy, error) {
 	p := &authPolicy{allowAnonymous: cfg.AllowAnonymous, users: cfg.Users, acl: cfg.ACL, limit: cfg.LoginLimit}
+	if cfg.TLS != nil {
+		p.usernameFrom = cfg.TLS.UsernameFrom
+	}
 	if len(cfg.Users) > 0 {
 		if old != nil && old.dummy != nil {
 			p.dummy = old.dummy
@@ -270,9 +273,6 @@ func newAuthHook(cfg Config, stats *authStats) (*authHook, error) {
 	h := &authHook{audit: cfg.Audit, stats: stats}
 	if h.audit == nil {
 		h.audit = nopAuditor{}
-	}
-	if cfg.TLS != nil {
-		h.usernameFrom = cfg.TLS.UsernameFrom
 	}
 	p, err := newAuthPolicy(cfg, nil)
 	if err != nil {
@@ -334,7 +334,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		h.audit.Record(e)
 		return false
 	}
-	if id, ok := tlsIdentity(cl, h.usernameFrom); ok {
+	if id, ok := tlsIdentity(cl, p.usernameFrom); ok {
 		switch {
 		case id == "":
 			h.stats.failures.Add(1)

@@ -90,6 +90,11 @@ type Config struct {
 	Keys   *keyring.Ring
 	Routes []Route
 
+	// Logger receives the broker's and mochi's lines. Clients can cause
+	// them at any rate (refused publishes, bad packets, failed
+	// handshakes), so it should rate-limit repeats, as the gateway's
+	// logger (internal/logging) does; the broker does not limit them
+	// itself, so that there is one limit, with one summary line.
 	Logger *slog.Logger
 	Now    func() time.Time
 	Rand   io.Reader // event ID randomness; nil: crypto/rand
@@ -116,8 +121,14 @@ type Broker struct {
 	ingested atomic.Uint64
 	refused  atomic.Uint64
 	ignored  atomic.Uint64
-	lastWarn atomic.Int64
 }
+
+// Errors of the broker.
+var (
+	// ErrRestartRequired is returned by Reconfigure and CheckReconfigure
+	// for a change only a new broker can make.
+	ErrRestartRequired = errors.New("broker: a restart is needed")
+)
 
 // Auditor records security events; *audit.Log satisfies it. Record must
 // not block: hooks call it in a client's read loop.
@@ -179,7 +190,7 @@ func New(cfg Config, store Log) (*Broker, error) {
 
 	// mochi narrates hook and listener set-up at INFO; a board's flash
 	// wants only its warnings.
-	mochiLog := slog.New(minLevel{cfg.Logger.With("lib", "mochi").Handler(), slog.LevelWarn, new(noisyLimiter)})
+	mochiLog := slog.New(minLevel{cfg.Logger.With("lib", "mochi").Handler(), slog.LevelWarn})
 	opts := &mqtt.Options{
 		InlineClient: true,
 		Logger:       mochiLog,
@@ -290,21 +301,90 @@ func (b *Broker) Stats() Stats {
 
 // Reconfigure applies the settings of cfg that can change while clients
 // stay connected: users, anonymous access, the ACL, login limits, routes,
-// and the TLS certificate (re-read from its files). Connected clients keep
-// their sessions; the new ACL applies to their next publish or
-// subscription. The listeners and per-client limits stay as New set them.
+// and of the TLS listener the certificate, key and client CA files (their
+// paths, and their contents, which it re-reads) and UsernameFrom. Clients
+// handshaking or connecting from now on get the new TLS settings;
+// connected clients keep their connections and sessions, and the new ACL
+// applies to their next publish or subscription.
+//
+// Adding, removing or moving the TLS listener, or changing its
+// RequireClientCert or MinVersion, is refused with ErrRestartRequired:
+// those are policies every client should be held to, and a restart makes
+// every client reconnect under them. The other listeners and the
+// per-client limits stay as New set them. On any error nothing changes.
 func (b *Broker) Reconfigure(cfg Config) error {
-	if cfg.Now == nil {
-		cfg.Now = b.cfg.Now
-	}
-	p, err := newAuthPolicy(cfg, b.auth.policy.Load())
+	rc, err := b.prepare(cfg)
 	if err != nil {
 		return err
 	}
-	b.auth.policy.Store(p)
-	routes := cfg.Routes
-	b.routes.Store(&routes)
-	return b.ReloadTLS()
+	b.auth.policy.Store(rc.policy)
+	b.routes.Store(&rc.routes)
+	if rc.tls != nil {
+		b.tls.install(rc.tls)
+	}
+	return nil
+}
+
+// CheckReconfigure returns the error Reconfigure(cfg) would return (the
+// new TLS files are loaded to see that they work), and changes nothing: a
+// caller applying more than the broker's settings checks first, so that it
+// can refuse the whole change.
+func (b *Broker) CheckReconfigure(cfg Config) error {
+	_, err := b.prepare(cfg)
+	return err
+}
+
+// reconfig is what Reconfigure installs.
+type reconfig struct {
+	policy *authPolicy
+	routes []Route
+	tls    *tlsLoad // nil without a TLS listener
+}
+
+// prepare builds everything Reconfigure installs, or says why it cannot.
+func (b *Broker) prepare(cfg Config) (*reconfig, error) {
+	if cfg.Now == nil {
+		cfg.Now = b.cfg.Now
+	}
+	if cfg.TLS != nil {
+		tc := *cfg.TLS // defaults are filled into a copy, not the caller's
+		if err := tc.check(); err != nil {
+			return nil, err
+		}
+		cfg.TLS = &tc
+	}
+	var fixed []string
+	switch old, tc := b.cfg.TLS, cfg.TLS; {
+	case (old == nil) != (tc == nil):
+		fixed = append(fixed, "TLS listener")
+	case old != nil:
+		if tc.Listen != old.Listen {
+			fixed = append(fixed, "TLS.Listen")
+		}
+		if tc.RequireClientCert != old.RequireClientCert {
+			fixed = append(fixed, "TLS.RequireClientCert")
+		}
+		if tc.MinVersion != old.MinVersion {
+			fixed = append(fixed, "TLS.MinVersion")
+		}
+	}
+	if len(fixed) > 0 {
+		return nil, fmt.Errorf("%w to change %s", ErrRestartRequired, strings.Join(fixed, ", "))
+	}
+	rc := &reconfig{routes: cfg.Routes}
+	if cfg.TLS != nil {
+		ld, err := loadTLS(*cfg.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+		rc.tls = ld
+	}
+	p, err := newAuthPolicy(cfg, b.auth.policy.Load())
+	if err != nil {
+		return nil, err
+	}
+	rc.policy = p
+	return rc, nil
 }
 
 // Run serves until ctx ends, then closes the listeners and every client.
@@ -358,7 +438,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	now := b.cfg.Now()
 	id, err := event.NewID(now, b.cfg.Rand)
 	if err != nil {
-		return pk, b.refuse(cl, pk, err)
+		return pk, b.refuse(cl, pk, r.Stream, err)
 	}
 	ev := event.Event{
 		ID:          id,
@@ -381,21 +461,27 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		}
 	}
 	if err := b.store.Append(b.ctx, &ev); err != nil {
-		return pk, b.refuse(cl, pk, err)
+		return pk, b.refuse(cl, pk, r.Stream, err)
 	}
 	b.ingested.Add(1)
 	return pk, nil
 }
 
-// refuse counts and logs (at most once a second) a refused PUBLISH and
-// returns the error that makes mochi withhold or negate the acknowledgement.
-func (b *Broker) refuse(cl *mqtt.Client, pk packets.Packet, err error) error {
-	b.refused.Add(1)
-	now := time.Now().Unix()
-	if last := b.lastWarn.Load(); now != last && b.lastWarn.CompareAndSwap(last, now) {
-		b.log.Warn("publish refused: event not stored, not acknowledged",
-			"client", cl.ID, "topic", pk.TopicName, "err", err, "refused_total", b.refused.Load())
-	}
+// refuse counts and logs a refused PUBLISH and returns the error that
+// makes mochi withhold or negate the acknowledgement: on MQTT 5 a PUBACK
+// (QoS 1) or PUBREC (QoS 2) with a reason code, on MQTT 3.1.1, which has
+// none, no acknowledgement at all, so the client resends.
+//
+// The line names the stream, the client and the topic, never the payload
+// (sensor data does not belong in logs). The client is "client_id", not
+// the logger's identity key "client": a full stream refuses every sensor
+// at once, and one line a stream (the logger lets a few a minute through
+// and counts the rest) says so, where a line per client would multiply
+// by the number of sensors.
+func (b *Broker) refuse(cl *mqtt.Client, pk packets.Packet, stream string, err error) error {
+	n := b.refused.Add(1)
+	b.log.Warn("publish refused: event not stored, not acknowledged",
+		"stream", stream, "client_id", cl.ID, "topic", pk.TopicName, "err", err, "refused_total", n)
 	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
 		if errors.Is(err, context.Canceled) {
 			return packets.ErrServerUnavailable
@@ -418,11 +504,12 @@ func (l *lockedReader) Read(p []byte) (int, error) {
 	return l.r.Read(p)
 }
 
-// minLevel drops records below a level, and repeats of a record.
+// minLevel drops records below a level, and mochi's per-connection
+// "use of closed network connection" warnings. Repeats of a record are
+// left to the logger's rate limit (see Config.Logger).
 type minLevel struct {
 	slog.Handler
-	min   slog.Level
-	noisy *noisyLimiter
+	min slog.Level
 }
 
 func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
@@ -431,73 +518,45 @@ func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
 
 // Handle drops mochi's per-connection "use of closed network connection"
 // warnings: every client's read loop reports one when the broker shuts
-// down, which is expected, not a problem. Other records pass at most once
-// a second per message: mochi warns per packet or per connection (a
-// client's bad packet, a dropped message for a full session, a short
-// keep-alive), so a client could otherwise fill the board's flash.
+// down, which is expected, not a problem. It renames mochi's "client"
+// attribute to "client_id": "client" is one of the logger's identity keys,
+// and mochi warns per client (bad packets, short keep-alives), so clients
+// connecting under ever new IDs would each get their own allowance and
+// could fill the board's flash; as "client_id" a warning is limited as one
+// kind of line, whichever clients cause it.
 func (h minLevel) Handle(ctx context.Context, r slog.Record) error {
-	quiet := false
+	quiet, rename := false, false
 	r.Attrs(func(a slog.Attr) bool {
-		if a.Key == "error" && strings.Contains(a.Value.String(), "use of closed network connection") {
+		switch {
+		case a.Key == "error" && strings.Contains(a.Value.String(), "use of closed network connection"):
 			quiet = true
 			return false
+		case a.Key == "client":
+			rename = true
 		}
 		return true
 	})
 	if quiet {
 		return nil
 	}
-	if h.noisy != nil {
-		n, ok := h.noisy.allow(r.Message, r.Time)
-		if !ok {
-			return nil
-		}
-		if n > 0 {
-			r.AddAttrs(slog.Int("suppressed", n))
-		}
+	if rename {
+		nr := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "client" {
+				a.Key = "client_id"
+			}
+			nr.AddAttrs(a)
+			return true
+		})
+		r = nr
 	}
 	return h.Handler.Handle(ctx, r)
 }
 
 func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
-	return minLevel{h.Handler.WithAttrs(as), h.min, h.noisy}
+	return minLevel{h.Handler.WithAttrs(as), h.min}
 }
 
 func (h minLevel) WithGroup(name string) slog.Handler {
-	return minLevel{h.Handler.WithGroup(name), h.min, h.noisy}
-}
-
-// noisyLimiter lets each log message through at most once a second and
-// counts the repeats it held back.
-type noisyLimiter struct {
-	mu   sync.Mutex
-	seen map[string]*noisyEntry
-}
-
-type noisyEntry struct {
-	last       int64 // unix second last let through
-	suppressed int
-}
-
-// allow reports whether a record with message msg at t may be logged, and
-// how many were suppressed since the last one that was.
-func (l *noisyLimiter) allow(msg string, t time.Time) (int, bool) {
-	sec := t.Unix()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.seen == nil || len(l.seen) > 256 { // mochi's messages are constants; bound it anyway
-		l.seen = map[string]*noisyEntry{}
-	}
-	e := l.seen[msg]
-	if e == nil {
-		l.seen[msg] = &noisyEntry{last: sec}
-		return 0, true
-	}
-	if e.last == sec {
-		e.suppressed++
-		return 0, false
-	}
-	n := e.suppressed
-	e.last, e.suppressed = sec, 0
-	return n, true
+	return minLevel{h.Handler.WithGroup(name), h.min}
 }

@@ -9,9 +9,12 @@
 // disk. The wait is for that event's own group commit: it delays exactly that
 // client's acknowledgement, and other clients' read loops run on. When the
 // log refuses an event (stream full with the reject policy, disk below its
-// watermark) the client is told on MQTT 5 (PUBACK reason 0x97, quota
-// exceeded) and, on MQTT 3.1.1, gets no acknowledgement, so it resends later;
-// the message is not delivered to local subscribers either.
+// watermark) the client is told on MQTT 5 (reason 0x97, quota exceeded, in
+// the PUBACK for QoS 1 and the PUBREC, which ends the flow, for QoS 2) and,
+// on MQTT 3.1.1, gets no acknowledgement, so it resends later; the message
+// is not delivered to local subscribers either. Each refusal is logged
+// with stream, client and topic, never the payload; the logger
+// (Config.Logger) rate-limits the lines.
 //
 // Local subscribers receive matching messages live, as from any broker.
 // Messages published by the broker's inline client (the gateway itself) are
@@ -23,9 +26,12 @@
 // only). TLS 1.2 is the minimum (1.3 can be required), TLS 1.3 is
 // preferred, and TLS 1.2 offers only ECDHE key exchange with AEAD ciphers.
 // The certificate, key and client CA files are re-read without a restart:
-// Broker.ReloadTLS (the gateway's SIGHUP) loads them at once, and
-// handshakes notice changed files within a second. A failed load keeps the
-// previous certificate in service. Established connections are untouched.
+// Broker.ReloadTLS loads them at once, handshakes notice changed files
+// within a second, and Broker.Reconfigure (the gateway's reload) can point
+// the listener at other files and change UsernameFrom. A failed load keeps
+// the previous certificate in service. Established connections are
+// untouched. The listener's address, RequireClientCert and MinVersion are
+// fixed until a restart.
 //
 // With TLSConfig.ClientCAFile, a client presenting a certificate that
 // verifies against those CAs is authenticated by it: its identity (the

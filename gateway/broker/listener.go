@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ferrygw/ferry/internal/audit"
@@ -39,12 +38,11 @@ type listener struct {
 	log         *slog.Logger
 	audit       Auditor // TLS handshake refusals
 
-	ln       net.Listener
-	mu       sync.Mutex
-	conns    map[net.Conn]struct{} // accepted, establish not returned yet
-	closed   bool
-	wg       sync.WaitGroup // the accept loop and connection goroutines
-	lastWarn atomic.Int64
+	ln     net.Listener
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{} // accepted, establish not returned yet
+	closed bool
+	wg     sync.WaitGroup // the accept loop and connection goroutines
 }
 
 var _ listeners.Listener = (*listener)(nil)
@@ -191,12 +189,9 @@ func (l *listener) Close(closeClients listeners.CloseFn) {
 	l.wg.Wait()
 }
 
-// warn logs at most once a second: each line is a client's doing, and a
-// misbehaving or hostile client must not be able to fill the board's
-// flash with them.
+// warn logs a line about a connection. Each is a client's doing, so a
+// misbehaving or hostile client could write them at any rate: the logger
+// limits them (see Config.Logger).
 func (l *listener) warn(msg string, args ...any) {
-	now := time.Now().Unix()
-	if last := l.lastWarn.Load(); now != last && l.lastWarn.CompareAndSwap(last, now) {
-		l.log.Warn(msg, append([]any{"listener", l.id}, args...)...)
-	}
+	l.log.Warn(msg, append([]any{"listener", l.id}, args...)...)
 }

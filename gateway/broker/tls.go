@@ -81,58 +81,61 @@ func (c *TLSConfig) check() error {
 // tlsReloader serves the TLS listener's certificate, key and client CAs,
 // re-reading the files when they change so a renewed certificate needs no
 // restart. Handshakes look at the files' size, modification time and
-// identity (inode) at most once a second; ReloadTLS loads them at once.
-// A load that fails (bad PEM, key not matching the certificate, a file
-// missing mid-replacement) keeps the previous configuration in service.
+// identity (inode) at most once a second; ReloadTLS loads them at once, and
+// Reconfigure can point it at other files (install). A load that fails (bad
+// PEM, key not matching the certificate, a file missing mid-replacement)
+// keeps the previous configuration in service.
 //
 // Connections keep the certificate they were made with; only new
 // handshakes get the new one.
 type tlsReloader struct {
-	cfg  TLSConfig
 	log  *slog.Logger
 	base *tls.Config // the listener's: hands out cur per handshake
 
 	cur       atomic.Pointer[tls.Config]
 	nextCheck atomic.Int64 // unix nanoseconds; handshakes before it do not stat
-	lastWarn  atomic.Int64 // unix seconds of the last failed-reload warning
 
-	mu     sync.Mutex    // one load at a time; guards stamps
+	mu     sync.Mutex    // one load at a time; guards cfg and stamps
+	cfg    TLSConfig     // the files served
 	stamps []os.FileInfo // of the files at the last load attempt; nil entry: missing
 }
 
-// warnEvery is the least time between two warnings about failed automatic
-// reloads.
-const warnEvery = 10 * time.Second
+// tlsLoad is a configuration read from the files of cfg, not yet served.
+type tlsLoad struct {
+	cfg    TLSConfig
+	conf   *tls.Config
+	stamps []os.FileInfo // taken before reading: a change during the read shows next time
+}
 
 // newTLSReloader loads the files (an error names the file at fault) and
 // returns the reloader whose base config the listener serves.
 func newTLSReloader(cfg TLSConfig, log *slog.Logger) (*tlsReloader, error) {
-	r := &tlsReloader{cfg: cfg, log: log}
+	r := &tlsReloader{log: log}
 	r.base = &tls.Config{
 		MinVersion:         cfg.MinVersion,
 		CipherSuites:       tls12Suites,
 		GetConfigForClient: r.configForClient,
 	}
-	r.stamps = r.stat()
-	c, err := r.load()
+	ld, err := loadTLS(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	r.cur.Store(c)
+	r.cfg, r.stamps = ld.cfg, ld.stamps
+	r.cur.Store(ld.conf)
 	r.nextCheck.Store(time.Now().Add(time.Second).UnixNano())
 	return r, nil
 }
 
-func (r *tlsReloader) files() []string {
-	f := []string{r.cfg.CertFile, r.cfg.KeyFile}
-	if r.cfg.ClientCAFile != "" {
-		f = append(f, r.cfg.ClientCAFile)
+func tlsFiles(cfg TLSConfig) []string {
+	f := []string{cfg.CertFile, cfg.KeyFile}
+	if cfg.ClientCAFile != "" {
+		f = append(f, cfg.ClientCAFile)
 	}
 	return f
 }
 
-func (r *tlsReloader) stat() []os.FileInfo {
-	files := r.files()
+func statFiles(cfg TLSConfig) []os.FileInfo {
+	files := tlsFiles(cfg)
 	out := make([]os.FileInfo, len(files))
 	for i, f := range files {
 		out[i], _ = os.Stat(f) // a missing file counts as a change, and fails the load
@@ -141,6 +144,9 @@ func (r *tlsReloader) stat() []os.FileInfo {
 }
 
 func changed(a, b []os.FileInfo) bool {
+	if len(a) != len(b) {
+		return true
+	}
 	for i := range a {
 		x, y := a[i], b[i]
 		if (x == nil) != (y == nil) {
@@ -153,41 +159,42 @@ func changed(a, b []os.FileInfo) bool {
 	return false
 }
 
-// load reads the files into a configuration for new connections.
-func (r *tlsReloader) load() (*tls.Config, error) {
-	certPEM, err := os.ReadFile(r.cfg.CertFile)
+// loadTLS reads the files of cfg into a configuration for new connections.
+func loadTLS(cfg TLSConfig) (*tlsLoad, error) {
+	ld := &tlsLoad{cfg: cfg, stamps: statFiles(cfg)}
+	certPEM, err := os.ReadFile(cfg.CertFile)
 	if err != nil {
 		return nil, fmt.Errorf("tls certificate: %w", err)
 	}
-	keyPEM, err := os.ReadFile(r.cfg.KeyFile)
+	keyPEM, err := os.ReadFile(cfg.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("tls key: %w", err)
 	}
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("tls certificate %s, key %s: %w", r.cfg.CertFile, r.cfg.KeyFile, err)
+		return nil, fmt.Errorf("tls certificate %s, key %s: %w", cfg.CertFile, cfg.KeyFile, err)
 	}
-	c := &tls.Config{
-		MinVersion:   r.cfg.MinVersion,
+	ld.conf = &tls.Config{
+		MinVersion:   cfg.MinVersion,
 		CipherSuites: tls12Suites,
 		Certificates: []tls.Certificate{pair},
 	}
-	if r.cfg.ClientCAFile != "" {
-		caPEM, err := os.ReadFile(r.cfg.ClientCAFile)
+	if cfg.ClientCAFile != "" {
+		caPEM, err := os.ReadFile(cfg.ClientCAFile)
 		if err != nil {
 			return nil, fmt.Errorf("tls client CA file: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(caPEM) {
-			return nil, fmt.Errorf("tls client CA file %s: no PEM certificate in it", r.cfg.ClientCAFile)
+			return nil, fmt.Errorf("tls client CA file %s: no PEM certificate in it", cfg.ClientCAFile)
 		}
-		c.ClientCAs = pool
-		c.ClientAuth = tls.VerifyClientCertIfGiven
-		if r.cfg.RequireClientCert {
-			c.ClientAuth = tls.RequireAndVerifyClientCert
+		ld.conf.ClientCAs = pool
+		ld.conf.ClientAuth = tls.VerifyClientCertIfGiven
+		if cfg.RequireClientCert {
+			ld.conf.ClientAuth = tls.RequireAndVerifyClientCert
 		}
 	}
-	return c, nil
+	return ld, nil
 }
 
 // reload loads the files if force is set or they changed since the last
@@ -196,41 +203,54 @@ func (r *tlsReloader) load() (*tls.Config, error) {
 func (r *tlsReloader) reload(force bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	st := r.stat() // before reading: a change during the read shows next time
+	st := statFiles(r.cfg)
 	if !force && !changed(r.stamps, st) {
 		return nil
 	}
-	r.stamps = st
-	c, err := r.load()
+	r.stamps = st // a failed load is not retried until the files change again
+	ld, err := loadTLS(r.cfg)
 	if err != nil {
 		return fmt.Errorf("broker: %w (still serving the previous certificate)", err)
 	}
-	r.cur.Store(c)
-	if leaf := c.Certificates[0].Leaf; leaf != nil {
-		r.log.Info("tls certificate loaded", "file", r.cfg.CertFile, "subject", leaf.Subject.String(),
-			"serial", leaf.SerialNumber.String(), "not_after", leaf.NotAfter)
-	}
+	r.serve(ld)
 	return nil
 }
 
+// install serves ld, loaded from other files than those served so far
+// (Reconfigure); from now on those files are watched.
+func (r *tlsReloader) install(ld *tlsLoad) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.serve(ld)
+}
+
+// serve makes ld the configuration of new handshakes. r.mu is held.
+func (r *tlsReloader) serve(ld *tlsLoad) {
+	r.cfg, r.stamps = ld.cfg, ld.stamps
+	r.cur.Store(ld.conf)
+	if leaf := ld.conf.Certificates[0].Leaf; leaf != nil {
+		r.log.Info("tls certificate loaded", "file", ld.cfg.CertFile, "subject", leaf.Subject.String(),
+			"serial", leaf.SerialNumber.String(), "not_after", leaf.NotAfter)
+	}
+}
+
 // configForClient runs in every handshake: at most once a second it checks
-// the files (a few stat calls) and reloads them if they changed.
+// the files (a few stat calls) and reloads them if they changed. A failed
+// reload is logged once per change of the files (they are not retried
+// until they change again); the logger rate-limits beyond that.
 func (r *tlsReloader) configForClient(*tls.ClientHelloInfo) (*tls.Config, error) {
 	now := time.Now().UnixNano()
 	if next := r.nextCheck.Load(); now >= next && r.nextCheck.CompareAndSwap(next, now+int64(time.Second)) {
 		if err := r.reload(false); err != nil {
-			sec := now / int64(time.Second)
-			if last := r.lastWarn.Load(); sec-last >= int64(warnEvery/time.Second) && r.lastWarn.CompareAndSwap(last, sec) {
-				r.log.Warn("tls reload failed", "error", err)
-			}
+			r.log.Warn("tls reload failed", "error", err)
 		}
 	}
 	return r.cur.Load(), nil
 }
 
-// ReloadTLS re-reads the TLS certificate, key and client CA files now (the
-// gateway calls it on SIGHUP). On error the previous ones stay in service.
-// Without a TLS listener it does nothing.
+// ReloadTLS re-reads the TLS certificate, key and client CA files now.
+// On error the previous ones stay in service. Without a TLS listener it
+// does nothing.
 func (b *Broker) ReloadTLS() error {
 	if b.tls == nil {
 		return nil

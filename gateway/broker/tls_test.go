@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -336,7 +338,11 @@ func TestMutualTLSRequired(t *testing.T) {
 func TestTLSReload(t *testing.T) {
 	f := newTLSFiles(t)
 	l := buffertest.MustOpen(t, buffer.Options{})
-	b := start(t, l, func(c *broker.Config) { c.TLS = f.tlsConfig() })
+	logged := new(syncBuffer)
+	b := start(t, l, func(c *broker.Config) {
+		c.TLS = f.tlsConfig()
+		c.Logger = slog.New(slog.NewTextHandler(logged, nil))
+	})
 
 	served := func() *x509.Certificate {
 		t.Helper()
@@ -382,9 +388,23 @@ func TestTLSReload(t *testing.T) {
 	if err := b.ReloadTLS(); err == nil || !strings.Contains(err.Error(), f.cert) {
 		t.Fatalf("ReloadTLS of a broken certificate: %v, want an error naming %s", err, f.cert)
 	}
-	time.Sleep(1100 * time.Millisecond) // let the automatic check see the broken file too
 	if s := served(); s.SerialNumber.Cmp(second.SerialNumber) != 0 {
 		t.Fatalf("after a failed reload serving serial %v, want the previous %v", s.SerialNumber, second.SerialNumber)
+	}
+	// Broken differently, without ReloadTLS: handshakes go on until the
+	// automatic check (at most once a second) has tried the file and
+	// logged its failure, and all of them get the current certificate.
+	if err := os.WriteFile(f.cert, []byte("-----BEGIN CERTIFICATE-----\nstill not base64\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logged.String(), "tls reload failed"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no automatic reload attempt logged:\n%s", logged.String())
+		}
+		if s := served(); s.SerialNumber.Cmp(second.SerialNumber) != 0 {
+			t.Fatalf("with a broken certificate file serving serial %v, want the previous %v", s.SerialNumber, second.SerialNumber)
+		}
+		time.Sleep(50 * time.Millisecond) // polling: the check runs on a handshake a second after the last
 	}
 	if err := os.WriteFile(f.cert, good, 0o600); err != nil {
 		t.Fatal(err)
@@ -460,5 +480,170 @@ func TestTLSConfigErrors(t *testing.T) {
 	}
 	if _, err := broker.New(broker.Config{Listen: "127.0.0.1:0", TLS: &broker.TLSConfig{Listen: "256.0.0.1:1", CertFile: f.cert, KeyFile: f.key}}, l); err == nil || !strings.Contains(err.Error(), "tls listen") {
 		t.Fatalf("New with an unusable TLS address: %v", err)
+	}
+}
+
+// TestReconfigureTLS changes the TLS settings of a running broker, as
+// `ferry reload` does: new certificate, key and client CA paths and
+// UsernameFrom take effect for the next client (a crypto/tls client sees
+// the new certificate's serial); what needs a restart, or files that do
+// not load, are refused, naming the setting or file, with nothing changed.
+// Before, Reconfigure re-read the old paths and said nothing.
+func TestReconfigureTLS(t *testing.T) {
+	f := newTLSFiles(t)
+	dir := t.TempDir()
+	newCert := f.ca.serverCert(t, filepath.Join(dir, "new.crt"), filepath.Join(dir, "new.key"))
+	sanCert, sanKey := f.ca.clientCert(t, dir, "san", "cn-user", "san-user")
+	otherCert, otherKey := f.otherCA.clientCert(t, dir, "other", "other-user")
+	garbage := filepath.Join(dir, "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("not PEM\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	l := buffertest.MustOpen(t, buffer.Options{})
+	base := func() broker.Config {
+		tc := f.tlsConfig()
+		tc.ClientCAFile = f.ca.file
+		return broker.Config{
+			AllowAnonymous: true,
+			ACL:            []broker.ACLRule{{User: "*", Publish: []string{"sensors/%u/#"}}},
+			Routes:         []broker.Route{{Topics: []string{"sensors/#"}, Stream: "telemetry"}},
+			TLS:            tc,
+		}
+	}
+	b := start(t, l, func(c *broker.Config) {
+		bc := base()
+		c.AllowAnonymous, c.ACL, c.Routes, c.TLS = bc.AllowAnonymous, bc.ACL, bc.Routes, bc.TLS
+	})
+	// The TLS listener's address, fixed: the configuration names it.
+	listen := b.TLSAddr()
+	cfg := func(mod func(*broker.TLSConfig)) broker.Config {
+		c := base()
+		c.TLS.Listen = "127.0.0.1:0" // as New was given it
+		if mod != nil {
+			mod(c.TLS)
+		}
+		return c
+	}
+	served := func() *x509.Certificate {
+		t.Helper()
+		c, _, err := dialTLS(t, b, f.ca, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	// withClientCert returns the error of a TLS 1.2 handshake (which fails
+	// at once for a certificate the server does not accept) presenting
+	// cert whatever CAs the server asks for.
+	withClientCert := func(cert, key string) error {
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = dialTLS(t, b, f.ca, func(c *tls.Config) {
+			c.MaxVersion = tls.VersionTLS12
+			c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &pair, nil }
+		})
+		return err
+	}
+	// publishAs publishes with client certificate cert to the topic of
+	// user and reports whether the ACL let it (PUBACK without 135).
+	publishAs := func(cert, key, user string) bool {
+		t.Helper()
+		out, ok := tlsClient(t, b, "mosquitto_pub", "--cafile", f.ca.file, "--cert", cert, "--key", key,
+			"-V", "5", "-d", "-q", "1", "-t", "sensors/"+user+"/t", "-m", "x")
+		if !ok && !notAuthorized(out, "PUBACK") || !strings.Contains(out, "CONNACK (0)") {
+			t.Fatalf("mosquitto_pub with a client certificate:\n%s", out)
+		}
+		return !notAuthorized(out, "PUBACK")
+	}
+
+	oldSerial := f.serverCert.SerialNumber
+	if s := served(); s.SerialNumber.Cmp(oldSerial) != 0 {
+		t.Fatalf("serving serial %v, want %v", s.SerialNumber, oldSerial)
+	}
+	if !publishAs(sanCert, sanKey, "cn-user") {
+		t.Fatal("UsernameFrom cn: the CN is not the user name")
+	}
+	if err := withClientCert(otherCert, otherKey); err == nil {
+		t.Fatal("client certificate of another CA accepted")
+	}
+
+	refusals := []struct {
+		name string
+		mod  func(*broker.TLSConfig)
+		want string
+	}{
+		{"missing certificate", func(c *broker.TLSConfig) { c.CertFile = filepath.Join(dir, "missing.crt") }, "missing.crt"},
+		{"key of another certificate", func(c *broker.TLSConfig) { c.CertFile = filepath.Join(dir, "new.crt") }, "new.crt"},
+		{"garbage client CA file", func(c *broker.TLSConfig) { c.ClientCAFile = garbage }, garbage},
+		{"user name from elsewhere", func(c *broker.TLSConfig) { c.UsernameFrom = "ou" }, `"ou"`},
+		{"client certificate required", func(c *broker.TLSConfig) { c.RequireClientCert = true }, "TLS.RequireClientCert"},
+		{"TLS 1.3 only", func(c *broker.TLSConfig) { c.MinVersion = tls.VersionTLS13 }, "TLS.MinVersion"},
+		{"listener moved", func(c *broker.TLSConfig) { c.Listen = "127.0.0.1:1" }, "TLS.Listen"},
+	}
+	for _, tt := range refusals {
+		t.Run("refused: "+tt.name, func(t *testing.T) {
+			c := cfg(tt.mod)
+			checkErr := b.CheckReconfigure(c)
+			err := b.Reconfigure(c)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Reconfigure: %v, want an error naming %s", err, tt.want)
+			}
+			if checkErr == nil || checkErr.Error() != err.Error() {
+				t.Fatalf("CheckReconfigure: %v, want Reconfigure's %v", checkErr, err)
+			}
+			if strings.HasPrefix(tt.want, "TLS.") && !errors.Is(err, broker.ErrRestartRequired) {
+				t.Fatalf("%v is not ErrRestartRequired", err)
+			}
+			if s := served(); s.SerialNumber.Cmp(oldSerial) != 0 {
+				t.Fatalf("after a refused change serving serial %v, want the previous %v", s.SerialNumber, oldSerial)
+			}
+		})
+	}
+	if b.TLSAddr() != listen {
+		t.Fatalf("TLS listener moved from %s to %s", listen, b.TLSAddr())
+	}
+	if !publishAs(sanCert, sanKey, "cn-user") {
+		t.Fatal("after the refused changes the CN is no longer the user name")
+	}
+
+	// All that can change, at once: nothing is served from the old
+	// files any more.
+	if err := b.Reconfigure(cfg(func(c *broker.TLSConfig) {
+		c.CertFile, c.KeyFile = filepath.Join(dir, "new.crt"), filepath.Join(dir, "new.key")
+		c.ClientCAFile = f.otherCA.file
+		c.UsernameFrom = "san"
+	})); err != nil {
+		t.Fatal(err)
+	}
+	if s := served(); s.SerialNumber.Cmp(newCert.SerialNumber) != 0 {
+		t.Fatalf("after Reconfigure with new files serving serial %v, want the new %v", s.SerialNumber, newCert.SerialNumber)
+	}
+	if err := withClientCert(otherCert, otherKey); err != nil {
+		t.Fatalf("client certificate of the new client CA: %v", err)
+	}
+	if err := withClientCert(sanCert, sanKey); err == nil {
+		t.Fatal("client certificate of the old client CA still accepted")
+	}
+	// Back to the first CA, keeping "san": the certificate's DNS name is
+	// the user name now.
+	if err := b.Reconfigure(cfg(func(c *broker.TLSConfig) {
+		c.CertFile, c.KeyFile = filepath.Join(dir, "new.crt"), filepath.Join(dir, "new.key")
+		c.UsernameFrom = "san"
+	})); err != nil {
+		t.Fatal(err)
+	}
+	if !publishAs(sanCert, sanKey, "san-user") || publishAs(sanCert, sanKey, "cn-user") {
+		t.Fatal("UsernameFrom san after Reconfigure: the DNS name is not the user name")
+	}
+	// The new files are the ones watched: a renewal of them is served.
+	renewed := f.ca.serverCert(t, filepath.Join(dir, "new.crt"), filepath.Join(dir, "new.key"))
+	if err := b.ReloadTLS(); err != nil {
+		t.Fatal(err)
+	}
+	if s := served(); s.SerialNumber.Cmp(renewed.SerialNumber) != 0 {
+		t.Fatalf("after renewing the new files serving serial %v, want %v", s.SerialNumber, renewed.SerialNumber)
 	}
 }
