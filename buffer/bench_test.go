@@ -19,16 +19,19 @@ import (
 // Each op is one event; group commit is what makes sync fast. Each case
 // runs in the clear and then "/sealed" (Options.Keys set), side by side:
 // sealing happens in the writers' goroutines, outside the commit.
+// "/watermark" sets MinFreeDisk (far below the free space), so every
+// commit checks the disk bound.
 func BenchmarkAppend(b *testing.B) {
 	for _, d := range []struct {
 		name string
 		d    buffer.Durability
 	}{{"sync", buffer.DurabilitySync}, {"none", buffer.DurabilityNone}} {
 		for _, bench := range []struct {
-			writers int
-			linger  time.Duration
-			sealed  bool
-		}{{2, 0, false}, {2, 0, true}, {50, -1, false}, {50, 0, false}, {50, 0, true}} {
+			writers   int
+			linger    time.Duration
+			sealed    bool
+			watermark bool
+		}{{2, 0, false, false}, {2, 0, true, false}, {50, -1, false, false}, {50, 0, false, false}, {50, 0, true, false}, {50, 0, false, true}} {
 			writers := bench.writers
 			name := fmt.Sprintf("%s/writers=%d", d.name, writers)
 			if bench.linger < 0 {
@@ -37,8 +40,14 @@ func BenchmarkAppend(b *testing.B) {
 			if bench.sealed {
 				name += "/sealed"
 			}
+			if bench.watermark {
+				name += "/watermark"
+			}
 			b.Run(name, func(b *testing.B) {
 				opts := buffer.Options{Durability: d.d, MaxLinger: bench.linger}
+				if bench.watermark {
+					opts.MinFreeDisk = 1 << 20
+				}
 				if bench.sealed {
 					opts.Keys = buffertest.MustKeys(b)
 				}

@@ -1,10 +1,14 @@
 package buffer
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
+	"runtime/debug"
+	"slices"
 	"sort"
 	"time"
 
@@ -16,6 +20,9 @@ import (
 // maxSweep bounds how many expired events one commit deletes, so a TTL
 // sweep after a long outage cannot make one transaction huge.
 const maxSweep = 10000
+
+// failLogEvery spaces the log lines of commits that keep failing.
+const failLogEvery = 10 * time.Second
 
 // Run is the commit loop: it groups queued appends and pending acks into
 // one transaction each time around, starting the next commit as soon as the
@@ -70,6 +77,9 @@ func (l *Log) Run(ctx context.Context) error {
 		if l.opts.Durability == DurabilitySync && len(batch) > 0 && len(batch) < lastSize {
 			batch = l.linger(ctx, batch, lastSize, lastTook)
 		}
+		if l.behind.Swap(false) {
+			sweepDue = true // deletions a bounded commit left
+		}
 		start := time.Now()
 		l.commit(batch, sweepDue)
 		lastCommit = time.Now()
@@ -123,26 +133,6 @@ func (l *Log) collect(batch []*appendReq) []*appendReq {
 	return batch
 }
 
-func (l *Log) checkDisk() {
-	if l.opts.MinFreeDisk == 0 {
-		return
-	}
-	free, err := l.opts.FreeDisk(l.path)
-	if err != nil {
-		l.log.Warn("free disk check failed", "path", l.path, "err", err)
-		return
-	}
-	full := free < l.opts.MinFreeDisk
-	if l.diskFull.Swap(full) != full {
-		if full {
-			l.log.Error("free disk below watermark: refusing new events until space is freed",
-				"path", l.path, "free_bytes", free, "min_free_disk", l.opts.MinFreeDisk)
-		} else {
-			l.log.Info("free disk above watermark again: accepting events", "free_bytes", free)
-		}
-	}
-}
-
 // txState is the working copy of the streams a transaction touches; it
 // replaces the committed state only if the transaction commits.
 type txState struct {
@@ -152,6 +142,29 @@ type txState struct {
 	streams  map[string]*stream
 	buckets  map[string]*bolt.Bucket
 	appended int
+	// room is what this commit's appends may still take from the disk
+	// (see disk.go); noRoom is set at the first append refused for it,
+	// and refuses the rest of the commit's appends.
+	room   room
+	noRoom bool
+	// delBudget is how many bytes of events this commit may still delete
+	// (see disk.go); behind is set when it stopped deleting for it.
+	delBudget int64
+	behind    bool
+}
+
+// mayDelete reports whether the commit may delete an event of size
+// bytes, taking it from the budget.
+func (ts *txState) mayDelete(size int64) bool {
+	if ts.delBudget == unlimited {
+		return true
+	}
+	if ts.delBudget <= 0 {
+		ts.behind = true
+		return false
+	}
+	ts.delBudget -= size
+	return true
 }
 
 func (ts *txState) get(name string) (*stream, *bolt.Bucket, error) {
@@ -170,11 +183,21 @@ func (ts *txState) get(name string) (*stream, *bolt.Bucket, error) {
 		return nil, nil, fmt.Errorf("stream %q: %w", name, err)
 	}
 	eb.FillPercent = 0.95 // keys only ever grow: pack pages tightly
+	ts.room.charge(streamPages * int64(ts.l.pageSize))
 	ts.streams[name] = s
 	ts.buckets[name] = eb
 	return s, eb, nil
 }
 
+// commit runs one group commit of batch, the pending acks and, if sweep,
+// the TTL and retain sweep, and answers every request of batch.
+//
+// A function passed to Update that fails (or panics) aborts the
+// transaction; like bbolt's DB.Batch, the commit is retried without it and
+// the function then runs alone (solo), so one caller's error never fails
+// the others' appends. A commit that fails for lack of space is retried
+// with its appends refused (ErrDiskFull), so acks and drop counts still
+// commit and the log goes on.
 func (l *Log) commit(batch []*appendReq, sweep bool) {
 	l.mu.Lock()
 	acks := l.acks // taken whole: Ack writes a fresh map meanwhile
@@ -183,17 +206,141 @@ func (l *Log) commit(batch []*appendReq, sweep bool) {
 	} else {
 		acks = nil
 	}
+	l.committing = acks
+	unsaved := l.unsaved
+	l.unsaved = nil
 	l.mu.Unlock()
-	if len(batch) == 0 && len(acks) == 0 && (!sweep || !l.anyExpired(l.opts.Now())) {
+	if len(batch) == 0 && len(acks) == 0 && len(unsaved) == 0 && (!sweep || !l.anyExpired(l.opts.Now())) {
 		return
 	}
-	diskFull := l.diskFull.Load()
+	var solo []*appendReq
+	batch, solo = l.commitGroup(batch, acks, unsaved, sweep, false)
+	l.mu.Lock()
+	l.committing = nil // installed in l.streams, or back in l.acks
+	l.mu.Unlock()
+	l.answer(batch)
+	for _, r := range solo {
+		one, _ := l.commitGroup([]*appendReq{r}, nil, nil, false, true)
+		l.answer(one)
+	}
+}
+
+// commitGroup commits batch (with acks, unsaved drop counts and a sweep)
+// and sets each request's err. It returns the requests it answered and,
+// unless solo, those whose function failed, to be run alone. In a solo
+// commit a failing function's error is its answer.
+func (l *Log) commitGroup(batch []*appendReq, acks map[ackKey]uint64, unsaved map[string]uint64, sweep, solo bool) (done, failedFns []*appendReq) {
+	lim := l.commitLimits()
+	l.mu.Lock()
+	gen := l.cfgGen
+	l.mu.Unlock()
 	start := time.Now()
-	ts := &txState{l: l, streams: map[string]*stream{}, buckets: map[string]*bolt.Bucket{}}
-	appended := 0
-	err := l.db.Update(func(tx *bolt.Tx) error {
+	var ts *txState
+	var err, noSpaceErr error
+	for {
+		var failed *appendReq
+		ts, failed, err = l.attempt(batch, acks, unsaved, sweep, lim)
+		if failed != nil {
+			if solo {
+				return batch, nil // failed.err is the function's error
+			}
+			batch = slices.DeleteFunc(batch, func(r *appendReq) bool { return r == failed })
+			failedFns = append(failedFns, failed)
+			continue
+		}
+		if noSpaceErr == nil && noSpace(err) {
+			// The estimate missed, or another program filled the disk:
+			// once more with this commit's appends refused and its
+			// deletions bounded, so acks and drop counts still commit.
+			l.setDiskFull(true, 0)
+			noSpaceErr = err
+			lim = limits{delBudget: min(lim.delBudget, deleteChunkPages*int64(l.pageSize))}
+			continue
+		}
+		break
+	}
+	if err != nil {
+		l.commitFailed(err, len(batch))
+		if noSpace(err) {
+			err = fmt.Errorf("buffer: commit: %w: %w", ErrDiskFull, err)
+		} else {
+			err = fmt.Errorf("buffer: commit: %w", err)
+		}
+		l.mu.Lock()
+		for k, through := range acks { // retry with the next commit
+			if through > l.acks[k] {
+				l.acks[k] = through
+			}
+		}
+		for name, n := range unsaved {
+			l.addUnsavedLocked(name, n)
+		}
+		if errors.Is(err, ErrDiskFull) {
+			for _, r := range batch {
+				if r.fn == nil {
+					l.addUnsavedLocked(r.stream, 1)
+				}
+			}
+		}
+		l.mu.Unlock()
+		for _, r := range batch {
+			r.err = err
+		}
+		return batch, failedFns
+	}
+	l.install(ts, gen)
+	if ts.noRoom {
+		l.setDiskFull(true, ts.room.total())
+	}
+	if ts.behind {
+		// Deletions were bounded: the next loop round goes on with them.
+		l.behind.Store(true)
+		select {
+		case l.kick <- struct{}{}:
+		default:
+		}
+	}
+	if noSpaceErr != nil {
+		for _, r := range batch {
+			if r.fn == nil && errors.Is(r.err, ErrDiskFull) {
+				r.err = fmt.Errorf("buffer: commit: %w: %w", ErrDiskFull, noSpaceErr)
+			}
+		}
+	}
+	took := time.Since(start)
+	l.commits.Add(1)
+	l.commitNanos.Add(uint64(took))
+	l.observeCommit(ts.appended, took)
+	return batch, failedFns
+}
+
+// commitFailed logs a failed commit, at most once per failLogEvery while
+// they keep failing (acks retry every commit, and a full SD card should
+// not fill with the log's complaints about it).
+func (l *Log) commitFailed(err error, events int) {
+	l.failures++
+	if now := time.Now(); now.Sub(l.lastFailLog) >= failLogEvery {
+		l.log.Error("buffer commit failed", "events", events, "failures", l.failures, "err", err)
+		l.lastFailLog, l.failures = now, 0
+	}
+}
+
+// attempt runs one transaction over batch. failed is the request whose
+// function returned an error or panicked (the transaction is then rolled
+// back, and failed.err holds that error).
+func (l *Log) attempt(batch []*appendReq, acks map[ackKey]uint64, unsaved map[string]uint64, sweep bool, lim limits) (ts *txState, failed *appendReq, err error) {
+	ts = &txState{l: l, streams: map[string]*stream{}, buckets: map[string]*bolt.Bucket{},
+		room: lim.room, delBudget: lim.delBudget}
+	err = l.db.Update(func(tx *bolt.Tx) error {
 		ts.tx = tx
 		ts.root = tx.Bucket(bktStreams)
+		for name, n := range unsaved {
+			s, _, err := ts.get(name)
+			if err != nil {
+				return err
+			}
+			s.drops[DropDiskFull] += n
+		}
 		// Acks first: they name offsets committed before this batch.
 		for k, through := range acks {
 			if err := ts.consume(k.stream, k.consumer, through); err != nil {
@@ -203,24 +350,21 @@ func (l *Log) commit(batch []*appendReq, sweep bool) {
 		for _, r := range batch {
 			r.err = nil
 			if r.fn != nil {
-				// A transaction of the caller's own (Log.Update): its
-				// error aborts the group, so it is atomic with itself.
-				n0 := ts.appended
-				if err := r.fn(&Tx{ts: ts, diskFull: diskFull}); err != nil {
-					return fmt.Errorf("update: %w", err)
+				// A transaction of the caller's own (Log.Update), atomic
+				// with itself: its error aborts this attempt.
+				if err := l.call(r.fn, &Tx{ts: ts}); err != nil {
+					failed, r.err = r, err
+					return err
 				}
-				appended += ts.appended - n0
 				continue
 			}
-			ok, err := ts.append(r.stream, r.val, diskFull)
+			ok, err := ts.append(r.stream, r.val)
 			if err != nil {
 				return err
 			}
 			if !ok.ok {
 				r.err = ok.err
-				continue
 			}
-			appended++
 		}
 		if sweep {
 			if err := ts.expire(l.opts.Now()); err != nil {
@@ -229,37 +373,50 @@ func (l *Log) commit(batch []*appendReq, sweep bool) {
 		}
 		return ts.writeMeta()
 	})
-	if err != nil {
-		l.log.Error("buffer commit failed", "events", len(batch), "err", err)
-		err = fmt.Errorf("buffer: commit: %w", err)
-		l.mu.Lock()
-		for k, through := range acks { // retry with the next commit
-			if through > l.acks[k] {
-				l.acks[k] = through
-			}
+	return ts, failed, err
+}
+
+// call runs a caller's function, turning a panic into an error so that
+// it cannot stop the commit loop.
+func (l *Log) call(fn func(*Tx) error, tx *Tx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			l.log.Error("update function panicked", "stack", string(debug.Stack()))
+			err = fmt.Errorf("%w: %v", ErrUpdatePanic, p)
 		}
-		l.mu.Unlock()
-	} else {
-		l.mu.Lock()
-		for name, s := range ts.streams {
-			if cur, ok := l.streams[name]; ok {
-				s.cfg = cur.cfg // Configure may have run during the commit
-			}
-			l.streams[name] = s
+	}()
+	return fn(tx)
+}
+
+// install makes a committed transaction's streams the committed state.
+func (l *Log) install(ts *txState, gen uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for name, s := range ts.streams {
+		if cur, ok := l.streams[name]; ok {
+			s.cfg = cur.cfg // Configure may have run during the commit
 		}
-		if appended > 0 {
-			close(l.changed)
-			l.changed = make(chan struct{})
+		if l.cfgGen != gen {
+			s.forgetUnrequired() // and forgotten positions this commit read
 		}
-		l.mu.Unlock()
-		l.commits.Add(1)
-		l.commitNanos.Add(uint64(time.Since(start)))
-		l.observeCommit(appended, time.Since(start))
+		l.streams[name] = s
 	}
+	if ts.appended > 0 {
+		close(l.changed)
+		l.changed = make(chan struct{})
+	}
+}
+
+func (l *Log) addUnsavedLocked(stream string, n uint64) {
+	if l.unsaved == nil {
+		l.unsaved = map[string]uint64{}
+	}
+	l.unsaved[stream] += n
+}
+
+// answer hands each request its result.
+func (l *Log) answer(batch []*appendReq) {
 	for _, r := range batch {
-		if err != nil {
-			r.err = err
-		}
 		if l.opts.Durability == DurabilityBatch && !r.wait {
 			r.val = nil
 			reqPool.Put(r)
@@ -274,33 +431,34 @@ type appendResult struct {
 	err error // why the event was refused (ErrFull, ErrDiskFull, ErrTooLarge)
 }
 
-// append adds one encoded event to stream under its bounds. A refusal is
-// a result, not an error: errors abort the transaction.
-func (ts *txState) append(stream string, val []byte, diskFull bool) (appendResult, error) {
+// append adds one encoded event to stream under its bounds and the
+// commit's disk room. A refusal is a result, not an error: errors abort
+// the transaction.
+func (ts *txState) append(stream string, val []byte) (appendResult, error) {
 	s, b, err := ts.get(stream)
 	if err != nil {
 		return appendResult{}, err
 	}
 	size := int64(len(val))
-	switch {
-	case diskFull:
-		s.drops[DropDiskFull]++
-		return appendResult{err: ErrDiskFull}, nil
-	case s.cfg.MaxBytes > 0 && size > s.cfg.MaxBytes:
+	if s.cfg.MaxBytes > 0 && size > s.cfg.MaxBytes {
 		s.drops[DropTooLarge]++
 		return appendResult{err: ErrTooLarge}, nil
 	}
-	if over(s, size) {
-		if s.cfg.Overflow == Reject {
-			s.drops[DropFull]++
-			return appendResult{err: ErrFull}, nil
+	if over(s, size) && s.cfg.Overflow == Reject {
+		s.drops[DropFull]++
+		return appendResult{err: ErrFull}, nil
+	}
+	// Checked before drop_oldest deletes anything for this event.
+	if cost, large := ts.l.appendCost(len(val)); ts.noRoom || !ts.room.take(cost, large, ts.l.pageSize) {
+		ts.noRoom = true
+		s.drops[DropDiskFull]++
+		return appendResult{err: ErrDiskFull}, nil
+	}
+	for over(s, size) {
+		if err := deleteFirst(s, b); err != nil {
+			return appendResult{}, err
 		}
-		for over(s, size) {
-			if err := deleteFirst(s, b); err != nil {
-				return appendResult{}, err
-			}
-			s.drops[DropOverflow]++
-		}
+		s.drops[DropOverflow]++
 	}
 	var key [8]byte
 	binary.BigEndian.PutUint64(key[:], s.meta.Next)
@@ -357,21 +515,33 @@ func (ts *txState) consume(name, consumer string, through uint64) error {
 	if through >= s.meta.Next {
 		through = s.meta.Next - 1
 	}
+	ts.l.mu.Lock()
+	retired := ts.l.retiredLocked(name, consumer)
+	ts.l.mu.Unlock()
+	if retired {
+		return nil // dropped by Configure: its position must not come back
+	}
 	if through > s.consumers[consumer] {
 		s.consumers[consumer] = through
 	}
-	if len(s.cfg.Consumers) > 0 {
-		through = s.processed()
-	}
-	return ts.deleteProcessed(name, s, b, through, ts.l.opts.Now())
+	return ts.deleteProcessed(name, s, b, s.processed(), ts.l.opts.Now())
 }
 
 // deleteProcessed deletes the events of s through offset through, keeping
 // those accepted within the stream's Retain of now.
+// An event past the position of any consumer holding one (a consumer the
+// stream does not require) is counted as DropUnconsumed.
 func (ts *txState) deleteProcessed(name string, s *stream, b *bolt.Bucket, through uint64, now time.Time) error {
+	lowest := s.lowest()
 	for s.meta.Count > 0 && s.meta.First <= through {
 		if s.cfg.Retain > 0 && !firstExpired(ts.tx, ts.l.opts.Keys, name, s.meta.First, now.Add(-s.cfg.Retain)) {
 			break // kept for replay; a later sweep deletes it
+		}
+		if !ts.mayDelete(s.avgSize()) {
+			break // the next commit goes on (see disk.go)
+		}
+		if s.meta.First > lowest {
+			s.drops[DropUnconsumed]++
 		}
 		if err := deleteFirst(s, b); err != nil {
 			return err
@@ -380,21 +550,29 @@ func (ts *txState) deleteProcessed(name string, s *stream, b *bolt.Bucket, throu
 	return nil
 }
 
+// avgSize is the average stored size of s's events, what deleting one
+// is charged against a commit's delete budget.
+func (s *stream) avgSize() int64 {
+	return s.meta.Bytes / max(s.meta.Count, 1)
+}
+
 // processed is the offset through which every required consumer of s has
-// processed it (with none configured: the furthest consumer).
+// processed it (with none configured: the uplink).
 func (s *stream) processed() uint64 {
-	if len(s.cfg.Consumers) == 0 {
-		var through uint64
-		for _, p := range s.consumers {
-			through = max(through, p)
-		}
-		return through
-	}
 	through := s.meta.Next - 1
-	for _, c := range s.cfg.Consumers {
+	for _, c := range required(s.cfg) {
 		through = min(through, s.consumers[c])
 	}
 	return through
+}
+
+// lowest is the lowest position any consumer holds on s.
+func (s *stream) lowest() uint64 {
+	low := uint64(math.MaxUint64)
+	for _, p := range s.consumers {
+		low = min(low, p)
+	}
+	return low
 }
 
 // rewind moves consumer's position on stream back so that it processes
@@ -424,7 +602,7 @@ func (ts *txState) expire(now time.Time) error {
 		}
 	}
 	ts.l.mu.Unlock()
-	for _, name := range ts.l.retaining() {
+	for _, name := range ts.l.deletable() {
 		s, b, err := ts.get(name)
 		if err != nil {
 			return err
@@ -441,7 +619,8 @@ func (ts *txState) expire(now time.Time) error {
 		if err != nil {
 			return err
 		}
-		for n := 0; n < maxSweep && s.meta.Count > 0 && firstExpired(ts.tx, ts.l.opts.Keys, name, s.meta.First, now.Add(-s.cfg.TTL)); n++ {
+		for n := 0; n < maxSweep && s.meta.Count > 0 && firstExpired(ts.tx, ts.l.opts.Keys, name, s.meta.First, now.Add(-s.cfg.TTL)) &&
+			ts.mayDelete(s.avgSize()); n++ {
 			if err := deleteFirst(s, b); err != nil {
 				return err
 			}
@@ -507,9 +686,14 @@ func (l *Log) anyExpired(now time.Time) bool {
 	}
 	retained := map[string]sweep{}
 	for name, s := range l.streams {
-		if s.cfg.Retain > 0 && s.meta.Count > 0 && s.processed() >= s.meta.First {
-			retained[name] = sweep{s.meta.First, now.Add(-s.cfg.Retain)}
+		if s.meta.Count == 0 || s.processed() < s.meta.First {
+			continue
 		}
+		if s.cfg.Retain == 0 {
+			l.mu.Unlock()
+			return true // processed, not yet deleted (see deletable)
+		}
+		retained[name] = sweep{s.meta.First, now.Add(-s.cfg.Retain)}
 	}
 	l.mu.Unlock()
 	found := false
@@ -543,6 +727,12 @@ func (ts *txState) writeMeta() error {
 		if err := sb.Put(keyMeta, buf); err != nil {
 			return err
 		}
+		if s.prune {
+			if err := pruneCounters(sb, bktConsumers, s.consumers); err != nil {
+				return err
+			}
+			s.prune = false
+		}
 		if err := putCounters(sb, bktConsumers, s.consumers); err != nil {
 			return err
 		}
@@ -568,6 +758,27 @@ func putCounters(sb *bolt.Bucket, name []byte, m map[string]uint64) error {
 		i += 8
 		binary.BigEndian.PutUint64(v, n)
 		if err := b.Put([]byte(k), v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pruneCounters deletes the counters of bucket name that m lacks.
+func pruneCounters(sb *bolt.Bucket, name []byte, m map[string]uint64) error {
+	b := sb.Bucket(name)
+	if b == nil {
+		return nil
+	}
+	var gone [][]byte
+	_ = b.ForEach(func(k, _ []byte) error {
+		if _, ok := m[string(k)]; !ok {
+			gone = append(gone, bytes.Clone(k))
+		}
+		return nil
+	})
+	for _, k := range gone {
+		if err := b.Delete(k); err != nil {
 			return err
 		}
 	}

@@ -9,29 +9,89 @@ import (
 // streams first seen later) while the log runs: bounds, TTL and required
 // consumers. Events already stored stay; a consumer that is new to a
 // stream starts before its first stored event, so none of them is deleted
-// before it has processed them. Bounds apply from the next append; a stream
-// not listed keeps its configuration.
+// before it has processed them. A consumer the stream no longer requires
+// loses its position, and a late Consume or Ack of one that was required
+// before (a removed pipeline still stopping) is ignored, so a stale
+// position can neither delete events nor be counted against later
+// deletions. Bounds apply from the next append; a stream not listed keeps
+// its configuration.
 func (l *Log) Configure(streams []StreamConfig) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.opts.Streams = append([]StreamConfig(nil), streams...)
+	l.cfgGen++
 	for _, sc := range streams {
 		s, ok := l.streams[sc.Name]
 		if !ok {
 			continue // streamLocked picks it up from l.opts.Streams
 		}
+		for _, c := range required(s.cfg) {
+			if !requires(sc, c) {
+				if l.retired == nil {
+					l.retired = map[string]map[string]bool{}
+				}
+				if l.retired[sc.Name] == nil {
+					l.retired[sc.Name] = map[string]bool{}
+				}
+				l.retired[sc.Name][c] = true
+			}
+		}
+		for _, c := range required(sc) {
+			delete(l.retired[sc.Name], c)
+		}
 		s.cfg = sc
+		s.forgetUnrequired()
 	}
 }
 
-// retaining lists the streams holding processed events kept by Retain,
-// which a sweep may now delete.
-func (l *Log) retaining() []string {
+// uplinkOnly is what an empty StreamConfig.Consumers means.
+var uplinkOnly = []string{UplinkConsumer}
+
+// required returns the consumers that must process an event of a stream
+// configured with cfg before it is deleted.
+func required(cfg StreamConfig) []string {
+	if len(cfg.Consumers) == 0 {
+		return uplinkOnly
+	}
+	return cfg.Consumers
+}
+
+func requires(cfg StreamConfig, consumer string) bool {
+	for _, c := range required(cfg) {
+		if c == consumer {
+			return true
+		}
+	}
+	return false
+}
+
+// forgetUnrequired drops the positions of consumers s's configuration
+// does not require; the next commit that touches s removes them from the
+// file.
+func (s *stream) forgetUnrequired() {
+	for c := range s.consumers {
+		if !requires(s.cfg, c) {
+			delete(s.consumers, c)
+			s.prune = true
+		}
+	}
+}
+
+// retiredLocked reports whether Configure dropped consumer from stream.
+// l.mu must be held.
+func (l *Log) retiredLocked(stream, consumer string) bool {
+	return l.retired[stream][consumer]
+}
+
+// deletable lists the streams holding processed events: kept by Retain,
+// which a sweep may now delete, or left by a commit that bounded its
+// deletions (see disk.go) or by a required consumer Configure removed.
+func (l *Log) deletable() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var names []string
 	for name, s := range l.streams {
-		if s.cfg.Retain > 0 && s.meta.Count > 0 && s.processed() >= s.meta.First {
+		if s.meta.Count > 0 && s.processed() >= s.meta.First {
 			names = append(names, name)
 		}
 	}
@@ -71,5 +131,6 @@ func (l *Log) Acked(stream string) uint64 {
 	if s, ok := l.streams[stream]; ok {
 		through = s.consumers[UplinkConsumer]
 	}
-	return max(through, l.acks[ackKey{stream, UplinkConsumer}])
+	k := ackKey{stream, UplinkConsumer}
+	return max(through, l.acks[k], l.committing[k])
 }

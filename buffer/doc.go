@@ -6,12 +6,25 @@
 // Append; the uplink Reads from a cursor it keeps and Acks what the cloud
 // confirmed, and the Log deletes acknowledged events.
 //
+// Consumers: the Log keeps each consumer's position (the uplink's Acks,
+// a pipeline's Tx.Consume) per stream, and deletes an event once every
+// consumer the stream requires (StreamConfig.Consumers; none listed: the
+// uplink alone) has processed it. Other positions never delete anything,
+// so a pipeline that got ahead of the uplink and was then removed cannot
+// take unsent events with it; Configure and Open forget the positions of
+// consumers a stream no longer requires. An event deleted before a
+// consumer that holds a position had processed it is counted
+// (DropUnconsumed).
+//
 // Concurrency: every method is safe for concurrent use. All writes go
 // through one commit loop (Log.Run) that groups the appends and acks of all
 // callers into one bbolt transaction and one fsync (group commit): the next
 // commit starts as soon as the previous one ends, so throughput grows with
 // the number of concurrent writers instead of being capped by a timer.
 // Reads are bbolt read transactions and never wait for the commit loop.
+// A function passed to Update that fails or panics is taken out of its
+// group, which commits without it (as bbolt's DB.Batch does), so one
+// caller's failure never refuses the others' events.
 //
 // Durability: with DurabilitySync, Append returns only after the event's
 // transaction is fsynced. With DurabilityNone the transaction is written to
@@ -25,9 +38,29 @@
 // were queued; events appended by one goroutine keep that goroutine's order.
 //
 // Bounds: each stream is bounded by event count and bytes, with a policy on
-// overflow (drop the oldest, or reject the new event), an optional TTL, and a
-// free-disk watermark below which new events are refused. Every event that
-// is dropped or refused is counted by reason in the file itself.
+// overflow (drop the oldest, or reject the new event), and an optional TTL.
+// Every event that is dropped or refused is counted by reason in the file
+// itself.
+//
+// Disk: with Options.MinFreeDisk, every commit checks, before it writes,
+// that its appends cannot take the filesystem's free space below the
+// watermark, counting the file's growth step (bbolt's AllocSize, bounded
+// to a quarter of the watermark and at most 1 MiB) and the pages a commit
+// rewrites; events beyond that are refused with ErrDiskFull, and DiskFull
+// reports it. The reserve below the watermark is left for acks, deletions
+// and pipeline state, so a backlog can always drain. bbolt never shrinks
+// its file, but a drained backlog leaves free pages in it: events that
+// fit in those are accepted even while the filesystem is below the
+// watermark (another program filled it, or the watermark was raised), so
+// the log recovers by itself once the backlog drains, also across
+// restarts. Below the watermark, commits delete a bounded amount each, so
+// that bbolt's freelist, written whole by every commit, fits in the
+// file's free pages; the file may still grow by a few pages when bbolt
+// needs contiguous pages its free pages do not have. A commit that fails
+// for lack of space anyway (ENOSPC) refuses only its own events, with
+// ErrDiskFull, never acknowledging them, and the log goes on; if the
+// filesystem is entirely full, acknowledgements wait (they are kept, not
+// lost) until some space is freed.
 //
 // Start-up reads one small metadata record per stream: reopening a log with
 // millions of events does not scan them.

@@ -8,8 +8,10 @@ var (
 	// policy is at its event or byte bound.
 	ErrFull = errors.New("buffer: stream full")
 
-	// ErrDiskFull is returned by Append while free disk space is below the
-	// configured watermark.
+	// ErrDiskFull is returned by Append for an event that would take the
+	// filesystem's free space below the watermark and does not fit in the
+	// file's own free pages, and for the events of a commit that failed
+	// for lack of space (ENOSPC): they were not stored.
 	ErrDiskFull = errors.New("buffer: free disk space below watermark")
 
 	// ErrClosed is returned by calls made after the commit loop stopped.
@@ -38,6 +40,11 @@ var (
 	// corruption: the file is left as it is (no quarantine), and the right
 	// key file opens it.
 	ErrWrongKey = errors.New("buffer: wrong encryption key")
+
+	// ErrUpdatePanic is returned by Update when its function panicked. The
+	// panic is recovered so it cannot stop the commit loop, and the
+	// function's writes are discarded.
+	ErrUpdatePanic = errors.New("buffer: update function panicked")
 )
 
 // Drop reasons, as counted in StreamStats.Drops.
@@ -47,4 +54,8 @@ const (
 	DropDiskFull = "disk_full" // new event refused below the disk watermark
 	DropExpired  = "expired"   // event older than the stream's TTL
 	DropTooLarge = "too_large" // event larger than the stream's byte bound
+	// DropUnconsumed counts events deleted before a consumer that holds a
+	// position on the stream but is not among its required consumers had
+	// processed them (see StreamConfig.Consumers).
+	DropUnconsumed = "unconsumed"
 )

@@ -54,9 +54,23 @@ type Log struct {
 	mu      sync.Mutex
 	streams map[string]*stream // committed state, mirrored from the file
 	acks    map[ackKey]uint64  // pending acks, applied by the next commit
-	changed chan struct{}      // closed and replaced after a commit that appends
+	// committing holds the acks the running commit took from acks until
+	// they are in streams (or back in acks), so Acked never goes back.
+	committing map[ackKey]uint64
+	changed    chan struct{} // closed and replaced after a commit that appends
+	// retired lists, per stream, the consumers Configure dropped: a late
+	// Consume or Ack of theirs (a pipeline still stopping) is ignored.
+	retired map[string]map[string]bool
+	cfgGen  uint64            // incremented by Configure
+	unsaved map[string]uint64 // disk_full refusals of failed commits, per stream
 
 	diskFull    atomic.Bool
+	behind      atomic.Bool // a commit left deletions for the next one
+	lastFailLog time.Time   // commit loop only
+	failures    int         // failed commits since lastFailLog
+	pageSize    int
+	growStep    int
+	statFile    *os.File // the bbolt file again, for fstatfs (nil where unused)
 	quarantined string
 	commits     atomic.Uint64
 	commitNanos atomic.Uint64
@@ -74,6 +88,7 @@ type stream struct {
 	meta      streamMeta
 	drops     map[string]uint64
 	consumers map[string]uint64 // consumer -> processed through offset
+	prune     bool              // positions were forgotten: rewrite them in the file
 }
 
 func newStream(cfg StreamConfig) *stream {
@@ -81,7 +96,7 @@ func newStream(cfg StreamConfig) *stream {
 }
 
 func (s *stream) clone() *stream {
-	c := &stream{cfg: s.cfg, meta: s.meta, drops: make(map[string]uint64, len(s.drops)+1),
+	c := &stream{cfg: s.cfg, meta: s.meta, prune: s.prune, drops: make(map[string]uint64, len(s.drops)+1),
 		consumers: make(map[string]uint64, len(s.consumers)+1)}
 	for k, v := range s.drops {
 		c.drops[k] = v
@@ -140,7 +155,9 @@ func Open(path string, opts Options) (*Log, error) {
 		return nil, err
 	}
 	for _, sc := range opts.Streams {
-		l.streamLocked(sc.Name).cfg = sc
+		s := l.streamLocked(sc.Name)
+		s.cfg = sc
+		s.forgetUnrequired() // consumers dropped from the config while stopped
 	}
 	return l, nil
 }
@@ -160,6 +177,9 @@ func (l *Log) open() (err error) {
 		}
 		return fmt.Errorf("open buffer %s: %w: %v", l.path, ErrCorrupt, err)
 	}
+	l.growStep = growStep(l.opts.MinFreeDisk)
+	db.AllocSize = l.growStep
+	l.pageSize = db.Info().PageSize
 	if err := l.load(db); err != nil {
 		_ = db.Close()
 		if errors.Is(err, ErrWrongKey) { // the file is fine: the key file is not
@@ -168,6 +188,13 @@ func (l *Log) open() (err error) {
 		return fmt.Errorf("open buffer %s: %w: %v", l.path, ErrCorrupt, err)
 	}
 	l.db = db
+	// A second descriptor, read-only, for fstatfs: unlike statfs on the
+	// path it costs no allocation per commit, and bbolt does not expose
+	// its own.
+	if l.statFile, err = openStatFile(l.path); err != nil {
+		_ = db.Close()
+		return fmt.Errorf("open buffer %s: %w", l.path, err)
+	}
 	return nil
 }
 
@@ -282,6 +309,9 @@ func (l *Log) Quarantined() string { return l.quarantined }
 func (l *Log) Close() error {
 	if l.running.Load() {
 		return errors.New("buffer: Close while Run is running")
+	}
+	if l.statFile != nil {
+		_ = l.statFile.Close()
 	}
 	return l.db.Close()
 }

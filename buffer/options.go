@@ -76,7 +76,10 @@ type StreamConfig struct {
 	TTL       time.Duration
 	// Consumers lists who must process an event before it is deleted
 	// (UplinkConsumer for Log.Ack, pipeline names for Tx.Consume). Empty:
-	// any consumer's position deletes.
+	// the uplink alone. Positions of other consumers never delete: when
+	// events are deleted before such a consumer processed them, they are
+	// counted as DropUnconsumed; Configure (and Open) forget the positions
+	// of consumers a stream no longer lists.
 	Consumers []string
 	// Retain keeps processed events this long after they were accepted,
 	// so a consumer can be rewound to them (Rewind); bounds and TTL still
@@ -97,9 +100,14 @@ type Options struct {
 	MaxLinger time.Duration
 
 	// MinFreeDisk is the free-space watermark in bytes on the file's
-	// filesystem; 0 disables the check.
+	// filesystem: appends are refused (ErrDiskFull) rather than take free
+	// space below it, except those that fit in the file's own free pages
+	// (left by a drained backlog). It also bounds bbolt's growth step to a
+	// quarter of it (at most 1 MiB). 0 disables the check; a commit that
+	// fails for lack of space still refuses its events with ErrDiskFull.
 	MinFreeDisk uint64
-	// FreeDisk reports free bytes for a path; nil uses statfs.
+	// FreeDisk reports free bytes for a path; nil uses fstatfs on the open
+	// file.
 	FreeDisk func(path string) (uint64, error)
 
 	// Streams configures known streams; DefaultStream applies to streams
@@ -119,8 +127,9 @@ type Options struct {
 	// in the clear.
 	Keys *keyring.Ring
 
-	// SweepInterval is how often TTLs and the disk watermark are checked
-	// (default 1s).
+	// SweepInterval is how often TTLs are swept and the disk-full state
+	// is refreshed while no events arrive (default 1s); appends check the
+	// watermark in every commit.
 	SweepInterval time.Duration
 
 	// OnCommit, if set, is called by the commit loop after each successful
@@ -148,9 +157,6 @@ func (o *Options) setDefaults() {
 	}
 	if o.SweepInterval <= 0 {
 		o.SweepInterval = time.Second
-	}
-	if o.FreeDisk == nil {
-		o.FreeDisk = freeDisk
 	}
 	if o.Now == nil {
 		o.Now = time.Now

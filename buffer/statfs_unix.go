@@ -2,11 +2,19 @@
 
 package buffer
 
-import "golang.org/x/sys/unix"
+import (
+	"os"
 
-func freeDisk(path string) (uint64, error) {
+	"golang.org/x/sys/unix"
+)
+
+func openStatFile(path string) (*os.File, error) { return os.Open(path) }
+
+// fileFreeDisk returns the bytes an unprivileged process may still write
+// on the filesystem of the open file f.
+func fileFreeDisk(f *os.File) (uint64, error) {
 	var st unix.Statfs_t
-	if err := unix.Statfs(path, &st); err != nil {
+	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil {
 		return 0, err
 	}
 	return uint64(st.Bavail) * uint64(st.Bsize), nil

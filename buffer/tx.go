@@ -15,8 +15,7 @@ import (
 // to Log.Update. Everything done through it commits atomically, with
 // nothing else in between that the caller could observe.
 type Tx struct {
-	ts       *txState
-	diskFull bool
+	ts *txState
 }
 
 // Append adds ev to the end of ev.Stream, like Log.Append. A refusal by
@@ -28,7 +27,7 @@ func (tx *Tx) Append(ev *event.Event) error {
 		return fmt.Errorf("buffer: encode event: %w", err)
 	}
 	val = sealValue(tx.ts.l.opts.Keys, val, "", ev.Stream)
-	res, err := tx.ts.append(ev.Stream, val, tx.diskFull)
+	res, err := tx.ts.append(ev.Stream, val)
 	if err != nil {
 		return err
 	}
@@ -36,7 +35,9 @@ func (tx *Tx) Append(ev *event.Event) error {
 }
 
 // Consume records that consumer has processed stream through offset
-// through; events every configured consumer has processed are deleted.
+// through; events every consumer the stream requires has processed are
+// deleted (see StreamConfig.Consumers). It is ignored for a consumer that
+// Configure removed from the stream.
 func (tx *Tx) Consume(stream, consumer string, through uint64) error {
 	return tx.ts.consume(stream, consumer, through)
 }
@@ -54,7 +55,10 @@ func (tx *Tx) PutState(name string, val []byte) error {
 	if err != nil {
 		return err
 	}
-	return b.Put([]byte(name), sealValue(keys, val, stateAADPrefix, name))
+	val = sealValue(keys, val, stateAADPrefix, name)
+	cost, _ := tx.ts.l.appendCost(len(name) + len(val))
+	tx.ts.room.charge(cost)
+	return b.Put([]byte(name), val)
 }
 
 // State returns the bytes last stored under name with PutState, or nil.
@@ -94,9 +98,13 @@ func (l *Log) Position(stream, consumer string) uint64 {
 
 // Update runs fn in the next group commit and returns after that commit
 // is on disk (per the log's durability, Batch excepted: Update always
-// waits). An error from fn aborts the whole group commit, other callers'
-// appends included, so fn must only fail on errors that would fail them
-// anyway; refusals from Tx.Append are for fn to handle.
+// waits). An error from fn (or a panic, returned as ErrUpdatePanic)
+// discards what fn wrote and is returned; it does not fail the other
+// callers' appends: as with bbolt's DB.Batch, the group is committed
+// again without fn, and fn is then run alone once more, its result final.
+// So fn may run more than once and must only change state through the Tx
+// (or reset what it changes outside, as each run starts over). Refusals
+// from Tx.Append are for fn to handle.
 func (l *Log) Update(ctx context.Context, fn func(*Tx) error) error {
 	r := &appendReq{fn: fn, done: make(chan error, 1), wait: true}
 	select {

@@ -6,6 +6,7 @@ package buffertest
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -76,4 +77,14 @@ func (l *Log) Close() {
 	if err := l.Log.Close(); err != nil {
 		l.t.Errorf("buffertest: close: %v", err)
 	}
+}
+
+// noMount skips a test that needs a tmpfs mount it cannot get, or fails
+// it loudly under CI (CI set and not "false").
+func noMount(t testing.TB, reason string) {
+	t.Helper()
+	if ci := os.Getenv("CI"); ci != "" && ci != "false" {
+		t.Fatalf("%s; CI=%s requires it: run the tests as root", reason, ci)
+	}
+	t.Skip(reason)
 }

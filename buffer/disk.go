@@ -1,0 +1,249 @@
+package buffer
+
+import (
+	"errors"
+	"math"
+	"strings"
+	"syscall"
+)
+
+// Disk bound. bbolt never shrinks its file: a drained backlog leaves free
+// pages inside it, which later commits reuse without taking anything from
+// the filesystem. So the room a commit's appends have is the file's free
+// pages plus what the filesystem holds above MinFreeDisk, less one growth
+// step (bbolt grows the file by AllocSize at a time, and a filesystem
+// without sparse files, such as FAT on an SD card, pays for it at once)
+// and the pages every commit rewrites. Appends beyond that room are
+// refused with ErrDiskFull, checked in the commit itself, so no commit can
+// take the filesystem below the watermark. The reserve below the watermark
+// is what acks, deletions and pipeline state use, so the backlog can
+// always drain.
+//
+// An event larger than a quarter page may need a node of several
+// contiguous pages, which bbolt takes from the end of the file when its
+// free pages hold no such run. Free pages left by deleted events come in
+// long runs; those left by copy-on-write are scattered. So a large event
+// counts on the file's free pages only while they are plentiful
+// (runPages), else on the filesystem above the watermark alone.
+//
+// Deleting events grows bbolt's freelist, which every commit writes out in
+// one piece. When the filesystem is below the watermark (someone else
+// took the reserve), that piece should come from the file's own free
+// pages, so such commits delete at most deleteChunkPages of events each
+// and leave the rest to the next commit: the pages one commit frees are
+// free for the next one, so a drain takes next to nothing from the
+// filesystem. (With 0 bytes free it can still fail where bbolt needs
+// contiguous pages; the acks are kept and the drain goes on once some
+// space is freed.)
+
+const (
+	// unlimited is the room of a commit when no disk bound applies.
+	unlimited = math.MaxInt64
+	// maxGrowStep bounds bbolt's AllocSize (default 16 MiB, too coarse for
+	// a watermark of a few MiB on an SD card).
+	maxGrowStep = 1 << 20
+	minGrowStep = 64 << 10
+	// commitPages are the pages any commit may rewrite besides those of
+	// the streams it touches (root bucket, state bucket).
+	commitPages = 4
+	// streamPages are the pages a commit rewrites for each stream it
+	// touches: the path from the root to the last leaf of its events and
+	// its metadata, drops and consumers.
+	streamPages = 8
+	// leafOverhead is bbolt's per-element header plus our 8-byte key.
+	leafOverhead = 16 + 8
+	// runPages is how many free pages the file must have for a large
+	// event to count on a contiguous run among them.
+	runPages = 256
+	// resumePages is how much room must be free again before a disk-full
+	// log accepts events: enough for large events, and more than a commit
+	// frees by copy-on-write, so that refusals do not flap per commit.
+	resumePages = runPages + 64
+	// deleteChunkPages bounds the events (in pages) a commit deletes while
+	// the filesystem is below the watermark: their page ids add 8 bytes
+	// each to the freelist, a quarter page per commit.
+	deleteChunkPages = 128
+)
+
+// room is what a commit's appends may take, in bytes: from the file's own
+// free pages, and from the filesystem above the watermark (unlimited
+// without a bound).
+type room struct {
+	file, fs int64
+}
+
+func (r room) total() int64 {
+	if r.fs == unlimited {
+		return unlimited
+	}
+	return r.file + r.fs
+}
+
+// take takes cost bytes for an append, large if it may need contiguous
+// pages, and reports whether they were there.
+func (r *room) take(cost int64, large bool, pageSize int) bool {
+	switch {
+	case r.fs == unlimited:
+		return true
+	case large && r.file < runPages*int64(pageSize):
+		if r.fs < cost {
+			return false
+		}
+		r.fs -= cost
+		return true
+	case r.file+r.fs < cost:
+		return false
+	}
+	r.charge(cost)
+	return true
+}
+
+// charge takes n bytes without refusing: for writes that must go through
+// (stream metadata, state). bbolt reuses free pages first.
+func (r *room) charge(n int64) {
+	if r.fs == unlimited {
+		return
+	}
+	fromFile := min(n, r.file)
+	r.file -= fromFile
+	r.fs = max(r.fs-(n-fromFile), 0)
+}
+
+// limits are what the next commit may do on disk.
+type limits struct {
+	room
+	delBudget int64 // bytes of events it may delete
+}
+
+var noLimits = limits{room: room{fs: unlimited}, delBudget: unlimited}
+
+// growStep is the bbolt AllocSize for a watermark: a quarter of it, within
+// [64 KiB, 1 MiB] (1 MiB without one), so one growth step never eats much
+// of the reserve.
+func growStep(minFree uint64) int {
+	step := min(minFree/4, maxGrowStep) &^ (minGrowStep - 1)
+	if step < minGrowStep {
+		step = minGrowStep
+	}
+	if minFree == 0 {
+		step = maxGrowStep
+	}
+	return int(step)
+}
+
+// appendCost is what storing a value of n bytes may take from the room:
+// its leaf element, the pages' fill factor and, for a large value (more
+// than a quarter page: bbolt does not split a node of four elements or
+// fewer, so it may span several pages), rounding up to whole pages.
+func (l *Log) appendCost(n int) (cost int64, large bool) {
+	c := int64(n) + leafOverhead
+	large = c > int64(l.pageSize)/4
+	c += c / 10 // FillPercent 0.95 plus split slack
+	if large {
+		c += int64(l.pageSize)
+	}
+	return c, large
+}
+
+// measure returns the next commit's limits from the free space and the
+// file's free pages.
+func (l *Log) measure() (limits, error) {
+	free, err := l.freeDisk()
+	if err != nil {
+		return noLimits, err
+	}
+	st := l.db.Stats()
+	ps := int64(l.pageSize)
+	// Pending pages are released to the freelist when the next write
+	// transaction starts (no reader holds them for long). Every commit
+	// writes the freelist and a few pages besides.
+	inFile := int64(st.FreePageN+st.PendingPageN)*ps - int64(st.FreelistInuse) - (commitPages+1)*ps
+	fs := clampInt64(free) - clampInt64(l.opts.MinFreeDisk) - int64(l.growStep)
+	lim := limits{room: room{file: max(inFile, 0), fs: max(fs, 0)}, delBudget: unlimited}
+	if inFile < 0 { // the commit's own pages come from the filesystem
+		lim.fs = max(lim.fs+inFile, 0)
+	}
+	if fs < 0 {
+		lim.delBudget = deleteChunkPages * ps
+	}
+	return lim, nil
+}
+
+func clampInt64(u uint64) int64 {
+	if u > math.MaxInt64/4 {
+		return math.MaxInt64 / 4 // sums of a few stay in range
+	}
+	return int64(u)
+}
+
+func (l *Log) freeDisk() (uint64, error) {
+	if l.opts.FreeDisk != nil {
+		return l.opts.FreeDisk(l.path)
+	}
+	return fileFreeDisk(l.statFile)
+}
+
+// commitLimits returns the limits of the next commit: none without a
+// watermark (unless a commit already ran out of space); no room for
+// appends while the log is disk-full and less than resumePages are free.
+func (l *Log) commitLimits() limits {
+	if l.opts.MinFreeDisk == 0 && !l.diskFull.Load() {
+		return noLimits
+	}
+	lim, err := l.measure()
+	if err != nil {
+		return noLimits // checkDisk logs it; an ENOSPC commit still refuses
+	}
+	if l.diskFull.Load() {
+		if lim.total() < resumePages*int64(l.pageSize) {
+			lim.room = room{}
+		} else {
+			l.setDiskFull(false, lim.total())
+		}
+	}
+	return lim
+}
+
+// checkDisk updates the disk-full state between commits (sweep ticker),
+// so it shows while no events arrive and clears once the backlog drained.
+func (l *Log) checkDisk() {
+	if l.opts.MinFreeDisk == 0 && !l.diskFull.Load() {
+		return
+	}
+	lim, err := l.measure()
+	if err != nil {
+		l.log.Warn("free disk check failed", "path", l.path, "err", err)
+		return
+	}
+	switch full, r := l.diskFull.Load(), lim.total(); {
+	case !full && r < int64(l.pageSize):
+		l.setDiskFull(true, r)
+	case full && r >= resumePages*int64(l.pageSize):
+		l.setDiskFull(false, r)
+	}
+}
+
+// setDiskFull records the disk-full state, logging a change.
+func (l *Log) setDiskFull(full bool, room int64) {
+	if l.diskFull.Swap(full) == full {
+		return
+	}
+	free, _ := l.freeDisk()
+	if full {
+		l.log.Error("no room for events above the free disk watermark: refusing new events until the backlog drains",
+			"path", l.path, "free_bytes", free, "room_bytes", max(room, 0), "min_free_disk", l.opts.MinFreeDisk)
+	} else {
+		l.log.Info("room for events again: accepting events", "path", l.path, "free_bytes", free, "room_bytes", room)
+	}
+}
+
+// noSpace reports whether err is the filesystem running out of space.
+// bbolt formats a failed file resize with %s, which drops the wrapped
+// error, hence the text match.
+func noSpace(err error) bool {
+	if err == nil {
+		return false
+	}
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||
+		strings.Contains(err.Error(), syscall.ENOSPC.Error()) || strings.Contains(err.Error(), syscall.EDQUOT.Error())
+}
