@@ -18,6 +18,8 @@ const (
 	DefaultConnectTimeout  = 10 * time.Second
 	DefaultBackoffMin      = 1 * time.Second
 	DefaultBackoffMax      = 60 * time.Second
+	DefaultProbeInterval   = 2 * time.Second // or BackoffMax when that is shorter
+	DefaultStableAfter     = 10 * time.Second
 	DefaultMaxMessageBytes = 128 << 10 // AWS IoT Core's message size limit
 )
 
@@ -55,9 +57,22 @@ type Config struct {
 	Keepalive time.Duration
 	// ConnectTimeout bounds a connection attempt and a socket write (default 10 s).
 	ConnectTimeout time.Duration
-	// BackoffMin and BackoffMax bound the reconnect delay (default 1 s, 60 s).
-	// A connection that stayed up for BackoffMax resets the schedule.
+	// BackoffMin and BackoffMax bound the delay after a connection the
+	// cloud refused (ErrRefused) or one lost before StableAfter: full
+	// jitter below a cap that doubles from BackoffMin to BackoffMax with
+	// each such failure (default 1 s, 60 s).
 	BackoffMin, BackoffMax time.Duration
+	// ProbeInterval is the longest pause between attempts while no
+	// endpoint can be dialled at all (ErrUnreachable), so a returning cloud
+	// is found within it; each pause is random in [ProbeInterval/2,
+	// ProbeInterval) so a fleet probes out of step. At most BackoffMax
+	// (default 2 s, or BackoffMax when shorter).
+	ProbeInterval time.Duration
+	// StableAfter is how long a connection must have been up for its loss
+	// to reset the backoff; the first attempt then comes after a random
+	// pause in [0, ProbeInterval). A connection lost sooner counts as
+	// refused (default 10 s).
+	StableAfter time.Duration
 	// BatchMaxEvents is the most events per message, all of one stream and
 	// one rendered topic; 0 or 1 turns batching off. With batching on every
 	// message is an array, even of one event; off, a single envelope.
@@ -141,6 +156,16 @@ func (c Config) normalize() (Config, error) {
 	if c.Keepalive < time.Second || c.ConnectTimeout < 0 || c.BackoffMin < 0 || c.BackoffMax < c.BackoffMin {
 		return c, fmt.Errorf("%w: keepalive %v (>= 1s), connect timeout %v, backoff %v..%v",
 			ErrConfig, c.Keepalive, c.ConnectTimeout, c.BackoffMin, c.BackoffMax)
+	}
+	if c.ProbeInterval == 0 {
+		c.ProbeInterval = min(DefaultProbeInterval, c.BackoffMax)
+	}
+	c.StableAfter = orDefault(c.StableAfter, DefaultStableAfter)
+	// A probe interval above BackoffMax would probe an absent cloud more
+	// slowly than it retries one that refuses.
+	if c.ProbeInterval <= 0 || c.ProbeInterval > c.BackoffMax || c.StableAfter < 0 {
+		return c, fmt.Errorf("%w: probe interval %v (> 0, <= backoff max %v), stable after %v (>= 0)",
+			ErrConfig, c.ProbeInterval, c.BackoffMax, c.StableAfter)
 	}
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes

@@ -29,15 +29,46 @@
 // can never be sent; it is acked without being sent, logged and counted in
 // Status.Dropped["oversize"], so it cannot block its stream forever.
 //
+// # Reconnecting
+//
+// The Forwarder runs its own reconnect loop: paho's auto-reconnect and
+// connect retry are off, and each attempt is a fresh client that tries the
+// endpoints in order. The pause before the next attempt depends on why the
+// last one failed, so that a returning cloud is found within seconds while
+// a fleet neither hammers a cloud that refuses it nor comes back in step:
+//
+//   - No endpoint could be dialled (ErrUnreachable: connection refused,
+//     dial timeout, no route, name not resolved): retrying costs the cloud
+//     nothing, so the forwarder probes again after a random pause in
+//     [ProbeInterval/2, ProbeInterval) (default 2 s). A cloud back on its
+//     address is found within ProbeInterval plus the connect time, however
+//     long it was away.
+//   - An endpoint answered but did not accept (ErrRefused: a CONNACK
+//     refusal such as bad credentials, not authorized or server
+//     unavailable, or a TLS or MQTT handshake that failed or timed out), or
+//     a connection was lost less than StableAfter (default 10 s) after it
+//     was accepted: capped exponential backoff with full jitter, a random
+//     pause below a cap doubling from BackoffMin to BackoffMax (1 s to
+//     60 s). Probes of an unreachable cloud in between neither grow nor
+//     reset it.
+//   - A connection that had been up for StableAfter was lost: the backoff
+//     starts over and the first attempt comes after a random pause in
+//     [0, ProbeInterval), so a fleet that lost the cloud at one instant
+//     does not come back at one instant.
+//
+// Every pause is drawn from Config.Rand, so the boards of a fleet drift out
+// of step while they probe and a returning cloud sees their connections
+// spread over a probe interval: about N/(0.75·ProbeInterval) a second for
+// N boards. Raise ProbeInterval for a fleet the cloud cannot take that fast.
+//
 // # Concurrency
 //
 // A Forwarder runs in the goroutine that calls Run plus one token waiter
 // per connection (and paho's own goroutines), never one per message. The
-// Run goroutine connects (endpoints in order, then capped exponential
-// backoff with full jitter), reads the streams round-robin into a window of
-// Config.Inflight outstanding publishes and publishes them; the waiter
-// takes the publishes in order, waits for each token and acks the queue.
-// Waiting for new events uses Queue.Changed, never polling. Status is safe
-// to call from any goroutine. Run returns after all of its goroutines
-// stopped.
+// Run goroutine connects (see Reconnecting), reads the streams round-robin
+// into a window of Config.Inflight outstanding publishes and publishes
+// them; the waiter takes the publishes in order, waits for each token and
+// acks the queue. Waiting for new events uses Queue.Changed, never polling.
+// Status is safe to call from any goroutine. Run returns after all of its
+// goroutines stopped.
 package uplink

@@ -20,8 +20,20 @@ var (
 	ErrEncode = errors.New("uplink: cannot encode event")
 	// ErrConfig is returned by New for an invalid Config.
 	ErrConfig = errors.New("uplink: invalid config")
-	// ErrConnect is recorded when no endpoint accepted a connection.
+	// ErrConnect is recorded when no endpoint accepted a connection. It
+	// wraps each endpoint's error, itself wrapping ErrUnreachable or
+	// ErrRefused.
 	ErrConnect = errors.New("uplink: cannot connect")
+	// ErrUnreachable is an endpoint that could not be dialled: connection
+	// refused, dial timed out, no route, name not resolved. Retrying costs
+	// the cloud nothing, so the forwarder probes again within
+	// Config.ProbeInterval.
+	ErrUnreachable = errors.New("uplink: endpoint unreachable")
+	// ErrRefused is an endpoint that was reached but did not accept the
+	// connection: a CONNACK refusal (bad credentials, not authorized,
+	// server unavailable), or a TLS or MQTT handshake that failed or timed
+	// out. The forwarder backs off (Config.BackoffMin, BackoffMax).
+	ErrRefused = errors.New("uplink: endpoint refused the connection")
 	// ErrConnectionLost is recorded when an established connection failed.
 	ErrConnectionLost = errors.New("uplink: connection lost")
 	// ErrRunning is returned by Run when the Forwarder is already running.

@@ -109,7 +109,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		return ErrRunning
 	}
 	defer f.running.Store(false)
-	bo := backoff{min: f.cfg.BackoffMin, max: f.cfg.BackoffMax, rand: f.cfg.Rand}
+	rc := newReconnect(f.cfg)
 	for ctx.Err() == nil {
 		c, err := f.connect(ctx)
 		if err != nil {
@@ -117,8 +117,13 @@ func (f *Forwarder) Run(ctx context.Context) error {
 				break
 			}
 			f.setError(err)
-			f.log.log(slog.LevelWarn, "no endpoint reachable", "err", err)
-			sleep(ctx, bo.next())
+			d := rc.afterConnectFailure(err)
+			if errors.Is(err, ErrRefused) {
+				f.log.log(slog.LevelWarn, "cloud refused the connection; backing off", "retry_in", d.Round(time.Millisecond), "err", err)
+			} else {
+				f.log.log(slog.LevelWarn, "no endpoint reachable; probing", "retry_in", d.Round(time.Millisecond), "err", err)
+			}
+			sleep(ctx, d)
 			continue
 		}
 		up := f.cfg.Now()
@@ -129,11 +134,11 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			break
 		}
-		f.log.log(slog.LevelWarn, "disconnected", "endpoint", c.url, "err", err)
-		if f.cfg.Now().Sub(up) >= f.cfg.BackoffMax {
-			bo.reset()
-		}
-		sleep(ctx, bo.next())
+		upFor := f.cfg.Now().Sub(up)
+		d := rc.afterSession(upFor)
+		f.log.log(slog.LevelWarn, "disconnected", "endpoint", c.url, "up_for", upFor.Round(time.Millisecond),
+			"retry_in", d.Round(time.Millisecond), "err", err)
+		sleep(ctx, d)
 	}
 	f.mu.Lock()
 	f.status.Connected = false
@@ -222,7 +227,7 @@ func (f *Forwarder) connect(ctx context.Context) (*conn, error) {
 		<-tok.Done() // bounded by ConnectTimeout and aborted with ctx (see the dialer)
 		if err := tok.Error(); err != nil {
 			c.cancel(nil)
-			errs = append(errs, fmt.Errorf("%s: %w", ep.URL, err))
+			errs = append(errs, fmt.Errorf("%s: %w", ep.URL, classifyConnectError(err)))
 			continue
 		}
 		if ctx.Err() != nil {
@@ -233,6 +238,20 @@ func (f *Forwarder) connect(ctx context.Context) (*conn, error) {
 		return c, nil
 	}
 	return nil, fmt.Errorf("%w: %w", ErrConnect, errors.Join(errs...))
+}
+
+// classifyConnectError wraps a failed paho Connect's error in
+// ErrUnreachable when the dial itself failed, nothing having answered, and
+// in ErrRefused otherwise: the endpoint was reached and the TLS or MQTT
+// handshake failed or the CONNACK refused. Unknown errors count as refused,
+// so that an unforeseen failure is retried at the slower pace.
+func classifyConnectError(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		// paho wraps it in "network Error : ", which says nothing more.
+		return fmt.Errorf("%w: %w", ErrUnreachable, op)
+	}
+	return fmt.Errorf("%w: %w", ErrRefused, err)
 }
 
 // runSession forwards over c until the connection fails or ctx is done,

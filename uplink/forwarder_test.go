@@ -157,7 +157,7 @@ func TestFailoverToSecondEndpoint(t *testing.T) {
 	checkInOrder(t, sub.events(), "s", 1, 20)
 }
 
-func TestAllEndpointsDownBacksOff(t *testing.T) {
+func TestAllEndpointsDownProbes(t *testing.T) {
 	leakCheck(t)
 	q := newMemQueue()
 	q.append("s", mkEvents(t, "s", 1, 3)...)
@@ -166,7 +166,7 @@ func TestAllEndpointsDownBacksOff(t *testing.T) {
 	waitFor(t, 5*time.Second, "a connect error", func() bool { return f.Status().LastError != "" })
 	stop()
 	st := f.Status()
-	if st.Connected || !strings.Contains(st.LastError, "cannot connect") || q.acks() != 0 {
+	if st.Connected || !strings.Contains(st.LastError, "cannot connect") || !strings.Contains(st.LastError, ErrUnreachable.Error()) || q.acks() != 0 {
 		t.Errorf("status %+v, acks %d", st, q.acks())
 	}
 }
@@ -370,4 +370,104 @@ func TestRateCapSpacesPublishes(t *testing.T) {
 		t.Errorf("11 messages at 100/s took %v, want >= 100ms", el)
 	}
 	stop()
+}
+
+// TestReturningCloudFoundWithinSeconds is issue 10: after an outage longer
+// than the max backoff, the forwarder must find the cloud, back on the same
+// port, within a few seconds and deliver its backlog. While the port
+// refuses connections it probes every ProbeInterval; the old schedule
+// backed off on these too and, drawing the worst case (Rand near 1: 1, 2, 4,
+// 6, 6 s after the drop), next tried 13 s after the drop, 5 s after this
+// cloud is back.
+func TestReturningCloudFoundWithinSeconds(t *testing.T) {
+	leakCheck(t)
+	const (
+		outage   = 8 * time.Second // > BackoffMax, and 1 s after the old schedule's attempt at 7 s
+		deadline = 3 * time.Second // from the restart; 6 probe intervals, for loaded and emulated machines
+	)
+	b := mqtttest.Start(t)
+	q := newMemQueue()
+	cfg := testConfig(t, b.URL())
+	cfg.BackoffMin, cfg.BackoffMax = time.Second, 6*time.Second
+	cfg.Rand = func() float64 { return 0.999999 }
+	cfg.ProbeInterval = 500 * time.Millisecond
+	cfg.StableAfter = 300 * time.Millisecond
+	f, stop := startForwarder(t, q, cfg)
+	q.append("s", mkEvents(t, "s", 1, 5)...)
+	waitFor(t, 10*time.Second, "first events acked", func() bool { return q.acked("s") == 5 })
+	waitFor(t, 10*time.Second, "a connection up for StableAfter", func() bool {
+		st := f.Status()
+		return st.Connected && time.Since(st.LastConnected) >= 300*time.Millisecond
+	})
+
+	down := time.Now()
+	b.Stop()
+	waitFor(t, 10*time.Second, "disconnect noticed", func() bool { return !f.Status().Connected })
+	const n = 100
+	q.append("s", mkEvents(t, "s", 6, n)...)
+	// The outage is the stimulus, not a wait for an expected event: the
+	// cloud stays away this long whatever the forwarder does.
+	outageOver := time.NewTimer(time.Until(down.Add(outage)))
+	<-outageOver.C
+	if q.acked("s") != 5 {
+		t.Fatalf("acked %d while the cloud was down", q.acked("s"))
+	}
+
+	back := time.Now()
+	b.StartAgain()
+	waitFor(t, 30*time.Second, "backlog acked by the returned cloud", func() bool { return q.acked("s") == 5+n })
+	took := time.Since(back)
+	t.Logf("cloud down %v; backlog delivered %v after it was started again", back.Sub(down).Round(time.Millisecond), took.Round(time.Millisecond))
+	if took > deadline {
+		t.Errorf("backlog delivered %v after the cloud was back, want within %v (probe interval %v)",
+			took.Round(time.Millisecond), deadline, cfg.ProbeInterval)
+	}
+	stop()
+	if st := f.Status(); st.Reconnects != 1 || st.ForwardedEvents != 5+n {
+		t.Errorf("status after outage: reconnects %d forwarded %d, want 1 and %d", st.Reconnects, st.ForwardedEvents, 5+n)
+	}
+}
+
+// TestCloudRefusalsBackOff: a cloud that refuses (a CONNACK refusal from a
+// real Mosquitto) or drops connections right after accepting them is
+// retried on the capped exponential backoff, never on the short probe
+// cadence. The bound is a lower one, which the schedule guarantees on any
+// machine: with Rand near 1 the pauses before attempts 2..6 are 0.1, 0.2,
+// 0.4, 0.4, 0.4 s, while probing would take 5 × 20 ms.
+func TestCloudRefusalsBackOff(t *testing.T) {
+	tests := []struct {
+		name    string
+		target  func(t testing.TB) string // broker address behind the proxy
+		kick    bool
+		lastErr string
+	}{
+		{"CONNACK not authorised", startRefusingMosquitto, false, ErrRefused.Error()},
+		{"dropped right after CONNACK", func(t testing.TB) string { return mqtttest.Start(t).Addr }, true, ErrConnectionLost.Error()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			leakCheck(t)
+			p := startProxy(t, tt.target(t))
+			p.setKick(tt.kick)
+			q := newMemQueue()
+			q.append("s", mkEvents(t, "s", 1, 3)...)
+			cfg := testConfig(t, p.url())
+			cfg.BackoffMin, cfg.BackoffMax = 100*time.Millisecond, 400*time.Millisecond
+			cfg.ProbeInterval = 20 * time.Millisecond
+			cfg.StableAfter = time.Minute
+			cfg.Rand = func() float64 { return 0.999999 }
+			start := time.Now()
+			f, stop := startForwarder(t, q, cfg)
+			waitFor(t, 30*time.Second, "6 connection attempts", func() bool { return p.accepted.Load() >= 6 })
+			took := time.Since(start)
+			stop()
+			const least = 1490 * time.Millisecond // 0.1+0.2+0.4+0.4+0.4 s, less the draw's shortfall
+			if took < least {
+				t.Errorf("6 attempts within %v, want at least %v: not backing off", took, least)
+			}
+			if st := f.Status(); !strings.Contains(st.LastError, tt.lastErr) || q.acked("s") != 0 {
+				t.Errorf("last error %q (want it to contain %q), acked %d", st.LastError, tt.lastErr, q.acked("s"))
+			}
+		})
+	}
 }

@@ -6,7 +6,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ferrygw/ferry/event"
+	"github.com/ferrygw/ferry/internal/mqtttest"
 )
 
 // leakCheck verifies, after every other cleanup of the test, that no
@@ -283,16 +289,48 @@ func startForwarder(t testing.TB, q Queue, cfg Config) (*Forwarder, func()) {
 	return f, stop
 }
 
-// proxy is a TCP proxy to a broker that can refuse connections (a gate)
-// and hold back broker-to-client bytes (to withhold PUBACKs).
+// startRefusingMosquitto starts a Mosquitto that answers every CONNECT
+// with CONNACK "not authorised" (no anonymous access and no users), and
+// returns its host:port.
+func startRefusingMosquitto(t testing.TB) string {
+	t.Helper()
+	bin := mqtttest.RequireMosquitto(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", mqtttest.FreePort(t))
+	_, port, _ := net.SplitHostPort(addr)
+	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
+	if err := os.WriteFile(conf, []byte("listener "+port+" 127.0.0.1\nallow_anonymous false\npersistence false\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-c", conf)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start mosquitto: %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	waitFor(t, 10*time.Second, "the refusing mosquitto to listen", func() bool {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return addr
+}
+
+// proxy is a TCP proxy to a broker that can refuse connections (a gate),
+// hold back broker-to-client bytes (to withhold PUBACKs) and drop each
+// connection right after the broker's first bytes (the CONNACK). It counts
+// the connections it accepted.
 type proxy struct {
-	ln     net.Listener
-	target string
-	done   chan struct{}
-	wg     sync.WaitGroup
+	ln       net.Listener
+	target   string
+	done     chan struct{}
+	wg       sync.WaitGroup
+	accepted atomic.Int64
 
 	mu     sync.Mutex
 	open   bool
+	kick   bool          // close each connection after the broker's first write
 	resume chan struct{} // closed while not paused
 	conns  map[net.Conn]bool
 }
@@ -313,6 +351,14 @@ func startProxy(t testing.TB, target string) *proxy {
 }
 
 func (p *proxy) url() string { return "tcp://" + p.ln.Addr().String() }
+
+// setKick makes the proxy drop each connection right after it passed the
+// broker's first bytes on: the CONNACK arrives, then the connection is lost.
+func (p *proxy) setKick(kick bool) {
+	p.mu.Lock()
+	p.kick = kick
+	p.mu.Unlock()
+}
 
 func (p *proxy) setOpen(open bool) {
 	p.mu.Lock()
@@ -340,6 +386,7 @@ func (p *proxy) accept() {
 		if err != nil {
 			return
 		}
+		p.accepted.Add(1)
 		p.mu.Lock()
 		open := p.open
 		p.mu.Unlock()
@@ -380,6 +427,12 @@ func (p *proxy) pipe(dst, src net.Conn, down bool) {
 		}
 		if n > 0 {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+			p.mu.Lock()
+			kick := p.kick
+			p.mu.Unlock()
+			if down && kick {
 				return
 			}
 		}

@@ -1,10 +1,19 @@
 package uplink
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"io"
+	mathrand "math/rand/v2"
+	"net"
+	"os"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/ferrygw/ferry/event"
 )
@@ -41,6 +50,156 @@ func TestBackoffSchedule(t *testing.T) {
 		if d := huge.next(); d < 0 {
 			t.Fatalf("overflow: %v", d)
 		}
+	}
+}
+
+// seqRand returns the values in turn, then the last one forever.
+func seqRand(vs ...float64) func() float64 {
+	return func() float64 {
+		v := vs[0]
+		if len(vs) > 1 {
+			vs = vs[1:]
+		}
+		return v
+	}
+}
+
+// TestReconnectSchedule checks which failures back off and which probe,
+// the jitter ranges and the caps, with probe 2 s, stable after 10 s and
+// backoff 1 s..8 s.
+func TestReconnectSchedule(t *testing.T) {
+	const ms = time.Millisecond
+	unreachable := fmt.Errorf("%w: tcp://h:1: %w", ErrConnect, fmt.Errorf("%w: dial", ErrUnreachable))
+	refused := fmt.Errorf("%w: %w", ErrConnect, errors.Join(
+		fmt.Errorf("tcp://a:1: %w", fmt.Errorf("%w: dial", ErrUnreachable)),
+		fmt.Errorf("tcp://b:1: %w", fmt.Errorf("%w: not Authorized", ErrRefused))))
+	type step struct {
+		fail   error         // a failed connection round, or nil for a lost connection...
+		up     time.Duration // ...that was up this long
+		lo, hi time.Duration // the pause must be in [lo, hi)
+	}
+	tests := []struct {
+		name  string
+		rand  func() float64
+		steps []step
+	}{
+		{"unreachable probes in [probe/2, probe), never growing", seqRand(0, 0.999999, 0.5, 0.999999), []step{
+			{fail: unreachable, lo: 1000 * ms, hi: 1001 * ms},
+			{fail: unreachable, lo: 1999 * ms, hi: 2000 * ms},
+			{fail: unreachable, lo: 1500 * ms, hi: 1501 * ms},
+			{fail: unreachable, lo: 1999 * ms, hi: 2000 * ms},
+			{fail: unreachable, lo: 1999 * ms, hi: 2000 * ms},
+		}},
+		{"refused backs off up to the cap; probes do not reset it", seqRand(0.999999), []step{
+			{fail: refused, lo: 999 * ms, hi: 1000 * ms},
+			{fail: refused, lo: 1999 * ms, hi: 2000 * ms},
+			{fail: unreachable, lo: 1999 * ms, hi: 2000 * ms},
+			{fail: refused, lo: 3999 * ms, hi: 4000 * ms},
+			{fail: refused, lo: 7999 * ms, hi: 8000 * ms},
+			{fail: refused, lo: 7999 * ms, hi: 8000 * ms},
+		}},
+		{"refusal with full jitter", seqRand(0), []step{
+			{fail: refused, lo: 0, hi: 1 * ms},
+			{fail: refused, lo: 0, hi: 1 * ms},
+		}},
+		{"lost right after it was accepted: backs off", seqRand(0.999999), []step{
+			{up: 50 * ms, lo: 999 * ms, hi: 1000 * ms},
+			{up: 9999 * ms, lo: 1999 * ms, hi: 2000 * ms},
+			{up: 0, lo: 3999 * ms, hi: 4000 * ms},
+		}},
+		{"lost after stable: reset, first attempt in [0, probe)", seqRand(0.999999, 0.999999, 0.999999, 0, 0.999999), []step{
+			{fail: refused, lo: 999 * ms, hi: 1000 * ms},
+			{fail: refused, lo: 1999 * ms, hi: 2000 * ms},
+			{fail: refused, lo: 3999 * ms, hi: 4000 * ms},
+			{up: 10 * time.Second, lo: 0, hi: 1 * ms},
+			{fail: refused, lo: 999 * ms, hi: 1000 * ms}, // the backoff started over
+		}},
+		{"first attempt after a stable connection, high draw", seqRand(0.999999), []step{
+			{up: time.Hour, lo: 1999 * ms, hi: 2000 * ms},
+			{fail: unreachable, lo: 1999 * ms, hi: 2000 * ms},
+		}},
+		{"broken source: the middle of each range", seqRand(7, -1, 7), []step{
+			{fail: unreachable, lo: 1500 * ms, hi: 1501 * ms},
+			{up: time.Hour, lo: 1000 * ms, hi: 1001 * ms},
+			{fail: refused, lo: 500 * ms, hi: 501 * ms},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rc := newReconnect(Config{BackoffMin: time.Second, BackoffMax: 8 * time.Second,
+				ProbeInterval: 2 * time.Second, StableAfter: 10 * time.Second, Rand: tt.rand})
+			for i, s := range tt.steps {
+				var got time.Duration
+				if s.fail != nil {
+					got = rc.afterConnectFailure(s.fail)
+				} else {
+					got = rc.afterSession(s.up)
+				}
+				if got < s.lo || got >= s.hi {
+					t.Fatalf("step %d: pause %v, want in [%v, %v)", i, got, s.lo, s.hi)
+				}
+			}
+		})
+	}
+}
+
+// TestReconnectSpreadsAFleet: boards that lost the cloud at one instant
+// make their first attempts spread over the probe interval, and keep
+// probing out of step, rather than reconnecting together.
+func TestReconnectSpreadsAFleet(t *testing.T) {
+	const boards, probe = 1000, 2 * time.Second
+	rng := mathrand.New(mathrand.NewPCG(1, 2))
+	var buckets [10]int // first-attempt times, in tenths of the probe interval
+	for range boards {
+		rc := newReconnect(Config{BackoffMin: time.Second, BackoffMax: time.Minute,
+			ProbeInterval: probe, StableAfter: 10 * time.Second, Rand: rng.Float64})
+		at := rc.afterSession(time.Hour)
+		buckets[int(at*10/probe)]++
+		for range 20 {
+			if d := rc.afterConnectFailure(ErrUnreachable); d < probe/2 || d >= probe {
+				t.Fatalf("probe pause %v outside [%v, %v)", d, probe/2, probe)
+			}
+		}
+	}
+	for i, n := range buckets {
+		// 100 expected per tenth; 60 is over 4 standard deviations away.
+		if n < 60 {
+			t.Errorf("first attempts in [%v, %v): %d of %d boards, want about %d: %v",
+				probe*time.Duration(i)/10, probe*time.Duration(i+1)/10, n, boards, boards/10, buckets)
+		}
+	}
+}
+
+// TestClassifyConnectError: a failed dial is unreachable (probe), anything
+// after the dial (handshake, CONNACK) is a refusal (back off).
+func TestClassifyConnectError(t *testing.T) {
+	dial := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	tests := []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"dial refused, as paho wraps it", fmt.Errorf("%w : %w", packets.ErrorNetworkError, dial), ErrUnreachable},
+		{"dial timed out", &net.OpError{Op: "dial", Net: "tcp", Err: context.DeadlineExceeded}, ErrUnreachable},
+		{"name not resolved", &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "cloud.invalid"}}, ErrUnreachable},
+		{"not authorized", packets.ErrorRefusedNotAuthorised, ErrRefused},
+		{"bad credentials", packets.ErrorRefusedBadUsernameOrPassword, ErrRefused},
+		{"server unavailable", packets.ErrorRefusedServerUnavailable, ErrRefused},
+		{"closed before CONNACK", fmt.Errorf("%w : %w", packets.ErrorNetworkError, io.EOF), ErrRefused},
+		{"no CONNACK in time", fmt.Errorf("%w : %w", packets.ErrorNetworkError, &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}), ErrRefused},
+		{"TLS handshake", &tls.CertificateVerificationError{Err: errors.New("unknown authority")}, ErrRefused},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := classifyConnectError(tt.err)
+			other := ErrRefused
+			if tt.want == ErrRefused {
+				other = ErrUnreachable
+			}
+			if !errors.Is(got, tt.want) || errors.Is(got, other) {
+				t.Errorf("classify(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
 	}
 }
 
@@ -181,6 +340,10 @@ func TestConfigValidation(t *testing.T) {
 		{"format", func(c *Config) { c.Format = "xml" }, false},
 		{"inflight", func(c *Config) { c.Inflight = 70000 }, false},
 		{"backoff", func(c *Config) { c.BackoffMin, c.BackoffMax = time.Minute, time.Second }, false},
+		{"probe above backoff max", func(c *Config) { c.ProbeInterval = 2 * time.Minute }, false},
+		{"negative probe", func(c *Config) { c.ProbeInterval = -time.Second }, false},
+		{"probe at backoff max", func(c *Config) { c.ProbeInterval = time.Minute }, true},
+		{"negative stable after", func(c *Config) { c.StableAfter = -time.Second }, false},
 		{"template", func(c *Config) { c.Topic = "{bad}" }, false},
 		{"batch", func(c *Config) { c.BatchMaxEvents = -1 }, false},
 		{"rate", func(c *Config) { c.BytesPerSecond = -1 }, false},
@@ -206,7 +369,13 @@ func TestConfigValidation(t *testing.T) {
 	}
 	f, _ := New(newMemQueue(), ok())
 	if c := f.cfg; c.Inflight != 100 || c.ClientID != "ferry-gw" || c.Topic != DefaultTopic || c.Format != FormatJSON ||
-		c.BatchMaxEvents != 1 || c.BatchMaxBytes != DefaultMaxMessageBytes {
+		c.BatchMaxEvents != 1 || c.BatchMaxBytes != DefaultMaxMessageBytes ||
+		c.ProbeInterval != 2*time.Second || c.StableAfter != 10*time.Second {
 		t.Errorf("defaults: %+v", c)
+	}
+	short := ok()
+	short.BackoffMin, short.BackoffMax = 10*time.Millisecond, 300*time.Millisecond
+	if f, err := New(newMemQueue(), short); err != nil || f.cfg.ProbeInterval != 300*time.Millisecond {
+		t.Errorf("probe interval with backoff max 300ms: %v, %v; want 300ms", f.cfg.ProbeInterval, err)
 	}
 }
