@@ -70,30 +70,50 @@ func (d *demo) runSensor(ctx context.Context, i int, addr string) {
 	}
 }
 
-// runCloud serves the stand-in cloud, taking it down for DownFor after
-// every UpFor when both are set.
+// runCloud serves the stand-in cloud, cutting it off the network for
+// DownFor after every UpFor when both are set. The outage is a network
+// outage, as a real one is: the cloud broker itself keeps running with its
+// sessions, so a watcher with a persistent session (`mosquitto_sub -c`)
+// gets the readings the gateway replays even if the gateway reconnects
+// first.
 func (d *demo) runCloud(ctx context.Context) {
 	var received atomic.Uint64
+	s := mqtt.New(&mqtt.Options{Logger: slog.New(slog.DiscardHandler)})
+	_ = s.AddHook(new(auth.AllowHook), nil)
+	_ = s.AddHook(&cloudHook{log: d.log, received: &received}, nil)
+	if err := s.Serve(); err != nil {
+		d.log.Error("stand-in cloud cannot start", "err", err)
+		return
+	}
+	defer s.Close()
+	const id = "cloud"
 	for {
-		s := mqtt.New(&mqtt.Options{Logger: slog.New(slog.DiscardHandler)})
-		_ = s.AddHook(new(auth.AllowHook), nil)
-		_ = s.AddHook(&cloudHook{log: d.log, received: &received}, nil)
-		if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "cloud", Address: d.cfg.Cloud.Listen})); err != nil {
+		if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: id, Address: d.cfg.Cloud.Listen})); err != nil {
 			d.log.Error("stand-in cloud cannot listen", "addr", d.cfg.Cloud.Listen, "err", err)
 			return
 		}
-		_ = s.Serve()
+		s.Listeners.Serve(id, s.EstablishConnection)
 		d.log.Info("stand-in cloud UP", "addr", d.cfg.Cloud.Listen, "received_total", received.Load())
 		if !sleep(ctx, d.cfg.Cloud.UpFor) {
-			_ = s.Close()
 			return
 		}
-		_ = s.Close()
+		s.Listeners.Close(id, func(string) { dropClients(s, id) })
+		s.Listeners.Delete(id)
 		d.log.Info("stand-in cloud DOWN: the gateway keeps every event in its buffer until it returns",
 			"for", d.cfg.Cloud.DownFor, "received_total", received.Load())
 		if !sleep(ctx, d.cfg.Cloud.DownFor) {
 			return
 		}
+	}
+}
+
+// dropClients cuts the connections of listener's clients as a network
+// outage does, without a DISCONNECT: MQTT 3.1.1 has no server DISCONNECT,
+// and clients such as mosquitto_sub treat one as a protocol error and exit
+// instead of reconnecting.
+func dropClients(s *mqtt.Server, listener string) {
+	for _, cl := range s.Clients.GetByListener(listener) {
+		cl.Stop(packets.ErrServerShuttingDown)
 	}
 }
 
@@ -135,7 +155,7 @@ func (h *cloudHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 		attrs := []any{"topic", pk.TopicName, "received_total", n}
 		if err == nil && len(evs) > 0 {
 			attrs = append(attrs, "events", len(evs), "id", evs[0].ID.String(),
-				"age", time.Since(evs[0].Time).Round(time.Millisecond).String(), "payload", string(evs[0].Payload))
+				"age", time.Since(evs[0].Time).Round(time.Millisecond).String())
 		}
 		h.log.Info("cloud received", attrs...)
 	}

@@ -10,12 +10,14 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ferrygw/ferry/buffer"
@@ -45,6 +47,7 @@ type Gateway struct {
 	hw      drivers.Env
 	started atomic.Int64 // UnixNano of Run's start; read by Status concurrently
 	now     func() time.Time
+	statFS  func(string) (FSUsage, error) // nil: statfs(2)
 
 	// load re-reads the configuration for Reload; nil: reload refused.
 	load func() (*config.Config, error)
@@ -56,6 +59,10 @@ type Gateway struct {
 
 	mu sync.RWMutex // guards cfg and parts, replaced by Reload
 	*parts
+
+	// statusLn is the status listener, bound by New (nil: status off) so
+	// that a taken address fails the start before anything is announced.
+	statusLn net.Listener
 
 	audit  *audit.Log // nil: audit off
 	alerts alertRing  // recent pipeline outputs, for the status page
@@ -142,11 +149,12 @@ func (p *parts) run(ctx context.Context, g *Gateway, cfg *config.Config, run fun
 		run("drivers", p.sched.Run)
 	}
 	if len(cfg.Pipelines) > 0 {
-		deliver := deliverMQTT(g.broker.Server(), g.log.With("component", "mqtt-out"))
-		run("mqtt-out", func(ctx context.Context) error { return drain(ctx, g.buf, config.MQTTOutbox(), deliver) })
+		mlog := g.log.With("component", "mqtt-out")
+		deliver := deliverMQTT(g.broker.Server(), mlog)
+		run("mqtt-out", func(ctx context.Context) error { return drain(ctx, g.buf, config.MQTTOutbox(), mlog, deliver) })
 	}
 	for _, h := range p.hooks {
-		run("webhook", func(ctx context.Context) error { return drain(ctx, g.buf, h.stream, h.w.deliver) })
+		run("webhook", func(ctx context.Context) error { return drain(ctx, g.buf, h.stream, h.w.log, h.w.deliver) })
 	}
 }
 
@@ -173,6 +181,18 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (g *Gateway, e
 			_ = a.Run(ctx)
 		}
 	}(g.audit)
+	// Every listener is bound here, before Run announces any of them: a
+	// taken address fails the start once, naming its key.
+	if cfg.Status.Listen != "" {
+		if g.statusLn, err = listen("status.listen", cfg.Status.Listen); err != nil {
+			return nil, err
+		}
+		defer func(ln net.Listener) {
+			if err != nil {
+				_ = ln.Close()
+			}
+		}(g.statusLn)
+	}
 	bopts, err := bufferOptions(cfg, logger.With("component", "buffer"))
 	if err != nil {
 		return nil, err
@@ -208,6 +228,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (g *Gateway, e
 	if cfg.Demo.Sensors > 0 || cfg.Demo.Cloud.Listen != "" {
 		g.demo = newDemo(cfg, logger.With("component", "demo"))
 	}
+	g.logDiskFit()
 	return g, nil
 }
 
@@ -252,7 +273,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		})
 	}
 	run("broker", g.broker.Run)
-	if g.cfg.Status.Listen != "" {
+	if g.statusLn != nil {
 		run("status", g.serveStatus)
 	}
 	if g.cfg.Status.LogInterval > 0 {
@@ -268,8 +289,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if berr := <-bufDone; berr != nil && err == nil {
 		err = berr
 	}
-	if aerr := <-auditDone; aerr != nil && err == nil {
-		err = fmt.Errorf("gateway: audit: %w", aerr)
+	if aerr := <-auditDone; aerr != nil {
+		// Best effort: the audit log counts and logs its own write
+		// failures; nothing it reports may fail the gateway.
+		g.log.Error("audit log failed", "component", "audit", "err", aerr)
 	}
 	if cerr := g.buf.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("gateway: close buffer: %w", cerr)
@@ -279,6 +302,20 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	g.log.Info("ferry stopped")
 	return err
+}
+
+// listen binds the TCP address addr of config key key. The error names
+// both, and says what to do when another program has the address.
+func listen(key, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		return ln, nil
+	}
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("%w: %s %s: %w (another program, or another ferry, has it: stop that or change %s)",
+			ErrListen, key, addr, err, key)
+	}
+	return nil, fmt.Errorf("%w: %s %s: %w", ErrListen, key, addr, err)
 }
 
 func bufferOptions(cfg *config.Config, log *slog.Logger) (buffer.Options, error) {
@@ -385,6 +422,8 @@ func uplinkConfig(cfg *config.Config, log *slog.Logger) (uplink.Config, error) {
 		ConnectTimeout:    u.ConnectTimeout,
 		BackoffMin:        u.Backoff.Min,
 		BackoffMax:        u.Backoff.Max,
+		ProbeInterval:     u.Backoff.ProbeInterval,
+		StableAfter:       u.Backoff.StableAfter,
 		BatchMaxEvents:    u.Batch.MaxEvents,
 		BatchMaxBytes:     int(u.Batch.MaxBytes),
 		MaxMessageBytes:   int(u.MaxMessage),

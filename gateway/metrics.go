@@ -119,7 +119,7 @@ func (m *gatewayMetrics) writeTo(e *expo) {
 // an increase instead of as a new series (which rate() and increase()
 // cannot see).
 var (
-	bufferDropReasons = []string{buffer.DropOverflow, buffer.DropFull, buffer.DropDiskFull, buffer.DropExpired, buffer.DropTooLarge}
+	bufferDropReasons = []string{buffer.DropOverflow, buffer.DropFull, buffer.DropDiskFull, buffer.DropExpired, buffer.DropTooLarge, buffer.DropUnconsumed}
 	uplinkDropReasons = []string{"oversize", "unencodable"} // see uplink.Status.Dropped
 )
 

@@ -37,14 +37,31 @@ type outbox interface {
 
 var _ outbox = (*buffer.Log)(nil)
 
+// Pauses before retrying what the buffer refused or failed: capped, so a
+// deliverer resumes soon after space was freed, and long enough that a
+// failing SD card is not hammered.
+const (
+	outboxRetryMin = 500 * time.Millisecond
+	outboxRetryMax = 30 * time.Second
+)
+
 // drain calls deliver for each event of stream in order, acking after each
-// batch, until ctx ends. deliver returns only when the event is done with
-// (delivered, or given up on and dead-lettered).
-func drain(ctx context.Context, q outbox, stream string, deliver func(ctx context.Context, ev *event.Event) error) error {
+// one, until ctx ends. deliver returns only when the event is done with
+// (delivered, or given up on and dead-lettered) or ctx ended. Only the end
+// of ctx ends drain: a failed read or ack is logged and retried after a
+// pause, so a full or failing disk stops delivery, not the gateway.
+func drain(ctx context.Context, q outbox, stream string, log *slog.Logger, deliver func(ctx context.Context, ev *event.Event) error) error {
 	// After what a predecessor acknowledged (a reload restarts deliverers):
 	// an ack may still wait for its commit, and those events must not be
 	// delivered twice.
 	next := q.Acked(stream) + 1
+	pause := outboxRetryMin
+	failed := func(msg string, err error) bool {
+		log.Error(msg, "stream", stream, "retry_in", pause, "err", err)
+		ok := sleepCtx(ctx, pause)
+		pause = min(2*pause, outboxRetryMax)
+		return ok
+	}
 	for {
 		changed := q.Changed()
 		var evs []event.Event
@@ -54,17 +71,29 @@ func drain(ctx context.Context, q outbox, stream string, deliver func(ctx contex
 			offs = append(offs, off)
 			return nil
 		})
-		if err != nil {
-			return fmt.Errorf("outbox %s: %w", stream, err)
-		}
+		// What was read before a failure is delivered first.
 		for i := range evs {
 			if err := deliver(ctx, &evs[i]); err != nil {
-				return err // only ctx errors end delivery
+				return nil // only the end of ctx ends a delivery
 			}
-			if err := q.Ack(stream, offs[i]); err != nil {
-				return err
+			for {
+				err := q.Ack(stream, offs[i])
+				if err == nil {
+					break
+				}
+				if !failed("outbox ack failed: retrying", err) {
+					return nil
+				}
 			}
 		}
+		if err != nil {
+			next = n
+			if !failed("outbox read failed: retrying", err) {
+				return nil
+			}
+			continue
+		}
+		pause = outboxRetryMin
 		if n != next {
 			next = n
 			continue
@@ -74,6 +103,19 @@ func drain(ctx context.Context, q outbox, stream string, deliver func(ctx contex
 			return nil
 		case <-changed:
 		}
+	}
+}
+
+// sleepCtx waits for d, or until ctx ends; it reports whether ctx is still
+// live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -132,11 +174,7 @@ func (w *webhook) deliver(ctx context.Context, ev *event.Event) error {
 			return ctx.Err()
 		}
 		if errors.Is(err, errPermanent) || (w.cfg.Retries > 0 && attempt >= w.cfg.Retries) {
-			w.log.Warn("webhook delivery failed: moved to dead letters", "url", w.cfg.URL, "id", ev.ID.String(), "attempts", attempt, "err", err)
-			d := *ev
-			d.Stream = w.deadLetter
-			d.Attrs = map[string]string{"reason": "webhook: " + err.Error(), "original_stream": ev.Stream}
-			return w.q.Append(ctx, &d)
+			return w.deadLetterEvent(ctx, ev, attempt, err)
 		}
 		if attempt == 1 || attempt%10 == 0 {
 			w.log.Warn("webhook delivery failed: retrying", "url", w.cfg.URL, "id", ev.ID.String(), "attempt", attempt, "err", err)
@@ -150,6 +188,35 @@ func (w *webhook) deliver(ctx context.Context, ev *event.Event) error {
 			return ctx.Err()
 		case <-t.C:
 		}
+	}
+}
+
+// deadLetterEvent stores ev, which delivery gave up on after attempts
+// because of why, in the dead-letter stream. While the buffer refuses it
+// (full, below min_free_disk, a failing disk) the event stays in the
+// outbox, unacknowledged, and the append is retried after a pause: nothing
+// is lost, and a refusal does not stop the gateway. It returns only nil or
+// the error of ctx.
+func (w *webhook) deadLetterEvent(ctx context.Context, ev *event.Event, attempts int, why error) error {
+	d := *ev
+	d.Stream = w.deadLetter
+	d.Attrs = map[string]string{"reason": "webhook: " + why.Error(), "original_stream": ev.Stream}
+	pause := outboxRetryMin
+	for {
+		err := w.q.Append(ctx, &d)
+		if err == nil {
+			w.log.Warn("webhook delivery failed: moved to dead letters", "url", w.cfg.URL, "id", ev.ID.String(), "attempts", attempts, "err", why)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		w.log.Error("webhook dead letter refused by the buffer: keeping the event and retrying",
+			"url", w.cfg.URL, "id", ev.ID.String(), "stream", w.deadLetter, "retry_in", pause, "err", err)
+		if !sleepCtx(ctx, time.Duration(float64(pause)*(0.5+w.rand()/2))) {
+			return ctx.Err()
+		}
+		pause = min(2*pause, outboxRetryMax)
 	}
 }
 

@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// Sentinel errors of Reload and Replay.
+// Sentinel errors of New, Reload and Replay.
 var (
 	// ErrReloadUnavailable is returned by Reload when the gateway was not
 	// given a way to re-read its configuration (see WithReload).
@@ -27,6 +27,10 @@ var (
 	// ErrNotRunning is returned by Reload and Replay when the gateway is
 	// not running.
 	ErrNotRunning = errors.New("gateway: not running")
+	// ErrListen is returned by New when a listener's address cannot be
+	// bound (taken, or not an address of this machine); the error names
+	// the config key and the address.
+	ErrListen = errors.New("gateway: cannot listen")
 )
 
 // WithReload lets Reload re-read the configuration with load (typically
@@ -103,6 +107,7 @@ func (g *Gateway) runParts(ctx context.Context) error {
 				g.log.Warn("part failed while stopping for a reload", "err", err)
 			}
 		}
+		g.settle(ctx)
 		if req.between != nil {
 			req.err = req.between()
 		}
@@ -111,6 +116,26 @@ func (g *Gateway) runParts(ctx context.Context) error {
 		g.mu.Unlock()
 		cfg, p = req.cfg, req.parts
 		close(req.done)
+	}
+}
+
+// settleMsg is logged while a hand-over waits for the stopped parts'
+// progress to be committed (a slow SD card shows here).
+const settleMsg = "waiting for the stopped parts' progress to commit"
+
+// settle returns once every acknowledgement the stopped parts made is
+// committed. The last ones may still be in a commit under way, and while it
+// runs buffer.Log.Acked reports neither them pending nor committed; the new
+// uplink and deliverers start after what Acked says, so without this they
+// would send those events again, under the new configuration. One commit
+// of nothing, queued after them, waits for it.
+func (g *Gateway) settle(ctx context.Context) {
+	g.log.Debug(settleMsg)
+	err := g.buf.Update(ctx, func(*buffer.Tx) error { return nil })
+	if err != nil && ctx.Err() == nil {
+		// A failed commit puts its acknowledgements back as pending,
+		// where Acked sees them: the new parts still start right.
+		g.log.Warn("buffer commit failed during a hand-over", "err", err)
 	}
 }
 
@@ -147,6 +172,11 @@ func (g *Gateway) Reload(ctx context.Context) error {
 	}
 	bc, err := brokerConfig(cfg, g.log.With("component", "broker"))
 	if err != nil {
+		return refuse(err)
+	}
+	// The new TLS files must load, or the broker would keep serving the
+	// old certificate while the reload says ok.
+	if err := g.broker.CheckReconfigure(bc); err != nil {
 		return refuse(err)
 	}
 	bopts, err := bufferOptions(cfg, g.log.With("component", "buffer"))
@@ -187,8 +217,12 @@ func restartKeys(old, new *config.Config) []string {
 	diff("log", old.Log, new.Log)
 	diff("broker.listen", old.Broker.Listen, new.Broker.Listen)
 	diff("broker.websocket", old.Broker.Websocket, new.Broker.Websocket)
+	// broker.tls: cert_file, key_file and client_ca_file (paths and
+	// contents) and username_from reload (broker.Reconfigure): they apply
+	// to clients connecting afterwards. The listener, and the policies
+	// every client is held to, need a restart, which reconnects every
+	// client under them.
 	diff("broker.tls.listen", old.Broker.TLS.Listen, new.Broker.TLS.Listen)
-	diff("broker.tls.client_ca_file", old.Broker.TLS.ClientCAFile, new.Broker.TLS.ClientCAFile)
 	diff("broker.tls.require_client_cert", old.Broker.TLS.RequireClientCert, new.Broker.TLS.RequireClientCert)
 	diff("broker.tls.min_version", old.Broker.TLS.MinVersion, new.Broker.TLS.MinVersion)
 	diff("broker.persist_sessions", old.Broker.PersistSessions, new.Broker.PersistSessions)

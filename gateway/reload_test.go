@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/ferrygw/ferry/buffer"
 	"github.com/ferrygw/ferry/gateway"
 	"github.com/ferrygw/ferry/gateway/config"
 	"github.com/ferrygw/ferry/internal/mqtttest"
@@ -231,10 +233,169 @@ func TestReplay(t *testing.T) {
 		defer sub.mu.Unlock()
 		return sub.total == 9
 	})
-	time.Sleep(200 * time.Millisecond) // nothing more may come
+	// A marker after the replay: the uplink forwards the stream in order,
+	// so once it arrives nothing more of the replay can come.
+	marker := reading{P: 99, S: 0}
+	b, _ := json.Marshal(marker)
+	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("marker"))
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("marker: connect: %v", tok.Error())
+	}
+	defer c.Disconnect(50)
+	if tok := c.Publish("sensors/99", 1, false, b); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("marker: publish: %v", tok.Error())
+	}
+	waitUntil(t, 10*time.Second, "the marker after the replay", func() bool { return sub.has(marker) })
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
-	if sub.total != 9 || sub.dups != 4 {
-		t.Fatalf("after replaying from 2: %d messages, %d repeats; want 9 and 4", sub.total, sub.dups)
+	if sub.total != 10 || sub.dups != 4 {
+		t.Fatalf("after replaying from 2 and a marker: %d messages, %d repeats; want 10 and 4", sub.total, sub.dups)
 	}
+}
+
+// TestReloadAfterAckInCommit reloads while the commit that records the
+// uplink's last acknowledgement is still under way: the new uplink must
+// start after that event, not send it again under the new topic. (The
+// race behind TestReload's "got value 1, want 2" under load.)
+func TestReloadAfterAckInCommit(t *testing.T) {
+	// Holding that commit open needs a second request queued behind the
+	// one holding the commit loop; the rare run where it is not queued in
+	// time proves nothing and is repeated.
+	for attempt := 1; attempt <= 5; attempt++ {
+		held := false
+		t.Run(fmt.Sprintf("attempt %d", attempt), func(t *testing.T) { held = reloadAfterAckInCommit(t) })
+		if held || t.Failed() {
+			return
+		}
+	}
+	t.Fatal("the acknowledgement's commit was never held open in 5 attempts")
+}
+
+// reloadAfterAckInCommit runs one attempt; it reports whether the commit
+// was held open (else it checked nothing).
+func reloadAfterAckInCommit(t *testing.T) bool {
+	cloud := mqtttest.Start(t)
+	cloud.Stop() // event 1 is committed before the uplink can send it
+	dir := t.TempDir()
+	yaml, addr := testConfig(t, dir, cloud.URL(), "")
+	path := filepath.Join(dir, "ferry.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := newLogWatch()
+	g, err := gateway.New(cfg, logs.logger(), gateway.WithReload(func() (*config.Config, error) { return config.Load(path) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runGatewayInstance(t, g)
+	buf := g.Buffer()
+
+	sensor := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("probe").SetAutoReconnect(false))
+	if tok := sensor.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer sensor.Disconnect(50)
+	publish := func(v int) {
+		t.Helper()
+		if tok := sensor.Publish("sensors/probe", 1, false, fmt.Sprintf(`{"v":%d}`, v)); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %d: %v", v, tok.Error())
+		}
+	}
+	publish(1)
+
+	// hold runs fn as the next group commit's transaction, in its own
+	// goroutine; the channel gets Update's error.
+	hold := func(fn func()) <-chan error {
+		queued, done := make(chan struct{}), make(chan error, 1)
+		go func() {
+			close(queued)
+			done <- buf.Update(context.Background(), func(*buffer.Tx) error { fn(); return nil })
+		}()
+		<-queued
+		return done
+	}
+	// A holds the commit loop while the uplink sends event 1 and acks it:
+	// the ack stays pending.
+	inA, releaseA := make(chan struct{}), make(chan struct{})
+	doneA := hold(func() { close(inA); <-releaseA })
+	<-inA
+	cloud.StartAgain()
+	got := make(chan string, 100)
+	sub := paho.NewClient(paho.NewClientOptions().AddBroker(cloud.URL()).SetClientID("v2-sub"))
+	if tok := sub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer sub.Disconnect(50)
+	if tok := sub.Subscribe("v2/#", 1, func(_ paho.Client, m paho.Message) {
+		evs, err := uplink.DecodeMessage(m.Payload())
+		if err != nil {
+			t.Errorf("undecodable message on %s: %v", m.Topic(), err)
+			return
+		}
+		for _, e := range evs {
+			got <- string(e.Payload)
+		}
+	}); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	waitUntil(t, 30*time.Second, "the uplink acked event 1", func() bool {
+		l := g.Status().Link
+		return l != nil && l.Acked["telemetry"] >= 1
+	})
+
+	// B is the next commit: it takes the pending ack and holds it open.
+	held, releaseB := make(chan bool, 1), make(chan struct{})
+	doneB := hold(func() {
+		held <- buf.Position("telemetry", buffer.UplinkConsumer) == 0
+		<-releaseB
+	})
+	close(releaseA)
+	if err := <-doneA; err != nil {
+		t.Fatal(err)
+	}
+	if !<-held {
+		close(releaseB)
+		<-doneB
+		t.Log("the ack was committed before the holding commit started; trying again")
+		return false
+	}
+
+	v2 := strings.Replace(yaml, `topic: "{gateway_id}/{stream}/{source}"`, `topic: "v2/{stream}/{source}"`, 1)
+	if err := os.WriteFile(path, []byte(v2), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- g.Reload(context.Background()) }()
+	// Let the commit finish once the reload waits for it, or once the new
+	// uplink has sent something (what it must not do before).
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	select {
+	case <-logs.wait(ctx, "waiting for the stopped parts' progress to commit"):
+	case p := <-got:
+		got <- p // checked below
+	case <-ctx.Done():
+		t.Error("the reload neither waited for the commit nor forwarded anything")
+	}
+	close(releaseB)
+	if err := <-doneB; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-reloaded; err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	publish(2)
+	select {
+	case p := <-got:
+		if p != `{"v":2}` {
+			t.Fatalf("after the reload the cloud got %s first, want {\"v\":2}: an acknowledged event was sent again", p)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("event 2 did not reach the cloud")
+	}
+	return true
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -156,11 +155,7 @@ func (g *Gateway) serveStatus(ctx context.Context) error {
 	})
 	g.registerMonitoring(ctx, mux) // GET /metrics, GET /readyz
 	mux.Handle("/", g.statusPage(ctx))
-	cfg, _ := g.current()
-	ln, err := net.Listen("tcp", cfg.Status.Listen)
-	if err != nil {
-		return fmt.Errorf("gateway: status.listen %s: %w", cfg.Status.Listen, err)
-	}
+	ln := g.statusLn // bound by New
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()

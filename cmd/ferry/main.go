@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sort"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -36,7 +37,9 @@ const usage = `usage: ferry <command> [flags]
 
 commands:
   run    [-c FILE]   run the gateway (no -c: the embedded demo config)
-  check  -c FILE     validate a config; print every problem with its line
+  check  [-root DIR] -c FILE [FILE...]
+                     validate configs and the files they name; print every
+                     problem with its file, line and key
   status [-addr A]   show link, backlog and rates of a running gateway
   deadletters [-n N] show the newest events pipelines could not process
   buffer stats|peek|export|replay  look into (or re-forward) a running
@@ -187,34 +190,116 @@ func newLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
 	return logging.New(w, c.Level, c.Format, os.Getenv, logging.WithUnlimited("health", "cloud received"))
 }
 
+// cmdCheck checks each file given (-c FILE, repeatable, and any files
+// after the flags) and exits 1 if any has a problem. Every line of output
+// starts with the file it is about.
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("c", "", "config file (required)")
-	if fs.Parse(args) != nil {
-		return 2
+	var files []string
+	fs.Func("c", "config file (repeatable; more files may follow the flags)", func(f string) error {
+		files = append(files, f)
+		return nil
+	})
+	root := fs.String("root", "", "check the files a config names as on a machine whose root file system is mounted here (absolute paths are looked up under it)")
+	// Flags and files may alternate: -c a.yaml b.yaml -c c.yaml.
+	for rest := args; ; {
+		if fs.Parse(rest) != nil {
+			return 2
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		files = append(files, fs.Arg(0))
+		rest = fs.Args()[1:]
 	}
-	if *path == "" {
+	if len(files) == 0 {
 		fmt.Fprintln(stderr, "ferry check: -c FILE is required")
 		return 2
 	}
-	cfg, err := config.Load(*path)
-	if err == nil {
-		err = gateway.Check(cfg) // compiles the pipelines' expressions
+	bad := 0
+	for _, f := range files {
+		if !checkFile(f, *root, stdout, stderr) {
+			bad++
+		}
 	}
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		var es config.Errors
-		if errors.As(err, &es) {
-			fmt.Fprintf(stderr, "%s: %d problem(s)\n", *path, len(es))
+	if bad > 0 {
+		if len(files) > 1 {
+			fmt.Fprintf(stderr, "ferry check: %d of %d files have problems\n", bad, len(files))
 		}
 		return 1
 	}
-	for _, w := range cfg.Warnings() {
-		fmt.Fprintln(stderr, "warning:", w)
-	}
-	fmt.Fprintf(stdout, "%s: ok\n", *path)
 	return 0
+}
+
+// checkFile checks one config: the file itself, what only building the
+// gateway finds (pipeline expressions, driver options), and the machine
+// (the files it names, the disk). It prints every problem and warning
+// prefixed with path and reports whether there was no problem.
+func checkFile(path, root string, stdout, stderr io.Writer) bool {
+	cfg, err := config.Load(path)
+	if err != nil {
+		var es config.Errors
+		if errors.As(err, &es) {
+			printProblems(stderr, path, es)
+		} else {
+			fmt.Fprintf(stderr, "%s: %v\n", path, err)
+		}
+		return false
+	}
+	var problems config.Errors
+	// collect keeps the problems of err; any other error ends the check.
+	collect := func(err error) bool {
+		var es config.Errors
+		switch {
+		case err == nil:
+		case errors.As(err, &es):
+			problems = append(problems, es...)
+		default:
+			fmt.Fprintf(stderr, "%s: %v\n", path, err)
+			return false
+		}
+		return true
+	}
+	if !collect(gateway.Check(cfg)) {
+		return false
+	}
+	warnings, err := gateway.CheckHost(cfg, gateway.HostCheck{Root: root})
+	if !collect(err) {
+		return false
+	}
+	if len(problems) > 0 {
+		// In file order, as Load reports its own.
+		sort.SliceStable(problems, func(i, j int) bool {
+			li, lj := problems[i].Line, problems[j].Line
+			return li != 0 && (lj == 0 || li < lj)
+		})
+		printProblems(stderr, path, problems)
+		return false
+	}
+	for _, w := range append(cfg.Warnings(), warnings...) {
+		fmt.Fprintln(stderr, "warning:", prefixed(path, w))
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", path)
+	return true
+}
+
+// printProblems prints es, one a line, and their count.
+func printProblems(w io.Writer, path string, es config.Errors) {
+	for _, e := range es {
+		fmt.Fprintln(w, prefixed(path, e))
+	}
+	fmt.Fprintf(w, "%s: %d problem(s)\n", path, len(es))
+}
+
+// prefixed formats e so that it starts with the file's name.
+func prefixed(path string, e *config.Error) string {
+	if e.File == "" {
+		c := *e
+		c.File = path
+		e = &c
+	}
+	return e.Error()
 }
 
 // getStatus fetches path from a running gateway's status endpoint.

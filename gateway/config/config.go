@@ -189,10 +189,15 @@ type TLS struct {
 	PinSHA256 []string `yaml:"pin_sha256"`
 }
 
-// Backoff bounds reconnect delays (full jitter between 0 and the cap).
+// Backoff paces reconnects: a cloud that cannot be reached is probed every
+// ProbeInterval (jittered); one that refuses, or drops a connection within
+// StableAfter, is retried with full jitter under a cap growing from Min to
+// Max.
 type Backoff struct {
-	Min time.Duration `yaml:"min"`
-	Max time.Duration `yaml:"max"`
+	Min           time.Duration `yaml:"min"`
+	Max           time.Duration `yaml:"max"`
+	ProbeInterval time.Duration `yaml:"probe_interval"`
+	StableAfter   time.Duration `yaml:"stable_after"`
 }
 
 // Batch packs several events into one cloud message.

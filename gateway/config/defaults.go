@@ -34,6 +34,8 @@ const (
 	DefaultConnectTimeout = 10 * time.Second
 	DefaultBackoffMin     = 1 * time.Second
 	DefaultBackoffMax     = 60 * time.Second
+	DefaultProbeInterval  = 2 * time.Second // or backoff.max when shorter
+	DefaultStableAfter    = 10 * time.Second
 	DefaultBatchEvents    = 1
 	DefaultBatchBytes     = 128 * KiB
 	DefaultMaxMessage     = 128 * KiB // AWS IoT Core's message size limit
@@ -167,6 +169,8 @@ func (c *Config) SetDefaults() {
 	setDuration(&u.ConnectTimeout, DefaultConnectTimeout)
 	setDuration(&u.Backoff.Min, DefaultBackoffMin)
 	setDuration(&u.Backoff.Max, DefaultBackoffMax)
+	setDuration(&u.Backoff.ProbeInterval, min(DefaultProbeInterval, u.Backoff.Max))
+	setDuration(&u.Backoff.StableAfter, DefaultStableAfter)
 	if u.Batch.MaxEvents == 0 {
 		u.Batch.MaxEvents = DefaultBatchEvents
 	}

@@ -20,7 +20,8 @@ import (
 // problem as Errors, each naming its key path and, for a loaded file, its
 // line. Unknown enum values are always errors. Validate does not touch the
 // file system or the network: files named by the config are opened by the
-// components that use them, when they start.
+// components that use them, when they start, and by gateway.CheckHost for
+// ferry check.
 func (c *Config) Validate() error {
 	errs := c.validate()
 	errs.sortByLine()
@@ -396,6 +397,11 @@ func (c *Config) validateUplink(k *checker, streams map[string]bool) {
 	k.positive("uplink.connect_timeout", u.ConnectTimeout)
 	k.positive("uplink.backoff.min", u.Backoff.Min)
 	k.positive("uplink.backoff.max", u.Backoff.Max)
+	k.positive("uplink.backoff.probe_interval", u.Backoff.ProbeInterval)
+	k.positive("uplink.backoff.stable_after", u.Backoff.StableAfter)
+	if u.Backoff.ProbeInterval > u.Backoff.Max && u.Backoff.Max > 0 {
+		k.add("uplink.backoff.probe_interval", "must be at most uplink.backoff.max (%s), not %s", u.Backoff.Max, u.Backoff.ProbeInterval)
+	}
 	if u.Backoff.Min > 0 && u.Backoff.Max > 0 && u.Backoff.Max < u.Backoff.Min {
 		k.add("uplink.backoff.max", "must be at least uplink.backoff.min (%s), not %s", u.Backoff.Min, u.Backoff.Max)
 	}

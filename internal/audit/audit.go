@@ -212,10 +212,14 @@ func (l *Log) Stats() Stats {
 // Run is the writer: it drains the queue, writes lines, rotates files, and
 // writes the buffered lines out whenever the queue runs empty. When ctx
 // ends it writes what was queued, the pending flood summaries and a last
-// audit_dropped line if needed, closes the file, and returns the error of
-// that final write or close, if any. Entries recorded after that are
-// counted as dropped; an entry whose Record races with the shutdown may be
-// lost uncounted. A nil *Log returns nil at once.
+// audit_dropped line if needed, closes the file, and returns nil. The log
+// is best effort: a failure of that final write or close (a full disk, a
+// dead SD card) is counted in Stats (Errors, and the lines lost in
+// Dropped) and logged like any other write failure, never returned, so it
+// cannot fail the program that is shutting down. Entries recorded after
+// that are counted as dropped; an entry whose Record races with the
+// shutdown may be lost uncounted. Run returns an error only when called
+// while another Run of l is active. A nil *Log returns nil at once.
 func (l *Log) Run(ctx context.Context) error {
 	if l == nil {
 		return nil
@@ -232,7 +236,8 @@ func (l *Log) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			l.closed.Store(true)
-			return w.shutdown()
+			w.shutdown()
+			return nil
 		case it := <-l.queue:
 			w.entry(&it)
 			// Take what else is queued before writing the batch out,
@@ -310,8 +315,9 @@ func (w *writer) idle(now time.Time) {
 	w.flush(now)
 }
 
-// shutdown writes everything out and closes the file.
-func (w *writer) shutdown() error {
+// shutdown writes everything out and closes the file. A failure is
+// counted and logged, not returned: see Run.
+func (w *writer) shutdown() {
 	now := w.l.now()
 	w.retryAt = time.Time{} // one last attempt, however recent a failure
 	for {
@@ -326,8 +332,9 @@ func (w *writer) shutdown() error {
 	w.sweep(now, true)
 	w.noteDropped(now)
 	if w.f == nil {
-		return nil // the failure was counted and logged
+		return // the failure was counted and logged
 	}
+	op := "write"
 	var err error
 	if w.bw.Buffered() > 0 {
 		if err = w.bw.Flush(); err == nil {
@@ -336,15 +343,15 @@ func (w *writer) shutdown() error {
 			w.l.dropped.Add(w.entries)
 		}
 	}
-	if cerr := w.f.Close(); err == nil {
-		err = cerr
+	if cerr := w.f.Close(); err == nil && cerr != nil {
+		op, err = "close", cerr
 	}
 	w.f = nil
+	w.lines, w.entries = 0, 0
 	if err != nil {
 		w.l.errs.Add(1)
-		return fmt.Errorf("audit: %w", err)
+		w.logErr(op, err, now)
 	}
-	return nil
 }
 
 // due reports whether a second has passed since last, or the clock went

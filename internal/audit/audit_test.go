@@ -805,3 +805,60 @@ var remotes = func() []string {
 	}
 	return r
 }()
+
+// TestShutdownOnFullDisk: on a full disk (/dev/full fails every write with
+// ENOSPC) the last write at shutdown fails too; Run still returns nil, and
+// the failure is counted and logged: the audit log is best effort and must
+// not fail the gateway that stops.
+func TestShutdownOnFullDisk(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("/dev/full: %v", err)
+		}
+		t.Skipf("no /dev/full: %v", err)
+	}
+	tests := []struct {
+		name   string
+		before int // entries recorded before Run starts
+		during int // entries recorded while it runs
+	}{
+		{"entries queued at shutdown", 5, 0},
+		{"entries written while running", 0, 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logged bytes.Buffer
+			var logMu sync.Mutex
+			logger := slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logged}, nil))
+			// A MaxSize far above what the test writes: the log never
+			// rotates (renames) /dev/full.
+			l, err := Open(Options{Path: "/dev/full", MaxSize: 1 << 20, Logger: logger})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := func(n int) {
+				for i := range n {
+					l.Record(Entry{Event: "connect", ClientID: strconv.Itoa(i)})
+				}
+			}
+			rec(tt.before)
+			stop := start(t, l)
+			rec(tt.during)
+			if tt.during > 0 {
+				waitFor(t, func() bool { return l.Stats().Dropped >= uint64(tt.during) })
+			}
+			if err := stop(); err != nil {
+				t.Fatalf("Run = %v, want nil: a failed audit write must not fail the caller", err)
+			}
+			st := l.Stats()
+			if st.Errors == 0 || st.Dropped < uint64(tt.before+tt.during) || st.Written != 0 {
+				t.Errorf("stats %+v: want errors counted and every entry dropped", st)
+			}
+			logMu.Lock()
+			defer logMu.Unlock()
+			if !strings.Contains(logged.String(), "no space left on device") {
+				t.Errorf("the failure was not logged:\n%s", logged.String())
+			}
+		})
+	}
+}

@@ -67,5 +67,7 @@
 // cut-short last line is ended with a newline, so the lines that follow it
 // are still valid JSON. When a write fails the writer logs the error (at
 // most once a minute), counts the lines it lost as dropped, and retries the
-// file a second later.
+// file a second later. The log is best effort: no write failure, not even
+// the last one at shutdown, is returned to the caller, so a full disk
+// cannot stop the program that audits.
 package audit
