@@ -10,11 +10,13 @@ package mqtttest
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -42,15 +44,62 @@ type Broker struct {
 // URL returns the broker's address as a tcp:// URL for paho.
 func (b *Broker) URL() string { return "tcp://" + b.Addr }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a loopback TCP port that was free a moment ago and that
+// this process has not handed out before.
+//
+// It is taken below the kernel's ephemeral range (ip_local_port_range),
+// not from it: a port the kernel picked for "listen on :0" is just as
+// likely to be picked next for some test's outgoing connection, which then
+// holds it when the test binds it ("address already in use" under load).
+// Test binaries run in parallel, so the search starts at a random port.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("mqtttest: free port: %v", err)
+	portMu.Lock()
+	defer portMu.Unlock()
+	lo, hi := 10000, ephemeralStart()-1
+	if hi <= lo {
+		lo, hi = 1024, 65535
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	n := hi - lo + 1
+	start := rand.IntN(n)
+	for i := 0; i < n; i++ {
+		port := lo + (start+i)%n
+		if portsGiven[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portsGiven[port] = true
+		return port
+	}
+	t.Fatalf("mqtttest: no free port in %d-%d", lo, hi)
+	return 0
+}
+
+var (
+	portMu     sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// ephemeralStart is the first port the kernel hands out for outgoing
+// connections and "listen on :0" (Linux's default when unknown).
+func ephemeralStart() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	v, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 32768
+	}
+	return v
 }
 
 // MosquittoPath returns the mosquitto binary, or "" when it is not installed.
