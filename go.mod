@@ -22,8 +22,10 @@ require (
 	periph.io/x/host/v3 v3.8.5
 )
 
+require github.com/kr/text v0.2.0 // indirect
+
 require (
-	github.com/gorilla/websocket v1.5.3 // indirect
+	github.com/gorilla/websocket v1.5.3
 	github.com/rs/xid v1.4.0 // indirect
 	github.com/valyala/fastrand v1.1.0 // indirect
 	github.com/valyala/histogram v1.2.0 // indirect

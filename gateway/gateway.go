@@ -223,6 +223,9 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (g *Gateway, e
 	bc.Audit = g.audit
 	bc.Keys = bopts.Keys // retained and queued messages sealed like events
 	if g.broker, err = broker.New(bc, g.buf); err != nil {
+		if errors.Is(err, broker.ErrListen) { // names its key and address, as listen does
+			return nil, fmt.Errorf("%w: %w", ErrListen, err)
+		}
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	if cfg.Demo.Sensors > 0 || cfg.Demo.Cloud.Listen != "" {

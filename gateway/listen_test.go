@@ -25,6 +25,20 @@ func TestListenerTaken(t *testing.T) {
 			y, _ := testConfig(t, dir, "tcp://127.0.0.1:1", "")
 			return strings.Replace(y, `listen: ""`, "listen: "+addr, 1)
 		}},
+		{"broker.listen", "broker.listen", func(t *testing.T, dir, addr string) string {
+			y, brokerAddr := testConfig(t, dir, "tcp://127.0.0.1:1", "")
+			return strings.Replace(y, "listen: "+brokerAddr, "listen: "+addr, 1)
+		}},
+		{"broker.tls.listen", "broker.tls.listen", func(t *testing.T, dir, addr string) string {
+			y, _ := testConfig(t, dir, "tcp://127.0.0.1:1", "")
+			cert, key := newPKI(t, t.TempDir(), "ca").issue(t, "broker", true)
+			return strings.Replace(y, "  allow_anonymous: true\n", "  allow_anonymous: true\n  tls:\n    listen: "+addr+
+				"\n    cert_file: "+cert+"\n    key_file: "+key+"\n", 1)
+		}},
+		{"broker.websocket", "broker.websocket", func(t *testing.T, dir, addr string) string {
+			y, _ := testConfig(t, dir, "tcp://127.0.0.1:1", "")
+			return strings.Replace(y, "  allow_anonymous: true\n", "  allow_anonymous: true\n  websocket: "+addr+"\n", 1)
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -38,15 +52,24 @@ func TestListenerTaken(t *testing.T) {
 			g, err := gateway.New(loadConfig(t, tc.yaml(t, t.TempDir(), addr)), logs.logger())
 			if err == nil {
 				// Failing later, in Run, is what this test is against;
-				// run it to see how.
+				// run it until it fails or announces the broker to see how.
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				err = g.Run(ctx)
+				done := make(chan error, 1)
+				go func() { done <- g.Run(ctx) }()
+				select {
+				case err = <-done:
+				case <-logs.wait(ctx, "broker listening"):
+					cancel()
+					err = <-done
+				}
 				cancel()
 				t.Errorf("New succeeded; Run then returned %v", err)
 			}
 			if !errors.Is(err, gateway.ErrListen) || !strings.Contains(err.Error(), tc.key+" "+addr) ||
 				!strings.Contains(err.Error(), "address already in use") {
 				t.Errorf("error %v, want ErrListen naming %s %s and why", err, tc.key, addr)
+			} else {
+				t.Log(err)
 			}
 			if l := logs.find("broker listening"); len(l) > 0 {
 				t.Errorf("logged %q before failing:\n%s", l[0].msg, logs)

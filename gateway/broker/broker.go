@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ferrygw/ferry/event"
@@ -19,7 +20,6 @@ import (
 	"github.com/ferrygw/ferry/internal/keyring"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"go.etcd.io/bbolt"
 )
@@ -128,7 +128,32 @@ var (
 	// ErrRestartRequired is returned by Reconfigure and CheckReconfigure
 	// for a change only a new broker can make.
 	ErrRestartRequired = errors.New("broker: a restart is needed")
+	// ErrListen is returned by New when a listener's address cannot be
+	// bound (taken, or not an address of this machine). The error names
+	// the gateway's config key (broker.listen, broker.tls.listen or
+	// broker.websocket) and the address; see listenError.
+	ErrListen = errors.New("broker: cannot listen")
 )
+
+// listenError is New's error for a listener whose address cannot be
+// bound. It wraps ErrListen and the cause but reads, like the gateway's
+// error for the status listener, "<key> <address>: <cause>", plus what to
+// do when another program has the address: the key's "broker." says
+// where it comes from, and the gateway prefixes its own ErrListen.
+type listenError struct {
+	key, addr string
+	err       error
+}
+
+func (e *listenError) Error() string {
+	msg := e.key + " " + e.addr + ": " + e.err.Error()
+	if errors.Is(e.err, syscall.EADDRINUSE) {
+		msg += " (another program, or another ferry, has it: stop that or change " + e.key + ")"
+	}
+	return msg
+}
+
+func (e *listenError) Unwrap() []error { return []error{ErrListen, e.err} }
 
 // Auditor records security events; *audit.Log satisfies it. Record must
 // not block: hooks call it in a client's read loop.
@@ -251,9 +276,11 @@ func New(cfg Config, store Log) (*Broker, error) {
 	if err := b.server.AddHook(&ingestHook{b: b}, nil); err != nil {
 		return fail(fmt.Errorf("broker: ingest hook: %w", err))
 	}
+	// Each listener binds its address in AddListener (Init), so a taken
+	// address fails New, before Run announces anything.
 	if cfg.Listen != "" {
 		if err := b.server.AddListener(newListener("tcp", cfg.Listen, nil, mochiLog)); err != nil {
-			return fail(fmt.Errorf("broker: listen %s: %w", cfg.Listen, err))
+			return fail(&listenError{"broker.listen", cfg.Listen, err})
 		}
 	}
 	if b.tls != nil {
@@ -262,12 +289,12 @@ func New(cfg Config, store Log) (*Broker, error) {
 			ln.audit = cfg.Audit
 		}
 		if err := b.server.AddListener(ln); err != nil {
-			return fail(fmt.Errorf("broker: tls listen %s: %w", b.cfg.TLS.Listen, err))
+			return fail(&listenError{"broker.tls.listen", b.cfg.TLS.Listen, err})
 		}
 	}
 	if cfg.Websocket != "" {
-		if err := b.server.AddListener(listeners.NewWebsocket(listeners.Config{ID: "ws", Address: cfg.Websocket})); err != nil {
-			return fail(fmt.Errorf("broker: websocket %s: %w", cfg.Websocket, err))
+		if err := b.server.AddListener(newWSListener("ws", cfg.Websocket, mochiLog)); err != nil {
+			return fail(&listenError{"broker.websocket", cfg.Websocket, err})
 		}
 	}
 	return b, nil
@@ -280,6 +307,15 @@ func (b *Broker) Server() *mqtt.Server { return b.server }
 // "" without one.
 func (b *Broker) Addr() string {
 	if l, ok := b.server.Listeners.Get("tcp"); ok {
+		return l.Address()
+	}
+	return ""
+}
+
+// WebsocketAddr returns the websocket listener's address (useful with
+// port 0), or "" without one.
+func (b *Broker) WebsocketAddr() string {
+	if l, ok := b.server.Listeners.Get("ws"); ok {
 		return l.Address()
 	}
 	return ""
@@ -392,7 +428,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	if err := b.server.Serve(); err != nil {
 		return fmt.Errorf("broker: serve: %w", err)
 	}
-	b.log.Info("broker listening", "tcp", b.Addr(), "tls", b.TLSAddr(), "websocket", b.cfg.Websocket)
+	b.log.Info("broker listening", "tcp", b.Addr(), "tls", b.TLSAddr(), "websocket", b.WebsocketAddr())
 	<-ctx.Done()
 	b.cancel()
 	if err := b.server.Close(); err != nil {

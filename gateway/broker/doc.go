@@ -51,7 +51,8 @@
 // other clients are unaffected.
 //
 //   - A connection must finish its TLS handshake and send CONNECT within
-//     10 seconds (TCP and TLS listeners; not the websocket one).
+//     10 seconds; on the websocket listener, send its upgrade request
+//     within 10 seconds, then CONNECT within 10 more.
 //   - MaxClients: one more client gets CONNACK "server busy" (MQTT 5) or
 //     "server unavailable" (3.1.1). Clients are counted once authenticated,
 //     so clients connecting at the same moment can overshoot it briefly.

@@ -478,7 +478,7 @@ func TestTLSConfigErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, err := broker.New(broker.Config{Listen: "127.0.0.1:0", TLS: &broker.TLSConfig{Listen: "256.0.0.1:1", CertFile: f.cert, KeyFile: f.key}}, l); err == nil || !strings.Contains(err.Error(), "tls listen") {
+	if _, err := broker.New(broker.Config{Listen: "127.0.0.1:0", TLS: &broker.TLSConfig{Listen: "256.0.0.1:1", CertFile: f.cert, KeyFile: f.key}}, l); !errors.Is(err, broker.ErrListen) || !strings.Contains(err.Error(), "broker.tls.listen 256.0.0.1:1: ") {
 		t.Fatalf("New with an unusable TLS address: %v", err)
 	}
 }
