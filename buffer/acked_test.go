@@ -52,3 +52,48 @@ func TestAckedDuringCommit(t *testing.T) {
 		t.Errorf("Acked after the commit = %d, want 1", got)
 	}
 }
+
+// TestAckOfJustCommittedEvent: a reader sees an event as soon as its
+// transaction commits, a moment before the log's own bookkeeping does; an
+// uplink that forwards it and gets the cloud's PUBACK in that moment must
+// not have its Ack cut back to the previous event (which would resend it
+// after a restart). Modelled deterministically: the Ack comes while the
+// transaction appending the event is still open.
+func TestAckOfJustCommittedEvent(t *testing.T) {
+	l := buffertest.MustOpen(t, buffer.Options{})
+	ctx := context.Background()
+	if err := l.Append(ctx, ev("s", 1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	inTx, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- l.Update(ctx, func(tx *buffer.Tx) error {
+			if err := tx.Append(ev("s", 2, 10)); err != nil {
+				return err
+			}
+			close(inTx)
+			<-release
+			return nil
+		})
+	}()
+	<-inTx
+	if err := l.Ack("s", 2); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		for _, st := range l.Stats() {
+			if st.Name == "s" {
+				return st.Events == 0
+			}
+		}
+		return false
+	})
+	if got := l.Acked("s"); got != 2 {
+		t.Errorf("Acked = %d, want 2", got)
+	}
+}

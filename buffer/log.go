@@ -379,10 +379,11 @@ func (l *Log) Ack(stream string, through uint64) error {
 		return ErrClosed
 	default:
 	}
+	// Not clamped to the committed Next here: a reader sees an event as
+	// soon as its transaction commits, before l.streams does, so the ack
+	// of a just-forwarded event would be cut back. The commit applying
+	// the ack clamps it to what its transaction holds.
 	l.mu.Lock()
-	if s, ok := l.streams[stream]; ok && through >= s.meta.Next {
-		through = s.meta.Next - 1 // nothing beyond what is committed
-	}
 	k := ackKey{stream, UplinkConsumer}
 	if through > l.acks[k] {
 		l.acks[k] = through

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -76,6 +77,14 @@ type RunnerConfig struct {
 	// wrote (outputs and dead letters); it must not keep the slice and must
 	// return quickly.
 	Committed func(events []event.Event)
+	// RetryMin and RetryMax bound the wait before the runner starts over
+	// after a failed read or commit (defaults 100ms and 30s): RetryMin
+	// after the first failure, doubling with each failure in a row up to
+	// RetryMax, of which a random part (Rand) spreads the retries.
+	RetryMin, RetryMax time.Duration
+	// Rand returns a random number in [0, 1) for that spread; nil uses
+	// math/rand/v2.
+	Rand func() float64
 }
 
 // Runner drives one pipeline over the durable log, exactly once: each
@@ -85,6 +94,12 @@ type RunnerConfig struct {
 // outputs are a function of the input sequence alone (stages are advanced
 // at input offsets, not at wall-clock moments), so a crashed and restarted
 // run produces exactly the outputs of an uninterrupted one.
+//
+// A failed read or commit (a full disk, an output stream that refuses its
+// events) ends nothing but the attempt: the runner logs it, waits (see
+// RunnerConfig.RetryMin) and starts over as after a crash, from the last
+// committed position with the state of that moment, so no output is lost
+// or doubled. Only the end of Run's context ends Run.
 type Runner struct {
 	p   *Pipeline
 	log Log
@@ -93,9 +108,12 @@ type Runner struct {
 
 	watermark time.Time
 	pending   []event.Event
-	in, out   atomic.Uint64
-	dead      atomic.Uint64
-	position  atomic.Uint64
+	// pend counts the work since the last commit; a commit adds it to
+	// in, out and dead, a failure forgets it with the work it counts.
+	pend     struct{ in, out, dead uint64 }
+	in, out  atomic.Uint64
+	dead     atomic.Uint64
+	position atomic.Uint64
 }
 
 // RunnerStats counts a runner's work since start.
@@ -127,6 +145,16 @@ func NewRunner(p *Pipeline, log Log, cfg RunnerConfig) *Runner {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = 100 * time.Millisecond
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = 30 * time.Second
+	}
+	cfg.RetryMax = max(cfg.RetryMax, cfg.RetryMin)
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Float64
+	}
 	return &Runner{p: p, log: log, cfg: cfg, lg: cfg.Logger.With("pipeline", p.Name)}
 }
 
@@ -140,21 +168,34 @@ type savedState struct {
 
 func (r *Runner) stateKey() string { return "pipeline/" + r.p.Name }
 
+// restore sets every stage's state and the watermark to the last
+// committed ones (none committed: the initial, empty state) and forgets
+// the work done since.
 func (r *Runner) restore() error {
+	clear(r.pending)
+	r.pending = r.pending[:0]
+	r.pend.in, r.pend.out, r.pend.dead = 0, 0, 0
 	b, err := r.log.State(r.stateKey())
-	if err != nil || b == nil {
-		return err
+	if err != nil {
+		return fmt.Errorf("pipeline %s: read state: %w", r.p.Name, err)
 	}
 	var s savedState
-	if err := cbor.Unmarshal(b, &s); err != nil || s.Fingerprint != r.p.Fingerprint || len(s.Stages) != len(r.p.Stages) {
-		r.lg.Warn("saved pipeline state does not match this configuration: starting with empty windows and detectors")
-		return nil
+	if b != nil {
+		if err := cbor.Unmarshal(b, &s); err != nil || s.Fingerprint != r.p.Fingerprint || len(s.Stages) != len(r.p.Stages) {
+			r.lg.Warn("saved pipeline state does not match this configuration: starting with empty windows and detectors")
+			s = savedState{}
+		}
 	}
 	for i, st := range r.p.Stages {
-		if err := st.UnmarshalState(s.Stages[i]); err != nil {
+		var b []byte
+		if i < len(s.Stages) {
+			b = s.Stages[i]
+		}
+		if err := st.UnmarshalState(b); err != nil {
 			return fmt.Errorf("pipeline %s: restore stage %d: %w", r.p.Name, i, err)
 		}
 	}
+	r.watermark = time.Time{}
 	if s.Watermark != 0 {
 		r.watermark = time.Unix(0, s.Watermark)
 	}
@@ -181,8 +222,45 @@ func (r *Runner) Stats() RunnerStats {
 	return RunnerStats{Name: r.p.Name, In: r.in.Load(), Out: r.out.Load(), DeadLetters: r.dead.Load(), Position: r.position.Load()}
 }
 
-// Run processes the input until ctx ends.
+// Run processes the input until ctx ends; it returns nil then. Other
+// errors do not end it: it logs them and starts over from the last commit
+// after a pause (see Runner).
 func (r *Runner) Run(ctx context.Context) error {
+	failures := 0
+	for {
+		err := r.run(ctx, &failures)
+		if ctx.Err() != nil {
+			return nil // uncommitted work is redone from the last commit
+		}
+		failures++
+		wait := r.backoff(failures)
+		r.lg.Error("pipeline failed: starting over from its last commit", "err", err, "failures", failures, "retry_in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// backoff is the wait after the given number of failures in a row:
+// RetryMin doubled for each failure after the first, at most RetryMax, of
+// which the second half is random.
+func (r *Runner) backoff(failures int) time.Duration {
+	d := r.cfg.RetryMin
+	for i := 1; i < failures && d < r.cfg.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, r.cfg.RetryMax)
+	return d/2 + time.Duration(r.cfg.Rand()*float64(d-d/2))
+}
+
+// run processes the input from the last commit, with the state of that
+// commit, until ctx ends or a read or commit fails. *failures counts the
+// failures in a row; run resets it once it gets on again.
+func (r *Runner) run(ctx context.Context, failures *int) error {
 	if err := r.restore(); err != nil {
 		return err
 	}
@@ -191,6 +269,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	read := pos    // processed, maybe not yet committed
 	dirty := false // state or outputs not yet committed
 	lastCommit := time.Now()
+	if *failures > 0 {
+		lastCommit = time.Time{} // after the pause, commit what is redone at once
+	}
 	tick := time.NewTicker(r.cfg.Tick)
 	defer tick.Stop()
 	commit := func() error {
@@ -199,6 +280,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		pos, dirty, lastCommit = read, false, time.Now()
 		r.position.Store(pos)
+		if *failures > 0 {
+			r.lg.Info("pipeline going on after failures", "failures", *failures)
+			*failures = 0
+		}
 		return nil
 	}
 	for {
@@ -212,15 +297,16 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		if n > 0 {
 			read, dirty = next-1, true
+		} else if !dirty && *failures > 0 {
+			// Nothing to commit: a read that works is getting on again.
+			r.lg.Info("pipeline going on after failures", "failures", *failures)
+			*failures = 0
 		}
 		// Commit a full batch at once; a trickle at most every
 		// CommitInterval, so a quiet gateway does not rewrite its window
 		// state to flash for every reading.
 		if dirty && (n == r.cfg.BatchSize || time.Since(lastCommit) >= r.cfg.CommitInterval) {
 			if err := commit(); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
 				return err
 			}
 		}
@@ -273,7 +359,7 @@ func (r *Runner) process(off uint64, ev *event.Event) {
 	if !r.matches(ev.Topic) {
 		return
 	}
-	r.in.Add(1)
+	r.pend.in++
 	base := Record{Key: ev.ID.String(), Time: ev.Time, Source: ev.Source, Topic: ev.Topic}
 	recs, err := Decode(r.p.Format, ev.ContentType, ev.Payload, base)
 	if err != nil {
@@ -382,12 +468,12 @@ func (r *Runner) output(rec *Record) {
 			ev.Topic = renderTopic(o.Topic, r.p.Name, rec)
 		}
 		r.pending = append(r.pending, ev)
-		r.out.Add(1)
+		r.pend.out++
 	}
 }
 
 func (r *Runner) deadLetter(ev *event.Event, reason string) {
-	r.dead.Add(1)
+	r.pend.dead++
 	d := *ev
 	d.ID = DerivedID("dead/"+r.p.Name+"/"+ev.ID.String(), ev.Time)
 	d.Stream = r.p.DeadLetter
@@ -397,22 +483,32 @@ func (r *Runner) deadLetter(ev *event.Event, reason string) {
 }
 
 // commit writes the pending outputs, the stages' state and the position
-// through in one transaction.
+// through in one transaction. An output its stream or the disk has no
+// room for (ErrFull, ErrDiskFull) fails the whole commit: its input stays
+// unprocessed, to be processed again once there is room. An output larger
+// than its stream's byte bound could never be stored: it is left out, as
+// the buffer counts (drops "too_large") and the log says.
+//
+// The buffer may run the transaction's function more than once: it
+// changes nothing but the Tx and what it resets on each run.
 func (r *Runner) commit(ctx context.Context, through uint64) error {
 	state, err := r.snapshot()
 	if err != nil {
 		return fmt.Errorf("pipeline %s: snapshot: %w", r.p.Name, err)
 	}
-	var refused int
+	var tooLarge int
+	var tooLargeStream string
 	err = r.log.Update(ctx, func(tx *buffer.Tx) error {
-		refused = 0
+		tooLarge, tooLargeStream = 0, ""
 		for i := range r.pending {
-			if err := tx.Append(&r.pending[i]); err != nil {
-				if errors.Is(err, buffer.ErrFull) || errors.Is(err, buffer.ErrDiskFull) || errors.Is(err, buffer.ErrTooLarge) {
-					refused++ // counted by the buffer per stream and reason
+			ev := &r.pending[i]
+			if err := tx.Append(ev); err != nil {
+				if errors.Is(err, buffer.ErrTooLarge) {
+					tooLarge++
+					tooLargeStream = ev.Stream
 					continue
 				}
-				return err
+				return fmt.Errorf("stream %s: %w", ev.Stream, err)
 			}
 		}
 		if err := tx.PutState(r.stateKey(), state); err != nil {
@@ -423,9 +519,13 @@ func (r *Runner) commit(ctx context.Context, through uint64) error {
 	if err != nil {
 		return fmt.Errorf("pipeline %s: commit: %w", r.p.Name, err)
 	}
-	if refused > 0 {
-		r.lg.Warn("pipeline outputs refused by the buffer", "events", refused)
+	if tooLarge > 0 {
+		r.lg.Warn("pipeline outputs larger than their stream's max_bytes: dropped", "events", tooLarge, "stream", tooLargeStream)
 	}
+	r.in.Add(r.pend.in)
+	r.out.Add(r.pend.out)
+	r.dead.Add(r.pend.dead)
+	r.pend.in, r.pend.out, r.pend.dead = 0, 0, 0
 	if r.cfg.Committed != nil && len(r.pending) > 0 {
 		r.cfg.Committed(r.pending)
 	}
