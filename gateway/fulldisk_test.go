@@ -27,7 +27,9 @@ import (
 func TestFullDisk(t *testing.T) {
 	pub := mqtttest.RequireClient(t, "mosquitto_pub")
 	dir := buffertest.MustMountTmpfs(t, 20<<20)
-	cloud := mqtttest.Start(t)
+	// Persistent: the subscriber's session outlives the cloud's restart,
+	// so what ferry sends before it is back waits for it.
+	cloud := mqtttest.StartWith(t, mqtttest.Options{Persistent: true})
 	sub := subscribeCloud(t, cloud.URL(), "fulldisk-sub")
 	cloud.Stop()
 	const minFree = 4 << 20
