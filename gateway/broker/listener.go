@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/ferrygw/ferry/internal/audit"
@@ -38,17 +37,14 @@ type listener struct {
 	log         *slog.Logger
 	audit       Auditor // TLS handshake refusals
 
-	ln     net.Listener
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{} // accepted, establish not returned yet
-	closed bool
-	wg     sync.WaitGroup // the accept loop and connection goroutines
+	ln net.Listener
+	connSet
 }
 
 var _ listeners.Listener = (*listener)(nil)
 
 func newListener(id, address string, tlsConf *tls.Config, log *slog.Logger) *listener {
-	return &listener{id: id, address: address, tlsConf: tlsConf, log: log, audit: nopAuditor{}, conns: map[net.Conn]struct{}{}}
+	return &listener{id: id, address: address, tlsConf: tlsConf, log: log, audit: nopAuditor{}}
 }
 
 func (l *listener) ID() string { return l.id }
@@ -82,13 +78,9 @@ func (l *listener) Init(*slog.Logger) error {
 // listener being closed (out of file descriptors, typically) are retried
 // with a backoff of up to a second, so a flood does not end the listener.
 func (l *listener) Serve(establish listeners.EstablishFn) {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
+	if !l.start() {
 		return
 	}
-	l.wg.Add(1)
-	l.mu.Unlock()
 	defer l.wg.Done()
 	var backoff time.Duration
 	for {
@@ -140,53 +132,18 @@ func (l *listener) handle(raw net.Conn, establish listeners.EstablishFn) {
 	}
 }
 
-// track registers an accepted connection; false once the listener is
-// closed (the connection must then be dropped).
-func (l *listener) track(c net.Conn) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return false
-	}
-	l.conns[c] = struct{}{}
-	l.wg.Add(1)
-	return true
-}
-
-func (l *listener) untrack(c net.Conn) {
-	l.mu.Lock()
-	delete(l.conns, c)
-	l.mu.Unlock()
-	_ = c.Close() // mochi closes it too; this covers early returns
-}
-
-func (l *listener) isClosed() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.closed
-}
-
 // Close stops accepting, lets mochi disconnect the connected clients, then
 // closes whatever is left (handshakes, connections before CONNECT) and
 // waits for every connection goroutine.
 func (l *listener) Close(closeClients listeners.CloseFn) {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
+	if !l.markClosed() {
 		return
 	}
-	l.closed = true
-	l.mu.Unlock()
 	closeClients(l.id)
 	if l.ln != nil {
 		_ = l.ln.Close()
 	}
-	l.mu.Lock()
-	for c := range l.conns {
-		_ = c.Close()
-	}
-	l.mu.Unlock()
-	l.wg.Wait()
+	l.dropAndWait()
 }
 
 // warn logs a line about a connection. Each is a client's doing, so a

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -33,17 +32,14 @@ type wsListener struct {
 	upgrader  websocket.Upgrader
 	establish listeners.EstablishFn // set by Serve
 
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{} // upgraded, establish not returned yet
-	closed bool
-	wg     sync.WaitGroup // Serve and the upgraded connections' handlers
+	connSet // the upgraded connections
 }
 
 var _ listeners.Listener = (*wsListener)(nil)
 
 func newWSListener(id, address string, log *slog.Logger) *wsListener {
 	return &wsListener{
-		id: id, address: address, log: log, timeout: connectTimeout, conns: map[net.Conn]struct{}{},
+		id: id, address: address, log: log, timeout: connectTimeout,
 		upgrader: websocket.Upgrader{
 			Subprotocols: []string{"mqtt"},
 			// As mochi: any page may connect; authentication is MQTT's.
@@ -85,14 +81,10 @@ func (l *wsListener) Init(*slog.Logger) error {
 // Serve serves HTTP until Close. http.Server retries failed accepts (out
 // of file descriptors, typically) with a backoff.
 func (l *wsListener) Serve(establish listeners.EstablishFn) {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
+	l.establish = establish // read by handlers, which start after Serve does
+	if !l.start() {
 		return
 	}
-	l.establish = establish
-	l.wg.Add(1)
-	l.mu.Unlock()
 	defer l.wg.Done()
 	if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !l.isClosed() {
 		l.log.Error("websocket listener failed", "listener", l.id, "error", err)
@@ -120,41 +112,13 @@ func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (l *wsListener) track(c net.Conn) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return false
-	}
-	l.conns[c] = struct{}{}
-	l.wg.Add(1)
-	return true
-}
-
-func (l *wsListener) untrack(c net.Conn) {
-	l.mu.Lock()
-	delete(l.conns, c)
-	l.mu.Unlock()
-	_ = c.Close()
-}
-
-func (l *wsListener) isClosed() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.closed
-}
-
 // Close stops accepting and drops requests not upgraded yet, lets mochi
 // disconnect the connected clients, then closes the connections left
 // (before CONNECT) and waits for their handlers.
 func (l *wsListener) Close(closeClients listeners.CloseFn) {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
+	if !l.markClosed() {
 		return
 	}
-	l.closed = true
-	l.mu.Unlock()
 	if l.srv != nil {
 		_ = l.srv.Close() // closes neither upgraded connections nor, before Serve, l.ln
 	}
@@ -162,12 +126,7 @@ func (l *wsListener) Close(closeClients listeners.CloseFn) {
 		_ = l.ln.Close()
 	}
 	closeClients(l.id)
-	l.mu.Lock()
-	for c := range l.conns {
-		_ = c.Close()
-	}
-	l.mu.Unlock()
-	l.wg.Wait()
+	l.dropAndWait()
 }
 
 // wsConn is a websocket connection as the net.Conn mochi reads packets
