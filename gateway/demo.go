@@ -124,14 +124,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		<-ctx.Done()
 		return false
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return sleepCtx(ctx, d)
 }
 
 // cloudHook logs what the stand-in cloud receives, at most one line a
