@@ -126,6 +126,11 @@ pipelines:
 		dl := g.DeadLetters(10)
 		return len(dl) == 1 && dl[0].Pipeline == "hot" && strings.Contains(dl[0].Reason, "malformed") && dl[0].Payload == `{"temp_c":`
 	})
+	// The counters follow the commit that stored the dead letter.
+	waitUntil(t, 10*time.Second, "the pipeline's counters to count it", func() bool {
+		st := g.Status()
+		return len(st.Pipelines) == 1 && st.Pipelines[0].DeadLetters == 1
+	})
 	if st := g.Status(); len(st.Pipelines) != 1 || st.Pipelines[0].DeadLetters != 1 || st.Pipelines[0].In != 6 {
 		t.Fatalf("pipeline status %+v", st.Pipelines)
 	}
