@@ -137,12 +137,17 @@ test-deb: deb
 #   gateway.TestMetricsEndpoint          wants process_resident_memory_bytes
 #       > 0, read from /proc/self/stat, which qemu-user (7.2) fakes with
 #       zeros for RSS and VSZ.
+#   gateway.TestDemoWatcherSeesReplays   the demo and the README's watcher
+#       command on loopback, a host experience; under emulation on a loaded
+#       machine the stand-in cloud (mochi) was seen to lose one queued
+#       message of a reconnecting persistent session (issue 13).
 # and the package ./deploy (packaging; host tools only).
 ARM_VARIANTS     ?= arm64 armv6
 ARM_TEST_JOBS    ?= 3
-ARM_TEST_TIMEOUT ?= 6m
+# A hang detector: the ARMv6 gateway package takes 2–6 min under load.
+ARM_TEST_TIMEOUT ?= 10m
 ARM_TEST_DIR     := $(BIN)/test-arm
-ARM_SKIP         := ^(TestKill9|TestCrashKill9|TestPipelineCrashExactlyOnce|TestSystemdNotifyAndReload|TestMetricsEndpoint)$$
+ARM_SKIP         := ^(TestKill9|TestCrashKill9|TestPipelineCrashExactlyOnce|TestSystemdNotifyAndReload|TestMetricsEndpoint|TestDemoWatcherSeesReplays)$$
 ARM_SKIP_PKGS    := github.com/ferrygw/ferry/deploy
 # Started first, so the long ones do not end up running alone at the end.
 ARM_SLOW_FIRST   := buffer gateway rules broker
