@@ -22,7 +22,10 @@ require (
 	periph.io/x/host/v3 v3.8.5
 )
 
-require github.com/kr/text v0.2.0 // indirect
+require (
+	github.com/hanwen/go-fuse/v2 v2.12.1 // indirect
+	github.com/kr/text v0.2.0 // indirect
+)
 
 require (
 	github.com/gorilla/websocket v1.5.3

@@ -27,7 +27,12 @@ const failLogEvery = 10 * time.Second
 // Run is the commit loop: it groups queued appends and pending acks into
 // one transaction each time around, starting the next commit as soon as the
 // previous one ended. It returns nil after ctx ends, once what was already
-// queued is committed.
+// queued (deferred updates and pending acks included) is committed.
+//
+// What starts a commit: an append or an Update (at once, or after the
+// grouping below); acks and deferred updates (UpdateDeferred) only ride
+// along, or are committed on their own once the oldest of them has waited
+// AckInterval; a sweep that has something to delete.
 func (l *Log) Run(ctx context.Context) error {
 	if !l.running.CompareAndSwap(false, true) {
 		return fmt.Errorf("buffer: Run called twice")
@@ -39,47 +44,99 @@ func (l *Log) Run(ctx context.Context) error {
 	defer sweep.Stop()
 	l.checkDisk()
 
+	// ackTimer is armed while acks or deferred updates wait for a commit.
+	ackTimer := time.NewTimer(time.Hour)
+	ackTimer.Stop()
+	armed := false
+	arm := func() {
+		if !armed {
+			armed = true
+			ackTimer.Reset(l.opts.AckInterval)
+		}
+	}
+	disarm := func() {
+		if armed {
+			armed = false
+			ackTimer.Stop()
+		}
+	}
+	defer disarm()
+
 	batch := make([]*appendReq, 0, l.opts.MaxBatch)
-	var lastCommit time.Time
+	var deferred []*appendReq
+	var rate arrivalRate
+	var lastCommit time.Time // when the last commit ended
 	var lastTook time.Duration
 	lastSize := 0
 	for {
-		sweepDue := false
+		sweepDue, ackDue := false, false
 		select {
 		case <-ctx.Done():
 			for {
-				batch = l.collect(batch)
+				batch, deferred = l.collect(batch, deferred)
+				batch = append(batch, deferred...)
+				deferred = deferred[:0]
 				if len(batch) == 0 {
 					l.commit(nil, false) // pending acks
 					return nil
 				}
 				l.commit(batch, false)
+				clear(batch)
 				batch = batch[:0]
 			}
 		case r := <-l.reqs:
-			batch = append(batch, r)
+			if r.lazy {
+				deferred = append(deferred, r)
+			} else {
+				batch = append(batch, r)
+			}
 		case <-l.kick:
+		case <-l.acked:
+			// Short of disk, deletions are what frees room: at once.
+			if l.opts.AckInterval > 0 && !l.diskFull.Load() {
+				arm()
+				continue
+			}
+			ackDue = true
+		case <-ackTimer.C:
+			armed = false
+			ackDue = true
 		case <-sweep.C:
 			sweepDue = true
 			l.checkDisk()
 		}
-		if l.opts.Durability == DurabilityBatch {
-			if wait := l.opts.BatchInterval - time.Since(lastCommit); wait > 0 {
-				t := time.NewTimer(wait)
-				select {
-				case <-t.C:
-				case <-ctx.Done():
-				}
-				t.Stop()
+		arrived := time.Now()
+		if l.opts.Durability == DurabilityBatch && len(batch) > 0 {
+			// Callers do not wait: commit every BatchInterval, or as soon
+			// as a batch is full.
+			batch, deferred = l.gather(ctx, batch, deferred, lastCommit.Add(l.opts.BatchInterval), l.opts.MaxBatch)
+		}
+		batch, deferred = l.collect(batch, deferred)
+		if l.opts.Durability == DurabilitySync && len(batch) > 0 {
+			if hold := rate.hold(l.opts.CommitInterval); hold > 0 && arrived.Sub(lastCommit) > max(lastTook, minBusyGap) {
+				// Sparse traffic: sensors publishing every few seconds.
+				// Nobody is waiting for the commit to send the next
+				// event, so holding it open a little collects the
+				// readings of other sensors into the same fsync.
+				batch, deferred = l.gather(ctx, batch, deferred, arrived.Add(hold), groupTarget)
+			} else if len(batch) < lastSize {
+				batch, deferred = l.linger(ctx, batch, deferred, lastSize, lastTook)
 			}
 		}
-		batch = l.collect(batch)
-		if l.opts.Durability == DurabilitySync && len(batch) > 0 && len(batch) < lastSize {
-			batch = l.linger(ctx, batch, lastSize, lastTook)
-		}
+		rate.observe(arrived, len(batch))
 		if l.behind.Swap(false) {
 			sweepDue = true // deletions a bounded commit left
 		}
+		if len(batch) == 0 && !ackDue && (!sweepDue || !l.anyExpired(l.opts.Now())) {
+			if len(deferred) > 0 || l.acksPending() {
+				arm()
+			}
+			continue // acks and deferred updates wait for a commit
+		}
+		batch = append(batch, deferred...)
+		clear(deferred)
+		deferred = deferred[:0]
+		disarm()
 		start := time.Now()
 		l.commit(batch, sweepDue)
 		lastCommit = time.Now()
@@ -90,6 +147,83 @@ func (l *Log) Run(ctx context.Context) error {
 	}
 }
 
+// minBusyGap is the shortest quiet time before a sync commit counts as
+// starting sparse traffic (see Options.CommitInterval): writers that
+// were waiting for the previous commit come back sooner than this.
+const minBusyGap = 2 * time.Millisecond
+
+// arrivalRate estimates how many appends arrive per second, from the
+// appends of each commit over the time since the previous one
+// (exponentially weighted, so a burst or a lull counts within seconds).
+type arrivalRate struct {
+	last   time.Time
+	perSec float64
+}
+
+// rateWeight is the weight of the newest commit in the estimate.
+const rateWeight = 0.2
+
+func (a *arrivalRate) observe(now time.Time, n int) {
+	if n == 0 {
+		return
+	}
+	if !a.last.IsZero() {
+		if dt := now.Sub(a.last).Seconds(); dt > 0 {
+			a.perSec = rateWeight*float64(n)/dt + (1-rateWeight)*a.perSec
+		}
+	}
+	a.last = now
+}
+
+// hold is how long to hold a commit open for more writers: as long as it
+// takes, at the current rate, for groupTarget events to arrive, at most
+// max; nothing when not even one more is expected within max (a lone
+// sensor would only wait for nobody).
+func (a *arrivalRate) hold(max time.Duration) time.Duration {
+	if max <= 0 || a.perSec*max.Seconds() < 1 {
+		return 0
+	}
+	return min(max, time.Duration(float64(groupTarget)/a.perSec*float64(time.Second)))
+}
+
+// acksPending reports whether acks wait for a commit.
+func (l *Log) acksPending() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.acks) > 0
+}
+
+// gather collects requests into batch until deadline, or until the batch
+// holds target requests (at most MaxBatch).
+func (l *Log) gather(ctx context.Context, batch, deferred []*appendReq, deadline time.Time, target int) ([]*appendReq, []*appendReq) {
+	wait := time.Until(deadline)
+	if wait <= 0 {
+		return batch, deferred
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for len(batch) < target && len(batch) < l.opts.MaxBatch {
+		select {
+		case r := <-l.reqs:
+			if r.lazy {
+				deferred = append(deferred, r)
+			} else {
+				batch = append(batch, r)
+			}
+		case <-t.C:
+			return batch, deferred
+		case <-ctx.Done():
+			return batch, deferred
+		}
+	}
+	return batch, deferred
+}
+
+// groupTarget is how many events a held-open sync commit collects before
+// it commits anyway: at that size its fixed cost (the pages from the root
+// to the leaves and the meta page, two fdatasyncs) is a small share.
+const groupTarget = 64
+
 // linger waits a little for the rest of the writers that shared the last
 // commit. Without it, writers released together by a commit come back a few
 // microseconds apart, the first few start the next commit alone and the
@@ -99,38 +233,47 @@ func (l *Log) Run(ctx context.Context) error {
 // writers as last time are back, so one writer never waits at all and the
 // loop has no fixed timer ceiling (unlike bbolt's db.Batch). Only sync
 // commits linger: without an fsync a commit is cheaper than the wait.
-func (l *Log) linger(ctx context.Context, batch []*appendReq, want int, took time.Duration) []*appendReq {
+func (l *Log) linger(ctx context.Context, batch, deferred []*appendReq, want int, took time.Duration) ([]*appendReq, []*appendReq) {
 	wait := min(took/4, l.opts.MaxLinger)
 	if wait <= 0 {
-		return batch
+		return batch, deferred
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	for len(batch) < want && len(batch) < l.opts.MaxBatch {
 		select {
 		case r := <-l.reqs:
-			batch = append(batch, r)
-			batch = l.collect(batch)
+			if r.lazy {
+				deferred = append(deferred, r)
+			} else {
+				batch = append(batch, r)
+			}
+			batch, deferred = l.collect(batch, deferred)
 		case <-t.C:
-			return batch
+			return batch, deferred
 		case <-ctx.Done():
-			return batch
+			return batch, deferred
 		}
 	}
-	return batch
+	return batch, deferred
 }
 
-// collect adds queued appends to batch without waiting.
-func (l *Log) collect(batch []*appendReq) []*appendReq {
+// collect adds queued requests to batch (deferred ones to deferred)
+// without waiting.
+func (l *Log) collect(batch, deferred []*appendReq) ([]*appendReq, []*appendReq) {
 	for len(batch) < l.opts.MaxBatch {
 		select {
 		case r := <-l.reqs:
-			batch = append(batch, r)
+			if r.lazy {
+				deferred = append(deferred, r)
+			} else {
+				batch = append(batch, r)
+			}
 		default:
-			return batch
+			return batch, deferred
 		}
 	}
-	return batch
+	return batch, deferred
 }
 
 // txState is the working copy of the streams a transaction touches; it

@@ -35,6 +35,14 @@ func ParseDurability(s string) (Durability, error) {
 	return 0, fmt.Errorf("buffer: unknown durability %q (want sync, batch or none)", s)
 }
 
+// Defaults of Options (see the fields).
+const (
+	DefaultAckInterval    = 5 * time.Second
+	DefaultBatchInterval  = 2 * time.Second
+	DefaultCommitInterval = 500 * time.Millisecond
+	DefaultPageSize       = 4096
+)
+
 // Overflow is what a stream does when an append would exceed its bounds.
 type Overflow int
 
@@ -91,13 +99,42 @@ type StreamConfig struct {
 // bounds, no watermark.
 type Options struct {
 	Durability    Durability
-	BatchInterval time.Duration // DurabilityBatch: commit at most this often (default 10ms)
+	BatchInterval time.Duration // DurabilityBatch: commit this often, or when MaxBatch appends wait (default 2s)
 	MaxBatch      int           // appends per transaction at most (default 2048)
 	QueueLen      int           // appends waiting for the commit loop before Append blocks (default 4096)
 	// MaxLinger bounds how long a commit waits for the writers of the
 	// previous commit to come back (see Log.Run); default 2ms, negative
 	// disables the wait.
 	MaxLinger time.Duration
+
+	// AckInterval bounds how long acks (Ack, and the positions and state
+	// of UpdateDeferred) wait for a commit when nothing is appended; while
+	// events are appended they ride in those commits and cost nothing
+	// extra. A crash loses at most this long of acknowledgements: those
+	// events are forwarded (or processed) again, never lost. Default 5s
+	// (DefaultAckInterval); negative commits every ack at once.
+	AckInterval time.Duration
+	// CommitInterval groups sparse traffic in sync durability: when an
+	// append arrives after a quiet spell (nobody was waiting for the
+	// previous commit), the commit is held open up to this long (or
+	// until it holds 64 events) for other writers to join, so sensors
+	// publishing every few seconds share one fsync instead of paying one
+	// each. The hold is shorter when, at the recent arrival rate, 64
+	// events arrive sooner, and there is none when not even one more
+	// append is expected within it (a lone sensor would wait for
+	// nobody). Writers that come back as soon as their commit ends (a
+	// busy publisher) are not held: their commits start at once. Default
+	// 500ms (DefaultCommitInterval); negative disables it.
+	CommitInterval time.Duration
+	// PageSize is the page size of a new file (bbolt's; an existing file
+	// keeps its own). Default 4096 (DefaultPageSize). 1024 halves the
+	// bytes a small commit writes (its root, stream and leaf pages then
+	// share one or two 4 KiB pages of the page cache; BenchmarkWear), but
+	// the disk bound (MinFreeDisk) counts in bbolt pages while a sparse
+	// file takes the filesystem's 4 KiB blocks: on a full disk a commit
+	// then ran out of space before the watermark refused (TestDiskFull),
+	// so it is not the default until that accounting counts blocks.
+	PageSize int
 
 	// MinFreeDisk is the free-space watermark in bytes on the file's
 	// filesystem: appends are refused (ErrDiskFull) rather than take free
@@ -144,13 +181,22 @@ type Options struct {
 
 func (o *Options) setDefaults() {
 	if o.BatchInterval <= 0 {
-		o.BatchInterval = 10 * time.Millisecond
+		o.BatchInterval = DefaultBatchInterval
 	}
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 2048
 	}
 	if o.MaxLinger == 0 {
 		o.MaxLinger = 2 * time.Millisecond
+	}
+	if o.AckInterval == 0 {
+		o.AckInterval = DefaultAckInterval
+	}
+	if o.CommitInterval == 0 {
+		o.CommitInterval = DefaultCommitInterval
+	}
+	if o.PageSize <= 0 {
+		o.PageSize = DefaultPageSize
 	}
 	if o.QueueLen <= 0 {
 		o.QueueLen = 4096

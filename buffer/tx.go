@@ -117,3 +117,22 @@ func (l *Log) Update(ctx context.Context, fn func(*Tx) error) error {
 	err, _ := l.wait(r)
 	return err
 }
+
+// UpdateDeferred is Update without a commit of its own: fn runs in the
+// next commit that appends events (or runs an Update), or in one after
+// Options.AckInterval when nothing else is committed. For work whose
+// commit can wait, such as a pipeline's position and state while it
+// keeps up with a trickle of events: it then costs the flash no extra
+// transaction. It returns after that commit, like Update.
+func (l *Log) UpdateDeferred(ctx context.Context, fn func(*Tx) error) error {
+	r := &appendReq{fn: fn, done: make(chan error, 1), wait: true, lazy: true}
+	select {
+	case l.reqs <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-l.stopped:
+		return ErrClosed
+	}
+	err, _ := l.wait(r)
+	return err
+}

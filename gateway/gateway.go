@@ -321,18 +321,29 @@ func listen(key, addr string) (net.Listener, error) {
 	return nil, fmt.Errorf("%w: %s %s: %w", ErrListen, key, addr, err)
 }
 
+// orNegative maps a configured 0 ("off") to the buffer's negative: its
+// zero means "the default".
+func orNegative(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
 func bufferOptions(cfg *config.Config, log *slog.Logger) (buffer.Options, error) {
 	d, err := buffer.ParseDurability(cfg.Ingest.Durability)
 	if err != nil {
 		return buffer.Options{}, err
 	}
 	o := buffer.Options{
-		Durability:    d,
-		BatchInterval: cfg.Ingest.BatchInterval,
-		MaxBatch:      cfg.Ingest.MaxBatch,
-		MinFreeDisk:   uint64(cfg.Buffer.MinFreeDisk),
-		Logger:        log,
-		DefaultStream: buffer.StreamConfig{MaxEvents: 1_000_000, MaxBytes: 256 << 20},
+		Durability:     d,
+		BatchInterval:  cfg.Ingest.BatchInterval,
+		CommitInterval: orNegative(cfg.Ingest.CommitInterval),
+		AckInterval:    orNegative(cfg.Buffer.AckInterval),
+		MaxBatch:       cfg.Ingest.MaxBatch,
+		MinFreeDisk:    uint64(cfg.Buffer.MinFreeDisk),
+		Logger:         log,
+		DefaultStream:  buffer.StreamConfig{MaxEvents: 1_000_000, MaxBytes: 256 << 20},
 	}
 	if cfg.Buffer.OnCorrupt == "fail" {
 		o.OnCorrupt = buffer.CorruptFail

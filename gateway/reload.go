@@ -233,6 +233,8 @@ func restartKeys(old, new *config.Config) []string {
 	diff("broker.max_keepalive", old.Broker.MaxKeepalive, new.Broker.MaxKeepalive)
 	diff("ingest.durability", old.Ingest.Durability, new.Ingest.Durability)
 	diff("ingest.batch_interval", old.Ingest.BatchInterval, new.Ingest.BatchInterval)
+	diff("ingest.commit_interval", old.Ingest.CommitInterval, new.Ingest.CommitInterval)
+	diff("buffer.ack_interval", old.Buffer.AckInterval, new.Buffer.AckInterval)
 	diff("ingest.max_batch", old.Ingest.MaxBatch, new.Ingest.MaxBatch)
 	diff("buffer.path", old.Buffer.Path, new.Buffer.Path)
 	diff("buffer.on_corrupt", old.Buffer.OnCorrupt, new.Buffer.OnCorrupt)

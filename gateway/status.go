@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -154,6 +155,9 @@ func (g *Gateway) serveStatus(ctx context.Context) error {
 		fmt.Fprintln(w, "ok")
 	})
 	g.registerMonitoring(ctx, mux) // GET /metrics, GET /readyz
+	if g.cfg.Status.Pprof {
+		registerPprof(mux)
+	}
 	mux.Handle("/", g.statusPage(ctx))
 	ln := g.statusLn // bound by New
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
@@ -232,4 +236,17 @@ func rate(total uint64, last *uint64, secs float64) float64 {
 		return 0
 	}
 	return float64(int(float64(d)/secs*10)) / 10
+}
+
+// registerPprof serves Go's profiler under /debug/pprof/ (status.pprof):
+// CPU and heap profiles, goroutines, so figures come from ferry running on
+// the board itself. Loopback only like the rest of the listener, and behind
+// hostGuard: a profile names no payloads, but a web page has no business
+// reading it through DNS rebinding.
+func registerPprof(mux *http.ServeMux) {
+	mux.Handle("/debug/pprof/", hostGuard(http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/cmdline", hostGuard(http.HandlerFunc(pprof.Cmdline)))
+	mux.Handle("/debug/pprof/profile", hostGuard(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("/debug/pprof/symbol", hostGuard(http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("/debug/pprof/trace", hostGuard(http.HandlerFunc(pprof.Trace)))
 }

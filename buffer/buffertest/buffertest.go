@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/ferrygw/ferry/buffer"
 	"github.com/ferrygw/ferry/internal/keyring"
@@ -29,10 +30,19 @@ func MustOpen(t testing.TB, opts buffer.Options) *Log {
 	return MustOpenPath(t, filepath.Join(t.TempDir(), "buffer.db"), opts)
 }
 
+// AckInterval is the Options.AckInterval of a Log opened here when the
+// test sets none: acks are still deferred (the production path), but a
+// test waiting for a delivered backlog to be deleted waits milliseconds,
+// not buffer.DefaultAckInterval.
+const AckInterval = 20 * time.Millisecond
+
 // MustOpenPath opens (or reopens) the Log at path and runs it until Close
 // or the end of the test.
 func MustOpenPath(t testing.TB, path string, opts buffer.Options) *Log {
 	t.Helper()
+	if opts.AckInterval == 0 {
+		opts.AckInterval = AckInterval
+	}
 	l, err := buffer.Open(path, opts)
 	if err != nil {
 		t.Fatalf("buffertest: open %s: %v", path, err)

@@ -8,12 +8,14 @@ import (
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/ferrygw/ferry/buffer"
 	"github.com/ferrygw/ferry/event"
 	"github.com/ferrygw/ferry/gateway/topic"
 	"github.com/ferrygw/ferry/internal/audit"
@@ -22,13 +24,19 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Log is where ingested events go; *buffer.Log satisfies it.
 type Log interface {
-	// Append stores ev durably (per the log's durability) or says why not.
-	Append(ctx context.Context, ev *event.Event) error
+	// Enqueue queues ev for the log's next commit and returns without
+	// waiting for it; the Pending's Wait returns once ev is stored durably
+	// (per the log's durability) or says why it was not. Events are
+	// committed in the order they were queued.
+	Enqueue(ctx context.Context, ev *event.Event) (buffer.Pending, error)
 }
+
+var _ Log = (*buffer.Log)(nil)
 
 // Route sends PUBLISHes whose topic matches any of Topics to Stream.
 type Route struct {
@@ -261,6 +269,7 @@ func New(cfg Config, store Log) (*Broker, error) {
 		return nil, fmt.Errorf("broker: limit hook: %w", err)
 	}
 	if cfg.SessionPath != "" {
+		quarantineBadSessions(cfg.SessionPath, cfg.Now(), cfg.Logger)
 		h := &sessionStore{Hook: new(bolt.Hook), log: cfg.Logger, keys: cfg.Keys}
 		err := b.server.AddHook(h, &bolt.Options{
 			Path: cfg.SessionPath,
@@ -451,7 +460,10 @@ func (b *Broker) route(name string) *Route {
 }
 
 // ingestHook appends matching PUBLISHes to the log before mochi
-// acknowledges them.
+// acknowledges them. It queues the event and defers the rest of the
+// PUBLISH (mochi's Deferred, third_party/mochi-mqtt/PATCHES.md, 5) to the
+// event's commit, so that the client's read loop goes on to its next
+// PUBLISH, which joins the same commit.
 type ingestHook struct {
 	mqtt.HookBase
 	b *Broker
@@ -474,7 +486,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	now := b.cfg.Now()
 	id, err := event.NewID(now, b.cfg.Rand)
 	if err != nil {
-		return pk, b.refuse(cl, pk, r.Stream, err)
+		return pk, b.refuse(cl, pk.TopicName, pk.FixedHeader.Qos, r.Stream, err)
 	}
 	ev := event.Event{
 		ID:          id,
@@ -496,11 +508,48 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 			}
 		}
 	}
-	if err := b.store.Append(b.ctx, &ev); err != nil {
-		return pk, b.refuse(cl, pk, r.Stream, err)
+	p, err := b.store.Enqueue(b.ctx, &ev)
+	if err != nil {
+		return pk, b.refuse(cl, pk.TopicName, pk.FixedHeader.Qos, r.Stream, err)
+	}
+	w := commitWaits.Get().(*commitWait)
+	*w = commitWait{b: b, p: p, cl: cl, topic: pk.TopicName, qos: pk.FixedHeader.Qos, stream: r.Stream}
+	return pk, w
+}
+
+// commitWait is the ingest hook's answer to a PUBLISH whose event is
+// queued: mochi calls Wait in the client's completion goroutine, in the
+// order the client's PUBLISHes arrived, and acknowledges, refuses and
+// delivers the PUBLISH by its result, as it would the hook's own. They are
+// recycled, so that a PUBLISH costs no allocation for the deferral.
+type commitWait struct {
+	b      *Broker
+	p      buffer.Pending
+	cl     *mqtt.Client
+	topic  string
+	qos    byte
+	stream string
+}
+
+var commitWaits = sync.Pool{New: func() any { return new(commitWait) }}
+
+var _ mqtt.Deferred = (*commitWait)(nil)
+
+func (w *commitWait) Error() string { return "broker: publish waits for its event's commit" }
+
+// Wait waits for the event's commit and returns what OnPublish returned
+// when it appended synchronously: nil once the event is stored, or the
+// refusal.
+func (w *commitWait) Wait() error {
+	err := w.p.Wait()
+	b, cl, topic, qos, stream := w.b, w.cl, w.topic, w.qos, w.stream
+	*w = commitWait{}
+	commitWaits.Put(w)
+	if err != nil {
+		return b.refuse(cl, topic, qos, stream, err)
 	}
 	b.ingested.Add(1)
-	return pk, nil
+	return nil
 }
 
 // refuse counts and logs a refused PUBLISH and returns the error that
@@ -514,11 +563,11 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 // at once, and one line a stream (the logger lets a few a minute through
 // and counts the rest) says so, where a line per client would multiply
 // by the number of sensors.
-func (b *Broker) refuse(cl *mqtt.Client, pk packets.Packet, stream string, err error) error {
+func (b *Broker) refuse(cl *mqtt.Client, topic string, qos byte, stream string, err error) error {
 	n := b.refused.Add(1)
 	b.log.Warn("publish refused: event not stored, not acknowledged",
-		"stream", stream, "client_id", cl.ID, "topic", pk.TopicName, "err", err, "refused_total", n)
-	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
+		"stream", stream, "client_id", cl.ID, "topic", topic, "err", err, "refused_total", n)
+	if cl.Properties.ProtocolVersion == 5 && qos > 0 {
 		if errors.Is(err, context.Canceled) {
 			return packets.ErrServerUnavailable
 		}
@@ -595,4 +644,44 @@ func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h minLevel) WithGroup(name string) slog.Handler {
 	return minLevel{h.Handler.WithGroup(name), h.min}
+}
+
+// quarantineBadSessions moves the session store aside when bbolt cannot
+// open it. The store is written without fsync (it is not the durability
+// contract), so a power cut can leave it damaged, and bbolt panics in
+// Open on some damaged files: without this the gateway would crash at
+// every start (found by gateway.TestPowerCut). Sessions, subscriptions
+// and retained messages are lost with it, never buffered events; clients
+// subscribe again when they reconnect.
+func quarantineBadSessions(path string, now time.Time, log *slog.Logger) {
+	err := func() (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("bbolt: %v", p)
+			}
+		}()
+		db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		// Damage that Open does not see panics later, in a write: the
+		// store is small, so check every page now.
+		return db.View(func(tx *bbolt.Tx) error {
+			for err := range tx.Check() {
+				return err
+			}
+			return nil
+		})
+	}()
+	if err == nil || errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) || errors.Is(err, berrors.ErrTimeout) {
+		return
+	}
+	q := fmt.Sprintf("%s.corrupt-%d", path, now.Unix())
+	if rerr := os.Rename(path, q); rerr != nil {
+		log.Error("broker session store unreadable and cannot be moved aside", "path", path, "err", err, "rename_err", rerr)
+		return
+	}
+	log.Error("broker session store unreadable: moved aside, starting with no sessions (buffered events are not affected)",
+		"path", path, "quarantined_to", q, "err", err)
 }

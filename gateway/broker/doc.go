@@ -4,17 +4,36 @@
 //
 // Durability contract: mochi calls OnPublish inside the publishing client's
 // read loop, before it writes the PUBACK (QoS 1) or PUBREC (QoS 2). The ingest
-// hook appends the event there and waits for the log's answer, so with the
-// log's sync durability the acknowledgement leaves only after the event is on
-// disk. The wait is for that event's own group commit: it delays exactly that
-// client's acknowledgement, and other clients' read loops run on. When the
-// log refuses an event (stream full with the reject policy, disk below its
+// hook queues the event for the log's next group commit and defers the rest
+// of the PUBLISH to the log's answer (mochi's Deferred, patch 5 in
+// third_party/mochi-mqtt/PATCHES.md): the acknowledgement, and the delivery
+// to local subscribers, follow the commit, so with the log's sync durability
+// the acknowledgement leaves only after the fsync of the event's own
+// transaction. The read loop does not wait for it: it goes on to the
+// client's next PUBLISH, whose event joins the same commit, so a client
+// with several QoS 1 or 2 messages in flight has them stored with one
+// fsync, not one fsync each. Acknowledgements still leave in the order the
+// PUBLISHes arrived, and local subscribers receive the messages in that
+// order, including messages that are not ingested (QoS 0, other topics)
+// behind ingested ones. Other packets wait for the publishes before them:
+// a PINGRESP or SUBACK never overtakes an acknowledgement, and a
+// DISCONNECT right after PUBLISHes ends the connection once their
+// acknowledgements are written. A client has at most MaxInflight PUBLISHes
+// (any QoS) waiting for the log; the next one waits in its connection,
+// which throttles that client alone, as a client waiting for its commit did
+// before, and other clients' read loops run on. When the log refuses an
+// event (stream full with the reject policy, disk below its
 // watermark) the client is told on MQTT 5 (reason 0x97, quota exceeded, in
 // the PUBACK for QoS 1 and the PUBREC, which ends the flow, for QoS 2) and,
 // on MQTT 3.1.1, gets no acknowledgement, so it resends later; the message
 // is not delivered to local subscribers either. Each refusal is logged
 // with stream, client and topic, never the payload; the logger
-// (Config.Logger) rate-limits the lines.
+// (Config.Logger) rate-limits the lines. When a connection breaks with
+// publishes pending, their events are stored or refused all the same, but
+// their acknowledgements cannot be written, so (as when a connection broke
+// during a commit before) the QoS 1 and 2 ones are not delivered to local
+// subscribers, and a client that keeps its session sends them again: the
+// log may then hold them twice (at least once).
 //
 // Local subscribers receive matching messages live, as from any broker.
 // Messages published by the broker's inline client (the gateway itself) are
@@ -63,10 +82,13 @@
 //     clients cannot be told and are held to it all the same), and every
 //     client silent for 1.5 times its keep-alive is disconnected.
 //   - MaxInflight: the Receive Maximum. A client with more QoS 2 messages
-//     awaiting PUBREL is disconnected (MQTT 5: DISCONNECT 0x93). QoS 1 has
-//     no such count: the PUBACK is written before the client's next packet
-//     is read, so a client that does not read its acknowledgements stalls
-//     only itself, until its keep-alive deadline. Outbound, at most
+//     awaiting PUBREL is disconnected (MQTT 5: DISCONNECT 0x93). A QoS 1
+//     message counts only while its event is being committed, and a
+//     PUBLISH that finds the count taken up by such messages waits for
+//     their commit instead (MQTT 3.1.1 clients are never told the limit),
+//     so QoS 1 alone never gets a client disconnected: a client that sends
+//     faster than the log commits, or does not read its acknowledgements,
+//     stalls only itself, until its keep-alive deadline. Outbound, at most
 //     MaxInflight QoS 1/2 messages are in flight to (or queued for an
 //     offline persistent session of) one client; more are dropped.
 //   - MaxPendingWrites bounds a client's outbound queue; a client too slow

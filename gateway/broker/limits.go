@@ -76,10 +76,13 @@ func (l limits) apply(caps *mqtt.Capabilities, cfg Config) {
 	// Inbound: the Receive Maximum sent in CONNACK, enforced on every
 	// client (3.1.1 too): a PUBLISH arriving while MaxInflight QoS 2
 	// messages await their PUBREL gets the client disconnected (MQTT 5:
-	// DISCONNECT 0x93). A QoS 1 message never counts against it: mochi
-	// writes the PUBACK before reading the next packet, so a client that
-	// does not read its PUBACKs is throttled by TCP and, once its socket
-	// is full, cut by the keep-alive deadline.
+	// DISCONNECT 0x93). It also bounds the PUBLISHes (of any QoS) a
+	// client has waiting for their events' commit (mochi patch 5). A QoS 1
+	// message counts against the Receive Maximum only during that wait,
+	// and a PUBLISH finding it taken up by such messages waits for them
+	// rather than disconnect the client: a client sending faster than the
+	// log commits, or not reading its PUBACKs, is throttled by TCP and,
+	// once its socket is full, cut by the keep-alive deadline.
 	caps.ReceiveMaximum = l.maxInflight
 	// Outbound: the cap on each client's in-flight QoS 1/2 messages
 	// (sent unacknowledged, waiting for the client's own Receive Maximum,

@@ -22,7 +22,7 @@ import (
 // what well-behaved client libraries will not: stay silent, ignore acks,
 // exceed limits.
 type rawClient struct {
-	t    *testing.T
+	t    testing.TB
 	conn net.Conn
 	r    *bufio.Reader
 	ver  byte
@@ -30,7 +30,7 @@ type rawClient struct {
 
 // dialRaw connects to addr and sends CONNECT with protocol version ver (4
 // or 5) and keepalive; it returns the client and the CONNACK.
-func dialRaw(t *testing.T, addr string, ver byte, id string, keepalive uint16) (*rawClient, packets.Packet) {
+func dialRaw(t testing.TB, addr string, ver byte, id string, keepalive uint16) (*rawClient, packets.Packet) {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {

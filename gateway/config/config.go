@@ -108,8 +108,11 @@ type ACLRule struct {
 type Ingest struct {
 	Durability    string        `yaml:"durability"`     // sync, batch, none
 	BatchInterval time.Duration `yaml:"batch_interval"` // batch: commit at most this often
-	MaxBatch      int           `yaml:"max_batch"`      // events per commit at most
-	Routes        []Route       `yaml:"routes"`
+	// CommitInterval (sync): how long a commit started after a quiet
+	// spell is held open for other sensors' readings; 0 disables.
+	CommitInterval time.Duration `yaml:"commit_interval"`
+	MaxBatch       int           `yaml:"max_batch"` // events per commit at most
+	Routes         []Route       `yaml:"routes"`
 }
 
 // Route sends events whose topic matches any filter to a stream.
@@ -126,8 +129,11 @@ type Route struct {
 type Buffer struct {
 	Path        string   `yaml:"path"`          // default: <data_dir>/buffer.db
 	MinFreeDisk ByteSize `yaml:"min_free_disk"` // stop taking events below this much free space
-	OnCorrupt   string   `yaml:"on_corrupt"`    // quarantine or fail
-	Streams     []Stream `yaml:"streams"`
+	// AckInterval bounds how long delivered events' positions wait for a
+	// commit when nothing is appended; 0: commit each at once.
+	AckInterval time.Duration `yaml:"ack_interval"`
+	OnCorrupt   string        `yaml:"on_corrupt"` // quarantine or fail
+	Streams     []Stream      `yaml:"streams"`
 	// Encryption seals buffered events at rest.
 	Encryption Encryption `yaml:"encryption"`
 }
@@ -216,6 +222,8 @@ type Rate struct {
 type Status struct {
 	Listen      string        `yaml:"listen"` // loopback HTTP address; empty disables
 	LogInterval time.Duration `yaml:"log_interval"`
+	// Pprof serves /debug/pprof on the status listener (off by default).
+	Pprof bool `yaml:"pprof"`
 }
 
 // Demo runs a built-in sensor and a stand-in cloud, for `make run`.

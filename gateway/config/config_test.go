@@ -149,9 +149,9 @@ func TestDefaults(t *testing.T) {
 			TLS:         BrokerTLS{UsernameFrom: "cn", MinVersion: "1.2"},
 			MaxInflight: 32, MaxQueued: 256, MaxKeepalive: 5 * time.Minute,
 			LoginLimit: LoginLimit{Failures: 5, Window: time.Minute, Block: time.Minute}},
-		Ingest: Ingest{Durability: "sync", BatchInterval: 10 * time.Millisecond, MaxBatch: 2048,
+		Ingest: Ingest{Durability: "sync", BatchInterval: 2 * time.Second, CommitInterval: 500 * time.Millisecond, MaxBatch: 2048,
 			Routes: []Route{{Topics: []string{"#"}, Stream: "telemetry"}}},
-		Buffer: Buffer{Path: "/var/lib/ferry/buffer.db", MinFreeDisk: 64 * MiB, OnCorrupt: "quarantine",
+		Buffer: Buffer{Path: "/var/lib/ferry/buffer.db", MinFreeDisk: 64 * MiB, AckInterval: 5 * time.Second, OnCorrupt: "quarantine",
 			Streams: []Stream{{Name: "telemetry", MaxEvents: 1_000_000, MaxBytes: 256 * MiB, Overflow: "drop_oldest"}}},
 		Uplink: Uplink{Enabled: ptr(false), ClientID: host, Topic: "{gateway_id}/{stream}/{source}",
 			Format: "json", QoS: 1, Inflight: 100, Keepalive: 30 * time.Second, ConnectTimeout: 10 * time.Second,
@@ -662,4 +662,24 @@ func TestLimits(t *testing.T) {
 			t.Errorf("got %d problems: %v", len(errs), err)
 		}
 	})
+}
+
+// TestFlashKnobsExplicitZero: commit_interval and ack_interval written as
+// 0 turn grouping off (the buffer commits at once); absent, the defaults.
+func TestFlashKnobsExplicitZero(t *testing.T) {
+	for _, tc := range []struct {
+		yml           string
+		commit, ackIv time.Duration
+	}{
+		{"", DefaultCommitInterval, DefaultAckInterval},
+		{"ingest: {commit_interval: 0}\nbuffer: {ack_interval: 0}\n", 0, 0},
+		{"ingest: {commit_interval: 20ms}\nbuffer: {ack_interval: 1s}\n", 20 * time.Millisecond, time.Second},
+	} {
+		t.Run(tc.yml, func(t *testing.T) {
+			c := load(t, tc.yml)
+			if c.Ingest.CommitInterval != tc.commit || c.Buffer.AckInterval != tc.ackIv {
+				t.Fatalf("commit_interval %v, ack_interval %v; want %v, %v", c.Ingest.CommitInterval, c.Buffer.AckInterval, tc.commit, tc.ackIv)
+			}
+		})
+	}
 }

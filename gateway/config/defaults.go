@@ -16,7 +16,9 @@ const (
 	DefaultBrokerListen   = ":1883"
 	DefaultMaxPacketSize  = 256 * KiB
 	DefaultDurability     = "sync"
-	DefaultBatchInterval  = 10 * time.Millisecond
+	DefaultBatchInterval  = 2 * time.Second
+	DefaultCommitInterval = 500 * time.Millisecond
+	DefaultAckInterval    = 5 * time.Second
 	DefaultMaxBatch       = 2048
 	DefaultRouteFilter    = "#"
 	DefaultStream         = "telemetry"
@@ -115,6 +117,9 @@ func (c *Config) SetDefaults() {
 	in := &c.Ingest
 	setString(&in.Durability, DefaultDurability)
 	setDuration(&in.BatchInterval, DefaultBatchInterval)
+	if in.CommitInterval == 0 && !c.explicit("ingest.commit_interval") {
+		in.CommitInterval = DefaultCommitInterval
+	}
 	if in.MaxBatch == 0 {
 		in.MaxBatch = DefaultMaxBatch
 	}
@@ -127,6 +132,9 @@ func (c *Config) SetDefaults() {
 		buf.Path = filepath.Join(c.DataDir, DefaultBufferFile)
 	}
 	setSize(&buf.MinFreeDisk, DefaultMinFreeDisk)
+	if buf.AckInterval == 0 && !c.explicit("buffer.ack_interval") {
+		buf.AckInterval = DefaultAckInterval
+	}
 	setString(&buf.OnCorrupt, DefaultOnCorrupt)
 	have := map[string]bool{}
 	for _, s := range buf.Streams {

@@ -280,6 +280,7 @@ func (c *Config) validateBuffer(k *checker) map[string]bool {
 		k.add("buffer.min_free_disk", "must not be negative")
 	}
 	k.oneOf("buffer.on_corrupt", b.OnCorrupt, "quarantine", "fail")
+	k.nonNegative("buffer.ack_interval", b.AckInterval)
 	names := map[string]bool{}
 	first := map[string]int{}
 	for i, s := range b.Streams {
@@ -310,6 +311,7 @@ func (c *Config) validateIngest(k *checker, streams map[string]bool) {
 	in := &c.Ingest
 	k.oneOf("ingest.durability", in.Durability, "sync", "batch", "none")
 	k.positive("ingest.batch_interval", in.BatchInterval)
+	k.nonNegative("ingest.commit_interval", in.CommitInterval)
 	if in.MaxBatch <= 0 {
 		k.add("ingest.max_batch", "must be positive, not %d", in.MaxBatch)
 	}

@@ -26,6 +26,10 @@ type Log interface {
 	Position(stream, consumer string) uint64
 	State(name string) ([]byte, error)
 	Update(ctx context.Context, fn func(*buffer.Tx) error) error
+	// UpdateDeferred is Update riding the next commit that stores events
+	// (or one after the log's ack interval): a trickle's commits cost the
+	// flash no transaction of their own.
+	UpdateDeferred(ctx context.Context, fn func(*buffer.Tx) error) error
 }
 
 var _ Log = (*buffer.Log)(nil)
@@ -274,8 +278,8 @@ func (r *Runner) run(ctx context.Context, failures *int) error {
 	}
 	tick := time.NewTicker(r.cfg.Tick)
 	defer tick.Stop()
-	commit := func() error {
-		if err := r.commit(ctx, read); err != nil {
+	commit := func(full bool) error {
+		if err := r.commit(ctx, read, !full); err != nil {
 			return err
 		}
 		pos, dirty, lastCommit = read, false, time.Now()
@@ -306,7 +310,7 @@ func (r *Runner) run(ctx context.Context, failures *int) error {
 		// CommitInterval, so a quiet gateway does not rewrite its window
 		// state to flash for every reading.
 		if dirty && (n == r.cfg.BatchSize || time.Since(lastCommit) >= r.cfg.CommitInterval) {
-			if err := commit(); err != nil {
+			if err := commit(n == r.cfg.BatchSize); err != nil {
 				return err
 			}
 		}
@@ -491,14 +495,23 @@ func (r *Runner) deadLetter(ev *event.Event, reason string) {
 //
 // The buffer may run the transaction's function more than once: it
 // changes nothing but the Tx and what it resets on each run.
-func (r *Runner) commit(ctx context.Context, through uint64) error {
+//
+// deferred (a trickle, not a full batch) lets the commit ride the log's
+// next commit instead of starting one: a pipeline keeping up with a few
+// sensors then costs the SD card no transaction of its own. A full batch
+// (catching up on a backlog) commits at once.
+func (r *Runner) commit(ctx context.Context, through uint64, deferred bool) error {
 	state, err := r.snapshot()
 	if err != nil {
 		return fmt.Errorf("pipeline %s: snapshot: %w", r.p.Name, err)
 	}
 	var tooLarge int
 	var tooLargeStream string
-	err = r.log.Update(ctx, func(tx *buffer.Tx) error {
+	update := r.log.Update
+	if deferred {
+		update = r.log.UpdateDeferred
+	}
+	err = update(ctx, func(tx *buffer.Tx) error {
 		tooLarge, tooLargeStream = 0, ""
 		for i := range r.pending {
 			ev := &r.pending[i]

@@ -387,10 +387,18 @@ func (f *flakyLog) Read(stream string, from uint64, max int, fn func(off uint64,
 }
 
 func (f *flakyLog) Update(ctx context.Context, fn func(*buffer.Tx) error) error {
+	return f.update(ctx, fn, f.Log.Update)
+}
+
+func (f *flakyLog) UpdateDeferred(ctx context.Context, fn func(*buffer.Tx) error) error {
+	return f.update(ctx, fn, f.Log.UpdateDeferred)
+}
+
+func (f *flakyLog) update(ctx context.Context, fn func(*buffer.Tx) error, update func(context.Context, func(*buffer.Tx) error) error) error {
 	if !f.failing.Load() || f.updates.Add(1)%2 != 0 {
-		return f.Log.Update(ctx, fn)
+		return update(ctx, fn)
 	}
-	return f.Log.Update(ctx, func(tx *buffer.Tx) error {
+	return update(ctx, func(tx *buffer.Tx) error {
 		if err := fn(tx); err != nil {
 			return err
 		}

@@ -400,6 +400,11 @@ func (h *Hooks) OnPublish(cl *Client, pk packets.Packet) (pkx packets.Packet, er
 		if hook.Provides(OnPublish) {
 			npk, err := hook.OnPublish(cl, pkx)
 			if err != nil {
+				// ferry patch 5: a deferral is no error; the packet is the
+				// hook's, and the hooks after it are not called.
+				if d, ok := err.(Deferred); ok {
+					return npk, d
+				}
 				// ferry patch 3: never log a packet: its payload is sensor
 				// data. A reason code is the hook refusing the message on
 				// purpose, and the client is told so: the hook logs it if

@@ -474,6 +474,7 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	s.hooks.OnSessionEstablished(cl, pk)
 
 	err = cl.Read(s.receivePacket)
+	cl.waitPublishes() // ferry patch 5: the publishes read before the end are finished first
 	if err != nil {
 		s.sendLWT(cl)
 		cl.Stop(err)
@@ -520,6 +521,7 @@ func (s *Server) readConnectionPacket(cl *Client) (pk packets.Packet, err error)
 func (s *Server) receivePacket(cl *Client, pk packets.Packet) error {
 	err := s.processPacket(cl, pk)
 	if err != nil {
+		cl.State.publishes.waitFinished() // ferry patch 5: the publishes before end first
 		if code, ok := err.(packets.Code); ok &&
 			cl.Properties.ProtocolVersion == 5 &&
 			code.Code >= packets.ErrUnspecifiedError.Code {
@@ -669,6 +671,17 @@ func (s *Server) SendConnack(cl *Client, reason packets.Code, present bool, prop
 // typically called as a goroutine, errors are primarily for test checking purposes.
 func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 	var err error
+
+	// ferry patch 5: a packet other than a PUBLISH or a QoS flow's
+	// acknowledgement is handled after the client's queued publishes
+	// (deferred.go), as it would have been without them: a PINGRESP or
+	// SUBACK does not overtake their acknowledgements, a DISCONNECT does
+	// not cut them off, a SUBSCRIBE finds their retained messages.
+	switch pk.FixedHeader.Type {
+	case packets.Publish, packets.Puback, packets.Pubrec, packets.Pubrel, packets.Pubcomp:
+	default:
+		cl.State.publishes.waitFinished()
+	}
 
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
@@ -862,6 +875,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		return nil
 	}
 
+	cl.State.publishes.waitQuota(cl.State.Inflight) // ferry patch 5
 	if atomic.LoadInt32(&cl.State.Inflight.receiveQuota) == 0 {
 		return s.DisconnectClient(cl, packets.ErrReceiveMaximum) // ~[MQTT-3.3.4-7] ~[MQTT-3.3.4-8]
 	}
@@ -871,6 +885,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 			return nil
 		}
 
+		cl.State.publishes.waitFinished() // ferry patch 5: earlier acknowledgements first
 		if cl.Properties.ProtocolVersion != 5 {
 			return s.DisconnectClient(cl, packets.ErrNotAuthorized)
 		}
@@ -895,6 +910,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	if !cl.Net.Inline {
 		if pki, ok := cl.State.Inflight.Get(pk.PacketID); ok {
 			if pki.FixedHeader.Type == packets.Pubrec { // [MQTT-4.3.3-10]
+				cl.State.publishes.waitFinished() // ferry patch 5: earlier acknowledgements first
 				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.ErrPacketIdentifierInUse)
 				return cl.WritePacket(ack)
 			}
@@ -913,9 +929,32 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	}
 
 	pkx, err := s.hooks.OnPublish(cl, pk)
+	// ferry patch 5: a Deferred answer, and any PUBLISH behind one, is
+	// finished by the client's queue (deferred.go); the inline client has
+	// none and waits for the answer here.
+	if d, ok := err.(Deferred); ok && cl.Net.Inline {
+		err = d.Wait()
+	} else if ok || cl.State.publishes.busy() {
+		s.queuePublish(cl, pkx, err)
+		return nil
+	}
+
+	return s.finishPublish(cl, pk, pkx, err, false)
+}
+
+// finishPublish is processPublish after the OnPublish hooks answered err,
+// pkx being the packet they returned (ferry patch 5 split it off, for
+// queued publishes). quota says the PUBLISH took its unit of the receive
+// quota when it was queued; it is given back when the flow ends here and,
+// for QoS 1, before the PUBACK leaves, so that the client's next PUBLISH,
+// sent on reading it, finds the quota restored.
+func (s *Server) finishPublish(cl *Client, pk, pkx packets.Packet, err error, quota bool) error {
 	if err == nil {
 		pk = pkx
 	} else if errors.Is(err, packets.ErrRejectPacket) {
+		if quota { // ferry patch 5
+			cl.State.Inflight.IncreaseReceiveQuota()
+		}
 		return nil
 	} else if errors.Is(err, packets.CodeSuccessIgnore) {
 		pk.Ignore = true
@@ -928,6 +967,9 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		}
 		var code packets.Code
 		errors.As(err, &code)
+		if quota { // ferry patch 5
+			cl.State.Inflight.IncreaseReceiveQuota()
+		}
 		err = cl.WritePacket(s.buildAck(pk.PacketID, ackType, 0, pk.Properties, code))
 		if err != nil {
 			return err
@@ -948,7 +990,9 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		return nil
 	}
 
-	cl.State.Inflight.DecreaseReceiveQuota()
+	if !quota { // ferry patch 5: a queued PUBLISH took it when queued
+		cl.State.Inflight.DecreaseReceiveQuota()
+	}
 	ack := s.buildAck(pk.PacketID, packets.Puback, 0, pk.Properties, packets.QosCodes[pk.FixedHeader.Qos]) // [MQTT-4.3.2-4]
 	if pk.FixedHeader.Qos == 2 {
 		ack = s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
@@ -959,6 +1003,9 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
 	}
 
+	if quota && pk.FixedHeader.Qos == 1 { // ferry patch 5: before the PUBACK leaves
+		cl.State.Inflight.IncreaseReceiveQuota()
+	}
 	err = cl.WritePacket(ack)
 	if err != nil {
 		return err
@@ -968,7 +1015,9 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		if ok := cl.State.Inflight.Delete(ack.PacketID); ok {
 			atomic.AddInt64(&s.Info.Inflight, -1)
 		}
-		cl.State.Inflight.IncreaseReceiveQuota()
+		if !quota { // ferry patch 5
+			cl.State.Inflight.IncreaseReceiveQuota()
+		}
 		s.hooks.OnQosComplete(cl, ack)
 	}
 

@@ -1,0 +1,150 @@
+package buffer_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ferrygw/ferry/buffer"
+	"github.com/ferrygw/ferry/buffer/buffertest"
+)
+
+// TestAcksRideAppends: an ack starts no commit of its own; the next
+// append's commit applies it (the acked events are deleted there).
+func TestAcksRideAppends(t *testing.T) {
+	l := buffertest.MustOpen(t, buffer.Options{AckInterval: time.Hour, CommitInterval: -1})
+	for i := range 3 {
+		mustAppend(t, l, ev("s", i, 10))
+	}
+	c0, _ := l.CommitStats()
+	if err := l.Ack("s", 3); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, l, ev("s", 3, 10))
+	c1, _ := l.CommitStats()
+	if c1 != c0+1 {
+		t.Fatalf("%d commits for an ack and an append, want 1 (the ack rides the append)", c1-c0)
+	}
+	if st := statsOf(l, "s"); st.Events != 1 || st.First != 4 {
+		t.Fatalf("after the append's commit: %+v, want the acked events deleted", st)
+	}
+	if p := l.Position("s", buffer.UplinkConsumer); p != 3 {
+		t.Fatalf("committed uplink position %d, want 3", p)
+	}
+}
+
+// TestAckIntervalAlone: with nothing appended, acks are committed on their
+// own once AckInterval has passed, in one commit.
+func TestAckIntervalAlone(t *testing.T) {
+	l := buffertest.MustOpen(t, buffer.Options{AckInterval: 30 * time.Millisecond, CommitInterval: -1})
+	for i := range 3 {
+		mustAppend(t, l, ev("s", i, 10))
+	}
+	c0, _ := l.CommitStats()
+	for through := uint64(1); through <= 3; through++ {
+		if err := l.Ack("s", through); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { return statsOf(l, "s").Events == 0 })
+	if c1, _ := l.CommitStats(); c1 != c0+1 {
+		t.Fatalf("%d commits for three acks, want 1", c1-c0)
+	}
+}
+
+// TestUpdateDeferredRides: an UpdateDeferred runs in the commit of a later
+// append and never in a commit of its own.
+func TestUpdateDeferredRides(t *testing.T) {
+	l := buffertest.MustOpen(t, buffer.Options{AckInterval: time.Hour, CommitInterval: -1})
+	mustAppend(t, l, ev("s", 0, 10))
+	c0, _ := l.CommitStats()
+	done := make(chan error, 1)
+	go func() {
+		done <- l.UpdateDeferred(context.Background(), func(tx *buffer.Tx) error {
+			return tx.PutState("k", []byte("v"))
+		})
+	}()
+	appends := 0
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c, _ := l.CommitStats(); c-c0 != uint64(appends) {
+				t.Fatalf("%d commits for %d appends and a deferred update, want %d", c-c0, appends, appends)
+			}
+			if v, err := l.State("k"); err != nil || string(v) != "v" {
+				t.Fatalf("state %q, %v", v, err)
+			}
+			return
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the deferred update never rode an append's commit")
+		}
+		mustAppend(t, l, ev("s", appends+1, 10))
+		appends++
+	}
+}
+
+// TestDeferredCommittedOnStop: a deferred update and pending acks are
+// committed when the log stops, not dropped.
+func TestDeferredCommittedOnStop(t *testing.T) {
+	path := t.TempDir() + "/b.db"
+	opts := buffer.Options{AckInterval: time.Hour}
+	l := buffertest.MustOpenPath(t, path, opts)
+	mustAppend(t, l, ev("s", 0, 10))
+	if err := l.Ack("s", 1); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- l.UpdateDeferred(context.Background(), func(tx *buffer.Tx) error { return tx.PutState("k", []byte("v")) })
+	}()
+	// The update is queued or about to be: Close drains the queue, and an
+	// update queued after the last drain gets ErrClosed, never silence.
+	l.Close()
+	err := <-done
+	l = buffertest.MustOpenPath(t, path, opts)
+	if p := l.Position("s", buffer.UplinkConsumer); p != 1 {
+		t.Fatalf("uplink position %d after a clean stop, want 1", p)
+	}
+	if v, _ := l.State("k"); err == nil && string(v) != "v" {
+		t.Fatalf("the deferred update returned nil but its state is %q", v)
+	}
+}
+
+// TestSparseAppendsGrouped: writers that each append every second (sensors)
+// share commits when CommitInterval holds them open, instead of paying one
+// fsync each.
+func TestSparseAppendsGrouped(t *testing.T) {
+	if testing.Short() {
+		t.Skip("paced in real time: about 4 s")
+	}
+	l := buffertest.MustOpen(t, buffer.Options{CommitInterval: time.Second})
+	const writers, each = 5, 4
+	c0, _ := l.CommitStats()
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			// Phases 100 ms apart, one append a second each: sparse,
+			// nobody waiting on anybody.
+			time.Sleep(time.Duration(w) * 100 * time.Millisecond)
+			tick := time.NewTicker(time.Second)
+			defer tick.Stop()
+			for i := range each {
+				mustAppend(t, l, ev("s", w*each+i, 50))
+				<-tick.C
+			}
+		})
+	}
+	wg.Wait()
+	c1, _ := l.CommitStats()
+	if n := c1 - c0; n > writers*each/2 {
+		t.Fatalf("%d commits for %d sparse appends, want them grouped (at most half)", n, writers*each)
+	}
+	t.Logf("%d sparse appends in %d commits", writers*each, c1-c0)
+}
