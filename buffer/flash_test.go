@@ -2,12 +2,14 @@ package buffer_test
 
 import (
 	"context"
+	"encoding/binary"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ferrygw/ferry/buffer"
 	"github.com/ferrygw/ferry/buffer/buffertest"
+	bolt "go.etcd.io/bbolt"
 )
 
 // TestAcksRideAppends: an ack starts no commit of its own; the next
@@ -147,4 +149,46 @@ func TestSparseAppendsGrouped(t *testing.T) {
 		t.Fatalf("%d commits for %d sparse appends, want them grouped (at most half)", n, writers*each)
 	}
 	t.Logf("%d sparse appends in %d commits", writers*each, c1-c0)
+}
+
+// TestMetaBehindEventsRecounted: a power cut with durability none can keep
+// pages of a commit but not its metadata, leaving events past the stream's
+// next offset. Open recounts the stream, so new appends do not reuse those
+// offsets (which the uplink, already past them, would never forward).
+func TestMetaBehindEventsRecounted(t *testing.T) {
+	path := t.TempDir() + "/b.db"
+	l := buffertest.MustOpenPath(t, path, buffer.Options{})
+	for i := range 10 {
+		mustAppend(t, l, ev("s", i, 20))
+	}
+	want := statsOf(l, "s")
+	l.Close()
+
+	// The metadata of an earlier commit: next 5, four events.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		sb := tx.Bucket([]byte("streams")).Bucket([]byte("s"))
+		meta := make([]byte, 32)
+		binary.BigEndian.PutUint64(meta[0:], 1)
+		binary.BigEndian.PutUint64(meta[8:], 5)
+		binary.BigEndian.PutUint64(meta[16:], 4)
+		binary.BigEndian.PutUint64(meta[24:], uint64(want.Bytes*4/10))
+		return sb.Put([]byte("meta"), meta)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	l = buffertest.MustOpenPath(t, path, buffer.Options{})
+	got := statsOf(l, "s")
+	if got.First != want.First || got.Next != want.Next || got.Events != want.Events || got.Bytes != want.Bytes {
+		t.Fatalf("after reopening: %+v, want %+v", got, want)
+	}
+	mustAppend(t, l, ev("s", 10, 20))
+	if n := statsOf(l, "s").Next; n != want.Next+1 {
+		t.Fatalf("next offset %d after one more append, want %d", n, want.Next+1)
+	}
 }

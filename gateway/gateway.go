@@ -404,6 +404,7 @@ func brokerConfig(cfg *config.Config, log *slog.Logger) (broker.Config, error) {
 	}
 	if cfg.Broker.PersistSessions == nil || *cfg.Broker.PersistSessions {
 		bc.SessionPath = filepath.Join(cfg.DataDir, "sessions.db")
+		bc.BootID = bootID()
 	}
 	for _, r := range cfg.Ingest.Routes {
 		bc.Routes = append(bc.Routes, broker.Route{Topics: r.Topics, Stream: r.Stream, ContentType: r.ContentType})
@@ -551,4 +552,19 @@ func tlsConfig(t *config.TLS) (*tls.Config, error) {
 		}
 	}
 	return tc, nil
+}
+
+// bootID identifies this boot of the machine, so the broker can tell a
+// power cut from a killed process (broker.Config.BootID).
+// FERRY_BOOT_ID overrides it: a test that cuts the power of a simulated
+// disk (gateway.TestPowerCut) gives each "boot" its own.
+func bootID() string {
+	if id := os.Getenv("FERRY_BOOT_ID"); id != "" {
+		return id
+	}
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }

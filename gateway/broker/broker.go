@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,7 +23,6 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Log is where ingested events go; *buffer.Log satisfies it.
@@ -91,8 +89,14 @@ type Config struct {
 	Audit Auditor
 
 	// SessionPath is the bbolt file for sessions, subscriptions, retained
-	// and in-flight messages; "" keeps them in memory only.
+	// and in-flight messages; "" keeps them in memory only. It is written
+	// without fsync; see guardSessions for what a power cut does to it.
 	SessionPath string
+	// BootID identifies the running boot of the machine (Linux:
+	// /proc/sys/kernel/random/boot_id); "" if unknown. It tells a power
+	// cut or OS crash (a new boot) from a killed process (see
+	// guardSessions).
+	BootID string
 	// Keys, when set, seals the message payloads the session store writes
 	// (retained, queued and in-flight messages, wills); see sessionStore.
 	Keys   *keyring.Ring
@@ -118,6 +122,9 @@ type Broker struct {
 	server *mqtt.Server
 	store  Log
 	tls    *tlsReloader // nil without a TLS listener
+	// sessions marks the session store clean after a clean stop (nil
+	// without one).
+	sessions *sessionGuard
 
 	ctx    context.Context // for appends; set by Run
 	cancel context.CancelFunc
@@ -269,7 +276,7 @@ func New(cfg Config, store Log) (*Broker, error) {
 		return nil, fmt.Errorf("broker: limit hook: %w", err)
 	}
 	if cfg.SessionPath != "" {
-		quarantineBadSessions(cfg.SessionPath, cfg.Now(), cfg.Logger)
+		b.sessions = guardSessions(cfg.SessionPath, cfg.BootID, cfg.Now(), cfg.Logger)
 		h := &sessionStore{Hook: new(bolt.Hook), log: cfg.Logger, keys: cfg.Keys}
 		err := b.server.AddHook(h, &bolt.Options{
 			Path: cfg.SessionPath,
@@ -443,6 +450,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	if err := b.server.Close(); err != nil {
 		return fmt.Errorf("broker: close: %w", err)
 	}
+	b.sessions.closed()
 	return nil
 }
 
@@ -644,44 +652,4 @@ func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h minLevel) WithGroup(name string) slog.Handler {
 	return minLevel{h.Handler.WithGroup(name), h.min}
-}
-
-// quarantineBadSessions moves the session store aside when bbolt cannot
-// open it. The store is written without fsync (it is not the durability
-// contract), so a power cut can leave it damaged, and bbolt panics in
-// Open on some damaged files: without this the gateway would crash at
-// every start (found by gateway.TestPowerCut). Sessions, subscriptions
-// and retained messages are lost with it, never buffered events; clients
-// subscribe again when they reconnect.
-func quarantineBadSessions(path string, now time.Time, log *slog.Logger) {
-	err := func() (err error) {
-		defer func() {
-			if p := recover(); p != nil {
-				err = fmt.Errorf("bbolt: %v", p)
-			}
-		}()
-		db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
-		if err != nil {
-			return err
-		}
-		defer db.Close()
-		// Damage that Open does not see panics later, in a write: the
-		// store is small, so check every page now.
-		return db.View(func(tx *bbolt.Tx) error {
-			for err := range tx.Check() {
-				return err
-			}
-			return nil
-		})
-	}()
-	if err == nil || errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) || errors.Is(err, berrors.ErrTimeout) {
-		return
-	}
-	q := fmt.Sprintf("%s.corrupt-%d", path, now.Unix())
-	if rerr := os.Rename(path, q); rerr != nil {
-		log.Error("broker session store unreadable and cannot be moved aside", "path", path, "err", err, "rename_err", rerr)
-		return
-	}
-	log.Error("broker session store unreadable: moved aside, starting with no sessions (buffered events are not affected)",
-		"path", path, "quarantined_to", q, "err", err)
 }

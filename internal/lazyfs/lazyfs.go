@@ -33,6 +33,9 @@ type Stats struct {
 	SizeChanges  int64 // truncate, ftruncate, fallocate
 	Fsyncs       int64 // fsync and fdatasync of files
 	DirFsyncs    int64 // fsync of directories
+	// FsyncsFailed counts fsyncs that did not happen: the caller was
+	// SIGKILLed, or the power cut, during the SetSyncDelay.
+	FsyncsFailed int64
 	Creates      int64 // regular files created
 
 	// What is not durable now: files with changes since their last fsync

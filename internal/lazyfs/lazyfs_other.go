@@ -14,14 +14,14 @@ const BlockSize = 4096
 
 // Stats counts what went through a mount and what its power cut lost.
 type Stats struct {
-	Writes, BytesWritten, SizeChanges, Fsyncs, DirFsyncs, Creates int64
-	UnsyncedFiles                                                 int
-	UnsyncedBlocks                                                int64
-	Cut                                                           bool
-	CutFiles                                                      int
-	CutBytes, CutBlocks, CutKept                                  int64
-	CutRemoved                                                    int
-	CutDetached                                                   bool
+	Writes, BytesWritten, SizeChanges, Fsyncs, DirFsyncs, FsyncsFailed, Creates int64
+	UnsyncedFiles                                                               int
+	UnsyncedBlocks                                                              int64
+	Cut                                                                         bool
+	CutFiles                                                                    int
+	CutBytes, CutBlocks, CutKept                                                int64
+	CutRemoved                                                                  int
+	CutDetached                                                                 bool
 }
 
 // FS is a mounted lazyfs; lazyfs is implemented on 64-bit Linux only

@@ -647,7 +647,7 @@ func TestLazyFSBoltKilledMidCommit(t *testing.T) {
 	const syncDelay = 2 * time.Millisecond
 	l.SetSyncDelay(syncDelay)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
-	var lost, kept int64
+	var lost, kept, failed int64
 	const rounds = 8
 	for round := range rounds {
 		cmd := childCmd("bolt-commits", filepath.Join(mnt, "bolt.db"))
@@ -694,6 +694,7 @@ func TestLazyFSBoltKilledMidCommit(t *testing.T) {
 		s := l.Stats()
 		lost += s.CutBlocks
 		kept += s.CutKept
+		failed += s.FsyncsFailed
 		// The disk: the backing file, opened directly (this process
 		// must not mmap its own mount).
 		db, err := bolt.Open(filepath.Join(backing, "bolt.db"), 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
@@ -730,5 +731,5 @@ func TestLazyFSBoltKilledMidCommit(t *testing.T) {
 		l = lazyfs.RemountForTest(t, l)
 		l.SetSyncDelay(syncDelay)
 	}
-	t.Logf("%d rounds: unsynced blocks lost %d, kept %d (random rounds)", rounds, lost, kept)
+	t.Logf("%d rounds: unsynced blocks lost %d, kept %d (random rounds); %d fsyncs failed (the child killed while waiting)", rounds, lost, kept, failed)
 }

@@ -5,8 +5,11 @@ package lazyfs
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -216,18 +219,17 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
 	if d := n.lfs.syncDelay.Load(); d > 0 {
 		// Before enter: a cut meanwhile fails the fsync. So does the
-		// death of the caller (the kernel interrupts the request): in a
-		// test, a SIGKILL stands for the instant the power went out.
-		t := time.NewTimer(time.Duration(d))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return syscall.EINTR
+		// death of the caller: in a test, a SIGKILL stands for the
+		// instant the power went out. Other signals (Go's preemption
+		// sends SIGURG) also interrupt the request; the fsync goes on.
+		if !sleepUnlessKilled(ctx, time.Duration(d)) {
+			n.lfs.count(func(s *Stats) { s.FsyncsFailed++ })
+			return syscall.EIO // nobody is waiting for the answer
 		}
 	}
 	release, errno := n.lfs.enter()
 	if errno != 0 {
+		n.lfs.count(func(s *Stats) { s.FsyncsFailed++ })
 		return errno
 	}
 	defer release()
@@ -434,4 +436,41 @@ func (f *file) PassthroughFd() (int, bool) { return -1, false }
 // Ioctl is refused: some change a file's content (FICLONE, ...).
 func (f *file) Ioctl(ctx context.Context, cmd uint32, arg uint64, input []byte, output []byte) (int32, syscall.Errno) {
 	return 0, syscall.ENOTTY
+}
+
+// sleepUnlessKilled waits d, unless the caller of the request in ctx gets
+// SIGKILL meanwhile (the kernel interrupts the request when the caller
+// gets any signal): then it returns false at once.
+func sleepUnlessKilled(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		if c, ok := fuse.FromContext(ctx); ok && killed(c.Pid) {
+			return false
+		}
+		<-t.C // interrupted by another signal: wait out the delay
+	}
+	return true
+}
+
+// killed reports whether thread tid is gone or has SIGKILL pending (it
+// waits for this request to end before it exits).
+func killed(tid uint32) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
+	if err != nil {
+		return true
+	}
+	const sigkill = 1 << (syscall.SIGKILL - 1)
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || (k != "SigPnd" && k != "ShdPnd") {
+			continue
+		}
+		if mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64); err == nil && mask&sigkill != 0 {
+			return true
+		}
+	}
+	return false
 }
