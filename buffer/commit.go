@@ -139,6 +139,9 @@ func (l *Log) Run(ctx context.Context) error {
 		disarm()
 		start := time.Now()
 		l.commit(batch, sweepDue)
+		if l.damaged.Load() {
+			return fmt.Errorf("buffer %s: %w: bbolt failed in a commit; the next start checks the file", l.path, ErrCorrupt)
+		}
 		lastCommit = time.Now()
 		lastTook = lastCommit.Sub(start)
 		lastSize = len(batch)
@@ -474,6 +477,19 @@ func (l *Log) commitFailed(err error, events int) {
 func (l *Log) attempt(batch []*appendReq, acks map[ackKey]uint64, unsaved map[string]uint64, sweep bool, lim limits) (ts *txState, failed *appendReq, err error) {
 	ts = &txState{l: l, streams: map[string]*stream{}, buckets: map[string]*bolt.Bucket{},
 		room: lim.room, delBudget: lim.delBudget}
+	defer func() {
+		// bbolt panics on a damaged file (a freelist handing out live
+		// pages after a power cut without fsync). Update has rolled the
+		// transaction back; the log stops (Run returns the error) and the
+		// next Open checks the file.
+		if p := recover(); p != nil {
+			if !l.damaged.Swap(true) {
+				l.setState(stateDamaged)
+				l.log.Error("buffer file damaged: bbolt failed in a commit; stopping, the next start checks the file", "path", l.path, "err", p)
+			}
+			failed, err = nil, errDamaged(p)
+		}
+	}()
 	err = l.db.Update(func(tx *bolt.Tx) error {
 		ts.tx = tx
 		ts.root = tx.Bucket(bktStreams)

@@ -1,8 +1,12 @@
 package buffer_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"log/slog"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -190,5 +194,80 @@ func TestMetaBehindEventsRecounted(t *testing.T) {
 	mustAppend(t, l, ev("s", 10, 20))
 	if n := statsOf(l, "s").Next; n != want.Next+1 {
 		t.Fatalf("next offset %d after one more append, want %d", n, want.Next+1)
+	}
+}
+
+// TestCheckAfterUncleanBoot: a file left open without fsync (durability
+// none) by another boot of the machine, or left damaged, is checked page by
+// page at Open; one left by a killed process of this boot, or closed
+// cleanly, is not. A check that fails quarantines the file.
+func TestCheckAfterUncleanBoot(t *testing.T) {
+	for _, tc := range []struct {
+		name, state, boot string
+		damage            bool
+		checked, corrupt  bool
+	}{
+		{"clean", "clean", "B", false, false, false},
+		{"killed in this boot", "running A nosync", "A", false, false, false},
+		{"power cut, sync", "running A sync", "B", false, false, false},
+		{"power cut, none", "running A nosync", "B", false, true, false},
+		{"boot unknown, none", "running A nosync", "", false, true, false},
+		{"damaged at runtime", "damaged", "A", false, true, false},
+		{"power cut, none, pages damaged", "running A nosync", "B", true, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := t.TempDir() + "/b.db"
+			l := buffertest.MustOpenPath(t, path, buffer.Options{Durability: buffer.DurabilityNone, BootID: "A"})
+			for i := range 300 {
+				mustAppend(t, l, ev("s", i, 100))
+			}
+			l.Close()
+			if tc.damage {
+				damageLeaves(t, path)
+			}
+			if err := os.WriteFile(path+".state", []byte(tc.state+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var logs bytes.Buffer
+			l2, err := buffer.Open(path, buffer.Options{Durability: buffer.DurabilityNone, BootID: tc.boot,
+				Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l2.Close()
+			if checked := strings.Contains(logs.String(), "checked page by page"); checked != (tc.checked && !tc.corrupt) {
+				t.Errorf("checked and intact: %v, want %v; log:\n%s", checked, tc.checked && !tc.corrupt, logs.String())
+			}
+			if corrupt := l2.Quarantined() != ""; corrupt != tc.corrupt {
+				t.Errorf("quarantined %q, want %v; log:\n%s", l2.Quarantined(), tc.corrupt, logs.String())
+			}
+			st, _ := os.ReadFile(path + ".state")
+			if want := "running " + map[string]string{"": "unknown"}[tc.boot] + tc.boot + " nosync"; strings.TrimSpace(string(st)) != want {
+				t.Errorf("state %q, want %q", st, want)
+			}
+		})
+	}
+}
+
+// damageLeaves zeroes every leaf page of the file, keeping the meta pages
+// and branches, as writes lost under a surviving meta page would.
+func damageLeaves(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for off := 2 * 4096; off+4096 <= len(b); off += 4096 {
+		if b[off+8] == 0x02 { // a leaf page (bbolt's leafPageFlag)
+			n++
+			clear(b[off : off+4096])
+		}
+	}
+	if n < 2 {
+		t.Fatalf("only %d leaf pages found to damage", n)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

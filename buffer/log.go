@@ -66,6 +66,7 @@ type Log struct {
 	unsaved map[string]uint64 // disk_full refusals of failed commits, per stream
 
 	diskFull    atomic.Bool
+	damaged     atomic.Bool // bbolt panicked in a commit (see state.go)
 	behind      atomic.Bool // a commit left deletions for the next one
 	lastFailLog time.Time   // commit loop only
 	failures    int         // failed commits since lastFailLog
@@ -152,6 +153,7 @@ func Open(path string, opts Options) (*Log, error) {
 			"path", path, "quarantined_to", q, "err", err)
 		l.quarantined = q
 		l.streams = make(map[string]*stream)
+		_ = os.Remove(l.statePath()) // it described the old file
 		err = l.open()
 	}
 	if err != nil {
@@ -162,6 +164,7 @@ func Open(path string, opts Options) (*Log, error) {
 		s.cfg = sc
 		s.forgetUnrequired() // consumers dropped from the config while stopped
 	}
+	l.setState(l.runningState())
 	return l, nil
 }
 
@@ -191,6 +194,13 @@ func (l *Log) open() (err error) {
 	l.growStep = growStep(l.opts.MinFreeDisk)
 	db.AllocSize = l.growStep
 	l.pageSize = db.Info().PageSize
+	if why := l.checkDue(); why != "" {
+		if err := checkFile(db); err != nil {
+			_ = db.Close()
+			return fmt.Errorf("open buffer %s: %w: %s: %v", l.path, ErrCorrupt, why, err)
+		}
+		l.log.Warn("buffer file checked page by page: intact", "path", l.path, "why", why)
+	}
 	if err := l.load(db); err != nil {
 		_ = db.Close()
 		if errors.Is(err, ErrWrongKey) { // the file is fine: the key file is not
@@ -376,7 +386,16 @@ func (l *Log) Close() error {
 	if l.statFile != nil {
 		_ = l.statFile.Close()
 	}
-	return l.db.Close()
+	// Without fsync per commit (DurabilityNone), the file is only
+	// complete on disk after this Sync: only then may it be called clean.
+	err := l.db.Sync()
+	if cerr := l.db.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && !l.damaged.Load() {
+		l.setState(stateClean)
+	}
+	return err
 }
 
 // Append adds ev to the end of ev.Stream, assigning ev.Time if it is zero.

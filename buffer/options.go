@@ -175,6 +175,11 @@ type Options struct {
 	// on the commit path, so it must be quick and must not call the Log.
 	OnCommit func(events int, took time.Duration)
 
+	// BootID identifies the machine's current boot (Linux:
+	// /proc/sys/kernel/random/boot_id), to tell a power cut from a killed
+	// process (see state.go); "" if unknown.
+	BootID string
+
 	Now    func() time.Time
 	Logger *slog.Logger
 }

@@ -250,8 +250,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	// The buffer's commit loop outlives the broker: a hook waiting on its
 	// commit must get an answer, so the loop stops only after the others.
 	bufCtx, stopBuf := context.WithCancel(context.WithoutCancel(ctx))
-	bufDone := make(chan error, 1)
-	go func() { bufDone <- g.buf.Run(bufCtx) }()
+	var bufErr error
+	bufDone := make(chan struct{})
+	go func() { bufErr = g.buf.Run(bufCtx); close(bufDone) }()
 	// The audit writer, too, outlives the components that record to it.
 	auditDone := make(chan error, 1)
 	go func() {
@@ -282,6 +283,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if g.cfg.Status.LogInterval > 0 {
 		run("health", g.logHealth)
 	}
+	// A commit loop that stops on its own (bbolt failed on a damaged
+	// file) stops the gateway: systemd restarts it, and the buffer's Open
+	// checks the file.
+	run("buffer", func(ctx context.Context) error {
+		select {
+		case <-bufDone:
+			return bufErr
+		case <-ctx.Done():
+			return nil
+		}
+	})
 	run("parts", g.runParts)
 	run("systemd", g.notifySystemd)
 	if g.demo != nil {
@@ -289,8 +301,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	err := eg.Wait()
 	stopBuf()
-	if berr := <-bufDone; berr != nil && err == nil {
-		err = berr
+	<-bufDone
+	if bufErr != nil && err == nil {
+		err = bufErr
 	}
 	if aerr := <-auditDone; aerr != nil {
 		// Best effort: the audit log counts and logs its own write
@@ -337,6 +350,7 @@ func bufferOptions(cfg *config.Config, log *slog.Logger) (buffer.Options, error)
 	}
 	o := buffer.Options{
 		Durability:     d,
+		BootID:         bootID(),
 		BatchInterval:  cfg.Ingest.BatchInterval,
 		CommitInterval: orNegative(cfg.Ingest.CommitInterval),
 		AckInterval:    orNegative(cfg.Buffer.AckInterval),
