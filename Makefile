@@ -7,7 +7,7 @@ COMMIT   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN      := bin
 
-.PHONY: all build run test test-short vet lint fuzz bench bench-spine bench-wear cross deb test-deb test-arm clean FORCE
+.PHONY: all build run test test-short vet lint fuzz bench bench-spine bench-wear bench-ingest cross deb test-deb test-arm clean FORCE
 
 all: build
 
@@ -60,6 +60,11 @@ bench:
 # The spine's targets side by side with a Mosquitto edge bridge (see README).
 bench-spine: build
 	bash internal/bench/spine.sh
+
+# Ingest beside a Mosquitto bridge: stop-and-wait and 32-in-flight publishers,
+# msgs/s and CPU per message, medians of 3 (README, "Performance").
+bench-ingest: build
+	bash internal/bench/ingest.sh
 
 # SD-card wear: bytes the edge process writes to storage per acknowledged
 # reading, ferry's durability modes beside a Mosquitto edge bridge, from

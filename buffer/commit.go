@@ -65,6 +65,7 @@ func (l *Log) Run(ctx context.Context) error {
 	batch := make([]*appendReq, 0, l.opts.MaxBatch)
 	var deferred []*appendReq
 	var rate arrivalRate
+	lastSrc := map[string]struct{}{} // sources of the last commit
 	var lastCommit time.Time // when the last commit ended
 	var lastTook time.Duration
 	lastSize := 0
@@ -113,7 +114,7 @@ func (l *Log) Run(ctx context.Context) error {
 		}
 		batch, deferred = l.collect(batch, deferred)
 		if l.opts.Durability == DurabilitySync && len(batch) > 0 {
-			if hold := rate.hold(l.opts.CommitInterval); hold > 0 && arrived.Sub(lastCommit) > max(lastTook, minBusyGap) {
+			if hold := rate.hold(l.opts.CommitInterval); hold > 0 && !returning(batch[0], arrived.Sub(lastCommit), lastTook, lastSrc) {
 				// Sparse traffic: sensors publishing every few seconds.
 				// Nobody is waiting for the commit to send the next
 				// event, so holding it open a little collects the
@@ -137,6 +138,17 @@ func (l *Log) Run(ctx context.Context) error {
 		clear(deferred)
 		deferred = deferred[:0]
 		disarm()
+		// Before the commit: answered requests go back to their callers
+		// (and the pool), and commit may reorder batch.
+		clear(lastSrc)
+		if len(batch) <= groupTarget {
+			for _, r := range batch {
+				if r.src != "" {
+					lastSrc[r.src] = struct{}{}
+				}
+			}
+		}
+		lastSize = len(batch)
 		start := time.Now()
 		l.commit(batch, sweepDue)
 		if l.damaged.Load() {
@@ -144,11 +156,29 @@ func (l *Log) Run(ctx context.Context) error {
 		}
 		lastCommit = time.Now()
 		lastTook = lastCommit.Sub(start)
-		lastSize = len(batch)
 		clear(batch)
 		batch = batch[:0]
 	}
 }
+
+// returning reports whether r, the first request after a commit that
+// ended gap ago, is a writer coming back from that commit rather than new
+// sparse traffic: it came sooner than the commit took (or minBusyGap), or
+// its source was in that commit and came back within returnGap (a
+// publisher sending its next message on its PUBACK, also on a loaded
+// machine where that takes milliseconds). Such writers are not held.
+func returning(r *appendReq, gap, took time.Duration, lastSrc map[string]struct{}) bool {
+	if gap <= max(took, minBusyGap) {
+		return true
+	}
+	_, back := lastSrc[r.src]
+	return back && gap < returnGap
+}
+
+// returnGap bounds how long after its commit a writer counts as coming
+// back: far shorter than the interval of any sensor worth holding a
+// commit for.
+const returnGap = 50 * time.Millisecond
 
 // minBusyGap is the shortest quiet time before a sync commit counts as
 // starting sparse traffic (see Options.CommitInterval): writers that

@@ -121,6 +121,7 @@ type appendReq struct {
 	fn     func(*Tx) error // Log.Update
 	wait   bool            // the caller waits for done even with DurabilityBatch
 	lazy   bool            // UpdateDeferred: rides the next commit, starts none
+	src    string          // the event's source: who may be waiting on the commit
 	err    error
 	done   chan error
 }
@@ -435,7 +436,7 @@ func (l *Log) Enqueue(ctx context.Context, ev *event.Event) (Pending, error) {
 	// commit loop's transaction only copies bytes.
 	val = sealValue(l.opts.Keys, val, "", ev.Stream)
 	r := reqPool.Get().(*appendReq)
-	r.stream, r.val, r.err = ev.Stream, val, nil
+	r.stream, r.val, r.err, r.src = ev.Stream, val, nil, ev.Source
 	select {
 	case l.reqs <- r:
 	case <-ctx.Done():
