@@ -267,28 +267,7 @@ const groupTarget = 64
 // loop has no fixed timer ceiling (unlike bbolt's db.Batch). Only sync
 // commits linger: without an fsync a commit is cheaper than the wait.
 func (l *Log) linger(ctx context.Context, batch, deferred []*appendReq, want int, took time.Duration) ([]*appendReq, []*appendReq) {
-	wait := min(took/4, l.opts.MaxLinger)
-	if wait <= 0 {
-		return batch, deferred
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	for len(batch) < want && len(batch) < l.opts.MaxBatch {
-		select {
-		case r := <-l.reqs:
-			if r.lazy {
-				deferred = append(deferred, r)
-			} else {
-				batch = append(batch, r)
-			}
-			batch, deferred = l.collect(batch, deferred)
-		case <-t.C:
-			return batch, deferred
-		case <-ctx.Done():
-			return batch, deferred
-		}
-	}
-	return batch, deferred
+	return l.gather(ctx, batch, deferred, time.Now().Add(min(took/4, l.opts.MaxLinger)), want)
 }
 
 // collect adds queued requests to batch (deferred ones to deferred)

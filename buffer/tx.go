@@ -106,7 +106,11 @@ func (l *Log) Position(stream, consumer string) uint64 {
 // (or reset what it changes outside, as each run starts over). Refusals
 // from Tx.Append are for fn to handle.
 func (l *Log) Update(ctx context.Context, fn func(*Tx) error) error {
-	r := &appendReq{fn: fn, done: make(chan error, 1), wait: true}
+	return l.update(ctx, fn, false)
+}
+
+func (l *Log) update(ctx context.Context, fn func(*Tx) error, lazy bool) error {
+	r := &appendReq{fn: fn, done: make(chan error, 1), wait: true, lazy: lazy}
 	select {
 	case l.reqs <- r:
 	case <-ctx.Done():
@@ -125,14 +129,5 @@ func (l *Log) Update(ctx context.Context, fn func(*Tx) error) error {
 // keeps up with a trickle of events: it then costs the flash no extra
 // transaction. It returns after that commit, like Update.
 func (l *Log) UpdateDeferred(ctx context.Context, fn func(*Tx) error) error {
-	r := &appendReq{fn: fn, done: make(chan error, 1), wait: true, lazy: true}
-	select {
-	case l.reqs <- r:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-l.stopped:
-		return ErrClosed
-	}
-	err, _ := l.wait(r)
-	return err
+	return l.update(ctx, fn, true)
 }
