@@ -145,7 +145,8 @@ test-deb: deb
 #       (os.Args[0]) as the child it SIGKILLs: an ARM binary the kernel
 #       cannot start without binfmt_misc.
 #   gateway.TestCrashKill9, gateway.TestPipelineCrashExactlyOnce,
-#   gateway.TestKillAfterAcks, gateway.TestPowerCut (also needs FUSE),
+#   gateway.TestKillAfterAcks, gateway.TestPowerCut, gateway.TestStorageFaults
+#   (these two also need FUSE),
 #   gateway.TestSystemdNotifyAndReload
 #       `go build` ferry and run it: that builds and runs an amd64 ferry,
 #       so they would test the host's code (for minutes, in the first two).
@@ -162,7 +163,7 @@ ARM_TEST_JOBS    ?= 3
 # A hang detector: the ARMv6 gateway package takes 2–6 min under load.
 ARM_TEST_TIMEOUT ?= 10m
 ARM_TEST_DIR     := $(BIN)/test-arm
-ARM_SKIP         := ^(TestKill9|TestCrashKill9|TestPipelineCrashExactlyOnce|TestKillAfterAcks|TestPowerCut|TestSystemdNotifyAndReload|TestMetricsEndpoint|TestDemoWatcherSeesReplays)$$
+ARM_SKIP         := ^(TestKill9|TestCrashKill9|TestPipelineCrashExactlyOnce|TestKillAfterAcks|TestPowerCut|TestStorageFaults|TestSystemdNotifyAndReload|TestMetricsEndpoint|TestDemoWatcherSeesReplays)$$
 ARM_SKIP_PKGS    := github.com/ferrygw/ferry/deploy
 # Started first, so the long ones do not end up running alone at the end.
 ARM_SLOW_FIRST   := buffer gateway rules broker

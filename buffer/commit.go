@@ -66,7 +66,7 @@ func (l *Log) Run(ctx context.Context) error {
 	var deferred []*appendReq
 	var rate arrivalRate
 	lastSrc := map[string]struct{}{} // sources of the last commit
-	var lastCommit time.Time // when the last commit ended
+	var lastCommit time.Time         // when the last commit ended
 	var lastTook time.Duration
 	lastSize := 0
 	for {
@@ -297,6 +297,7 @@ type txState struct {
 	streams  map[string]*stream
 	buckets  map[string]*bolt.Bucket
 	appended int
+	txid     int // the transaction's ID (bbolt's meta txid once it commits)
 	// room is what this commit's appends may still take from the disk
 	// (see disk.go); noRoom is set at the first append refused for it,
 	// and refuses the rest of the commit's appends.
@@ -338,7 +339,7 @@ func (ts *txState) get(name string) (*stream, *bolt.Bucket, error) {
 		return nil, nil, fmt.Errorf("stream %q: %w", name, err)
 	}
 	eb.FillPercent = 0.95 // keys only ever grow: pack pages tightly
-	ts.room.charge(streamPages * int64(ts.l.pageSize))
+	ts.room.charge(streamPages * ts.l.unit())
 	ts.streams[name] = s
 	ts.buckets[name] = eb
 	return s, eb, nil
@@ -409,13 +410,24 @@ func (l *Log) commitGroup(batch []*appendReq, acks map[ackKey]uint64, unsaved ma
 			// deletions bounded, so acks and drop counts still commit.
 			l.setDiskFull(true, 0)
 			noSpaceErr = err
-			lim = limits{delBudget: min(lim.delBudget, deleteChunkPages*int64(l.pageSize))}
+			lim = limits{delBudget: min(lim.delBudget, deleteChunkBytes)}
 			continue
 		}
 		break
 	}
 	if err != nil {
 		l.commitFailed(err, len(batch))
+		if l.committedAnyway(ts) {
+			// The last fsync failed after bbolt had written the meta page:
+			// the commit shows in the file although it returned an error.
+			// Its events stay refused (they may not be on disk), but the
+			// log's state follows the file.
+			l.log.Error("buffer commit failed in its last fsync but shows in the file: state re-read from the file; its events are refused and may still be forwarded",
+				"events", len(batch), "err", err)
+			if rerr := l.reread(); rerr != nil {
+				l.log.Error("buffer state not re-read", "err", rerr)
+			}
+		}
 		if noSpace(err) {
 			err = fmt.Errorf("buffer: commit: %w: %w", ErrDiskFull, err)
 		} else {
@@ -469,6 +481,19 @@ func (l *Log) commitGroup(batch []*appendReq, acks map[ackKey]uint64, unsaved ma
 	return batch, failedFns
 }
 
+// committedAnyway reports whether the file shows the failed transaction ts.
+func (l *Log) committedAnyway(ts *txState) bool {
+	if ts == nil || ts.txid == 0 {
+		return false
+	}
+	seen := false
+	_ = l.db.View(func(tx *bolt.Tx) error {
+		seen = tx.ID() >= ts.txid
+		return nil
+	})
+	return seen
+}
+
 // commitFailed logs a failed commit, at most once per failLogEvery while
 // they keep failing (acks retry every commit, and a full SD card should
 // not fill with the log's complaints about it).
@@ -500,7 +525,7 @@ func (l *Log) attempt(batch []*appendReq, acks map[ackKey]uint64, unsaved map[st
 		}
 	}()
 	err = l.db.Update(func(tx *bolt.Tx) error {
-		ts.tx = tx
+		ts.tx, ts.txid = tx, tx.ID()
 		ts.root = tx.Bucket(bktStreams)
 		for name, n := range unsaved {
 			s, _, err := ts.get(name)

@@ -24,12 +24,18 @@ import (
 // free pages hold no such run. Free pages left by deleted events come in
 // long runs; those left by copy-on-write are scattered. So a large event
 // counts on the file's free pages only while they are plentiful
-// (runPages), else on the filesystem above the watermark alone.
+// (runBytes), else on the filesystem above the watermark alone.
+//
+// All of it counts in bytes of 4 KiB filesystem blocks, not in bbolt
+// pages: with pages smaller than a block, a rewritten page that lands in
+// a block not used before takes the whole block (measured: counted in
+// 1 KiB pages, TestDiskFull ran the filesystem dry before the watermark
+// refused).
 //
 // Deleting events grows bbolt's freelist, which every commit writes out in
 // one piece. When the filesystem is below the watermark (someone else
 // took the reserve), that piece should come from the file's own free
-// pages, so such commits delete at most deleteChunkPages of events each
+// pages, so such commits delete at most deleteChunkBytes of events each
 // and leave the rest to the next commit: the pages one commit frees are
 // free for the next one, so a drain takes next to nothing from the
 // filesystem. (With 0 bytes free it can still fail where bbolt needs
@@ -43,6 +49,10 @@ const (
 	// a watermark of a few MiB on an SD card).
 	maxGrowStep = 1 << 20
 	minGrowStep = 64 << 10
+	// fsBlock is the filesystem block the bounds count in: a page
+	// smaller than it (Options.PageSize 1024) that lands in a block not
+	// yet used still takes the whole block from the filesystem.
+	fsBlock = 4096
 	// commitPages are the pages any commit may rewrite besides those of
 	// the streams it touches (root bucket, state bucket).
 	commitPages = 4
@@ -52,17 +62,17 @@ const (
 	streamPages = 8
 	// leafOverhead is bbolt's per-element header plus our 8-byte key.
 	leafOverhead = 16 + 8
-	// runPages is how many free pages the file must have for a large
-	// event to count on a contiguous run among them.
-	runPages = 256
-	// resumePages is how much room must be free again before a disk-full
+	// runBytes is how much free space the file's free pages must hold
+	// for a large event to count on a contiguous run among them.
+	runBytes = 256 * fsBlock
+	// resumeBytes is how much room must be free again before a disk-full
 	// log accepts events: enough for large events, and more than a commit
 	// frees by copy-on-write, so that refusals do not flap per commit.
-	resumePages = runPages + 64
-	// deleteChunkPages bounds the events (in pages) a commit deletes while
-	// the filesystem is below the watermark: their page ids add 8 bytes
-	// each to the freelist, a quarter page per commit.
-	deleteChunkPages = 128
+	resumeBytes = runBytes + 64*fsBlock
+	// deleteChunkBytes bounds the events a commit deletes while the
+	// filesystem is below the watermark: their page ids add 8 bytes each
+	// to the freelist, at most 4 KiB per commit with 1 KiB pages.
+	deleteChunkBytes = 128 * fsBlock
 )
 
 // room is what a commit's appends may take, in bytes: from the file's own
@@ -85,7 +95,7 @@ func (r *room) take(cost int64, large bool, pageSize int) bool {
 	switch {
 	case r.fs == unlimited:
 		return true
-	case large && r.file < runPages*int64(pageSize):
+	case large && r.file < runBytes:
 		if r.fs < cost {
 			return false
 		}
@@ -157,14 +167,14 @@ func (l *Log) measure() (limits, error) {
 	// Pending pages are released to the freelist when the next write
 	// transaction starts (no reader holds them for long). Every commit
 	// writes the freelist and a few pages besides.
-	inFile := int64(st.FreePageN+st.PendingPageN)*ps - int64(st.FreelistInuse) - (commitPages+1)*ps
+	inFile := int64(st.FreePageN+st.PendingPageN)*ps - int64(st.FreelistInuse) - (commitPages+1)*l.unit()
 	fs := clampInt64(free) - clampInt64(l.opts.MinFreeDisk) - int64(l.growStep)
 	lim := limits{room: room{file: max(inFile, 0), fs: max(fs, 0)}, delBudget: unlimited}
 	if inFile < 0 { // the commit's own pages come from the filesystem
 		lim.fs = max(lim.fs+inFile, 0)
 	}
 	if fs < 0 {
-		lim.delBudget = deleteChunkPages * ps
+		lim.delBudget = deleteChunkBytes
 	}
 	return lim, nil
 }
@@ -185,7 +195,7 @@ func (l *Log) freeDisk() (uint64, error) {
 
 // commitLimits returns the limits of the next commit: none without a
 // watermark (unless a commit already ran out of space); no room for
-// appends while the log is disk-full and less than resumePages are free.
+// appends while the log is disk-full and less than resumeBytes are free.
 func (l *Log) commitLimits() limits {
 	if l.opts.MinFreeDisk == 0 && !l.diskFull.Load() {
 		return noLimits
@@ -195,7 +205,7 @@ func (l *Log) commitLimits() limits {
 		return noLimits // checkDisk logs it; an ENOSPC commit still refuses
 	}
 	if l.diskFull.Load() {
-		if lim.total() < resumePages*int64(l.pageSize) {
+		if lim.total() < resumeBytes {
 			lim.room = room{}
 		} else {
 			l.setDiskFull(false, lim.total())
@@ -218,7 +228,7 @@ func (l *Log) checkDisk() {
 	switch full, r := l.diskFull.Load(), lim.total(); {
 	case !full && r < int64(l.pageSize):
 		l.setDiskFull(true, r)
-	case full && r >= resumePages*int64(l.pageSize):
+	case full && r >= resumeBytes:
 		l.setDiskFull(false, r)
 	}
 }
@@ -247,3 +257,7 @@ func noSpace(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||
 		strings.Contains(err.Error(), syscall.ENOSPC.Error()) || strings.Contains(err.Error(), syscall.EDQUOT.Error())
 }
+
+// unit is what one rewritten page may take from the filesystem: the page,
+// or the block it lands in when pages are smaller than blocks.
+func (l *Log) unit() int64 { return max(int64(l.pageSize), fsBlock) }

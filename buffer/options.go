@@ -40,7 +40,7 @@ const (
 	DefaultAckInterval    = 5 * time.Second
 	DefaultBatchInterval  = 2 * time.Second
 	DefaultCommitInterval = 500 * time.Millisecond
-	DefaultPageSize       = 4096
+	DefaultPageSize       = 1024
 )
 
 // Overflow is what a stream does when an append would exceed its bounds.
@@ -127,13 +127,13 @@ type Options struct {
 	// 500ms (DefaultCommitInterval); negative disables it.
 	CommitInterval time.Duration
 	// PageSize is the page size of a new file (bbolt's; an existing file
-	// keeps its own). Default 4096 (DefaultPageSize). 1024 halves the
-	// bytes a small commit writes (its root, stream and leaf pages then
-	// share one or two 4 KiB pages of the page cache; BenchmarkWear), but
-	// the disk bound (MinFreeDisk) counts in bbolt pages while a sparse
-	// file takes the filesystem's 4 KiB blocks: on a full disk a commit
-	// then ran out of space before the watermark refused (TestDiskFull),
-	// so it is not the default until that accounting counts blocks.
+	// keeps its own). Default 1024 (DefaultPageSize): the pages a small
+	// commit rewrites (root, streams, the stream's bucket, its last leaf,
+	// the freelist) then share one or two 4 KiB pages of the page cache
+	// and the card instead of taking one each: 6.1 KB written per reading
+	// at 10 sensors' readings a second with 4096, 2.5 KB with 1024
+	// (BenchmarkWear). The disk bound counts such pages in filesystem
+	// blocks (see disk.go).
 	PageSize int
 
 	// MinFreeDisk is the free-space watermark in bytes on the file's

@@ -36,14 +36,14 @@ func BenchmarkWear(b *testing.B) {
 		opts buffer.Options
 	}{
 		// Before: every ack its own commit, every append its own commit.
-		{"sync/10rps/before", 10, buffer.Options{CommitInterval: -1, AckInterval: -1}},
-		{"sync/10rps/acks-deferred", 10, buffer.Options{CommitInterval: -1}},
+		{"sync/10rps/before", 10, buffer.Options{CommitInterval: -1, AckInterval: -1, PageSize: 4096}},
+		{"sync/10rps/acks-deferred", 10, buffer.Options{CommitInterval: -1, PageSize: 4096}},
+		{"sync/10rps/acks-deferred+grouped", 10, buffer.Options{PageSize: 4096}},
 		{"sync/10rps/default", 10, buffer.Options{}},
 		{"sync/10rps/commit-interval-1s", 10, buffer.Options{CommitInterval: time.Second}},
-		{"sync/10rps/default-page1k", 10, buffer.Options{PageSize: 1024}},
 		{"sync/1rps/default", 1, buffer.Options{}},
 		{"sync/100rps/default", 100, buffer.Options{}},
-		{"batch/10rps/before-10ms", 10, buffer.Options{Durability: buffer.DurabilityBatch, BatchInterval: 10 * time.Millisecond, AckInterval: -1}},
+		{"batch/10rps/before-10ms", 10, buffer.Options{Durability: buffer.DurabilityBatch, BatchInterval: 10 * time.Millisecond, AckInterval: -1, PageSize: 4096}},
 		{"batch/10rps/default", 10, buffer.Options{Durability: buffer.DurabilityBatch}},
 		{"none/10rps/default", 10, buffer.Options{Durability: buffer.DurabilityNone}},
 	} {

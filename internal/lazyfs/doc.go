@@ -83,6 +83,50 @@
 // mount: lazyfs records changes as they pass, and a file changed behind
 // its back is rolled back to wrong contents.
 //
+// # Faults
+//
+// FS.SetFault injects a storage fault until it is cleared (SetFault with
+// the zero Fault); a new Mount starts without one:
+//
+//   - Fault.Write fails every request that would change the disk (write,
+//     truncate and other attribute changes, fallocate, creating a file,
+//     mkdir, rmdir, unlink, rename, link, symlink, xattr changes) with that
+//     errno, and an fsync that would have something to write out (a file
+//     with changes since its last fsync, a directory with a created file
+//     not yet durable); an fsync with nothing to write succeeds. With
+//     EROFS, opening a file for writing fails too: the model of a file
+//     system the kernel remounted read-only after an I/O error (ext4's
+//     errors=remount-ro, which an SD card going bad leads to). Reads and
+//     mmap go on working; nothing already written is lost.
+//   - Fault.Fsync fails every fsync and fdatasync of a file and every
+//     fsync of a directory with that errno (EIO: a disk that cannot flush
+//     its cache). Writes still succeed and are seen. A failed fsync makes
+//     nothing durable: lazyfs keeps the before-images, so a later PowerCut
+//     drops what was written since the last fsync that succeeded, and a
+//     later successful fsync makes it durable (the optimistic model: a
+//     real kernel may drop the dirty pages after a failed writeback, so
+//     that a retried fsync succeeds with the data gone).
+//
+// Failures are counted in Stats (ChangesFailed, FsyncsFailed). A request
+// that started before SetFault has ended when SetFault returns, so a test
+// can tell what was written before the fault from what was refused.
+//
+// One difference from a real read-only file system, which refuses a write
+// before it touches the page cache: the kernel's FUSE client copies the
+// data of a write into its page cache first and then asks lazyfs, and when
+// the WRITE fails it keeps those pages (no longer up to date) mapped into
+// every shared mmap of the file. lazyfs has the kernel drop them right
+// after its answer (they cannot be dropped sooner: the kernel holds them
+// locked until then), so later reads and mmap accesses see the file again,
+// but a process that reads its mmap right after the failed write often
+// still sees the refused bytes (TestLazyFSFaultMmap counts how often).
+// bbolt reads its meta page that way: a Write fault that lands between
+// the page writes of a bbolt commit and the write of its meta page makes
+// bbolt believe, for a moment, in a commit no disk holds. Set a Write
+// fault while such a program is between commits. A failed fsync has no
+// such difference: the page cache of a real machine, too, keeps data that
+// a failed fsync did not make durable.
+//
 // FS.SetSyncDelay makes each fsync take a while, as on a slow disk (an SD
 // card): a writer killed while waiting for it, or a cut meanwhile, finds
 // the fsync not done, so that a test's cuts often land with a commit

@@ -34,9 +34,14 @@ type Stats struct {
 	Fsyncs       int64 // fsync and fdatasync of files
 	DirFsyncs    int64 // fsync of directories
 	// FsyncsFailed counts fsyncs that did not happen: the caller was
-	// SIGKILLed, or the power cut, during the SetSyncDelay.
+	// SIGKILLed, or the power cut, during the SetSyncDelay, or a Fault
+	// failed them.
 	FsyncsFailed int64
 	Creates      int64 // regular files created
+	// ChangesFailed counts the requests that would have changed the
+	// disk (writes, size changes, creations, name-space and attribute
+	// changes, opens for writing) that a Fault's Write failed.
+	ChangesFailed int64
 
 	// What is not durable now: files with changes since their last fsync
 	// (or created and not yet durable), and their modified blocks.
@@ -74,6 +79,58 @@ type FS struct {
 	stats Stats
 
 	syncDelay atomic.Int64 // nanoseconds; see SetSyncDelay
+
+	fault atomic.Pointer[Fault] // nil: none; set under op (exclusive)
+}
+
+// Fault is a storage fault that SetFault injects: the errors with which
+// requests through the mount fail while it is set. A zero errno injects
+// nothing.
+type Fault struct {
+	// Write fails every request that would change the disk: write,
+	// truncate, ftruncate and other attribute changes, fallocate,
+	// creating a file (open with O_CREAT, mknod), the name-space
+	// operations (mkdir, rmdir, unlink, rename, link, symlink) and
+	// xattr changes. An fsync of a file with changes not yet durable
+	// fails with it too (they cannot be written out), as does that of
+	// a directory with a created file not yet durable; an fsync with
+	// nothing to write succeeds. With EROFS it also fails opening a file
+	// for writing: this is a file system the kernel remounted read-only
+	// after an I/O error (ext4's errors=remount-ro, the default of
+	// Debian and Raspberry Pi OS for the root file system, what an SD
+	// card going bad leads to). Reads, and mmap reads, go on working.
+	Write syscall.Errno
+	// Fsync fails every fsync and fdatasync of a file and every fsync of
+	// a directory: a disk that cannot flush its cache (EIO). Writes go
+	// on succeeding. A failed fsync makes nothing durable: what it
+	// would have synced stays as it was, and a later PowerCut drops it
+	// unless a later fsync succeeds. (The kernel of a real machine may
+	// instead drop the dirty pages after a failed writeback and let a
+	// retried fsync succeed; lazyfs keeps them, the optimistic model.)
+	Fsync syscall.Errno
+}
+
+// SetFault injects f (Fault{} clears it) until the next SetFault: see
+// Fault. A request that changes the disk and started before SetFault
+// has ended when it returns; every request after that sees f. Counted in
+// Stats as ChangesFailed and FsyncsFailed. PowerCut does not clear it,
+// but a new Mount starts without a fault.
+func (l *FS) SetFault(f Fault) {
+	l.op.Lock()
+	defer l.op.Unlock()
+	if f == (Fault{}) {
+		l.fault.Store(nil)
+	} else {
+		l.fault.Store(&f)
+	}
+}
+
+// Fault returns the fault that SetFault injected (Fault{}: none).
+func (l *FS) Fault() Fault {
+	if f := l.fault.Load(); f != nil {
+		return *f
+	}
+	return Fault{}
 }
 
 // fileState is what the disk held at the file's last fsync, as far as it
@@ -158,7 +215,7 @@ func (l *FS) Stats() Stats {
 	var blocks int64
 	for _, st := range l.files {
 		st.mu.Lock()
-		if st.created || len(st.blocks) > 0 || st.sizeChanged() {
+		if st.unsynced() {
 			files++
 		}
 		blocks += int64(len(st.blocks))
@@ -307,6 +364,37 @@ func (l *FS) enter() (release func(), errno syscall.Errno) {
 	return l.op.RUnlock, 0
 }
 
+// change starts a request that changes the disk: as enter, and it fails
+// with the Fault's Write errno while one is set.
+func (l *FS) change() (release func(), errno syscall.Errno) {
+	release, errno = l.enter()
+	if errno != 0 {
+		return nil, errno
+	}
+	if f := l.fault.Load(); f != nil && f.Write != 0 {
+		release()
+		l.count(func(s *Stats) { s.ChangesFailed++ })
+		return nil, f.Write
+	}
+	return release, 0
+}
+
+// dirPending reports whether a file created in directory dir is not yet
+// durable.
+func (l *FS) dirPending(dir uint64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, st := range l.files {
+		st.mu.Lock()
+		pending := st.created && st.dir == dir
+		st.mu.Unlock()
+		if pending {
+			return true
+		}
+	}
+	return false
+}
+
 // state returns n's state, locked, with its backing file open.
 func (l *FS) state(n *node) (*fileState, syscall.Errno) {
 	ino := n.StableAttr().Ino
@@ -380,6 +468,11 @@ func (st *fileState) size() (int64, error) {
 		return 0, err
 	}
 	return fi.Size(), nil
+}
+
+// unsynced reports whether the file has changes that are not durable.
+func (st *fileState) unsynced() bool {
+	return st.created || len(st.blocks) > 0 || st.sizeChanged()
 }
 
 func (st *fileState) sizeChanged() bool {

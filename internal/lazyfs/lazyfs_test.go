@@ -39,6 +39,10 @@ func TestMain(m *testing.M) {
 			err = mmapCoherent(path)
 		case "mmap-write", "mmap-write-msync":
 			err = mmapWrite(path, mode == "mmap-write-msync")
+		case "mmap-failed-write":
+			err = mmapFailedWrite(path)
+		case "bolt-fault":
+			err = boltFault(path)
 		default:
 			err = fmt.Errorf("unknown child %q", mode)
 		}

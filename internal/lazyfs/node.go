@@ -69,11 +69,17 @@ func (n *node) backingPath() string {
 func (n *node) ino() uint64 { return n.StableAttr().Ino }
 
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	trunc := flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY
+	writable := flags&syscall.O_ACCMODE != syscall.O_RDONLY
+	if f := n.lfs.fault.Load(); writable && f != nil && f.Write == syscall.EROFS {
+		// A read-only file system refuses to open a file for writing.
+		n.lfs.count(func(s *Stats) { s.ChangesFailed++ })
+		return nil, 0, syscall.EROFS
+	}
+	trunc := flags&syscall.O_TRUNC != 0 && writable
 	if trunc {
 		// The kernel sends a SETATTR for O_TRUNC (go-fuse does not ask
 		// for atomic O_TRUNC); should one come here anyway, record it.
-		release, errno := n.lfs.enter()
+		release, errno := n.lfs.change()
 		if errno != 0 {
 			return nil, 0, errno
 		}
@@ -121,7 +127,7 @@ func wrapFile(fh fs.FileHandle, n *node) fs.FileHandle {
 }
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	release, errno := n.lfs.enter()
+	release, errno := n.lfs.change()
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
@@ -153,7 +159,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 }
 
 func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	release, errno := n.lfs.enter()
+	release, errno := n.lfs.change()
 	if errno != 0 {
 		return nil, errno
 	}
@@ -184,7 +190,7 @@ func (n *node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint
 }
 
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	release, errno := n.lfs.enter()
+	release, errno := n.lfs.change()
 	if errno != 0 {
 		return errno
 	}
@@ -215,7 +221,8 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 
 // Fsync (FUSE FSYNC, and FSYNCDIR through dirHandle) makes a file durable,
 // or the creation of the files created in a directory. It is not forwarded
-// to the backing file system.
+// to the backing file system. A Fault fails it (see Fault): then nothing
+// becomes durable.
 func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
 	if d := n.lfs.syncDelay.Load(); d > 0 {
 		// Before enter: a cut meanwhile fails the fsync. So does the
@@ -233,7 +240,18 @@ func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall
 		return errno
 	}
 	defer release()
+	failed := func(errno syscall.Errno) syscall.Errno {
+		n.lfs.count(func(s *Stats) { s.FsyncsFailed++ })
+		return errno
+	}
+	fault := n.lfs.fault.Load()
+	if fault != nil && fault.Fsync != 0 {
+		return failed(fault.Fsync)
+	}
 	if n.IsDir() {
+		if fault != nil && fault.Write != 0 && n.lfs.dirPending(n.ino()) {
+			return failed(fault.Write)
+		}
 		n.lfs.dirSynced(n.ino())
 		n.lfs.count(func(s *Stats) { s.DirFsyncs++ })
 		return 0
@@ -241,6 +259,10 @@ func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall
 	st, errno := n.lfs.state(n)
 	if errno != 0 {
 		return errno
+	}
+	if fault != nil && fault.Write != 0 && st.unsynced() {
+		st.mu.Unlock()
+		return failed(fault.Write)
 	}
 	err := st.fsynced()
 	st.mu.Unlock()
@@ -288,7 +310,7 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 // the cut.
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	release, errno := n.lfs.enter()
+	release, errno := n.lfs.change()
 	if errno != 0 {
 		return nil, errno
 	}
@@ -297,7 +319,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 }
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
-	release, errno := n.lfs.enter()
+	release, errno := n.lfs.change()
 	if errno != 0 {
 		return errno
 	}
@@ -306,7 +328,7 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
-	release, errno := n.lfs.enter()
+	release, errno := n.lfs.change()
 	if errno != 0 {
 		return errno
 	}
@@ -315,7 +337,7 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
-	release, errno := n.lfs.enter()
+	release, errno := n.lfs.change()
 	if errno != 0 {
 		return errno
 	}
@@ -324,7 +346,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 }
 
 func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	release, errno := n.lfs.enter()
+	release, errno := n.lfs.change()
 	if errno != 0 {
 		return nil, errno
 	}
@@ -333,7 +355,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	release, errno := n.lfs.enter()
+	release, errno := n.lfs.change()
 	if errno != 0 {
 		return nil, errno
 	}
@@ -342,7 +364,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 }
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	release, errno := n.lfs.enter()
+	release, errno := n.lfs.change()
 	if errno != 0 {
 		return errno
 	}
@@ -351,7 +373,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	release, errno := n.lfs.enter()
+	release, errno := n.lfs.change()
 	if errno != 0 {
 		return errno
 	}
@@ -367,8 +389,17 @@ type file struct {
 }
 
 func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	release, errno := f.n.lfs.enter()
+	release, errno := f.n.lfs.change()
 	if errno != 0 {
+		if errno == f.n.lfs.Fault().Write {
+			// The kernel copied data into its page cache before it
+			// sent the WRITE, and keeps it there when the WRITE
+			// fails (the page no longer up to date, but still mapped
+			// by whoever mmaps the file). Drop those pages, so that
+			// readers read the file again: as soon as the kernel
+			// unlocks them, after this reply.
+			go f.n.NotifyContent(off, int64(len(data)))
+		}
 		return 0, errno
 	}
 	defer release()
@@ -393,7 +424,7 @@ func (f *file) Writev(ctx context.Context, data [][]byte, off int64) (uint32, sy
 }
 
 func (f *file) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
-	release, errno := f.n.lfs.enter()
+	release, errno := f.n.lfs.change()
 	if errno != 0 {
 		return errno
 	}
