@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ferrygw/ferry/event"
+	"github.com/ferrygw/ferry/internal/durable"
 	"github.com/ferrygw/ferry/internal/keyring"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -196,7 +197,7 @@ func (l *Log) open() (err error) {
 	db.AllocSize = l.growStep
 	l.pageSize = db.Info().PageSize
 	if why := l.checkDue(); why != "" {
-		if err := checkFile(db); err != nil {
+		if err := durable.CheckBolt(db); err != nil {
 			_ = db.Close()
 			return fmt.Errorf("open buffer %s: %w: %s: %v", l.path, ErrCorrupt, why, err)
 		}

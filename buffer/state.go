@@ -3,10 +3,9 @@ package buffer
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/ferrygw/ferry/internal/durable"
 )
 
 // The state file (<path>.state) records how the log was last left:
@@ -47,30 +46,9 @@ func (l *Log) checkDue() string {
 	return ""
 }
 
-// checkFile runs bbolt's page check over db. bbolt panics on some damage:
-// an error here.
-func checkFile(db *bolt.DB) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("bbolt: %v", p)
-		}
-	}()
-	return db.View(func(tx *bolt.Tx) error {
-		// Read to the end: Check's goroutine walks the pages until it
-		// closes the channel, and the transaction must outlive it.
-		var first error
-		for err := range tx.Check() {
-			if first == nil {
-				first = err
-			}
-		}
-		return first
-	})
-}
-
 // setState replaces the state file durably.
 func (l *Log) setState(state string) {
-	if err := writeFileSync(l.statePath(), state+"\n"); err != nil {
+	if err := durable.WriteFile(l.statePath(), state+"\n"); err != nil {
 		l.log.Warn("buffer state file not written", "path", l.statePath(), "err", err)
 	}
 }
@@ -84,34 +62,6 @@ func (l *Log) runningState() string {
 		mode = "nosync"
 	}
 	return stateRunning + " " + boot + " " + mode
-}
-
-// writeFileSync writes path through a fsynced temporary file and a rename.
-func writeFileSync(path, data string) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.WriteString(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
 }
 
 // errDamaged wraps a bbolt panic in a commit.

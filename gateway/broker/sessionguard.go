@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/ferrygw/ferry/internal/durable"
 
 	"go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -60,7 +61,7 @@ func guardSessions(path, boot string, now time.Time, log *slog.Logger) *sessionG
 	if boot == "" {
 		boot = "unknown"
 	}
-	if err := writeState(g.state, stateRunning+boot); err != nil {
+	if err := durable.WriteFile(g.state, stateRunning+boot+"\n"); err != nil {
 		log.Warn("session store state not written", "path", g.state, "err", err)
 	}
 	return g
@@ -81,7 +82,7 @@ func (g *sessionGuard) closed() {
 		err = nil // nothing written: nothing to distrust
 	}
 	if err == nil {
-		err = writeState(g.state, stateClean)
+		err = durable.WriteFile(g.state, stateClean+"\n")
 	}
 	if err != nil {
 		g.log.Warn("session store not marked clean", "path", g.path, "err", err)
@@ -114,44 +115,5 @@ func checkSessions(path string) (err error) {
 		return err
 	}
 	defer db.Close()
-	return db.View(func(tx *bbolt.Tx) error {
-		// Read to the end: Check's goroutine walks the pages until it
-		// closes the channel, and the transaction must outlive it.
-		var first error
-		for err := range tx.Check() {
-			if first == nil {
-				first = err
-			}
-		}
-		return first
-	})
-}
-
-// writeState replaces the state file durably (temp file, fsync, rename,
-// fsync of the directory).
-func writeState(path, state string) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.WriteString(state + "\n")
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
+	return durable.CheckBolt(db)
 }

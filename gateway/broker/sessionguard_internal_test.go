@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferrygw/ferry/internal/durable"
 	"go.etcd.io/bbolt"
 )
 
@@ -63,7 +64,7 @@ func TestGuardSessions(t *testing.T) {
 			path := filepath.Join(dir, "sessions.db")
 			tc.store(t, path)
 			if tc.state != "" {
-				if err := writeState(path+".state", tc.state); err != nil {
+				if err := durable.WriteFile(path+".state", tc.state+"\n"); err != nil {
 					t.Fatal(err)
 				}
 			}
