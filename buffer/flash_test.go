@@ -137,7 +137,9 @@ func TestSparseAppendsGrouped(t *testing.T) {
 	for w := range writers {
 		wg.Go(func() {
 			// Phases 100 ms apart, one append a second each: sparse,
-			// nobody waiting on anybody.
+			// nobody waiting on anybody. The sleep shapes the load (the
+			// test is about traffic arriving over time); nothing waits
+			// on it for a result.
 			time.Sleep(time.Duration(w) * 100 * time.Millisecond)
 			tick := time.NewTicker(time.Second)
 			defer tick.Stop()

@@ -32,17 +32,7 @@ func TestKillAfterAcks(t *testing.T) {
 	// A long ack_interval: the kill surely comes before it.
 	yaml, addr := testConfig(t, filepath.Join(dir, "data"), cloud.URL(), "buffer: {ack_interval: 1h}\n")
 	yaml = strings.Replace(yaml, `listen: ""`, "listen: "+status, 1)
-	cfgPath := filepath.Join(dir, "ferry.yaml")
-	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logPath := filepath.Join(dir, "ferry.log")
-	defer func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("ferry output:\n%s", b)
-		}
-	}()
+	cfgPath, logPath := ferryFiles(t, dir, yaml)
 	kill := func(cmd interface {
 		Signal(os.Signal) error
 		Wait() (*os.ProcessState, error)

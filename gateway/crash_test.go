@@ -62,6 +62,24 @@ func startFerry(t *testing.T, bin, cfgPath, logPath string) *exec.Cmd {
 	return cmd
 }
 
+// ferryFiles writes yaml as dir/ferry.yaml for the binary and returns it
+// with dir/ferry.log, the binary's output (startFerry), which is printed
+// if the test fails.
+func ferryFiles(t *testing.T, dir, yaml string) (cfgPath, logPath string) {
+	t.Helper()
+	cfgPath, logPath = filepath.Join(dir, "ferry.yaml"), filepath.Join(dir, "ferry.log")
+	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("ferry output:\n%s", b)
+		}
+	})
+	return cfgPath, logPath
+}
+
 // crashPublisher publishes its sequence at QoS 1, one at a time, recording
 // each sequence number the gateway acknowledged. On any failure it
 // reconnects and publishes the same number again (a duplicate if only the
@@ -105,17 +123,7 @@ func TestCrashKill9(t *testing.T) {
 	sub := subscribeCloud(t, cloud.URL(), "crash-cloud-sub")
 	dir := t.TempDir()
 	yaml, addr := testConfig(t, filepath.Join(dir, "data"), cloud.URL(), "")
-	cfgPath := filepath.Join(dir, "ferry.yaml")
-	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logPath := filepath.Join(dir, "ferry.log")
-	defer func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("ferry output:\n%s", b)
-		}
-	}()
+	cfgPath, logPath := ferryFiles(t, dir, yaml)
 
 	var mu sync.Mutex
 	acked := map[reading]bool{}

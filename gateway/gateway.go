@@ -569,10 +569,11 @@ func tlsConfig(t *config.TLS) (*tls.Config, error) {
 }
 
 // bootID identifies this boot of the machine, so the broker can tell a
-// power cut from a killed process (broker.Config.BootID).
+// power cut from a killed process (buffer.Options.BootID and
+// broker.Config.BootID); read once per process.
 // FERRY_BOOT_ID overrides it: a test that cuts the power of a simulated
 // disk (gateway.TestPowerCut) gives each "boot" its own.
-func bootID() string {
+var bootID = sync.OnceValue(func() string {
 	if id := os.Getenv("FERRY_BOOT_ID"); id != "" {
 		return id
 	}
@@ -581,4 +582,4 @@ func bootID() string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
-}
+})

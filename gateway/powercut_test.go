@@ -188,17 +188,7 @@ status:
   listen: ""
   log_interval: 0s
 `, disk.Mountpoint(), addr, durability, ingest, cloud.URL())
-	cfgPath := filepath.Join(dir, "ferry.yaml")
-	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logPath := filepath.Join(dir, "ferry.log")
-	defer func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("ferry output:\n%s", b)
-		}
-	}()
+	cfgPath, logPath := ferryFiles(t, dir, yaml)
 
 	var mu sync.Mutex
 	acked := map[reading]bool{}

@@ -139,17 +139,7 @@ status:
   listen: %s
   log_interval: 0s
 `, disk.Mountpoint(), addr, cloud.URL(), statusAddr)
-	cfgPath := filepath.Join(dir, "ferry.yaml")
-	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logPath := filepath.Join(dir, "ferry.log")
-	defer func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("ferry output:\n%s", b)
-		}
-	}()
+	cfgPath, logPath := ferryFiles(t, dir, yaml)
 	logSize := func() int64 {
 		fi, err := os.Stat(logPath)
 		if err != nil {
