@@ -233,6 +233,7 @@ status:
 	start := func(label string, ready func() bool) *ferryProc {
 		t.Helper()
 		movedAside := map[string]bool{}
+		designedStops := 0
 		for {
 			fi, _ := os.Stat(logPath)
 			var offset int64
@@ -253,6 +254,15 @@ status:
 			}
 			if !p.exited() {
 				return p
+			}
+			if out, _ := os.ReadFile(logPath); durability != "sync" && designedStops < 3 &&
+				strings.Contains(string(out[min(offset, int64(len(out))):]), "the next start checks the file") {
+				// Without fsync a cut can leave damage that only a commit
+				// meets: the buffer stops the gateway by design, and the
+				// next start (systemd restarts it) checks the file.
+				designedStops++
+				t.Logf("%s: ferry stopped on a damaged buffer (durability %s), as designed; starting it again", label, durability)
+				continue
 			}
 			why, file := startFailure(logPath, offset)
 			t.Errorf("%s: ferry exited instead of running after a power cut (durability %s): %v: %s", label, durability, p.err, why)
