@@ -524,6 +524,7 @@ func (l *Log) attempt(batch []*appendReq, acks map[ackKey]uint64, unsaved map[st
 			failed, err = nil, errDamaged(p)
 		}
 	}()
+	l.db.NoFreelistSync = l.freelistOff() // read by Commit, set by its only caller
 	err = l.db.Update(func(tx *bolt.Tx) error {
 		ts.tx, ts.txid = tx, tx.ID()
 		ts.root = tx.Bucket(bktStreams)

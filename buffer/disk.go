@@ -32,8 +32,8 @@ import (
 // 1 KiB pages, TestDiskFull ran the filesystem dry before the watermark
 // refused).
 //
-// Deleting events grows bbolt's freelist, which every commit writes out in
-// one piece. When the filesystem is below the watermark (someone else
+// Deleting events grows bbolt's freelist, which a commit writes out in one
+// piece while it fits in a page (freelistOff). When the filesystem is below the watermark (someone else
 // took the reserve), that piece should come from the file's own free
 // pages, so such commits delete at most deleteChunkBytes of events each
 // and leave the rest to the next commit: the pages one commit frees are
@@ -165,8 +165,9 @@ func (l *Log) measure() (limits, error) {
 	st := l.db.Stats()
 	ps := int64(l.pageSize)
 	// Pending pages are released to the freelist when the next write
-	// transaction starts (no reader holds them for long). Every commit
-	// writes the freelist and a few pages besides.
+	// transaction starts (no reader holds them for long). A commit
+	// writes a few pages besides its events, and the freelist when it
+	// is short (FreelistInuse is then its size).
 	inFile := int64(st.FreePageN+st.PendingPageN)*ps - int64(st.FreelistInuse) - (commitPages+1)*l.unit()
 	fs := clampInt64(free) - clampInt64(l.opts.MinFreeDisk) - int64(l.growStep)
 	lim := limits{room: room{file: max(inFile, 0), fs: max(fs, 0)}, delBudget: unlimited}

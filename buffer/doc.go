@@ -54,7 +54,7 @@
 // watermark (another program filled it, or the watermark was raised), so
 // the log recovers by itself once the backlog drains, also across
 // restarts. Below the watermark, commits delete a bounded amount each, so
-// that bbolt's freelist, written whole by every commit, fits in the
+// that bbolt's freelist, when a commit writes it whole, fits in the
 // file's free pages; the file may still grow by a few pages when bbolt
 // needs contiguous pages its free pages do not have. A commit that fails
 // for lack of space anyway (ENOSPC) refuses only its own events, with

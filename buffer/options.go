@@ -136,6 +136,10 @@ type Options struct {
 	// blocks (see disk.go).
 	PageSize int
 
+	// syncFreelist writes bbolt's freelist in every commit, as before
+	// (benchmarks only: WithSyncFreelist in export_test.go).
+	syncFreelist bool
+
 	// MinFreeDisk is the free-space watermark in bytes on the file's
 	// filesystem: appends are refused (ErrDiskFull) rather than take free
 	// space below it, except those that fit in the file's own free pages

@@ -34,31 +34,53 @@ func BenchmarkWear(b *testing.B) {
 		name string
 		rate float64 // readings/s, all sensors
 		opts buffer.Options
+		// backlog events are appended and forwarded before the
+		// sensors start, as after a cloud outage: the file keeps the
+		// pages they freed.
+		backlog int
 	}{
 		// Before: every ack its own commit, every append its own commit.
-		{"sync/10rps/before", 10, buffer.Options{CommitInterval: -1, AckInterval: -1, PageSize: 4096}},
-		{"sync/10rps/acks-deferred", 10, buffer.Options{CommitInterval: -1, PageSize: 4096}},
-		{"sync/10rps/acks-deferred+grouped", 10, buffer.Options{PageSize: 4096}},
-		{"sync/10rps/default", 10, buffer.Options{}},
-		{"sync/10rps/commit-interval-1s", 10, buffer.Options{CommitInterval: time.Second}},
-		{"sync/1rps/default", 1, buffer.Options{}},
-		{"sync/100rps/default", 100, buffer.Options{}},
-		{"batch/10rps/before-10ms", 10, buffer.Options{Durability: buffer.DurabilityBatch, BatchInterval: 10 * time.Millisecond, AckInterval: -1, PageSize: 4096}},
-		{"batch/10rps/default", 10, buffer.Options{Durability: buffer.DurabilityBatch}},
-		{"none/10rps/default", 10, buffer.Options{Durability: buffer.DurabilityNone}},
+		{"sync/10rps/before", 10, buffer.Options{CommitInterval: -1, AckInterval: -1, PageSize: 4096}, 0},
+		{"sync/10rps/acks-deferred", 10, buffer.Options{CommitInterval: -1, PageSize: 4096}, 0},
+		{"sync/10rps/acks-deferred+grouped", 10, buffer.Options{PageSize: 4096}, 0},
+		{"sync/10rps/default", 10, buffer.Options{}, 0},
+		{"sync/10rps/commit-interval-1s", 10, buffer.Options{CommitInterval: time.Second}, 0},
+		{"sync/1rps/default", 1, buffer.Options{}, 0},
+		{"sync/100rps/default", 100, buffer.Options{}, 0},
+		{"sync/10rps/after-backlog-20k/freelist-synced", 10, buffer.WithSyncFreelist(buffer.Options{}), 20000},
+		{"sync/10rps/after-backlog-20k/default", 10, buffer.Options{}, 20000},
+		{"batch/10rps/before-10ms", 10, buffer.Options{Durability: buffer.DurabilityBatch, BatchInterval: 10 * time.Millisecond, AckInterval: -1, PageSize: 4096}, 0},
+		{"batch/10rps/default", 10, buffer.Options{Durability: buffer.DurabilityBatch}, 0},
+		{"none/10rps/default", 10, buffer.Options{Durability: buffer.DurabilityNone}, 0},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			wearCase(b, c.rate, c.opts)
+			wearCase(b, c.rate, c.opts, c.backlog)
 		})
 	}
 }
 
-func wearCase(b *testing.B, rate float64, opts buffer.Options) {
+func wearCase(b *testing.B, rate float64, opts buffer.Options, backlog int) {
 	if opts.AckInterval == 0 {
 		opts.AckInterval = buffer.DefaultAckInterval // not buffertest's
 	}
 	l := buffertest.MustOpen(b, opts)
 	ctx, cancel := context.WithCancel(context.Background())
+	payload := []byte(`{"t":21.5,"h":40.2,"seq":12345}`)
+	if backlog > 0 {
+		pend := make([]buffer.Pending, 0, backlog)
+		for i := range backlog {
+			p, err := l.Enqueue(ctx, &event.Event{Stream: "s", Source: fmt.Sprint("sensor-", i%10), Topic: "t", Payload: payload})
+			if err != nil {
+				b.Fatal(err)
+			}
+			pend = append(pend, p)
+		}
+		for _, p := range pend {
+			if err := p.Wait(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
 	wg.Go(func() { // the uplink: read what is committed, ack it
@@ -85,7 +107,12 @@ func wearCase(b *testing.B, rate float64, opts buffer.Options) {
 	})
 	const sensors = 10
 	per := time.Duration(float64(time.Second) * sensors / rate) // one sensor's interval
-	payload := []byte(`{"t":21.5,"h":40.2,"seq":12345}`)
+	for l.Acked("s") < uint64(backlog) {                        // the backlog forwarded
+		select {
+		case <-l.Changed():
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 	warm := min(b.N/5, 20)
 	var mu sync.Mutex
 	done := 0
