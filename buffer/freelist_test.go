@@ -26,8 +26,9 @@ func drained(t *testing.T) string {
 	if err := l.Ack("s", 3000); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return l.Stats()[0].Events == 0 }) // the backlog deleted
-	mustAppend(t, l, ev("s", 3000, 200)) // a commit after the deletion
+	// The backlog deleted, then a commit that leaves the freelist out.
+	waitFor(t, func() bool { return l.Stats()[0].Events == 0 })
+	mustAppend(t, l, ev("s", 3000, 200))
 	l.Close()
 	return path
 }
