@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Defaults of the rate limiter.
@@ -24,7 +25,21 @@ const (
 	DefaultInterval = time.Minute
 	// DefaultMaxKeys bounds the keys tracked at once (about 200 bytes each).
 	DefaultMaxKeys = 256
+	// DefaultTotal bounds the lines of all keys together per interval:
+	// a client that changes its ID for every refused attempt makes a new
+	// key each time, so per-key bursts alone do not bound the log. 300 a
+	// minute of ~200-byte lines is at most ~86 MB a day on the card under
+	// a sustained attack, and far above a healthy gateway's few lines.
+	DefaultTotal = 300
+	// DefaultMaxValue bounds a string attribute's value in bytes (a
+	// 65,530-byte client ID made 65 KB lines); longer values are cut at a
+	// rune boundary and marked with their length.
+	DefaultMaxValue = 256
 )
+
+// TotalSuppressedMsg is the message of the line that reports, once an
+// interval is over, how many lines the total limit suppressed.
+const TotalSuppressedMsg = "log lines suppressed: total limit"
 
 // SuppressedMsg is the message of the line that reports, once the interval
 // of a key is over, how many of its lines were suppressed.
@@ -43,6 +58,14 @@ type Limits struct {
 	Burst    int           // lines per key and interval that pass (default 5; < 0: no limit)
 	Interval time.Duration // window of each key, from its first line (default 1 min)
 	MaxKeys  int           // keys tracked at once; the least recently seen is evicted (default 256)
+	// Total is how many lines of all keys together pass per Interval
+	// (default 300; < 0: no total limit). Summaries count toward it;
+	// what it suppresses is reported in one TotalSuppressedMsg line per
+	// interval. Unlimited messages neither count nor are suppressed.
+	Total int
+	// MaxValue is the longest string (or error) attribute value written,
+	// in bytes (default 256; < 0: no limit).
+	MaxValue int
 	// Now is the limiter's clock. Nil: the time of each record (which
 	// slog.Logger reads anyway; reading the clock again would double the
 	// limiter's cost on boards whose clock source is slow), time.Now for
@@ -145,6 +168,12 @@ type limitState struct {
 	keys    map[uint64]*entry
 	lru     entry     // sentinel of the recency list: lru.next is the newest
 	nextDue time.Time // earliest end of an interval with a pending count; zero: none
+
+	// The total limit's window, shared by all keys.
+	totalStart      time.Time
+	totalN          int // lines passed in the window
+	totalSuppressed int
+	totalH          *Limiter // writes the total summary (the root limiter)
 }
 
 // entry is one key's window.
@@ -173,9 +202,17 @@ func NewLimiter(next slog.Handler, lim Limits) *Limiter {
 	if lim.MaxKeys <= 0 {
 		lim.MaxKeys = DefaultMaxKeys
 	}
+	if lim.Total == 0 {
+		lim.Total = DefaultTotal
+	}
+	if lim.MaxValue == 0 {
+		lim.MaxValue = DefaultMaxValue
+	}
 	st := &limitState{lim: lim, seed: maphash.MakeSeed(), keys: make(map[uint64]*entry)}
 	st.lru.prev, st.lru.next = &st.lru, &st.lru
-	return &Limiter{next: next, st: st}
+	l := &Limiter{next: next, st: st}
+	st.totalH = l
+	return l
 }
 
 // Enabled implements slog.Handler: the wrapped handler's level decides.
@@ -186,6 +223,7 @@ func (l *Limiter) Enabled(ctx context.Context, level slog.Level) bool {
 // WithAttrs implements slog.Handler.
 func (l *Limiter) WithAttrs(attrs []slog.Attr) slog.Handler {
 	c := *l
+	attrs = l.st.cutAll(attrs)
 	c.next = l.next.WithAttrs(attrs)
 	for _, a := range attrs {
 		if isIdentity(a.Key) {
@@ -213,6 +251,7 @@ func (l *Limiter) WithGroup(name string) slog.Handler {
 // Handle implements slog.Handler.
 func (l *Limiter) Handle(ctx context.Context, r slog.Record) error {
 	st := l.st
+	r = st.cut(r)
 	if st.lim.Burst < 0 {
 		return l.next.Handle(ctx, r)
 	}
@@ -230,6 +269,7 @@ func (l *Limiter) Handle(ctx context.Context, r slog.Record) error {
 	if !st.nextDue.IsZero() && !now.Before(st.nextDue) {
 		due = st.sweep(now, due)
 	}
+	due = st.totalWindow(now, due)
 	if unlimited {
 		st.mu.Unlock()
 		return l.emit(ctx, due, &r)
@@ -255,6 +295,12 @@ func (l *Limiter) Handle(ctx context.Context, r slog.Record) error {
 	}
 	e.n++
 	pass := e.n <= st.lim.Burst
+	if pass && !st.takeTotal() {
+		// Counted in the total summary, not the key's: a key-less line
+		// per interval, whatever the number of keys.
+		st.mu.Unlock()
+		return l.emit(ctx, due, nil)
+	}
 	if !pass {
 		e.suppressed++
 		e.h = l // the summary goes out with the latest logger's attributes
@@ -267,6 +313,139 @@ func (l *Limiter) Handle(ctx context.Context, r slog.Record) error {
 		return l.emit(ctx, due, nil)
 	}
 	return l.emit(ctx, due, &r)
+}
+
+// takeTotal counts one line against the total limit, or the suppressed
+// ones when it is spent. st.mu is held.
+func (st *limitState) takeTotal() bool {
+	if st.lim.Total < 0 {
+		return true
+	}
+	if st.totalN >= st.lim.Total {
+		st.totalSuppressed++
+		return false
+	}
+	st.totalN++
+	return true
+}
+
+// totalWindow starts a new total window once the current one is over,
+// reporting what the last one suppressed, and lets through only the
+// summaries due that fit in the total (the rest are added to its count).
+// st.mu is held.
+func (st *limitState) totalWindow(now time.Time, due []summary) []summary {
+	if st.totalStart.IsZero() || now.Sub(st.totalStart) >= st.lim.Interval {
+		if st.totalSuppressed > 0 {
+			due = append(due, summary{h: st.totalH, level: slog.LevelWarn, msg: TotalSuppressedMsg, count: st.totalSuppressed, at: now, total: true})
+		}
+		st.totalStart, st.totalN, st.totalSuppressed = now, 0, 0
+	}
+	kept := due[:0]
+	for _, s := range due {
+		if s.total || st.takeTotal() {
+			kept = append(kept, s)
+			continue
+		}
+		st.totalSuppressed += s.count - 1 // takeTotal counted the summary line itself
+	}
+	return kept
+}
+
+// cut returns r with string and error attribute values longer than
+// MaxValue shortened (r itself when none is).
+func (st *limitState) cut(r slog.Record) slog.Record {
+	if st.lim.MaxValue < 0 {
+		return r
+	}
+	long := false
+	r.Attrs(func(a slog.Attr) bool {
+		long = st.tooLong(a.Value)
+		return !long
+	})
+	if !long {
+		return r
+	}
+	c := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		c.AddAttrs(st.cutAttr(a))
+		return true
+	})
+	return c
+}
+
+// cutAll is cut for the attributes given to WithAttrs.
+func (st *limitState) cutAll(attrs []slog.Attr) []slog.Attr {
+	if st.lim.MaxValue < 0 {
+		return attrs
+	}
+	var out []slog.Attr
+	for i, a := range attrs {
+		if !st.tooLong(a.Value) {
+			if out != nil {
+				out = append(out, a)
+			}
+			continue
+		}
+		if out == nil {
+			out = append(make([]slog.Attr, 0, len(attrs)), attrs[:i]...)
+		}
+		out = append(out, st.cutAttr(a))
+	}
+	if out == nil {
+		return attrs
+	}
+	return out
+}
+
+func (st *limitState) tooLong(v slog.Value) bool {
+	switch v.Kind() {
+	case slog.KindString:
+		return len(v.String()) > st.lim.MaxValue
+	case slog.KindGroup:
+		for _, a := range v.Group() {
+			if st.tooLong(a.Value) {
+				return true
+			}
+		}
+	case slog.KindAny:
+		if err, ok := v.Any().(error); ok && err != nil {
+			return len(err.Error()) > st.lim.MaxValue
+		}
+	}
+	return false
+}
+
+func (st *limitState) cutAttr(a slog.Attr) slog.Attr {
+	v := a.Value
+	switch v.Kind() {
+	case slog.KindString:
+		return slog.String(a.Key, cutString(v.String(), st.lim.MaxValue))
+	case slog.KindGroup:
+		g := v.Group()
+		c := make([]slog.Attr, len(g))
+		for i, ga := range g {
+			c[i] = st.cutAttr(ga)
+		}
+		return slog.Attr{Key: a.Key, Value: slog.GroupValue(c...)}
+	case slog.KindAny:
+		if err, ok := v.Any().(error); ok && err != nil && len(err.Error()) > st.lim.MaxValue {
+			return slog.String(a.Key, cutString(err.Error(), st.lim.MaxValue))
+		}
+	}
+	return a
+}
+
+// cutString keeps the first max bytes of s, at a rune boundary, and says
+// how long s was.
+func cutString(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	n := max
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return fmt.Sprintf("%s…(%d bytes)", s[:n], len(s))
 }
 
 // emit writes the summaries due, then r unless it is nil. It runs outside
@@ -420,6 +599,7 @@ type summary struct {
 	count int
 	attrs []slog.Attr
 	at    time.Time
+	total bool // the total limit's summary: TotalSuppressedMsg, no suppressed_msg
 }
 
 func (e *entry) summary(now time.Time) summary {
@@ -437,6 +617,11 @@ func (st *limitState) now() time.Time {
 func (s summary) emit(ctx context.Context) error {
 	if !s.h.next.Enabled(ctx, s.level) {
 		return nil
+	}
+	if s.total {
+		r := slog.NewRecord(s.at, s.level, s.msg, 0)
+		r.AddAttrs(slog.Int("count", s.count))
+		return s.h.next.Handle(ctx, r)
 	}
 	r := slog.NewRecord(s.at, s.level, SuppressedMsg, 0)
 	r.AddAttrs(s.attrs...)

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ferrygw/ferry/internal/logging"
 )
@@ -365,4 +366,64 @@ func BenchmarkHandle(b *testing.B) {
 	b.Run("json alone", func(b *testing.B) {
 		run(b, slog.NewJSONHandler(io.Discard, nil))
 	})
+}
+
+// A client that changes its ID for every refused attempt makes a new key
+// each time: the total limit still bounds the lines, and one line per
+// interval says how many it suppressed.
+func TestTotalLimit(t *testing.T) {
+	var buf bytes.Buffer
+	c := newClock()
+	h := logging.NewLimiter(slog.NewJSONHandler(&buf, nil), logging.Limits{Total: 50, MaxKeys: 16, Now: c.now, Unlimited: []string{"health"}})
+	l := slog.New(h)
+	for i := range 1000 {
+		l.Warn("publish refused", "client", fmt.Sprint("mallory-", i))
+		if i%7 == 0 {
+			l.Info("health") // never limited, never counted
+		}
+	}
+	lines := jsonLines(t, buf.String())
+	if n, _ := count(lines, "publish refused", ""); n != 50 {
+		t.Fatalf("%d refusal lines in the interval, want the total limit, 50", n)
+	}
+	if n, _ := count(lines, "health", ""); n != 143 {
+		t.Fatalf("%d health lines, want all 143", n)
+	}
+	c.advance(time.Minute)
+	l.Warn("publish refused", "client", "late")
+	lines = jsonLines(t, buf.String())
+	var reported int
+	for _, m := range lines {
+		if m["msg"] == logging.TotalSuppressedMsg {
+			reported += int(m["count"].(float64))
+		}
+	}
+	if reported != 950 {
+		t.Fatalf("total summary counts %d suppressed lines, want 950:\n%s", reported, buf.String()[max(0, buf.Len()-500):])
+	}
+	if n, _ := count(lines, "publish refused", ""); n != 51 {
+		t.Fatalf("the next interval's first line was not written (%d)", n)
+	}
+}
+
+func TestLongValuesCut(t *testing.T) {
+	long := strings.Repeat("é", 40000) // 80,000 bytes; cut at a rune boundary
+	var buf bytes.Buffer
+	h := logging.NewLimiter(slog.NewJSONHandler(&buf, nil), logging.Limits{})
+	l := slog.New(h)
+	l.With("client", long).Warn("connect refused", "topic", long, "err", fmt.Errorf("bad: %s", long), slog.Group("g", "v", long))
+	line := buf.String()
+	if len(line) > 4*logging.DefaultMaxValue+400 {
+		t.Fatalf("line of %d bytes for 4 long values", len(line))
+	}
+	m := jsonLines(t, line)[0]
+	for _, v := range []any{m["client"], m["topic"], m["err"], m["g"].(map[string]any)["v"]} {
+		s, _ := v.(string)
+		if !strings.HasSuffix(s, "…(80000 bytes)") && !strings.HasSuffix(s, "…(80005 bytes)") {
+			t.Errorf("value %.40q… not cut with its length", s)
+		}
+		if !utf8.ValidString(s) {
+			t.Errorf("cut value is not valid UTF-8")
+		}
+	}
 }
