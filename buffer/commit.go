@@ -307,6 +307,11 @@ type txState struct {
 	// (see disk.go); behind is set when it stopped deleting for it.
 	delBudget int64
 	behind    bool
+	scratch   []byte // sourceOf's plaintext buffer
+	// hwm0 is the file's high-water mark (bytes) when the transaction
+	// began, and freed the bytes of events it deleted: see learnRuns.
+	hwm0  int64
+	freed int64
 }
 
 // mayDelete reports whether the commit may delete an event of size
@@ -330,6 +335,7 @@ func (ts *txState) get(name string) (*stream, *bolt.Bucket, error) {
 	ts.l.mu.Lock()
 	s := ts.l.streamLocked(name).clone()
 	ts.l.mu.Unlock()
+	s.reconcileSources() // the configuration may have changed the policy
 	sb, err := ts.root.CreateBucketIfNotExists([]byte(name))
 	if err != nil {
 		return nil, nil, fmt.Errorf("stream %q: %w", name, err)
@@ -456,6 +462,7 @@ func (l *Log) commitGroup(batch []*appendReq, acks map[ackKey]uint64, unsaved ma
 		return batch, failedFns
 	}
 	l.install(ts, gen)
+	l.learnRuns(ts, lim)
 	if ts.noRoom {
 		l.setDiskFull(true, ts.room.total())
 	}
@@ -526,7 +533,7 @@ func (l *Log) attempt(batch []*appendReq, acks map[ackKey]uint64, unsaved map[st
 	}()
 	l.db.NoFreelistSync = l.freelistOff() // read by Commit, set by its only caller
 	err = l.db.Update(func(tx *bolt.Tx) error {
-		ts.tx, ts.txid = tx, tx.ID()
+		ts.tx, ts.txid, ts.hwm0 = tx, tx.ID(), tx.Size()
 		ts.root = tx.Bucket(bktStreams)
 		for name, n := range unsaved {
 			s, _, err := ts.get(name)
@@ -552,7 +559,7 @@ func (l *Log) attempt(batch []*appendReq, acks map[ackKey]uint64, unsaved map[st
 				}
 				continue
 			}
-			ok, err := ts.append(r.stream, r.val)
+			ok, err := ts.append(r.stream, r.src, r.val)
 			if err != nil {
 				return err
 			}
@@ -625,10 +632,10 @@ type appendResult struct {
 	err error // why the event was refused (ErrFull, ErrDiskFull, ErrTooLarge)
 }
 
-// append adds one encoded event to stream under its bounds and the
-// commit's disk room. A refusal is a result, not an error: errors abort
-// the transaction.
-func (ts *txState) append(stream string, val []byte) (appendResult, error) {
+// append adds one encoded event of source src to stream under its bounds
+// and the commit's disk room. A refusal is a result, not an error: errors
+// abort the transaction.
+func (ts *txState) append(stream, src string, val []byte) (appendResult, error) {
 	s, b, err := ts.get(stream)
 	if err != nil {
 		return appendResult{}, err
@@ -649,16 +656,24 @@ func (ts *txState) append(stream string, val []byte) (appendResult, error) {
 		return appendResult{err: ErrDiskFull}, nil
 	}
 	for over(s, size) {
-		if err := deleteFirst(s, b); err != nil {
+		var victim string
+		if fair(s.cfg) {
+			victim, err = ts.evictLargest(stream, s, b, src, size)
+		} else {
+			victim, _, _, err = ts.deleteFirst(stream, s, b, math.MaxUint64, true)
+		}
+		if err != nil {
 			return appendResult{}, err
 		}
 		s.drops[DropOverflow]++
+		s.dropped(victim)
 	}
 	var key [8]byte
 	binary.BigEndian.PutUint64(key[:], s.meta.Next)
 	if err := b.Put(key[:], val); err != nil {
 		return appendResult{}, fmt.Errorf("stream %q: put: %w", stream, err)
 	}
+	s.added(src, s.meta.Next, size)
 	s.meta.Next++
 	s.meta.Count++
 	s.meta.Bytes += size
@@ -671,8 +686,11 @@ func over(s *stream, size int64) bool {
 		(s.cfg.MaxBytes > 0 && s.meta.Bytes+size > s.cfg.MaxBytes))
 }
 
-// deleteFirst removes the oldest event of s.
-func deleteFirst(s *stream, b *bolt.Bucket) error {
+// deleteFirst removes the oldest event of s (stream name), unless its
+// offset is past limit: then it only moves meta.First up to it. It
+// returns the event's source (read when wantSrc or when holdings are
+// tracked), its offset and whether it deleted one.
+func (ts *txState) deleteFirst(name string, s *stream, b *bolt.Bucket, limit uint64, wantSrc bool) (src string, off uint64, deleted bool, err error) {
 	// Seek to the known first offset rather than Cursor.First: within a
 	// transaction that already deleted many events, First walks every
 	// emptied leaf again, which made a large ack quadratic.
@@ -682,21 +700,33 @@ func deleteFirst(s *stream, b *bolt.Bucket) error {
 	k, v := c.Seek(key[:])
 	if k == nil {
 		s.meta.Count, s.meta.Bytes, s.meta.First = 0, 0, s.meta.Next
-		return nil
+		return "", 0, false, nil
+	}
+	off = binary.BigEndian.Uint64(k)
+	if off > limit {
+		// A gap left by fair eviction (see fair.go): First is exact again.
+		s.meta.First = off
+		return "", off, false, nil
 	}
 	size := int64(len(v))
-	off := binary.BigEndian.Uint64(k)
-	if err := c.Delete(); err != nil {
-		return err
+	if wantSrc || len(s.src.held) > 0 {
+		if src, err = ts.sourceOf(name, v); err != nil {
+			src = "\x00unreadable" // pooled: it cannot be attributed
+		}
 	}
+	if err := c.Delete(); err != nil {
+		return "", 0, false, err
+	}
+	ts.freed += size
 	s.meta.Count--
 	s.meta.Bytes -= size
-	// Offsets are contiguous: events are only ever deleted from the front.
+	s.removed(src, off, size)
+	// A lower bound: fair eviction may have left a gap after off.
 	s.meta.First = off + 1
 	if s.meta.Count == 0 {
 		s.meta.First = s.meta.Next
 	}
-	return nil
+	return src, off, true, nil
 }
 
 // consume records that consumer has processed stream through an offset,
@@ -734,11 +764,12 @@ func (ts *txState) deleteProcessed(name string, s *stream, b *bolt.Bucket, throu
 		if !ts.mayDelete(s.avgSize()) {
 			break // the next commit goes on (see disk.go)
 		}
-		if s.meta.First > lowest {
-			s.drops[DropUnconsumed]++
+		_, off, deleted, err := ts.deleteFirst(name, s, b, through, false)
+		if err != nil || !deleted {
+			return err // !deleted: the oldest event lies past through
 		}
-		if err := deleteFirst(s, b); err != nil {
-			return err
+		if off > lowest {
+			s.drops[DropUnconsumed]++
 		}
 	}
 	return nil
@@ -815,7 +846,7 @@ func (ts *txState) expire(now time.Time) error {
 		}
 		for n := 0; n < maxSweep && s.meta.Count > 0 && firstExpired(ts.tx, ts.l.opts.Keys, name, s.meta.First, now.Add(-s.cfg.TTL)) &&
 			ts.mayDelete(s.avgSize()); n++ {
-			if err := deleteFirst(s, b); err != nil {
+			if _, _, _, err := ts.deleteFirst(name, s, b, math.MaxUint64, false); err != nil {
 				return err
 			}
 			s.drops[DropExpired]++
@@ -931,6 +962,9 @@ func (ts *txState) writeMeta() error {
 			return err
 		}
 		if err := putCounters(sb, bktDrops, s.drops); err != nil {
+			return err
+		}
+		if err := writeSources(sb, s); err != nil {
 			return err
 		}
 	}

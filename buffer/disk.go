@@ -2,6 +2,7 @@ package buffer
 
 import (
 	"errors"
+	bolt "go.etcd.io/bbolt"
 	"math"
 	"strings"
 	"syscall"
@@ -80,6 +81,9 @@ const (
 // without a bound).
 type room struct {
 	file, fs int64
+	// noRuns: the file's free pages are known not to hold a run long
+	// enough for a large event (learnRuns), whatever their number.
+	noRuns bool
 }
 
 func (r room) total() int64 {
@@ -95,7 +99,7 @@ func (r *room) take(cost int64, large bool, pageSize int) bool {
 	switch {
 	case r.fs == unlimited:
 		return true
-	case large && r.file < runBytes:
+	case large && (r.file < runBytes || r.noRuns):
 		if r.fs < cost {
 			return false
 		}
@@ -155,6 +159,34 @@ func (l *Log) appendCost(n int) (cost int64, large bool) {
 	return c, large
 }
 
+// learnRuns keeps the room estimate honest about contiguity. A large
+// event needs a run of free pages, and bbolt's free pages may all be
+// short runs (a rewritten leaf frees one page, a leaf of large values a
+// few): their number alone overstated the room, and with the file's
+// freelist kept in memory TestFullDisk ran the filesystem dry on events
+// counted against free pages that bbolt could not use. So a commit that
+// had no room on the filesystem yet raised the file's high-water mark
+// shows the runs are gone: large events then count on the filesystem
+// alone (room.noRuns) until deletions have freed runBytes again. The
+// growth that taught it is within the reserve (measure keeps one growth
+// step). Called by the commit loop only.
+func (l *Log) learnRuns(ts *txState, lim limits) {
+	if ts.freed > 0 && l.noRuns {
+		if l.freedSince += ts.freed; l.freedSince >= runBytes {
+			l.noRuns, l.freedSince = false, 0
+		}
+	}
+	if lim.fs == unlimited || lim.fs > 0 || ts.appended == 0 {
+		return // filesystem room (or no bound): growing is expected
+	}
+	var hwm int64
+	_ = l.db.View(func(tx *bolt.Tx) error { hwm = tx.Size(); return nil })
+	if hwm > ts.hwm0 && !l.noRuns {
+		l.noRuns, l.freedSince = true, 0
+		l.log.Info("buffer: the file's free pages hold no run for large events; they count on the filesystem's room alone", "path", l.path)
+	}
+}
+
 // measure returns the next commit's limits from the free space and the
 // file's free pages.
 func (l *Log) measure() (limits, error) {
@@ -170,7 +202,7 @@ func (l *Log) measure() (limits, error) {
 	// is short (FreelistInuse is then its size).
 	inFile := int64(st.FreePageN+st.PendingPageN)*ps - int64(st.FreelistInuse) - (commitPages+1)*l.unit()
 	fs := clampInt64(free) - clampInt64(l.opts.MinFreeDisk) - int64(l.growStep)
-	lim := limits{room: room{file: max(inFile, 0), fs: max(fs, 0)}, delBudget: unlimited}
+	lim := limits{room: room{file: max(inFile, 0), fs: max(fs, 0), noRuns: l.noRuns}, delBudget: unlimited}
 	if inFile < 0 { // the commit's own pages come from the filesystem
 		lim.fs = max(lim.fs+inFile, 0)
 	}

@@ -38,7 +38,8 @@
 // were queued; events appended by one goroutine keep that goroutine's order.
 //
 // Bounds: each stream is bounded by event count and bytes, with a policy on
-// overflow (drop the oldest, or reject the new event), and an optional TTL.
+// overflow (drop the oldest event of the source holding the most, drop the
+// oldest, or reject the new event; see fair.go), and an optional TTL.
 // Every event that is dropped or refused is counted by reason in the file
 // itself.
 //

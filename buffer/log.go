@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"os"
 	"runtime/debug"
 	"sync"
@@ -26,6 +27,7 @@ import (
 //	streams/<name>/ev/<offset>   CBOR event, sealed with Options.Keys if set
 //	streams/<name>/drops/<why>   count(8)
 //	streams/<name>/consumers/<c> offset(8) processed through
+//	streams/<name>/holdings, srcdrops/<source>  per-source state (fair.go)
 //	state/<name>                 opaque bytes written with Tx.PutState, sealed likewise
 //
 // A sealed value starts with keyring.Marker, which no CBOR event starts
@@ -75,6 +77,8 @@ type Log struct {
 	failures    int         // failed commits since lastFailLog
 	pageSize    int
 	growStep    int
+	noRuns      bool     // commit loop only: see learnRuns
+	freedSince  int64    // commit loop only: bytes deleted since noRuns was set
 	statFile    *os.File // the bbolt file again, for fstatfs (nil where unused)
 	quarantined string
 	commits     atomic.Uint64
@@ -94,6 +98,7 @@ type stream struct {
 	drops     map[string]uint64
 	consumers map[string]uint64 // consumer -> processed through offset
 	prune     bool              // positions were forgotten: rewrite them in the file
+	src       sources           // per-source holdings and drops (fair.go)
 }
 
 func newStream(cfg StreamConfig) *stream {
@@ -102,7 +107,7 @@ func newStream(cfg StreamConfig) *stream {
 
 func (s *stream) clone() *stream {
 	c := &stream{cfg: s.cfg, meta: s.meta, prune: s.prune, drops: make(map[string]uint64, len(s.drops)+1),
-		consumers: make(map[string]uint64, len(s.consumers)+1)}
+		consumers: make(map[string]uint64, len(s.consumers)+1), src: s.src.clone()}
 	for k, v := range s.drops {
 		c.drops[k] = v
 	}
@@ -419,6 +424,7 @@ func (l *Log) load(db *bolt.DB) (err error) {
 			s.meta = m
 			s.cfg.Name = string(name)
 			readCounters(b, s)
+			l.readSources(name, b, s)
 			l.streams[string(name)] = s
 			return nil
 		})
@@ -472,6 +478,7 @@ func (l *Log) reread() error {
 			s := newStream(StreamConfig{})
 			s.meta = m
 			readCounters(b, s)
+			l.readSources(name, b, s)
 			fresh[string(name)] = s
 			return nil
 		})
@@ -790,6 +797,9 @@ type StreamStats struct {
 	Drops     map[string]uint64 `json:"drops,omitempty"`
 	MaxEvents int64             `json:"max_events,omitempty"`
 	MaxBytes  int64             `json:"max_bytes,omitempty"`
+	// SourceDrops counts events deleted by overflow per source (the
+	// first 16 sources to lose one, the rest under OtherSources).
+	SourceDrops map[string]uint64 `json:"source_drops,omitempty"`
 }
 
 // Stats returns the state of every stream.
@@ -804,6 +814,9 @@ func (l *Log) Stats() []StreamStats {
 			for k, v := range s.drops {
 				st.Drops[k] = v
 			}
+		}
+		if len(s.src.drops) > 0 {
+			st.SourceDrops = maps.Clone(s.src.drops)
 		}
 		out = append(out, st)
 	}
@@ -861,6 +874,9 @@ func (l *Log) Check() error {
 			}
 			if n != s.meta.Count || bytes != s.meta.Bytes || (n > 0 && first < s.meta.First) {
 				return fmt.Errorf("stream %q: meta %+v, file has %d events, %d bytes, first %d", name, s.meta, n, bytes, first)
+			}
+			if err := l.checkSources(tx, name, s); err != nil {
+				return err
 			}
 		}
 		return nil

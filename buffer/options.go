@@ -44,24 +44,34 @@ const (
 )
 
 // Overflow is what a stream does when an append would exceed its bounds.
+// The zero value is DropLargest.
 type Overflow int
 
 const (
-	// DropOldest deletes the oldest events until the new one fits.
-	DropOldest Overflow = iota
+	// DropLargest deletes, until the new event fits, the oldest event of
+	// the source (event.Event.Source) that holds the most of the stream,
+	// so that one source cannot evict the others' events (see fair.go); a
+	// stream with one source behaves as with DropOldest.
+	DropLargest Overflow = iota
+	// DropOldest deletes the oldest events until the new one fits,
+	// whoever sent them.
+	DropOldest
 	// Reject refuses the new event with ErrFull.
 	Reject
 )
 
-// ParseOverflow parses "drop_oldest" or "reject".
+// ParseOverflow parses "drop_largest" (the default, also for ""),
+// "drop_oldest" or "reject".
 func ParseOverflow(s string) (Overflow, error) {
 	switch s {
-	case "drop_oldest", "":
+	case "drop_largest", "":
+		return DropLargest, nil
+	case "drop_oldest":
 		return DropOldest, nil
 	case "reject":
 		return Reject, nil
 	}
-	return 0, fmt.Errorf("buffer: unknown overflow policy %q (want drop_oldest or reject)", s)
+	return 0, fmt.Errorf("buffer: unknown overflow policy %q (want drop_largest, drop_oldest or reject)", s)
 }
 
 // CorruptPolicy is what Open does with a file it cannot read.

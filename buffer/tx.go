@@ -27,7 +27,7 @@ func (tx *Tx) Append(ev *event.Event) error {
 		return fmt.Errorf("buffer: encode event: %w", err)
 	}
 	val = sealValue(tx.ts.l.opts.Keys, val, "", ev.Stream)
-	res, err := tx.ts.append(ev.Stream, val)
+	res, err := tx.ts.append(ev.Stream, ev.Source, val)
 	if err != nil {
 		return err
 	}

@@ -63,6 +63,7 @@ type Gateway struct {
 	// statusLn is the status listener, bound by New (nil: status off) so
 	// that a taken address fails the start before anything is announced.
 	statusLn net.Listener
+	web      webStats // the status listener's counters (statuslimits.go)
 
 	audit  *audit.Log // nil: audit off
 	alerts alertRing  // recent pipeline outputs, for the status page
@@ -128,6 +129,7 @@ func (g *Gateway) buildParts(cfg *config.Config) (*parts, error) {
 		if err != nil {
 			return nil, fmt.Errorf("gateway: uplink: %w", err)
 		}
+		ucfg.DeadLetters = newUplinkDeadLetters(g.buf, cfg) // uplink_poison.go
 		if p.fwd, err = uplink.New(g.buf, ucfg); err != nil {
 			return nil, fmt.Errorf("gateway: uplink: %w", err)
 		}
@@ -386,6 +388,23 @@ func bufferOptions(cfg *config.Config, log *slog.Logger) (buffer.Options, error)
 	return o, nil
 }
 
+// brokerBudget translates the broker's memory budget keys.
+func brokerBudget(b *config.Broker) broker.Budget {
+	return broker.Budget{
+		MaxConnectSize:         uint32(b.MaxConnectSize),
+		MaxConnecting:          b.MaxConnecting,
+		ConnectTimeout:         b.ConnectTimeout,
+		MaxRetained:            b.MaxRetained,
+		MaxRetainedBytes:       int64(b.MaxRetainedBytes),
+		MaxClientSubscriptions: b.MaxSubscriptionsPerClient,
+		MaxSubscriptions:       b.MaxSubscriptions,
+		MaxOfflineSessions:     b.MaxOfflineSessions,
+		MaxSessionExpiry:       b.MaxSessionExpiry,
+		MaxSessionQueueBytes:   int64(b.MaxSessionQueueBytes),
+		MaxQueueBytes:          int64(b.MaxQueueBytes),
+	}
+}
+
 // brokerConfig translates the broker and ingest sections, loading the
 // users file.
 func brokerConfig(cfg *config.Config, log *slog.Logger) (broker.Config, error) {
@@ -404,6 +423,7 @@ func brokerConfig(cfg *config.Config, log *slog.Logger) (broker.Config, error) {
 			Window:   cfg.Broker.LoginLimit.Window,
 			Block:    cfg.Broker.LoginLimit.Block,
 		},
+		Budget: brokerBudget(&cfg.Broker),
 		Logger: log,
 	}
 	if t := cfg.Broker.TLS; t.Listen != "" {
@@ -431,7 +451,7 @@ func brokerConfig(cfg *config.Config, log *slog.Logger) (broker.Config, error) {
 		bc.Users = users
 	}
 	for _, r := range cfg.Broker.ACL {
-		bc.ACL = append(bc.ACL, broker.ACLRule{User: r.User, Publish: r.Publish, Subscribe: r.Subscribe})
+		bc.ACL = append(bc.ACL, broker.ACLRule{User: r.User, Publish: r.Publish, Subscribe: r.Subscribe, ClientIDs: r.ClientIDs})
 	}
 	return bc, nil
 }
@@ -456,6 +476,8 @@ func uplinkConfig(cfg *config.Config, log *slog.Logger) (uplink.Config, error) {
 		BatchMaxEvents:    u.Batch.MaxEvents,
 		BatchMaxBytes:     int(u.Batch.MaxBytes),
 		MaxMessageBytes:   int(u.MaxMessage),
+		MaxTopicBytes:     int(u.MaxTopic),
+		PoisonAttempts:    u.PoisonAttempts,
 		MessagesPerSecond: u.Rate.MessagesPerSecond,
 		BytesPerSecond:    float64(u.Rate.BytesPerSecond),
 		Streams:           forwardedStreams(cfg),

@@ -74,7 +74,11 @@ func (g *Gateway) initMetrics() func(events int, took time.Duration) {
 // (ready.go) to the status endpoint's mux; ctx ends when the gateway starts
 // stopping.
 func (g *Gateway) registerMonitoring(ctx context.Context, mux *http.ServeMux) {
-	mux.HandleFunc("GET /metrics", g.serveMetrics)
+	// /metrics names streams, pipelines and counts: behind hostGuard like
+	// every endpoint that returns data (ops.go). /readyz stays open for
+	// probes that address the board by name: it answers "ready" or a
+	// fixed reason, nothing a rebinding page could not learn by timing.
+	mux.Handle("GET /metrics", hostGuard(http.HandlerFunc(g.serveMetrics)))
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { g.serveReady(ctx, w) })
 }
 
@@ -120,7 +124,7 @@ func (m *gatewayMetrics) writeTo(e *expo) {
 // cannot see).
 var (
 	bufferDropReasons = []string{buffer.DropOverflow, buffer.DropFull, buffer.DropDiskFull, buffer.DropExpired, buffer.DropTooLarge, buffer.DropUnconsumed}
-	uplinkDropReasons = []string{"oversize", "unencodable"} // see uplink.Status.Dropped
+	uplinkDropReasons = []string{"oversize", "unencodable", "poison"} // see uplink.Status.Dropped
 )
 
 // status writes the series computed from one Status snapshot, family by
@@ -130,6 +134,22 @@ func (e *expo) status(st *Status) {
 	e.counter("ferry_ingest_refused_total", "PUBLISHes the buffer refused (stream full, disk full, too large); never acknowledged to the publisher.", st.Ingest.Refused)
 	e.counter("ferry_ingest_ignored_total", "PUBLISHes that matched no ingest route.", st.Ingest.Ignored)
 	e.gauge("ferry_broker_clients", "MQTT clients connected to the embedded broker.", float64(st.Ingest.Clients))
+	// The broker's memory budget (broker.max_connect_size ... max_queue_bytes).
+	bu := st.Ingest.Budget
+	e.gauge("ferry_broker_budget_connecting", "Connections that have not completed CONNECT (broker.max_connecting).", float64(bu.Connecting))
+	e.counter("ferry_broker_budget_connect_refused_total", "Connections closed at accept: broker.max_connecting reached.", bu.ConnectRefused)
+	e.counter("ferry_broker_budget_connect_too_large_total", "Connections closed: CONNECT larger than broker.max_connect_size.", bu.ConnectTooLarge)
+	e.counter("ferry_broker_budget_connect_timeouts_total", "Connections closed: no CONNECT within broker.connect_timeout.", bu.ConnectTimeouts)
+	e.gauge("ferry_broker_budget_retained", "Retained messages held (broker.max_retained).", float64(bu.Retained))
+	e.gauge("ferry_broker_budget_retained_bytes", "Topic and payload bytes of the retained messages (broker.max_retained_bytes).", float64(bu.RetainedBytes))
+	e.counter("ferry_broker_budget_retained_refused_total", "New retained messages refused (0x97) or not retained: retained budget reached.", bu.RetainedRefused)
+	e.gauge("ferry_broker_budget_subscriptions", "Subscriptions held (broker.max_subscriptions).", float64(bu.Subscriptions))
+	e.counter("ferry_broker_budget_subscriptions_refused_total", "Subscription filters refused (SUBACK 0x97/0x80): subscription budget reached.", bu.SubscriptionsRefused)
+	e.gauge("ferry_broker_budget_offline_sessions", "Persistent sessions kept while their clients are away (broker.max_offline_sessions).", float64(bu.OfflineSessions))
+	e.counter("ferry_broker_budget_sessions_refused_total", "New persistent sessions refused (CONNACK 0x97/0x03): broker.max_offline_sessions reached.", bu.SessionsRefused)
+	e.gauge("ferry_broker_budget_queued_bytes", "QoS 1/2 payload bytes in flight to or queued for clients (broker.max_queue_bytes).", float64(bu.QueuedBytes))
+	e.counter("ferry_broker_budget_queue_dropped_total", "Messages dropped for a client whose queue was full (count or bytes).", bu.QueueDropped)
+	e.counter("ferry_broker_budget_store_dropped_total", "Stored sessions, subscriptions and messages left out at start to fit the budget.", bu.StoreDropped)
 
 	e.counter("ferry_buffer_commits_total", "Buffer transactions committed (appends, acks and expiry grouped).", st.Commits)
 	e.gauge("ferry_buffer_disk_full", "1 while free disk is below buffer.min_free_disk and new events are refused.", bool01(st.DiskFull))
@@ -157,6 +177,12 @@ func (e *expo) status(st *Status) {
 			e.counter("ferry_buffer_dropped_events_total", "Events refused or deleted unforwarded by the buffer, by reason.", s.Drops[why], "stream", s.Name, "reason", why)
 		}
 	}
+	for _, s := range st.Streams {
+		// At most 17 sources a stream: the first 16 to lose events and "(other)".
+		for _, src := range slices.Sorted(maps.Keys(s.SourceDrops)) {
+			e.counter("ferry_buffer_overflow_dropped_events_total", "Events deleted unforwarded to make room in a full stream (reason overflow), by the source that sent them.", s.SourceDrops[src], "stream", s.Name, "source", src)
+		}
+	}
 
 	if l := st.Link; l != nil {
 		e.gauge("ferry_uplink_connected", "1 while the connection to the cloud is up.", bool01(l.Connected))
@@ -166,6 +192,8 @@ func (e *expo) status(st *Status) {
 		e.counter("ferry_uplink_forwarded_bytes_total", "Payload bytes of the forwarded messages.", l.ForwardedBytes)
 		e.counter("ferry_uplink_resent_events_total", "Events published again after a reconnect; duplicates at the cloud are at most this many.", l.Resent)
 		e.gauge("ferry_uplink_inflight_messages", "Publishes awaiting the cloud's acknowledgement.", float64(l.Inflight))
+		e.gauge("ferry_uplink_cloud_refusing_all", "1 while the cloud refuses every publish (a suspected poison was not isolated: nothing else was acknowledged).", bool01(l.RefusingAll))
+		e.counter("ferry_uplink_refused_all_total", "Poison verdicts withdrawn because the cloud acknowledged nothing else.", l.RefusedAll)
 		for _, why := range reasons(uplinkDropReasons, l.Dropped) {
 			e.counter("ferry_uplink_dropped_events_total", "Events acknowledged to the buffer without being forwarded, by reason.", l.Dropped[why], "reason", why)
 		}
@@ -187,6 +215,12 @@ func (e *expo) status(st *Status) {
 	for _, d := range st.Drivers {
 		e.counter("ferry_driver_errors_total", "Failed sensor reads, all causes (timeouts included).", d.Errors, "driver", d.Name)
 	}
+	e.gauge("ferry_status_connections", "Open connections to the status listener.", float64(st.Listener.Conns))
+	e.gauge("ferry_status_max_connections", "The status listener's connection cap.", float64(st.Listener.MaxConns))
+	e.counter("ferry_status_refused_connections_total", "Connections to the status listener refused (503) at its cap.", st.Listener.Refused)
+	e.counter("ferry_status_streams_refused_total", "Status page event streams refused (503): all slots taken.", st.Listener.StreamsRefused)
+	e.counter("ferry_status_streams_expired_total", "Status page event streams ended at their maximum lifetime (the page reconnects).", st.Listener.StreamsExpired)
+
 	for _, d := range st.Drivers {
 		e.gauge("ferry_driver_failing", "1 while a sensor driver is failing or hung.", bool01(d.State != drivers.StateOK), "driver", d.Name)
 	}

@@ -35,6 +35,10 @@ const (
 	PeekMax = 1000
 	// PeekPayloadMax is how much of each payload a peek shows.
 	PeekPayloadMax = 1024
+	// PeekPageBytes ends a peek early once its events hold about this
+	// many bytes (a thousand hex payloads with their attributes would
+	// be several MB); Peek.NextFrom then says where to go on.
+	PeekPageBytes = 256 << 10
 
 	// An export reads the log in pages that end after exportPage events or
 	// once they hold exportFlush encoded bytes, so its memory is bounded by
@@ -63,6 +67,9 @@ type Peek struct {
 	First  uint64        `json:"first"` // oldest retained offset
 	Next   uint64        `json:"next"`  // offset of the next append
 	Events []PeekedEvent `json:"events"`
+	// NextFrom, when set, is the from of the next page: the peek stopped
+	// at PeekPageBytes before n events.
+	NextFrom uint64 `json:"next_from,omitempty"`
 }
 
 // PeekedEvent is one event of a peek. Its payload is shown as text when
@@ -296,10 +303,20 @@ func (g *Gateway) handlePeek(w http.ResponseWriter, r *http.Request) {
 		n = min(v, PeekMax)
 	}
 	p := Peek{Stream: st.Name, First: st.First, Next: st.Next, Events: []PeekedEvent{}}
+	size := 0
 	_, err := g.buf.Read(st.Name, from, n, func(off uint64, ev *event.Event) error {
-		p.Events = append(p.Events, peeked(off, ev))
+		if len(p.Events) > 0 && size >= PeekPageBytes {
+			p.NextFrom = off
+			return errPageFull
+		}
+		pe := peeked(off, ev)
+		size += peekedSize(&pe)
+		p.Events = append(p.Events, pe)
 		return nil
 	})
+	if errors.Is(err, errPageFull) {
+		err = nil
+	}
 	if err != nil {
 		http.Error(w, "reading the buffer: "+err.Error(), http.StatusInternalServerError)
 		return
@@ -332,6 +349,16 @@ func peeked(off uint64, ev *event.Event) PeekedEvent {
 		pe.Hex = fmt.Sprintf("%x", p)
 	}
 	return pe
+}
+
+// peekedSize estimates the JSON size of pe: its variable parts and a
+// generous allowance for the rest.
+func peekedSize(pe *PeekedEvent) int {
+	n := 256 + len(pe.Source) + len(pe.Topic) + len(pe.ContentType) + 2*len(pe.Text) + len(pe.Hex)
+	for k, v := range pe.Attrs {
+		n += 8 + len(k) + len(v)
+	}
+	return n
 }
 
 // printable reports whether p is UTF-8 text: printable characters and

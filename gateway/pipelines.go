@@ -49,6 +49,8 @@ func buildPipelines(cfg *config.Config) ([]*rules.Pipeline, error) {
 			Topics:     pc.Input.Topics,
 			EventTime:  pc.Time != "processing",
 			DeadLetter: cfg.DeadLetters.Stream,
+			// bounded by validation to config.MaxDeadLetterPayload
+			DeadLetterPayload: int(cfg.DeadLetters.MaxPayload),
 		}
 		f, err := rules.ParseFormat(pc.Input.Format)
 		if err != nil {

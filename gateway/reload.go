@@ -231,6 +231,20 @@ func restartKeys(old, new *config.Config) []string {
 	diff("broker.max_inflight", old.Broker.MaxInflight, new.Broker.MaxInflight)
 	diff("broker.max_queued", old.Broker.MaxQueued, new.Broker.MaxQueued)
 	diff("broker.max_keepalive", old.Broker.MaxKeepalive, new.Broker.MaxKeepalive)
+	// The memory budget is fixed when the broker starts, like the
+	// per-client limits.
+	ob, nb := &old.Broker, &new.Broker
+	diff("broker.max_connect_size", ob.MaxConnectSize, nb.MaxConnectSize)
+	diff("broker.max_connecting", ob.MaxConnecting, nb.MaxConnecting)
+	diff("broker.connect_timeout", ob.ConnectTimeout, nb.ConnectTimeout)
+	diff("broker.max_retained", ob.MaxRetained, nb.MaxRetained)
+	diff("broker.max_retained_bytes", ob.MaxRetainedBytes, nb.MaxRetainedBytes)
+	diff("broker.max_subscriptions_per_client", ob.MaxSubscriptionsPerClient, nb.MaxSubscriptionsPerClient)
+	diff("broker.max_subscriptions", ob.MaxSubscriptions, nb.MaxSubscriptions)
+	diff("broker.max_offline_sessions", ob.MaxOfflineSessions, nb.MaxOfflineSessions)
+	diff("broker.max_session_expiry", ob.MaxSessionExpiry, nb.MaxSessionExpiry)
+	diff("broker.max_session_queue_bytes", ob.MaxSessionQueueBytes, nb.MaxSessionQueueBytes)
+	diff("broker.max_queue_bytes", ob.MaxQueueBytes, nb.MaxQueueBytes)
 	diff("ingest.durability", old.Ingest.Durability, new.Ingest.Durability)
 	diff("ingest.batch_interval", old.Ingest.BatchInterval, new.Ingest.BatchInterval)
 	diff("ingest.commit_interval", old.Ingest.CommitInterval, new.Ingest.CommitInterval)

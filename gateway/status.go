@@ -35,6 +35,8 @@ type Status struct {
 	DiskFull  bool                  `json:"disk_full"`
 	// Quarantined is where a corrupt buffer file was moved at start-up.
 	Quarantined string `json:"quarantined,omitempty"`
+	// Listener is the status listener's connections and refusals.
+	Listener ListenerStats `json:"status_listener"`
 }
 
 // StreamStatus is one stream's backlog.
@@ -69,6 +71,7 @@ func (g *Gateway) Status() Status {
 		Ingest:      g.broker.Stats(),
 		DiskFull:    g.buf.DiskFull(),
 		Quarantined: g.buf.Quarantined(),
+		Listener:    g.web.snapshot(),
 	}
 	if started := g.started.Load(); started != 0 {
 		st.Uptime = Duration(now.Sub(time.Unix(0, started)).Round(time.Second))
@@ -109,48 +112,110 @@ type DeadLetter struct {
 	Topic    string    `json:"topic"`
 	Time     time.Time `json:"time"`
 	Payload  string    `json:"payload"` // as text, invalid UTF-8 replaced
+	// Size is the original payload's size in bytes; Payload holds at most
+	// DeadLetterShowMax bytes of it, and only as much as the pipeline kept
+	// (dead_letters.max_payload).
+	Size      int  `json:"size"`
+	Truncated bool `json:"truncated,omitempty"` // Payload is not the whole original
 }
 
-// DeadLetters returns the newest n (default 20, at most 1000) dead letters.
+// Paging of GET /deadletters: a page holds at most DeadLettersMax dead
+// letters and stops once its encoded size passes DeadLettersPageBytes, so
+// a response, and what the gateway holds to write it, stays small however
+// large the dead letters are (an older gateway kept whole payloads).
+const (
+	// DeadLettersMax caps n of GET /deadletters.
+	DeadLettersMax = 100
+	// DeadLettersPageBytes caps the encoded dead letters of one page.
+	DeadLettersPageBytes = 256 << 10
+	// DeadLetterShowMax is how much of each payload a page shows.
+	DeadLetterShowMax = 4 << 10
+	// DeadLettersNextHeader names the offset the next page starts at
+	// ("from"), when the page stopped before the stream's end.
+	DeadLettersNextHeader = "Ferry-Next-From"
+)
+
+// DeadLetters returns the newest n (default 20, at most DeadLettersMax)
+// dead letters, oldest first; see DeadLetterPage.
 func (g *Gateway) DeadLetters(n int) []DeadLetter {
+	out, _ := g.DeadLetterPage(-1, n)
+	return out
+}
+
+// DeadLetterPage returns up to n (default 20, at most DeadLettersMax) dead
+// letters, oldest first, from offset from on, or the newest n when from is
+// negative. A page also ends once it holds DeadLettersPageBytes of
+// encoded dead letters; next is then the offset to ask for next, and 0
+// when the page reached the stream's end.
+func (g *Gateway) DeadLetterPage(from int64, n int) (page []DeadLetter, next uint64) {
 	if n <= 0 {
 		n = 20
 	}
-	n = min(n, 1000)
+	n = min(n, DeadLettersMax)
 	cfg, _ := g.current()
 	stream := cfg.DeadLetters.Stream
-	var from uint64
+	var start, end uint64
 	for _, s := range g.buf.Stats() {
-		if s.Name == stream && s.Next > uint64(n) {
-			from = s.Next - uint64(n)
+		if s.Name == stream {
+			end = s.Next
+			if from < 0 && s.Next > uint64(n) {
+				start = s.Next - uint64(n)
+			}
 		}
 	}
-	out := []DeadLetter{}
-	_, _ = g.buf.Read(stream, from, n, func(off uint64, ev *event.Event) error {
-		out = append(out, DeadLetter{Offset: off, ID: ev.Attrs["original_id"], Pipeline: ev.Attrs["pipeline"],
-			Reason: ev.Attrs["reason"], Source: ev.Source, Topic: ev.Topic, Time: ev.Time,
-			Payload: strings.ToValidUTF8(string(ev.Payload), "\uFFFD")})
+	if from >= 0 {
+		start = uint64(from)
+	}
+	page = []DeadLetter{}
+	size := 0
+	_, _ = g.buf.Read(stream, start, n, func(off uint64, ev *event.Event) error {
+		if off >= end {
+			return errExportEnd
+		}
+		d := deadLetter(off, ev)
+		b, _ := json.Marshal(&d)
+		if len(page) > 0 && size+len(b) > DeadLettersPageBytes {
+			next = off
+			return errPageFull
+		}
+		size += len(b)
+		page = append(page, d)
+		if len(page) == n && off+1 < end {
+			next = off + 1
+		}
 		return nil
 	})
-	return out
+	return page, next
+}
+
+// deadLetter copies what a page shows of ev (Read's ev is reused after fn).
+func deadLetter(off uint64, ev *event.Event) DeadLetter {
+	d := DeadLetter{Offset: off, ID: ev.Attrs["original_id"], Pipeline: ev.Attrs["pipeline"],
+		Reason: ev.Attrs["reason"], Source: ev.Source, Topic: ev.Topic, Time: ev.Time,
+		Size: len(ev.Payload), Truncated: ev.Attrs["truncated"] == "true"}
+	if s, err := strconv.Atoi(ev.Attrs["original_size"]); err == nil && s > d.Size {
+		d.Size = s
+	}
+	p := ev.Payload
+	if len(p) > DeadLetterShowMax {
+		p, d.Truncated = p[:DeadLetterShowMax], true
+	}
+	d.Payload = strings.ToValidUTF8(string(p), "\uFFFD")
+	return d
 }
 
 func (g *Gateway) serveStatus(ctx context.Context) error {
 	mux := http.NewServeMux()
 	g.registerOps(mux) // ferry buffer …, ferry reload: ops.go
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(g.Status())
-	})
-	mux.HandleFunc("GET /deadletters", func(w http.ResponseWriter, r *http.Request) {
-		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(g.DeadLetters(n))
-	})
+	// Every endpoint that returns data is behind hostGuard (a page whose
+	// DNS name was re-pointed at 127.0.0.1 must not read it), the status
+	// page included: its script calls the endpoints with the page's own
+	// Host. /healthz is left open: it answers "ok" and nothing else,
+	// which tells a rebinding page no more than the connection itself.
+	mux.Handle("GET /status", hostGuard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, g.Status())
+	})))
+	mux.Handle("GET /deadletters", hostGuard(http.HandlerFunc(g.handleDeadLetters)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -159,8 +224,7 @@ func (g *Gateway) serveStatus(ctx context.Context) error {
 		registerPprof(mux)
 	}
 	mux.Handle("/", g.statusPage(ctx))
-	ln := g.statusLn // bound by New
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv, ln := g.newStatusServer(g.statusLn, mux) // statusLn: bound by New
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	g.log.Info("status page listening", "url", "http://"+ln.Addr().String()+"/", "metrics", "http://"+ln.Addr().String()+"/metrics")
@@ -176,6 +240,37 @@ func (g *Gateway) serveStatus(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// handleDeadLetters answers GET /deadletters: a page of dead letters
+// (n, and from as in /buffer/export; without from, the newest n), with
+// DeadLettersNextHeader naming where the next page starts when there is
+// more.
+func (g *Gateway) handleDeadLetters(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	n := 20
+	if s := q.Get("n"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 {
+			badRequest("n %q: must be a positive integer (at most %d are returned)", s, DeadLettersMax).write(w)
+			return
+		}
+		n = v
+	}
+	from := int64(-1)
+	if s := q.Get("from"); s != "" {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v < 0 {
+			badRequest("from %q: not an offset (a non-negative integer)", s).write(w)
+			return
+		}
+		from = v
+	}
+	page, next := g.DeadLetterPage(from, n)
+	if next > 0 {
+		w.Header().Set(DeadLettersNextHeader, strconv.FormatUint(next, 10))
+	}
+	writeJSON(w, http.StatusOK, page)
 }
 
 // logHealth writes one line per interval: link state, backlog and rates.

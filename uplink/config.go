@@ -21,6 +21,11 @@ const (
 	DefaultProbeInterval   = 2 * time.Second // or BackoffMax when that is shorter
 	DefaultStableAfter     = 10 * time.Second
 	DefaultMaxMessageBytes = 128 << 10 // AWS IoT Core's message size limit
+	// DefaultPoisonAttempts is how many times a message may end the cloud
+	// connection before it is isolated (see "Poison" in the package doc):
+	// two drops while it was the oldest unacknowledged publish, then one
+	// attempt sent alone.
+	DefaultPoisonAttempts = 3
 )
 
 // Endpoint is one cloud broker.
@@ -45,6 +50,9 @@ type Config struct {
 	// Topic is the topic template with the placeholders {gateway_id},
 	// {stream}, {source}, {topic} and {id}; empty means DefaultTopic.
 	Topic string
+	// MaxTopicBytes bounds a rendered topic (default DefaultMaxTopicBytes,
+	// 256, at least 32); a longer one is shortened (see appendTopic).
+	MaxTopicBytes int
 	// Format is FormatJSON (the default when empty) or FormatCBOR.
 	Format Format
 	// QoS is 1 (at least once) or 0 (at most once: an event is acked as
@@ -87,6 +95,13 @@ type Config struct {
 	MaxMessageBytes int
 	// MessagesPerSecond and BytesPerSecond cap the uplink; 0 means no cap.
 	MessagesPerSecond, BytesPerSecond float64
+	// PoisonAttempts is how many times one message may end an established
+	// cloud connection before it is isolated: moved to DeadLetters and
+	// acked, so its stream goes on (default 3, at least 2; QoS 1 only).
+	PoisonAttempts int
+	// DeadLetters receives isolated messages' events; nil drops them
+	// (counted in Status.Dropped["poison"] either way).
+	DeadLetters DeadLetterer
 	// Streams lists the streams to forward; empty means every stream of the
 	// queue, re-listed whenever it changes.
 	Streams []string
@@ -169,6 +184,18 @@ func (c Config) normalize() (Config, error) {
 	}
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.MaxTopicBytes == 0 {
+		c.MaxTopicBytes = DefaultMaxTopicBytes
+	}
+	if c.MaxTopicBytes < minTopicBytes || c.MaxTopicBytes > 65535 {
+		return c, fmt.Errorf("%w: MaxTopicBytes %d (%d..65535)", ErrConfig, c.MaxTopicBytes, minTopicBytes)
+	}
+	if c.PoisonAttempts == 0 {
+		c.PoisonAttempts = DefaultPoisonAttempts
+	}
+	if c.PoisonAttempts < 2 {
+		return c, fmt.Errorf("%w: PoisonAttempts %d (>= 2)", ErrConfig, c.PoisonAttempts)
 	}
 	if c.BatchMaxEvents == 0 {
 		c.BatchMaxEvents = 1

@@ -18,7 +18,8 @@
 // messages, and after a connection loss every stream is rewound to the
 // event after its last acked one and resent in order. Duplicates happen only
 // for messages whose PUBACK was lost (or arrived after an earlier message of
-// the same stream failed); the cloud drops them by event ID. Events of
+// the same stream failed) and for probes of a suspected poison (see
+// Poison); the cloud drops them by event ID. Events of
 // different streams are not ordered relative to each other.
 //
 // With QoS 0 delivery is at most once: an event is acked once its message
@@ -28,6 +29,41 @@
 // An event too large to fit a message of Config.MaxMessageBytes on its own
 // can never be sent; it is acked without being sent, logged and counted in
 // Status.Dropped["oversize"], so it cannot block its stream forever.
+//
+// # Topics
+//
+// Config.Topic renders every event to a valid topic name whatever its
+// fields hold (see appendTopic): characters MQTT or a common cloud broker
+// refuses in a topic (wildcards, control characters, non-characters,
+// invalid UTF-8) become '_', a '$' a field puts first becomes '_', and a
+// topic longer than Config.MaxTopicBytes (default 256, AWS IoT Core's
+// limit) is cut on a character boundary and ends in "~" and a 64-bit hash
+// of the whole. The mapping is deterministic, not one-to-one; messages
+// carry the original fields.
+//
+// # Poison
+//
+// With QoS 1 a message the cloud will not take (too large for the broker,
+// refused by its policy) ends the connection or is never acknowledged, and
+// being resent first after every reconnect it would stop its stream. The
+// forwarder isolates it after Config.PoisonAttempts (default 3) sessions,
+// without mistaking an outage for poison (see poison.go): only sessions
+// the cloud had accepted count; the message is then sent alone, nothing
+// else in flight, on a connection that stood a second without it; and it
+// is judged poison only when that session also ends before its PUBACK, the
+// very next connection attempt succeeds and, on that connection, the cloud
+// acknowledges another message (other streams' traffic, or a probe: a copy
+// of a small message it acknowledged before, else the next event of the
+// stream, never acked in the queue). Its events then go to
+// Config.DeadLetters, durably, and only then are they acked, counted in
+// Status.Dropped["poison"] and described in Status.LastPoison; the stream
+// goes on after them, in order. A message acknowledged at any step is
+// cleared. If nothing is acknowledged on that connection, the cloud refuses
+// every publish (a policy denying them all, a packet limit every message
+// exceeds): the verdict is withdrawn, counted in Status.RefusedAll (and
+// Status.RefusingAll set until the next PUBACK), and the message is
+// retried with backoff, never dead-lettered. Each isolation costs
+// PoisonAttempts reconnects, with their backoff.
 //
 // # Reconnecting
 //

@@ -40,6 +40,13 @@ var (
 	ErrRunning = errors.New("uplink: forwarder already running")
 	// ErrQueue is returned when the Queue fails to read or ack.
 	ErrQueue = errors.New("uplink: queue")
+	// ErrDeadLetterLoop is returned by a DeadLetterer for an event that is
+	// itself a dead letter; the Forwarder drops such a poison message.
+	ErrDeadLetterLoop = errors.New("uplink: the event is a dead letter already")
+	// ErrPoison is the reason given to DeadLetterer for a message the
+	// cloud refused: it ended the connection PoisonAttempts times, the
+	// last time sent alone, while the cloud accepted a new connection.
+	ErrPoison = errors.New("uplink: the cloud refused the message")
 )
 
 // Internal outcomes of a publish; they end up in Status.LastError only

@@ -45,10 +45,14 @@ type Forwarder struct {
 	sessionID uint64
 	scratch   []byte
 	topicBuf  []byte
+	suspects  map[*streamState]*suspect // messages suspected of poisoning the connection (poison.go)
+	heldUntil time.Time                 // isolation failed: when to try it again
 
-	mu     sync.Mutex // guards status, meter and streamState.acked*
-	status Status
-	meter  rateMeter
+	mu      sync.Mutex // guards status, meter, pubacks, good and streamState.acked*
+	status  Status
+	meter   rateMeter
+	pubacks uint64   // PUBACKs received, probes included: evidence the cloud accepts messages (poison.go)
+	good    goodCopy // the last small message the cloud acknowledged: a probe (poison.go)
 }
 
 // streamState is the forwarder's position in one stream.
@@ -78,19 +82,20 @@ func New(q Queue, cfg Config) (*Forwarder, error) {
 	if err != nil {
 		return nil, err
 	}
-	tmpl, err := compileTopic(cfg.Topic, cfg.GatewayID)
+	tmpl, err := compileTopic(cfg.Topic, cfg.GatewayID, cfg.MaxTopicBytes)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	f := &Forwarder{
-		q:       q,
-		cfg:     cfg,
-		topic:   tmpl,
-		log:     &limitedLogger{l: cfg.Logger.With("component", "uplink"), now: cfg.Now, seen: map[string]*logState{}},
-		pacer:   newPacer(cfg.MessagesPerSecond, cfg.BytesPerSecond, cfg.MaxMessageBytes),
-		slots:   make(chan *record, cfg.Inflight),
-		streams: map[string]*streamState{},
-		status:  Status{Acked: map[string]uint64{}, Dropped: map[string]uint64{}},
+		q:        q,
+		cfg:      cfg,
+		topic:    tmpl,
+		log:      &limitedLogger{l: cfg.Logger.With("component", "uplink"), now: cfg.Now, seen: map[string]*logState{}},
+		pacer:    newPacer(cfg.MessagesPerSecond, cfg.BytesPerSecond, cfg.MaxMessageBytes),
+		slots:    make(chan *record, cfg.Inflight),
+		streams:  map[string]*streamState{},
+		suspects: map[*streamState]*suspect{},
+		status:   Status{Acked: map[string]uint64{}, Dropped: map[string]uint64{}},
 	}
 	for range cfg.Inflight {
 		f.slots <- &record{}
@@ -117,6 +122,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 				break
 			}
 			f.setError(err)
+			f.connectFailed()
 			d := rc.afterConnectFailure(err)
 			if errors.Is(err, ErrRefused) {
 				f.log.log(slog.LevelWarn, "cloud refused the connection; backing off", "retry_in", d.Round(time.Millisecond), "err", err)
@@ -134,6 +140,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			break
 		}
+		f.judge(c, err)
 		upFor := f.cfg.Now().Sub(up)
 		d := rc.afterSession(upFor)
 		f.log.log(slog.LevelWarn, "disconnected", "endpoint", c.url, "up_for", upFor.Round(time.Millisecond),
@@ -173,6 +180,13 @@ type conn struct {
 
 	pending    chan *record // published records, in order, to the waiter
 	waiterDone chan struct{}
+
+	// Set by the waiter, read by Run once waiterDone is closed.
+	fails    map[*streamState]*failure // each stream's failed publishes
+	soloDone chan struct{}             // a record sent alone completed (poison.go)
+	acked    chan struct{}             // signalled on each PUBACK, wakes a pump awaiting evidence (poison.go)
+	settled  bool                      // publisher only: stood soloSettle idle (poison.go)
+	probed   bool                      // publisher only: a probe was sent (poison.go)
 }
 
 func (c *conn) markDead() { c.deadOnce.Do(func() { close(c.dead) }) }
@@ -260,6 +274,8 @@ func (f *Forwarder) runSession(ctx context.Context, c *conn) error {
 	defer c.cancel(nil)
 	c.pending = make(chan *record, f.cfg.Inflight)
 	c.waiterDone = make(chan struct{})
+	c.soloDone = make(chan struct{}, 1)
+	c.acked = make(chan struct{}, 1)
 	go f.wait(c)
 
 	f.pump(c)

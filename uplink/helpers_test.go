@@ -328,9 +328,12 @@ type proxy struct {
 	wg       sync.WaitGroup
 	accepted atomic.Int64
 
-	mu     sync.Mutex
-	open   bool
-	kick   bool          // close each connection after the broker's first write
+	mu   sync.Mutex
+	open bool
+	kick bool // close each connection after the broker's first write
+	// mute: after the broker's first write, discard what it sends and
+	// close the connection this long after.
+	mute   time.Duration
 	resume chan struct{} // closed while not paused
 	conns  map[net.Conn]bool
 }
@@ -430,9 +433,15 @@ func (p *proxy) pipe(dst, src net.Conn, down bool) {
 				return
 			}
 			p.mu.Lock()
-			kick := p.kick
+			kick, mute := p.kick, p.mute
 			p.mu.Unlock()
 			if down && kick {
+				return
+			}
+			if down && mute > 0 {
+				t := time.AfterFunc(mute, func() { dst.Close(); src.Close() })
+				defer t.Stop()
+				_, _ = io.Copy(io.Discard, src)
 				return
 			}
 		}
@@ -456,4 +465,24 @@ func (p *proxy) close() {
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
+}
+
+// setMute makes the proxy pass each connection's CONNACK, then discard
+// everything else the broker sends (PUBACKs) and close the connection
+// after d: a cloud that accepts connections and drops them soon after.
+func (p *proxy) setMute(d time.Duration) {
+	p.mu.Lock()
+	p.mute = d
+	p.mu.Unlock()
+}
+
+// cutAll closes every connection the proxy carries: the network to the
+// cloud fails.
+func (p *proxy) cutAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+		delete(p.conns, c)
+	}
 }

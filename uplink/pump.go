@@ -25,6 +25,9 @@ func (f *Forwarder) pump(c *conn) {
 	f.mu.Unlock()
 	recs := make([]*record, 0, f.cfg.Inflight)
 	for c.ctx.Err() == nil {
+		if len(f.suspects) > 0 && f.poisonStep(c) {
+			continue // a suspected poison was sent alone (poison.go)
+		}
 		select {
 		case <-changed:
 			changed = f.q.Changed()
@@ -40,6 +43,10 @@ func (f *Forwarder) pump(c *conn) {
 				continue
 			case <-c.ctx.Done():
 				return
+			case <-f.heldTimer(): // nil unless a poison waits for a retry
+				continue
+			case <-f.evidenceWait(c): // nil unless a poison verdict awaits a PUBACK
+				continue
 			}
 		}
 		// Wait for one free slot, then take every other free one.
@@ -98,7 +105,7 @@ func (f *Forwarder) refreshStreams() {
 
 func (f *Forwarder) anyDirty() bool {
 	for _, st := range f.active {
-		if st.dirty {
+		if st.dirty && !f.held(st) {
 			return true
 		}
 	}
@@ -113,7 +120,7 @@ func (f *Forwarder) fill(recs []*record) (int, error) {
 	n := len(f.active)
 	dirty := 0
 	for _, st := range f.active {
-		if st.dirty {
+		if st.dirty && !f.held(st) {
 			dirty++
 		}
 	}
@@ -126,11 +133,11 @@ func (f *Forwarder) fill(recs []*record) (int, error) {
 		progressed = false
 		for i := 0; i < n && used < len(recs); i++ {
 			st := f.active[(f.rr+i)%n]
-			if !st.dirty {
+			if !st.dirty || f.held(st) {
 				continue
 			}
 			k := min(quantum, len(recs)-used)
-			got, more, err := f.readStream(st, recs[used:used+k])
+			got, more, err := f.readStream(st, recs[used:used+k], f.cfg.BatchMaxEvents)
 			used += got
 			if err != nil {
 				return used, err
@@ -143,11 +150,12 @@ func (f *Forwarder) fill(recs []*record) (int, error) {
 	return used, nil
 }
 
-// readStream fills up to len(recs) records with the next events of st. It
-// reports how many it filled and whether the stream may have more.
-func (f *Forwarder) readStream(st *streamState, recs []*record) (int, bool, error) {
+// readStream fills up to len(recs) records of at most perRecord events
+// each with the next events of st. It reports how many it filled and
+// whether the stream may have more.
+func (f *Forwarder) readStream(st *streamState, recs []*record, perRecord int) (int, bool, error) {
 	batch := f.cfg.BatchMaxEvents > 1
-	maxEvents := len(recs) * f.cfg.BatchMaxEvents
+	maxEvents := len(recs) * perRecord
 	var cur *record // open message
 	used, seen, full := 0, 0, false
 	seal := func() {
@@ -186,14 +194,14 @@ func (f *Forwarder) readStream(st *streamState, recs []*record) (int, bool, erro
 			r := recs[used]
 			used++
 			r.reset(st)
-			r.drop, r.through, r.events = reason, off, 1
+			r.drop, r.from, r.through, r.events = reason, off, off, 1
 			st.next = off + 1
 			f.log.log(slog.LevelWarn, "dropping an event that cannot be sent",
 				"reason", reason, "stream", st.name, "offset", off, "id", ev.ID.String(),
 				"bytes", len(f.scratch), "max_message_bytes", f.cfg.MaxMessageBytes, "err", encErr)
 			return nil
 		}
-		if cur != nil && (cur.events >= f.cfg.BatchMaxEvents || !bytes.Equal(cur.topic, f.topicBuf) ||
+		if cur != nil && (cur.events >= perRecord || !bytes.Equal(cur.topic, f.topicBuf) ||
 			cur.sizeWith(f.cfg.Format, batch, len(f.scratch)) > f.cfg.BatchMaxBytes) {
 			seal()
 		}

@@ -1,6 +1,10 @@
 package uplink
 
-import "github.com/ferrygw/ferry/event"
+import (
+	"context"
+
+	"github.com/ferrygw/ferry/event"
+)
 
 // Queue is the durable log the Forwarder drains. Implementations must be safe for concurrent use.
 type Queue interface {
@@ -18,4 +22,17 @@ type Queue interface {
 	Acked(stream string) uint64
 	// Changed returns a channel that is closed after the next commit that appends events.
 	Changed() <-chan struct{}
+}
+
+// DeadLetterer takes the events of a message the cloud would not accept
+// (see "Poison" in the package doc). Implementations must be safe for
+// concurrent use.
+type DeadLetterer interface {
+	// DeadLetter stores a copy of ev, with reason, outside ev's stream and
+	// returns once the copy is committed as durably as the log commits
+	// anything: the Forwarder acks ev in its stream only after that, so
+	// the event is never lost. It returns an error wrapping
+	// ErrDeadLetterLoop when ev is itself a dead letter (storing it again
+	// would feed it back to the uplink); the Forwarder then drops it.
+	DeadLetter(ctx context.Context, ev *event.Event, reason string) error
 }

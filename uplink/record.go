@@ -19,20 +19,23 @@ type record struct {
 	msg     []byte // the message, a window of buf
 	topic   []byte // rendered topic
 	stream  *streamState
+	from    uint64 // offset of the first event carried
 	through uint64 // offset of the last event carried
 	events  int
 	resent  int    // events of the message published before
 	bytes   int    // payload bytes (len(msg) once sealed)
 	drop    string // non-empty: no message, ack the event (reason for Status.Dropped)
 	unsent  bool   // not published (session ended first): must not ack
+	solo    bool   // published alone, to test a suspected poison (poison.go)
+	probe   bool   // published to learn whether the cloud accepts anything: never acked (poison.go)
 	topicS  string // topic as a string, for paho
 	tok     mqtt.Token
 }
 
 func (r *record) reset(st *streamState) {
 	r.buf, r.msg, r.topic = r.buf[:0], nil, r.topic[:0]
-	r.stream, r.through, r.events, r.resent, r.bytes = st, 0, 0, 0, 0
-	r.drop, r.unsent, r.topicS, r.tok = "", false, "", nil
+	r.stream, r.from, r.through, r.events, r.resent, r.bytes = st, 0, 0, 0, 0, 0
+	r.drop, r.unsent, r.solo, r.probe, r.topicS, r.tok = "", false, false, false, "", nil
 }
 
 // open starts a message for an event encoded in enc whose topic is topic.
@@ -77,6 +80,9 @@ func (r *record) add(f Format, batch bool, item []byte, off uint64) {
 		r.buf = append(r.buf, ',')
 	}
 	r.buf = append(r.buf, item...)
+	if r.events == 0 {
+		r.from = off
+	}
 	r.events++
 	r.through = off
 }

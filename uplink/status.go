@@ -30,8 +30,19 @@ type Status struct {
 	// Acked maps each stream to the highest offset acked to the queue.
 	Acked map[string]uint64
 	// Dropped counts events acked without being forwarded, by reason
-	// ("oversize": larger than MaxMessageBytes alone; "unencodable").
+	// ("oversize": larger than MaxMessageBytes alone; "unencodable";
+	// "poison": a message the cloud refused, moved to the dead letters).
 	Dropped map[string]uint64
+	// LastPoison describes the last message isolated as poison: stream,
+	// offsets and reason ("" when none).
+	LastPoison string `json:",omitempty"`
+	// RefusingAll reports that the cloud refused a suspected poison and
+	// then the next publish too, and has acknowledged nothing since: an
+	// outage or a policy that denies every publish, not poison, so nothing
+	// is dead-lettered and the forwarder keeps retrying with backoff.
+	// RefusedAll counts the times a poison verdict was withdrawn that way.
+	RefusingAll bool
+	RefusedAll  uint64
 	// EventsPerSecond is the forwarded-event rate over the last complete
 	// rateWindow seconds of the injected clock.
 	EventsPerSecond float64

@@ -269,7 +269,7 @@ func TestTopicTemplate(t *testing.T) {
 		{tmpl: "a}", err: true},
 	}
 	for _, tt := range tests {
-		tmpl, err := compileTopic(tt.tmpl, tt.gw)
+		tmpl, err := compileTopic(tt.tmpl, tt.gw, DefaultMaxTopicBytes)
 		if tt.err {
 			if err == nil {
 				t.Errorf("%q: no error", tt.tmpl)
@@ -283,7 +283,7 @@ func TestTopicTemplate(t *testing.T) {
 			t.Errorf("%q: %q, want %q", tt.tmpl, got, tt.want)
 		}
 	}
-	tmpl, _ := compileTopic("{source}", "")
+	tmpl, _ := compileTopic("{source}", "", DefaultMaxTopicBytes)
 	if got := string(tmpl.appendTopic(nil, &event.Event{})); got != "_" {
 		t.Errorf("empty topic rendered as %q", got)
 	}
@@ -347,6 +347,11 @@ func TestConfigValidation(t *testing.T) {
 		{"template", func(c *Config) { c.Topic = "{bad}" }, false},
 		{"batch", func(c *Config) { c.BatchMaxEvents = -1 }, false},
 		{"rate", func(c *Config) { c.BytesPerSecond = -1 }, false},
+		{"topic bound too small", func(c *Config) { c.MaxTopicBytes = 16 }, false},
+		{"topic bound above MQTT's", func(c *Config) { c.MaxTopicBytes = 70000 }, false},
+		{"one poison attempt", func(c *Config) { c.PoisonAttempts = 1 }, false},
+		{"two poison attempts", func(c *Config) { c.PoisonAttempts = 2 }, true},
+		{"control character in the template", func(c *Config) { c.Topic = "a\x01/{source}" }, false},
 		{"tls url", func(c *Config) { c.Endpoints[0].URL = "mqtts://h:8883" }, true},
 		{"tls config on a plain url", func(c *Config) { c.Endpoints[0].TLS = &tls.Config{MinVersion: tls.VersionTLS12} }, false},
 		{"tls config on a wss url", func(c *Config) {

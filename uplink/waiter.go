@@ -98,8 +98,18 @@ func (w *tokenWait) stop() {
 func (f *Forwarder) complete(c *conn, r *record, err error) {
 	st := r.stream
 	published := r.drop == "" && !r.unsent
+	if err == nil && published {
+		f.puback(c, r) // evidence for poison.go, even when the queue ack below must wait
+	}
+	if r.probe {
+		f.completeProbe(c, r, err, published)
+		return
+	}
 	switch {
 	case err != nil:
+		if err != errUnsent && published {
+			c.failed(r) // evidence for poison.go
+		}
 		st.failedIn = c.id
 		if err != errUnsent {
 			c.fail(fmt.Errorf("%w: publish to %s: %v", ErrConnectionLost, c.url, err))
@@ -132,6 +142,12 @@ func (f *Forwarder) complete(c *conn, r *record, err error) {
 		f.mu.Lock()
 		f.status.Inflight--
 		f.mu.Unlock()
+	}
+	if r.solo {
+		select {
+		case c.soloDone <- struct{}{}:
+		default:
+		}
 	}
 	r.tok = nil
 	f.slots <- r

@@ -429,6 +429,12 @@ func printStatus(w io.Writer, st *gateway.Status, rates statusRates, now time.Ti
 		if l.LastError != "" {
 			fmt.Fprintf(w, "         last error: %s\n", l.LastError)
 		}
+		if l.RefusingAll {
+			fmt.Fprintf(w, "         the cloud refuses every publish (%d times): nothing is dead-lettered; check its policy\n", l.RefusedAll)
+		}
+		if l.LastPoison != "" {
+			fmt.Fprintf(w, "         last poison: %q\n", l.LastPoison)
+		}
 	} else {
 		fmt.Fprintln(w, "link     disabled (uplink off: events are kept, not forwarded)")
 	}
@@ -443,6 +449,22 @@ func printStatus(w io.Writer, st *gateway.Status, rates statusRates, now time.Ti
 	fmt.Fprintf(w, "rates    %s%s\n", ingest, forward)
 	fmt.Fprintf(w, "ingest   %d events   clients %d   refused %d   matching no route %d   commit avg %s\n",
 		st.Ingest.Ingested, st.Ingest.Clients, st.Ingest.Refused, st.Ingest.Ignored, time.Duration(st.CommitAvg).Round(10*time.Microsecond))
+	{ // the broker's memory budget
+		bu := st.Ingest.Budget
+		fmt.Fprintf(w, "budget   retained %d (%s)   subscriptions %d   offline sessions %d   queued %s   connecting %d\n",
+			bu.Retained, humanBytes(bu.RetainedBytes), bu.Subscriptions, bu.OfflineSessions, humanBytes(bu.QueuedBytes), bu.Connecting)
+		refused := map[string]uint64{"connect_refused": bu.ConnectRefused, "connect_too_large": bu.ConnectTooLarge,
+			"connect_timeouts": bu.ConnectTimeouts, "retained": bu.RetainedRefused, "subscriptions": bu.SubscriptionsRefused,
+			"sessions": bu.SessionsRefused, "queue_dropped": bu.QueueDropped, "store_dropped": bu.StoreDropped}
+		for k, v := range refused {
+			if v == 0 {
+				delete(refused, k)
+			}
+		}
+		if len(refused) > 0 {
+			fmt.Fprintf(w, "         refused %s\n", joinCounts(refused, "="))
+		}
+	}
 	if l := st.Link; l != nil {
 		fmt.Fprintf(w, "forward  %d events in %d messages (%s)   resent %d\n",
 			l.ForwardedEvents, l.ForwardedMessages, humanBytes(int64(l.ForwardedBytes)), l.Resent)
@@ -463,6 +485,10 @@ func printStatus(w io.Writer, st *gateway.Status, rates statusRates, now time.Ti
 	} else {
 		fmt.Fprintf(w, "drops    %s\n", joinCounts(drops, "="))
 	}
+	if sl := st.Listener; sl.Refused+sl.StreamsRefused > 0 { // the status listener's limits (gateway/statuslimits.go)
+		fmt.Fprintf(w, "status   connections %d/%d   refused %d   page streams refused %d\n",
+			sl.Conns, sl.MaxConns, sl.Refused, sl.StreamsRefused)
+	}
 	if st.DiskFull {
 		fmt.Fprintln(w, "DISK FULL: new events are refused")
 	}
@@ -476,6 +502,15 @@ func printStatus(w io.Writer, st *gateway.Status, rates statusRates, now time.Ti
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", s.Name, s.Events, humanBytes(s.Bytes), age(s.OldestAge, s.Events), joinCounts(s.Drops, "="))
 	}
 	_ = tw.Flush()
+	for _, s := range st.Streams {
+		if len(s.SourceDrops) > 0 { // quoted: a source is a client ID, anything a client chose
+			quoted := make(map[string]uint64, len(s.SourceDrops))
+			for k, v := range s.SourceDrops {
+				quoted[fmt.Sprintf("%q", k)] = v
+			}
+			fmt.Fprintf(w, "overflow in %s by source: %s\n", s.Name, joinCounts(quoted, "="))
+		}
+	}
 	if len(st.Pipelines) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

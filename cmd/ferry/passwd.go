@@ -33,6 +33,13 @@ func cmdPasswd(args []string, stdin io.Reader, stderr io.Writer) int {
 		return 2
 	}
 	user := fs.Arg(0)
+	// A name the broker would refuse is refused before the password is
+	// asked for; one with an ACL pattern character ('%', '+', '#', '/')
+	// could stand for other users' topics in a rule's %u.
+	if err := broker.CheckUserName(user); err != nil {
+		fmt.Fprintln(stderr, "ferry passwd:", err)
+		return 1
+	}
 	pw, err := readPassword(stdin, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "ferry passwd:", err)

@@ -52,6 +52,11 @@ func TestPasswd(t *testing.T) {
 	}{
 		{[]string{"passwd", "-f", path, "x"}, "\n", 1, "empty password"},
 		{[]string{"passwd", "-f", path, "a:b"}, "pw\n", 1, "must not contain ':'"},
+		{[]string{"passwd", "-f", path, "%c"}, "pw\n", 1, "ACL pattern characters"},
+		{[]string{"passwd", "-f", path, "a/b"}, "pw\n", 1, "ACL pattern characters"},
+		{[]string{"passwd", "-f", path, "a+"}, "pw\n", 1, "ACL pattern characters"},
+		{[]string{"passwd", "-f", path, "a#b"}, "pw\n", 1, "ACL pattern characters"},
+		{[]string{"passwd", "-f", path, "a\x01b"}, "pw\n", 1, "control characters"},
 		{[]string{"passwd", "-f", path}, "pw\n", 2, "usage: ferry passwd"},
 		{[]string{"passwd", "x"}, "pw\n", 2, "usage: ferry passwd"},
 	} {

@@ -79,7 +79,14 @@ func parseUserLine(line string) (user string, hash []byte, ok bool, err error) {
 	return user, hash, true, nil
 }
 
-// checkUserName checks a user name can be written to a users file.
+// CheckUserName returns why user cannot be a user name (see SetUser), or
+// nil: "ferry passwd" asks it before asking for a password.
+func CheckUserName(user string) error { return checkUserName(user) }
+
+// checkUserName checks a user name can be written to a users file and
+// used in the ACL: a name with an ACL pattern character ('%', or the
+// topic characters '+', '#', '/') or a control character could, put in
+// place of %u, widen a rule or become another pattern.
 func checkUserName(user string) error {
 	switch {
 	case user == "":
@@ -88,11 +95,17 @@ func checkUserName(user string) error {
 		return fmt.Errorf("user name %q must not contain ':'", user)
 	case strings.IndexFunc(user, unicode.IsSpace) >= 0:
 		return fmt.Errorf("user name %q must not contain whitespace", user)
-	case strings.HasPrefix(user, "#"):
-		return fmt.Errorf("user name %q must not start with '#'", user)
+	case strings.IndexFunc(user, unicode.IsControl) >= 0:
+		return fmt.Errorf("user name %q must not contain control characters", user)
+	case strings.ContainsAny(user, aclPatternChars):
+		return fmt.Errorf("user name %q must not contain any of %s (ACL pattern characters)", user, aclPatternChars)
 	}
 	return nil
 }
+
+// aclPatternChars may not appear in user names: '%' starts an ACL
+// substitution, '+', '#' and '/' are topic filter syntax.
+const aclPatternChars = "%+#/"
 
 // HashPassword returns the bcrypt hash of pw at PasswordCost.
 func HashPassword(pw []byte) ([]byte, error) {
@@ -209,11 +222,22 @@ type ACLRule struct {
 	// Subscribe lists filters the client may subscribe within: a
 	// subscription is allowed only if one of them covers it entirely, so
 	// "sensors/+" allows "sensors/a" and "sensors/+" but not "sensors/#".
-	// In both, %u stands for the user name and %c for the client ID. A
-	// filter using %u grants nothing to an anonymous client, and a client
-	// whose user name or client ID contains '+', '#' or '/' is allowed
-	// nothing (substituting it would widen the filter).
+	// In both, %u stands for the user name and %c for the client ID,
+	// substituted in one pass (a value is never itself substituted). A
+	// filter using %u grants nothing to an anonymous client, and a filter
+	// is skipped (grants nothing) when the value it would take contains
+	// '+', '#', '/', NUL or starts with '$' (substituting it would widen
+	// the filter or reach system topics). A shared subscription
+	// "$share/group/filter" is checked as its filter.
 	Publish, Subscribe []string
+	// ClientIDs, when set, are the client IDs the rule's users may
+	// connect with: patterns in which '*' stands for any characters and %u
+	// for the user name, such as "%u" or "%u-*"; a CONNECT with any other
+	// is refused (0x87). Empty: any client ID. A session belongs to the
+	// user who created it whatever the rules; ClientIDs also keeps a user
+	// from claiming the IDs other users' clients use while they have no
+	// session (before their first connect, or between clean sessions).
+	ClientIDs []string
 }
 
 // authHook authenticates CONNECTs against the users and checks the ACL,
@@ -292,7 +316,66 @@ func (h *authHook) ID() string { return "ferry-auth" }
 
 func (h *authHook) Provides(b byte) bool {
 	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck ||
-		b == mqtt.OnSessionEstablished || b == mqtt.OnDisconnect
+		b == mqtt.OnSessionEstablished || b == mqtt.OnDisconnect ||
+		b == mqtt.OnConnectAuthorize || b == mqtt.OnWill
+}
+
+var _ mqtt.ConnectAuthorizer = (*authHook)(nil)
+
+// OnConnectAuthorize refuses, with CONNACK 0x87 (MQTT 3.1.1: 0x05), an
+// authenticated CONNECT
+//   - whose client ID is held by a session (connected, or offline and
+//     persisted) that another user created: a session belongs to its
+//     user, anonymous ones to the empty user, so nobody else can kick its
+//     client, resume it or read what is queued for it; the owner's
+//     connection and session are left alone;
+//   - whose client ID is the broker's own inline client's;
+//   - whose will goes to a topic the user may not publish to.
+//
+// Mochi calls it (ferry patch 6) after OnConnectAuthenticate, before any
+// session is taken over. A session's user is stored with it, so this
+// holds across restarts.
+func (h *authHook) OnConnectAuthorize(cl *mqtt.Client, pk packets.Packet, session *mqtt.Client) error {
+	if cl.Net.Inline {
+		return nil
+	}
+	deny := func(action, topic, reason string) error {
+		h.stats.denied.Add(1)
+		e := entry("acl_deny", cl)
+		e.Action, e.Topic, e.Reason = action, topic, reason
+		h.audit.Record(e)
+		return packets.ErrNotAuthorized
+	}
+	if session != nil && session.Net.Inline {
+		return deny("session", "", "the client ID is the broker's own")
+	}
+	if session != nil && !bytes.Equal(session.Properties.Username, cl.Properties.Username) {
+		return deny("session", "", "the client ID's session belongs to another user")
+	}
+	acl := h.policy.Load().acl
+	if !clientIDAllowed(acl, cl) {
+		return deny("client_id", "", "the client ID matches none of the client_ids of the user's ACL rule")
+	}
+	if w := &cl.Properties.Will; w.Flag != 0 && !h.allowed(acl, cl, w.TopicName, true) {
+		return deny("will", w.TopicName, "the user may not publish to the will topic")
+	}
+	return nil
+}
+
+// OnWill checks the will again as it is about to be sent (the ACL may have
+// changed by a reload since the CONNECT): one whose topic the user may no
+// longer publish to is dropped (its Flag cleared, ferry patch 6), counted
+// and audited.
+func (h *authHook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	if will.Flag == 0 || h.allowed(h.policy.Load().acl, cl, will.TopicName, true) {
+		return will, nil
+	}
+	h.stats.denied.Add(1)
+	e := entry("acl_deny", cl)
+	e.Action, e.Topic, e.Reason = "will", will.TopicName, "will dropped: the user may no longer publish to its topic"
+	h.audit.Record(e)
+	will.Flag = 0
+	return will, nil
 }
 
 // OnSessionEstablished records the connect (authenticated, CONNACK sent).
@@ -356,8 +439,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	// A blocked address costs no bcrypt: that is what keeps a guessing
 	// run from taking CPU from the sensors.
 	ip := remoteIP(cl.Net.Remote)
-	allowed, blocks := p.limiter.attempt(ip)
-	if !allowed {
+	if !p.limiter.begin(ip) {
 		h.stats.blocked.Add(1)
 		return refuse("login_blocked", "too many failed logins from this address")
 	}
@@ -367,9 +449,10 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 			_ = bcrypt.CompareHashAndPassword(p.dummy, pk.Connect.Password)
 		}
 	} else if bcrypt.CompareHashAndPassword(hash, pk.Connect.Password) == nil {
-		p.limiter.succeeded(ip)
+		p.limiter.end(ip, true)
 		return true
 	}
+	blocks := p.limiter.end(ip, false)
 	h.stats.failures.Add(1)
 	if blocks {
 		refuse("login_blocked", fmt.Sprintf("%d failed logins within %s: blocked for %s", p.limit.Failures, p.limit.Window, p.limit.Block))
@@ -399,8 +482,9 @@ func (h *authHook) allowed(acl []ACLRule, cl *mqtt.Client, name string, write bo
 		return true
 	}
 	user := string(cl.Properties.Username)
-	if strings.ContainsAny(user, "+#/") || strings.ContainsAny(cl.ID, "+#/") {
-		return false
+	shared := ""
+	if !write {
+		shared = sharedFilter(name)
 	}
 	for _, r := range acl {
 		if r.User != "*" && r.User != user {
@@ -415,7 +499,7 @@ func (h *authHook) allowed(acl []ACLRule, cl *mqtt.Client, name string, write bo
 			if !ok {
 				continue
 			}
-			if write && topic.Match(f, name) || !write && covers(f, name) {
+			if write && topic.Match(f, name) || !write && (covers(f, name) || shared != "" && covers(f, shared)) {
 				return true
 			}
 		}
@@ -424,22 +508,84 @@ func (h *authHook) allowed(acl []ACLRule, cl *mqtt.Client, name string, write bo
 	return false
 }
 
-// substitute replaces %u with user and %c with clientID in filter; ok is
-// false when the filter uses a value that is empty.
+// clientIDAllowed reports whether the first rule matching cl's user allows
+// its client ID (see ACLRule.ClientIDs).
+func clientIDAllowed(acl []ACLRule, cl *mqtt.Client) bool {
+	user := string(cl.Properties.Username)
+	for _, r := range acl {
+		if r.User != "*" && r.User != user {
+			continue
+		}
+		if len(r.ClientIDs) == 0 {
+			return true
+		}
+		for _, p := range r.ClientIDs {
+			if p, ok := substitute(p, user, ""); ok && globMatch(p, cl.ID) {
+				return true
+			}
+		}
+		return false
+	}
+	return true // no rule: the ACL allows the client nothing anyway
+}
+
+// globMatch reports whether s matches pattern, in which '*' matches any
+// run of characters (none included) and every other character itself.
+func globMatch(pattern, s string) bool {
+	star, from := -1, 0 // the last '*' seen, and where its match ends in s
+	for p, i := 0, 0; i < len(s) || p < len(pattern); {
+		switch {
+		case p < len(pattern) && pattern[p] == '*':
+			star, from = p, i
+			p++
+		case p < len(pattern) && i < len(s) && pattern[p] == s[i]:
+			p++
+			i++
+		case star >= 0 && from < len(s):
+			from++ // the last '*' takes one more character
+			p, i = star+1, from
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// sharedFilter returns the filter of a shared subscription
+// "$share/group/filter", or "" when name is not one.
+func sharedFilter(name string) string {
+	rest, ok := strings.CutPrefix(name, "$share/")
+	if !ok {
+		return ""
+	}
+	_, f, ok := strings.Cut(rest, "/")
+	if !ok {
+		return ""
+	}
+	return f
+}
+
+// substitute replaces %u with user and %c with clientID in filter, in one
+// pass, so that a value containing "%c" or "%u" is not substituted again;
+// ok is false when the filter uses a value that is not usable: empty, or
+// one that would widen the filter or change its meaning (see
+// usableValue).
 func substitute(filter, user, clientID string) (string, bool) {
-	if strings.Contains(filter, "%u") {
-		if user == "" {
-			return "", false
-		}
-		filter = strings.ReplaceAll(filter, "%u", user)
+	if !strings.Contains(filter, "%") {
+		return filter, true
 	}
-	if strings.Contains(filter, "%c") {
-		if clientID == "" {
-			return "", false
-		}
-		filter = strings.ReplaceAll(filter, "%c", clientID)
+	if strings.Contains(filter, "%u") && !usableValue(user) || strings.Contains(filter, "%c") && !usableValue(clientID) {
+		return "", false
 	}
-	return filter, true
+	return strings.NewReplacer("%u", user, "%c", clientID).Replace(filter), true
+}
+
+// usableValue reports whether a user name or client ID may stand in a
+// filter: not empty, no level separator or wildcard (which would widen
+// the filter), no NUL (not allowed in topics), and no leading '$' (which
+// would make a filter starting with %u or %c reach system topics).
+func usableValue(v string) bool {
+	return v != "" && !strings.ContainsAny(v, "+#/\x00") && !strings.HasPrefix(v, "$")
 }
 
 // covers reports whether every topic the requested filter can match is

@@ -81,6 +81,10 @@ type Config struct {
 	// for none or for more is told this one (MQTT 5 Server Keep Alive) and
 	// is disconnected after 1.5 times it without a packet.
 	MaxKeepalive time.Duration
+	// Budget bounds the memory clients can make the broker hold: before
+	// CONNECT, retained messages, subscriptions, sessions and their
+	// queues; zero fields take the defaults (see Budget).
+	Budget Budget
 
 	// LoginLimit blocks addresses that fail to log in too often.
 	LoginLimit LoginLimit
@@ -130,6 +134,7 @@ type Broker struct {
 	cancel context.CancelFunc
 
 	auth   *authHook
+	budget *budget
 	routes atomic.Pointer[[]Route] // replaced by Reconfigure
 	authStats
 
@@ -189,6 +194,8 @@ type Stats struct {
 	AuthFailures uint64 `json:"auth_failures"` // logins refused after checking their credentials
 	LoginBlocked uint64 `json:"login_blocked"` // logins refused unchecked: too many failures from the address
 	ACLDenied    uint64 `json:"acl_denied"`    // publishes and subscriptions the ACL denied
+
+	Budget BudgetStats `json:"budget"` // the memory budget: what it holds and refused
 }
 
 // New configures the broker and its listeners; Run serves them.
@@ -216,6 +223,9 @@ func New(cfg Config, store Log) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{cfg: cfg, log: cfg.Logger, store: store}
+	if b.budget, err = newBudget(cfg.Budget, cfg.Audit, cfg.Now); err != nil {
+		return nil, err
+	}
 	if cfg.TLS != nil {
 		tc := *cfg.TLS // defaults are filled into a copy, not the caller's
 		if err := tc.check(); err != nil {
@@ -241,6 +251,7 @@ func New(cfg Config, store Log) (*Broker, error) {
 		// messages are small, and there may be a thousand sensors.
 		ClientNetWriteBufferSize: 1024,
 		ClientNetReadBufferSize:  1024,
+		Budget:                   b.budget.mochi,
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	lim.apply(caps, cfg)
@@ -252,6 +263,7 @@ func New(cfg Config, store Log) (*Broker, error) {
 	if caps.MaximumClientWritesPending <= 0 {
 		caps.MaximumClientWritesPending = DefaultMaxPendingWrites
 	}
+	caps.MaximumSessionExpiryInterval = uint32(b.budget.MaxSessionExpiry / time.Second)
 	opts.Capabilities = caps
 	b.server = mqtt.New(opts)
 	// fail releases what was set up so far (the session file, bound
@@ -275,9 +287,14 @@ func New(cfg Config, store Log) (*Broker, error) {
 	if err := b.server.AddHook(&limitHook{b: b, lim: lim}, nil); err != nil {
 		return nil, fmt.Errorf("broker: limit hook: %w", err)
 	}
+	// Before the ingest hook: a retained message the budget refuses is not
+	// stored either.
+	if err := b.server.AddHook(&budgetHook{bg: b.budget}, nil); err != nil {
+		return nil, fmt.Errorf("broker: budget hook: %w", err)
+	}
 	if cfg.SessionPath != "" {
 		b.sessions = guardSessions(cfg.SessionPath, cfg.BootID, cfg.Now(), cfg.Logger)
-		h := &sessionStore{Hook: new(bolt.Hook), log: cfg.Logger, keys: cfg.Keys}
+		h := &sessionStore{Hook: new(bolt.Hook), log: cfg.Logger, keys: cfg.Keys, budget: b.budget}
 		err := b.server.AddHook(h, &bolt.Options{
 			Path: cfg.SessionPath,
 			// Sessions are not the durability contract (the event log is);
@@ -295,12 +312,15 @@ func New(cfg Config, store Log) (*Broker, error) {
 	// Each listener binds its address in AddListener (Init), so a taken
 	// address fails New, before Run announces anything.
 	if cfg.Listen != "" {
-		if err := b.server.AddListener(newListener("tcp", cfg.Listen, nil, mochiLog)); err != nil {
+		ln := newListener("tcp", cfg.Listen, nil, mochiLog)
+		ln.budget = b.budget
+		if err := b.server.AddListener(ln); err != nil {
 			return fail(&listenError{"broker.listen", cfg.Listen, err})
 		}
 	}
 	if b.tls != nil {
 		ln := newListener("tls", b.cfg.TLS.Listen, b.tls.base, mochiLog)
+		ln.budget = b.budget
 		if cfg.Audit != nil {
 			ln.audit = cfg.Audit
 		}
@@ -309,7 +329,9 @@ func New(cfg Config, store Log) (*Broker, error) {
 		}
 	}
 	if cfg.Websocket != "" {
-		if err := b.server.AddListener(newWSListener("ws", cfg.Websocket, mochiLog)); err != nil {
+		ws := newWSListener("ws", cfg.Websocket, mochiLog)
+		ws.budget, ws.timeout = b.budget, b.budget.ConnectTimeout
+		if err := b.server.AddListener(ws); err != nil {
 			return fail(&listenError{"broker.websocket", cfg.Websocket, err})
 		}
 	}
@@ -348,6 +370,8 @@ func (b *Broker) Stats() Stats {
 		AuthFailures: b.failures.Load(),
 		LoginBlocked: b.blocked.Load(),
 		ACLDenied:    b.denied.Load(),
+
+		Budget: b.budget.stats(b.server),
 	}
 }
 

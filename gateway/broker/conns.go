@@ -14,6 +14,9 @@ type connSet struct {
 	conns  map[net.Conn]struct{} // accepted, establish not returned yet
 	closed bool
 	wg     sync.WaitGroup // the serve loop and connection goroutines
+	// budget, shared by all listeners, caps the connections that have not
+	// completed CONNECT; nil: no cap.
+	budget *budget
 }
 
 // start counts a serving goroutine, which must call wg.Done; false once
@@ -28,12 +31,16 @@ func (s *connSet) start() bool {
 	return true
 }
 
-// track adds c and counts its goroutine; false once closed (the
-// connection must then be dropped).
+// track adds c and counts its goroutine; false once closed, or when the
+// budget's connections before CONNECT are all taken (the connection must
+// then be dropped; isClosed tells the two apart).
 func (s *connSet) track(c net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
+		return false
+	}
+	if s.budget != nil && !s.budget.admit(c) {
 		return false
 	}
 	if s.conns == nil {
@@ -50,6 +57,9 @@ func (s *connSet) untrack(c net.Conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
+	if s.budget != nil {
+		s.budget.connected(c)
+	}
 	_ = c.Close()
 }
 

@@ -19,7 +19,7 @@ import (
 // hold a goroutine and its buffers forever, and would block shutdown
 // (mochi waits for every client, but only disconnects those past CONNECT).
 // A variable so tests can shorten it.
-var connectTimeout = 10 * time.Second
+var connectTimeout = DefaultConnectTimeout
 
 // listener is a TCP listener, optionally TLS, for mochi. It replaces
 // mochi's listeners.TCP, which performs the TLS handshake lazily inside the
@@ -97,7 +97,12 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 		backoff = 0
 		if !l.track(conn) {
 			conn.Close()
-			return
+			if l.isClosed() {
+				return
+			}
+			// Refused by the budget: closing at once, unread, is the
+			// cheapest answer to a flood of connections.
+			continue
 		}
 		go l.handle(conn, establish)
 	}
@@ -109,10 +114,11 @@ func (l *listener) handle(raw net.Conn, establish listeners.EstablishFn) {
 	defer l.wg.Done()
 	defer l.untrack(raw)
 	conn := raw
-	_ = raw.SetDeadline(time.Now().Add(connectTimeout))
+	timeout := l.timeout()
+	_ = raw.SetDeadline(time.Now().Add(timeout))
 	if l.tlsConf != nil {
 		tc := tls.Server(raw, l.tlsConf)
-		ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		err := tc.HandshakeContext(ctx)
 		cancel()
 		if err != nil {
@@ -127,9 +133,21 @@ func (l *listener) handle(raw net.Conn, establish listeners.EstablishFn) {
 		}
 		conn = tc
 	}
-	if err := establish(l.id, conn); err != nil && !l.isClosed() {
+	err := establish(l.id, conn)
+	if l.budget != nil {
+		l.budget.ended(raw, err) // counts a CONNECT too large or too late
+	}
+	if err != nil && !l.isClosed() {
 		l.warn("client connection ended", "remote", raw.RemoteAddr().String(), "error", err)
 	}
+}
+
+// timeout is the budget's ConnectTimeout, or connectTimeout without one.
+func (l *listener) timeout() time.Duration {
+	if l.budget != nil {
+		return l.budget.ConnectTimeout
+	}
+	return connectTimeout
 }
 
 // Close stops accepting, lets mochi disconnect the connected clients, then

@@ -56,6 +56,10 @@ type loginLimiter struct {
 
 	mu    sync.Mutex
 	addrs map[netip.Addr]*loginAddr
+	// checking counts the passwords being checked per address: entries
+	// exist only while one is, so it is bounded by the connections.
+	checking map[netip.Addr]int
+	freed    sync.Cond // broadcast when a check ends; L is &mu
 	// head.next is the most recent failure, head.prev the oldest: a
 	// circular list with a sentinel, so that no operation needs nil checks.
 	head loginAddr
@@ -95,7 +99,9 @@ func newLoginLimiter(c LoginLimit, now func() time.Time) *loginLimiter {
 		maxAddrs: c.MaxAddrs,
 		now:      now,
 		addrs:    make(map[netip.Addr]*loginAddr),
+		checking: make(map[netip.Addr]int),
 	}
+	l.freed.L = &l.mu
 	l.head.prev, l.head.next = &l.head, &l.head
 	return l
 }
@@ -126,24 +132,69 @@ func (l *loginLimiter) failed(ip netip.Addr) (blocked bool) {
 	return l.failLocked(limitKey(ip), now)
 }
 
-// attempt registers a login attempt from ip before its password is
-// checked, counting it as a failure until succeeded clears the address:
-// guesses made concurrently cannot all pass a check made before any of
-// them failed, so at most Failures passwords are checked per window.
-// allowed is false when ip is blocked (refuse without checking); blocks
-// reports that this attempt blocked it.
-func (l *loginLimiter) attempt(ip netip.Addr) (allowed, blocks bool) {
+// begin is called before a password from ip is checked; allowed is false
+// when ip is blocked (refuse without checking). Every allowed begin must
+// be followed by end with the check's result.
+//
+// A check in progress is not a failure: concurrent correct logins (a
+// fleet reconnecting through one NAT address) are never refused for their
+// number. But a check in progress could become one, so an address has at
+// most Failures minus its failures so far checks in progress; the next
+// waits for one of them to end. Concurrent guesses therefore cannot all
+// pass a test made before any of them failed: at most Failures wrong
+// passwords are checked per window, and a wait lasts at most a few bcrypt
+// times (checks always end).
+func (l *loginLimiter) begin(ip netip.Addr) (allowed bool) {
 	if l == nil {
-		return true, false
+		return true
 	}
-	now := l.now()
+	key := limitKey(ip)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	key := limitKey(ip)
-	if a := l.addrs[key]; a != nil && l.blocked(a, now) {
-		return false, false
+	for {
+		now := l.now()
+		a := l.addrs[key]
+		if a != nil && l.blocked(a, now) {
+			return false
+		}
+		if l.failsLocked(a, now)+l.checking[key] < l.failures {
+			l.checking[key]++
+			return true
+		}
+		l.freed.Wait()
 	}
-	return true, l.failLocked(key, now)
+}
+
+// end records the result of a check begin allowed: ok forgets ip's
+// failures (see succeeded), a failure is counted; blocks reports that
+// this failure blocked ip.
+func (l *loginLimiter) end(ip netip.Addr, ok bool) (blocks bool) {
+	if l == nil {
+		return false
+	}
+	key := limitKey(ip)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	defer l.freed.Broadcast()
+	if n := l.checking[key]; n > 1 {
+		l.checking[key] = n - 1
+	} else {
+		delete(l.checking, key)
+	}
+	if ok {
+		l.forgetLocked(key)
+		return false
+	}
+	return l.failLocked(key, l.now())
+}
+
+// failsLocked is a's failures counting at now: none once its window is
+// over (or starts in the future: the clock was set back).
+func (l *loginLimiter) failsLocked(a *loginAddr, now time.Time) int {
+	if a == nil || now.Sub(a.windowStart) >= l.window || now.Before(a.windowStart) {
+		return 0
+	}
+	return a.fails
 }
 
 // failLocked records a failure of key at now; l.mu is held.
@@ -182,7 +233,12 @@ func (l *loginLimiter) succeeded(ip netip.Addr) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	key := limitKey(ip)
+	l.forgetLocked(limitKey(ip))
+	l.freed.Broadcast() // a waiting check may go ahead now
+}
+
+// forgetLocked drops key's entry; l.mu is held.
+func (l *loginLimiter) forgetLocked(key netip.Addr) {
 	if a := l.addrs[key]; a != nil {
 		l.unlink(a)
 		delete(l.addrs, key)

@@ -40,6 +40,13 @@ type sessionStore struct {
 	log     *slog.Logger
 	keys    *keyring.Ring // nil: payloads stored in the clear
 	skipped sync.Map      // client+packet ID of inbound acks not stored
+
+	// budget, if set, bounds what is loaded at start as it bounds what
+	// clients can make the broker hold while it runs, so a store written
+	// under larger limits (or by an older ferry) cannot make a restart
+	// need more memory than the budget; see loadBudget.
+	budget *budget
+	kept   map[string]bool // persistent sessions loaded; nil: all
 }
 
 type ackKey struct {
@@ -47,8 +54,11 @@ type ackKey struct {
 	id     uint16
 }
 
+// Provides leaves out StoredSysInfo too: mochi restores $SYS info last
+// and would set its subscription count, which the subscription budget
+// reads, back to the stored (here: zero) value after loading them.
 func (s *sessionStore) Provides(b byte) bool {
-	return b != mqtt.OnSysInfoTick && s.Hook.Provides(b)
+	return b != mqtt.OnSysInfoTick && b != mqtt.StoredSysInfo && s.Hook.Provides(b)
 }
 
 // aad is the associated data sealing a payload to its place: kind, then
@@ -169,7 +179,7 @@ func (s *sessionStore) StoredClients() ([]storage.Client, error) {
 		w.Payload = p
 	}
 	s.warnDropped("wills", dropped, first)
-	return cls, err
+	return s.budgetClients(cls), err
 }
 
 // StoredRetainedMessages opens the retained messages' payloads.
@@ -188,7 +198,7 @@ func (s *sessionStore) StoredRetainedMessages() ([]storage.Message, error) {
 		kept = append(kept, m)
 	}
 	s.warnDropped("retained messages", dropped, first)
-	return kept, err
+	return s.budgetRetained(kept), err
 }
 
 // StoredInflightMessages opens the in-flight messages' payloads and
@@ -218,7 +228,14 @@ func (s *sessionStore) StoredInflightMessages() ([]storage.Message, error) {
 		kept = append(kept, m)
 	}
 	s.warnDropped("in-flight messages", dropped, first)
-	return kept, err
+	return s.budgetInflight(kept), err
+}
+
+// StoredSubscriptions leaves out the subscriptions of sessions not loaded
+// and those beyond the budget.
+func (s *sessionStore) StoredSubscriptions() ([]storage.Subscription, error) {
+	subs, err := s.Hook.StoredSubscriptions()
+	return s.budgetSubscriptions(subs), err
 }
 
 // StoredSysInfo returns nothing: $SYS info is not persisted (see Provides),
@@ -242,4 +259,110 @@ func firstErr(a, b error) error {
 		return a
 	}
 	return b
+}
+
+// budgetClients keeps at most MaxOfflineSessions persistent sessions (in
+// the store's order, by client ID: the store does not say which is
+// newest); sessions that expire on disconnect are mochi's to discard.
+func (s *sessionStore) budgetClients(cls []storage.Client) []storage.Client {
+	if s.budget == nil {
+		return cls
+	}
+	s.kept = map[string]bool{}
+	out := cls[:0]
+	var dropped int
+	for _, c := range cls {
+		persistent := !(c.ProtocolVersion == 5 && c.Properties.SessionExpiryInterval == 0) && !(c.ProtocolVersion < 5 && c.Clean)
+		if persistent {
+			if len(s.kept) >= s.budget.MaxOfflineSessions {
+				dropped++
+				continue
+			}
+			s.kept[c.ID] = true
+		}
+		out = append(out, c)
+	}
+	s.loadDropped("sessions", dropped)
+	return out
+}
+
+// budgetSubscriptions keeps the subscriptions of loaded sessions, within
+// the per-client and total limits.
+func (s *sessionStore) budgetSubscriptions(subs []storage.Subscription) []storage.Subscription {
+	if s.budget == nil {
+		return subs
+	}
+	per := map[string]int{}
+	out := subs[:0]
+	var dropped int
+	for _, sub := range subs {
+		if (s.kept != nil && !s.kept[sub.Client]) || per[sub.Client] >= s.budget.MaxClientSubscriptions || len(out) >= s.budget.MaxSubscriptions {
+			dropped++
+			continue
+		}
+		per[sub.Client]++
+		out = append(out, sub)
+	}
+	s.loadDropped("subscriptions", dropped)
+	return out
+}
+
+// budgetInflight keeps the queued messages of loaded sessions within the
+// per-session and total byte limits (the count per session is mochi's
+// MaximumInflight, which it applies as it loads them).
+func (s *sessionStore) budgetInflight(msgs []storage.Message) []storage.Message {
+	if s.budget == nil {
+		return msgs
+	}
+	per := map[string]int64{}
+	var total int64
+	out := msgs[:0]
+	var dropped int
+	for _, m := range msgs {
+		n := int64(len(m.Payload))
+		if (s.kept != nil && !s.kept[m.Client]) || per[m.Client]+n > s.budget.MaxSessionQueueBytes || total+n > s.budget.MaxQueueBytes {
+			dropped++
+			continue
+		}
+		per[m.Client] += n
+		total += n
+		out = append(out, m)
+	}
+	s.loadDropped("queued messages", dropped)
+	return out
+}
+
+// budgetRetained keeps the retained messages within the budget and
+// records them in its accounting.
+func (s *sessionStore) budgetRetained(msgs []storage.Message) []storage.Message {
+	if s.budget == nil {
+		return msgs
+	}
+	out := msgs[:0]
+	var dropped int
+	for _, m := range msgs {
+		if len(m.Payload) == 0 {
+			continue
+		}
+		if !s.budget.retainAllowed(m.TopicName, m.Payload) {
+			dropped++
+			continue
+		}
+		s.budget.retainedSet(m.TopicName, m.Payload)
+		out = append(out, m)
+	}
+	s.loadDropped("retained messages", dropped)
+	return out
+}
+
+// loadDropped counts and reports, once per kind and start, what was left
+// out of the store to fit the budget.
+func (s *sessionStore) loadDropped(what string, n int) {
+	if n == 0 {
+		return
+	}
+	s.budget.storeDropped.Add(uint64(n))
+	if s.log != nil {
+		s.log.Warn("session store: left out at start to fit the memory budget", "what", what, "dropped", n)
+	}
 }

@@ -68,6 +68,30 @@ type Broker struct {
 	MaxKeepalive time.Duration `yaml:"max_keepalive"`
 	// LoginLimit blocks addresses that fail to log in too often.
 	LoginLimit LoginLimit `yaml:"login_limit"`
+
+	// The memory budget: what clients can make the broker hold (README,
+	// "Limits"). Each refusal is counted (ferry status, /metrics).
+
+	// MaxConnectSize bounds the CONNECT packet; larger: connection closed.
+	MaxConnectSize ByteSize `yaml:"max_connect_size"`
+	// MaxConnecting bounds connections not yet past CONNECT (and login).
+	MaxConnecting int `yaml:"max_connecting"`
+	// ConnectTimeout is how long a connection has to send CONNECT.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// MaxRetained and MaxRetainedBytes bound the retained messages.
+	MaxRetained      int      `yaml:"max_retained"`
+	MaxRetainedBytes ByteSize `yaml:"max_retained_bytes"`
+	// MaxSubscriptionsPerClient and MaxSubscriptions bound subscriptions.
+	MaxSubscriptionsPerClient int `yaml:"max_subscriptions_per_client"`
+	MaxSubscriptions          int `yaml:"max_subscriptions"`
+	// MaxOfflineSessions bounds the persistent sessions kept while their
+	// clients are away; MaxSessionExpiry is the longest one is kept.
+	MaxOfflineSessions int           `yaml:"max_offline_sessions"`
+	MaxSessionExpiry   time.Duration `yaml:"max_session_expiry"`
+	// MaxSessionQueueBytes and MaxQueueBytes bound the QoS 1/2 payload
+	// bytes queued or in flight per client and in all.
+	MaxSessionQueueBytes ByteSize `yaml:"max_session_queue_bytes"`
+	MaxQueueBytes        ByteSize `yaml:"max_queue_bytes"`
 }
 
 // BrokerTLS configures the broker's TLS listener.
@@ -102,6 +126,9 @@ type ACLRule struct {
 	User      string   `yaml:"user"`      // user name, or "*" for every client
 	Publish   []string `yaml:"publish"`   // MQTT topic filters the client may publish to
 	Subscribe []string `yaml:"subscribe"` // filters the client may subscribe within
+	// ClientIDs: the client IDs the rule's users may connect with ('*'
+	// any characters, %u the user name, e.g. "%u-*"); empty: any.
+	ClientIDs []string `yaml:"client_ids"`
 }
 
 // Ingest says which PUBLISHes become events and how durably.
@@ -148,7 +175,7 @@ type Stream struct {
 	Name      string        `yaml:"name"`
 	MaxEvents int64         `yaml:"max_events"`
 	MaxBytes  ByteSize      `yaml:"max_bytes"`
-	Overflow  string        `yaml:"overflow"` // drop_oldest or reject
+	Overflow  string        `yaml:"overflow"` // drop_largest, drop_oldest or reject
 	TTL       time.Duration `yaml:"ttl"`      // 0: keep until forwarded
 	// Retain keeps forwarded events this long after they were accepted,
 	// so `ferry buffer replay` can send them again; 0: delete once sent.
@@ -173,6 +200,8 @@ type Uplink struct {
 	Backoff        Backoff       `yaml:"backoff"`
 	Batch          Batch         `yaml:"batch"`
 	MaxMessage     ByteSize      `yaml:"max_message_size"`
+	MaxTopic       ByteSize      `yaml:"max_topic_size"`  // longer rendered topics are shortened
+	PoisonAttempts int           `yaml:"poison_attempts"` // drops a message may cause before it is dead-lettered
 	Rate           Rate          `yaml:"rate"`
 	Streams        []string      `yaml:"streams"` // empty: all
 }

@@ -148,18 +148,22 @@ func TestDefaults(t *testing.T) {
 		Broker: Broker{Listen: ":1883", MaxPacketSize: 256 * KiB, PersistSessions: ptr(true),
 			TLS:         BrokerTLS{UsernameFrom: "cn", MinVersion: "1.2"},
 			MaxInflight: 32, MaxQueued: 256, MaxKeepalive: 5 * time.Minute,
-			LoginLimit: LoginLimit{Failures: 5, Window: time.Minute, Block: time.Minute}},
+			LoginLimit:     LoginLimit{Failures: 5, Window: time.Minute, Block: time.Minute},
+			MaxConnectSize: 8 * KiB, MaxConnecting: 64, ConnectTimeout: 10 * time.Second,
+			MaxRetained: 1000, MaxRetainedBytes: MiB, MaxSubscriptionsPerClient: 64, MaxSubscriptions: 2000,
+			MaxOfflineSessions: 256, MaxSessionExpiry: 7 * 24 * time.Hour,
+			MaxSessionQueueBytes: 256 * KiB, MaxQueueBytes: 4 * MiB},
 		Ingest: Ingest{Durability: "sync", BatchInterval: 2 * time.Second, CommitInterval: 500 * time.Millisecond, MaxBatch: 2048,
 			Routes: []Route{{Topics: []string{"#"}, Stream: "telemetry"}}},
 		Buffer: Buffer{Path: "/var/lib/ferry/buffer.db", MinFreeDisk: 64 * MiB, AckInterval: 5 * time.Second, OnCorrupt: "quarantine",
-			Streams: []Stream{{Name: "telemetry", MaxEvents: 1_000_000, MaxBytes: 256 * MiB, Overflow: "drop_oldest"}}},
+			Streams: []Stream{{Name: "telemetry", MaxEvents: 1_000_000, MaxBytes: 256 * MiB, Overflow: "drop_largest"}}},
 		Uplink: Uplink{Enabled: ptr(false), ClientID: host, Topic: "{gateway_id}/{stream}/{source}",
 			Format: "json", QoS: 1, Inflight: 100, Keepalive: 30 * time.Second, ConnectTimeout: 10 * time.Second,
 			Backoff: Backoff{Min: time.Second, Max: time.Minute, ProbeInterval: 2 * time.Second, StableAfter: 10 * time.Second},
-			Batch:   Batch{MaxEvents: 1, MaxBytes: 128 * KiB}, MaxMessage: 128 * KiB},
+			Batch:   Batch{MaxEvents: 1, MaxBytes: 128 * KiB}, MaxMessage: 128 * KiB, MaxTopic: 256, PoisonAttempts: 3},
 		Status:         Status{Listen: "127.0.0.1:8080", LogInterval: 30 * time.Second},
 		Audit:          Audit{Enabled: ptr(true), File: "/var/lib/ferry/audit.log", MaxSize: MiB, MaxFiles: 3},
-		DeadLetters:    DeadLetters{Stream: DefaultDeadLetterStream},
+		DeadLetters:    DeadLetters{Stream: DefaultDeadLetterStream, MaxPayload: DefaultDeadLetterMaxPayload},
 		DriverSettings: DriverSettings{BackoffMax: DefaultDriverBackoffMax, StatusStream: DefaultDriverStatus},
 		Demo:           Demo{Interval: time.Second, Topic: "demo/sensor"},
 	}
@@ -214,8 +218,8 @@ uplink:
   endpoints: [{url: "ssl://h:8883"}]
 `)
 		want := []Stream{
-			{Name: "s2", MaxEvents: 5, MaxBytes: 256 * MiB, Overflow: "drop_oldest"},
-			{Name: "s1", MaxEvents: 1_000_000, MaxBytes: 256 * MiB, Overflow: "drop_oldest"},
+			{Name: "s2", MaxEvents: 5, MaxBytes: 256 * MiB, Overflow: "drop_largest"},
+			{Name: "s1", MaxEvents: 1_000_000, MaxBytes: 256 * MiB, Overflow: "drop_largest"},
 		}
 		if !reflect.DeepEqual(c.Buffer.Streams, want) {
 			t.Errorf("streams = %+v, want %+v", c.Buffer.Streams, want)
@@ -306,6 +310,12 @@ func TestBadConfigs(t *testing.T) {
 			[]problem{{2, "broker.tls.require_client_cert"}}, "client_ca_file"},
 		{"keepalive", "broker:\n  max_keepalive: 0.5s\n",
 			[]problem{{2, "broker.max_keepalive"}}, "at least 1s"},
+		{"budget count", "broker:\n  max_retained: -1\n",
+			[]problem{{2, "broker.max_retained"}}, "at least 1"},
+		{"budget connect size", "broker:\n  max_connect_size: 10B\n",
+			[]problem{{2, "broker.max_connect_size"}}, "between 64B"},
+		{"budget session expiry", "broker:\n  max_session_expiry: 2000000h\n",
+			[]problem{{2, "broker.max_session_expiry"}}, "MQTT limit"},
 		{"plain endpoint with tls", "uplink:\n  endpoints:\n    - url: ssl://a:8883\n    - url: tcp://b:1883\n  tls:\n    ca_file: /ca.pem\n",
 			[]problem{{4, "uplink.endpoints[1].url"}}, "never falls back"},
 		{"plain endpoint with its tls", "uplink:\n  endpoints:\n    - url: ws://b:80\n      tls: {ca_file: /ca.pem}\n",
@@ -366,6 +376,10 @@ func TestBadConfigs(t *testing.T) {
 			[]problem{{2, "uplink.qos"}}, "QoS 2 is not supported"},
 		{"inflight too big", "uplink:\n  inflight: 70000\n",
 			[]problem{{2, "uplink.inflight"}}, "between 1 and 65535"},
+		{"topic bound too small", "uplink:\n  max_topic_size: 16B\n",
+			[]problem{{2, "uplink.max_topic_size"}}, "between 32B and 65535B"},
+		{"one poison attempt", "uplink:\n  poison_attempts: 1\n",
+			[]problem{{2, "uplink.poison_attempts"}}, "at least 2"},
 
 		// URLs, filters, templates, addresses.
 		{"http url", "uplink:\n  endpoints:\n    - url: https://example.com:443\n",
@@ -418,8 +432,10 @@ func TestBadConfigs(t *testing.T) {
 			[]problem{{4, "broker.acl[0].subscribe[0]"}}, "%u (user name) or %c"},
 		{"acl without user", "broker:\n  acl:\n    - subscribe: [\"cmd/%c\"]\n",
 			[]problem{{3, "broker.acl[0].user"}}, "must name a user"},
-		{"acl ok", "broker:\n  users_file: /etc/ferry/users\n  acl:\n    - user: \"*\"\n      publish: [\"sensors/%u/#\"]\n      subscribe: [\"cmd/%c\", \"x/%u-%c/+\"]\n",
+		{"acl ok", "broker:\n  users_file: /etc/ferry/users\n  acl:\n    - user: \"*\"\n      publish: [\"sensors/%u/#\"]\n      subscribe: [\"cmd/%c\", \"x/%u-%c/+\"]\n      client_ids: [\"%u\", \"%u-*\"]\n",
 			nil, ""},
+		{"acl client id %c", "broker:\n  acl:\n    - user: \"*\"\n      client_ids: [\"%u\", \"%c\"]\n",
+			[]problem{{4, "broker.acl[0].client_ids[1]"}}, "only substitution"},
 
 		// Pairs and limits.
 		{"cert without key", "uplink:\n  tls:\n    cert_file: /etc/ferry/c.pem\n",

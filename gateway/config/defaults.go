@@ -27,7 +27,7 @@ const (
 	DefaultOnCorrupt      = "quarantine"
 	DefaultStreamEvents   = 1_000_000
 	DefaultStreamBytes    = 256 * MiB
-	DefaultOverflow       = "drop_oldest"
+	DefaultOverflow       = "drop_largest" // one source cannot evict the others' events
 	DefaultTopic          = "{gateway_id}/{stream}/{source}"
 	DefaultFormat         = "json"
 	DefaultQoS            = 1
@@ -41,6 +41,8 @@ const (
 	DefaultBatchEvents    = 1
 	DefaultBatchBytes     = 128 * KiB
 	DefaultMaxMessage     = 128 * KiB // AWS IoT Core's message size limit
+	DefaultMaxTopic       = 256       // AWS IoT Core's topic size limit
+	DefaultPoisonAttempts = 3         // two drops as the oldest unacked message, one sent alone
 	DefaultStatusListen   = "127.0.0.1:8080"
 	DefaultLogInterval    = 30 * time.Second
 	DefaultDemoInterval   = 1 * time.Second
@@ -56,6 +58,22 @@ const (
 	DefaultAuditFile      = "audit.log" // in DataDir
 	DefaultAuditMaxSize   = 1 * MiB
 	DefaultAuditMaxFiles  = 3
+
+	// The broker's memory budget (README, "Limits"): with these, what
+	// clients can make it hold stays within a few tens of MB, so the
+	// gateway fits a 512 MB board whatever they send. Kept equal to
+	// gateway/broker's Default* constants.
+	DefaultMaxConnectSize       = 8 * KiB
+	DefaultMaxConnecting        = 64
+	DefaultBrokerConnectTimeout = 10 * time.Second
+	DefaultMaxRetained          = 1000
+	DefaultMaxRetainedBytes     = 1 * MiB
+	DefaultMaxClientSubs        = 64
+	DefaultMaxSubscriptions     = 2000
+	DefaultMaxOfflineSessions   = 256
+	DefaultMaxSessionExpiry     = 7 * 24 * time.Hour
+	DefaultMaxSessionQueueBytes = 256 * KiB
+	DefaultMaxQueueBytes        = 4 * MiB
 )
 
 // SetDefaults fills every unset field with its default. It is the one place
@@ -101,6 +119,17 @@ func (c *Config) SetDefaults() {
 	}
 	setDuration(&b.LoginLimit.Window, DefaultLoginWindow)
 	setDuration(&b.LoginLimit.Block, DefaultLoginBlock)
+	setSize(&b.MaxConnectSize, DefaultMaxConnectSize)
+	setInt(&b.MaxConnecting, DefaultMaxConnecting)
+	setDuration(&b.ConnectTimeout, DefaultBrokerConnectTimeout)
+	setInt(&b.MaxRetained, DefaultMaxRetained)
+	setSize(&b.MaxRetainedBytes, DefaultMaxRetainedBytes)
+	setInt(&b.MaxSubscriptionsPerClient, DefaultMaxClientSubs)
+	setInt(&b.MaxSubscriptions, DefaultMaxSubscriptions)
+	setInt(&b.MaxOfflineSessions, DefaultMaxOfflineSessions)
+	setDuration(&b.MaxSessionExpiry, DefaultMaxSessionExpiry)
+	setSize(&b.MaxSessionQueueBytes, DefaultMaxSessionQueueBytes)
+	setSize(&b.MaxQueueBytes, DefaultMaxQueueBytes)
 
 	a := &c.Audit
 	if a.Enabled == nil {
@@ -184,6 +213,10 @@ func (c *Config) SetDefaults() {
 	}
 	setSize(&u.Batch.MaxBytes, DefaultBatchBytes)
 	setSize(&u.MaxMessage, DefaultMaxMessage)
+	setSize(&u.MaxTopic, DefaultMaxTopic)
+	if u.PoisonAttempts == 0 {
+		u.PoisonAttempts = DefaultPoisonAttempts
+	}
 
 	if c.Status.Listen == "" && !c.explicit("status.listen") {
 		c.Status.Listen = DefaultStatusListen
@@ -213,6 +246,12 @@ func setString(p *string, def string) {
 }
 
 func setSize(p *ByteSize, def ByteSize) {
+	if *p == 0 {
+		*p = def
+	}
+}
+
+func setInt(p *int, def int) {
 	if *p == 0 {
 		*p = def
 	}

@@ -34,20 +34,66 @@ type source struct {
 	lines map[string]int
 }
 
+// MaxFileSize caps a configuration file: the largest real one is a few
+// KB, and parsing costs many times the file's size in memory (a 10 MB file
+// took 964 MB), which a 512 MB board does not have. It applies to the
+// start, `ferry check` and a reload alike, which all read through Load.
+const MaxFileSize = 1 << 20
+
+// ErrTooLarge is returned by Load and LoadBytes for a configuration larger
+// than MaxFileSize.
+var ErrTooLarge = errors.New("config: file too large")
+
 // Load reads the YAML file at path, fills defaults (SetDefaults) and
-// validates the result (Validate). On failure the error is a read error or
-// an Errors listing every problem found, each with its line and key path.
+// validates the result (Validate). On failure the error is a read error,
+// ErrTooLarge (naming the file and its size), or an Errors listing every
+// problem found, each with its line and key path.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return LoadBytes(data, path)
+}
+
+// readFile reads the file at path unless it is larger than MaxFileSize.
+// A file that grows while read, or whose size stat does not tell (a pipe,
+// /proc), is cut by the LimitReader, so a refusal never costs more than
+// MaxFileSize bytes of memory.
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return LoadBytes(data, path)
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() > MaxFileSize {
+		return nil, tooLarge(path, fi.Size())
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, tooLarge(path, -1)
+	}
+	return data, nil
+}
+
+// tooLarge is the ErrTooLarge of a file of size bytes; size < 0: larger
+// than MaxFileSize by an unknown amount (the read was cut there).
+func tooLarge(name string, size int64) error {
+	if size < 0 {
+		return fmt.Errorf("read config %s: more than the %d bytes allowed: %w", name, MaxFileSize, ErrTooLarge)
+	}
+	return fmt.Errorf("read config %s: %d bytes, more than the %d allowed: %w", name, size, MaxFileSize, ErrTooLarge)
 }
 
 // LoadBytes is Load for a configuration already in memory (such as
 // firmwareconfig.Default()); name is used in error messages.
 func LoadBytes(data []byte, name string) (*Config, error) {
+	if len(data) > MaxFileSize {
+		return nil, tooLarge(name, int64(len(data)))
+	}
 	c, errs, gaveUp := parse(data, name)
 	if gaveUp {
 		return nil, errs // the config is only partly decoded

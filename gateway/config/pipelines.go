@@ -110,6 +110,10 @@ type Webhook struct {
 type DeadLetters struct {
 	Stream  string `yaml:"stream"`
 	Forward bool   `yaml:"forward"` // also forward dead letters to the cloud
+	// MaxPayload is how much of a failed event's payload a dead letter
+	// keeps (its original size and a truncated flag are kept too); 0
+	// keeps none. Default DefaultDeadLetterMaxPayload.
+	MaxPayload ByteSize `yaml:"max_payload"`
 }
 
 // Defaults for pipelines.
@@ -118,6 +122,15 @@ const (
 	DefaultPipelineTime     = "event"
 	DefaultPipelineFormat   = "auto"
 	DefaultWebhookTimeout   = 10 * time.Second
+)
+
+// Bounds of a dead letter's payload.
+const (
+	// DefaultDeadLetterMaxPayload is enough of a payload to see why it
+	// failed; 1,024 undecodable 250 KB payloads kept whole were 250 MB.
+	DefaultDeadLetterMaxPayload = 4 * KiB
+	// MaxDeadLetterPayload bounds dead_letters.max_payload.
+	MaxDeadLetterPayload = 64 * KiB
 )
 
 // MQTTOutbox and WebhookOutbox name the streams that hold results waiting
@@ -129,6 +142,9 @@ func WebhookOutbox(p string, i int) string { return fmt.Sprintf("_webhook.%s.%d"
 
 func (c *Config) setPipelineDefaults() {
 	setString(&c.DeadLetters.Stream, DefaultDeadLetterStream)
+	if c.DeadLetters.MaxPayload == 0 && !c.explicit("dead_letters.max_payload") {
+		c.DeadLetters.MaxPayload = DefaultDeadLetterMaxPayload
+	}
 	for i := range c.Pipelines {
 		p := &c.Pipelines[i]
 		setString(&p.Time, DefaultPipelineTime)
@@ -215,6 +231,9 @@ func (c *Config) Forwarded(stream string) bool {
 func (c *Config) validatePipelines(k *checker, streams map[string]bool) {
 	if !validStreamName(c.DeadLetters.Stream) {
 		k.add("dead_letters.stream", "stream name %q must be 1 to 64 letters, digits, '_', '.' or '-'", c.DeadLetters.Stream)
+	}
+	if c.DeadLetters.MaxPayload < 0 || c.DeadLetters.MaxPayload > MaxDeadLetterPayload {
+		k.add("dead_letters.max_payload", "must be between 0 and %s, not %s", MaxDeadLetterPayload, c.DeadLetters.MaxPayload)
 	}
 	names := map[string]bool{}
 	for i, p := range c.Pipelines {

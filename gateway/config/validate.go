@@ -206,6 +206,7 @@ func (c *Config) validateBroker(k *checker) {
 	if b.MaxClients < 0 {
 		k.add("broker.max_clients", "must not be negative (0 means no limit)")
 	}
+	c.validateBrokerBudget(k)
 	for i, r := range b.ACL {
 		p := fmt.Sprintf("broker.acl[%d]", i)
 		switch {
@@ -224,7 +225,26 @@ func (c *Config) validateBroker(k *checker) {
 				}
 			}
 		}
+		for j, id := range r.ClientIDs {
+			if err := checkClientIDPattern(id); err != nil {
+				k.add(fmt.Sprintf("%s.client_ids[%d]", p, j), "client ID pattern %q: %v", id, err)
+			}
+		}
 	}
+}
+
+// checkClientIDPattern checks an ACL rule's client ID pattern: '*' and %u
+// are its only special parts.
+func checkClientIDPattern(id string) error {
+	switch {
+	case id == "":
+		return errors.New(`must not be empty (use "*" for any client ID)`)
+	case strings.IndexFunc(id, unicode.IsControl) >= 0:
+		return errors.New("must not contain control characters")
+	case strings.Contains(strings.ReplaceAll(id, "%u", ""), "%"):
+		return errors.New("%u (the user name) is the only substitution; %c would allow every client ID")
+	}
+	return nil
 }
 
 // validateBrokerTLS checks broker.tls; the files are read when the broker
@@ -300,7 +320,7 @@ func (c *Config) validateBuffer(k *checker) map[string]bool {
 		if s.MaxBytes <= 0 {
 			k.add(p+".max_bytes", "must be positive, not %s", s.MaxBytes)
 		}
-		k.oneOf(p+".overflow", s.Overflow, "drop_oldest", "reject")
+		k.oneOf(p+".overflow", s.Overflow, "drop_largest", "drop_oldest", "reject")
 		k.nonNegative(p+".ttl", s.TTL)
 		k.nonNegative(p+".retain", s.Retain)
 	}
@@ -412,6 +432,12 @@ func (c *Config) validateUplink(k *checker, streams map[string]bool) {
 	}
 	if u.MaxMessage <= 0 || u.MaxMessage > mqttMaxPacket {
 		k.add("uplink.max_message_size", "must be between 1B and %s (the MQTT limit), not %s", ByteSize(mqttMaxPacket), u.MaxMessage)
+	}
+	if u.MaxTopic < 32 || u.MaxTopic > 65535 {
+		k.add("uplink.max_topic_size", "must be between 32B and 65535B (the MQTT limit), not %s", u.MaxTopic)
+	}
+	if u.PoisonAttempts < 2 {
+		k.add("uplink.poison_attempts", "must be at least 2 (drops while oldest unacknowledged, then one sent alone), not %d", u.PoisonAttempts)
 	}
 	switch {
 	case u.Batch.MaxBytes <= 0:
@@ -693,5 +719,46 @@ func (c *Config) warn(k *checker) {
 		if !routed {
 			k.add("demo.topic", "no ingest.routes filter matches %q: the demo readings are not buffered", sample)
 		}
+	}
+}
+
+// validateBrokerBudget checks the broker's memory budget keys.
+func (c *Config) validateBrokerBudget(k *checker) {
+	b := &c.Broker
+	for _, f := range []struct {
+		key string
+		v   int
+	}{
+		{"broker.max_connecting", b.MaxConnecting},
+		{"broker.max_retained", b.MaxRetained},
+		{"broker.max_subscriptions_per_client", b.MaxSubscriptionsPerClient},
+		{"broker.max_subscriptions", b.MaxSubscriptions},
+		{"broker.max_offline_sessions", b.MaxOfflineSessions},
+	} {
+		if f.v < 1 {
+			k.add(f.key, "must be at least 1, not %d", f.v)
+		}
+	}
+	for _, f := range []struct {
+		key string
+		v   ByteSize
+	}{
+		{"broker.max_retained_bytes", b.MaxRetainedBytes},
+		{"broker.max_session_queue_bytes", b.MaxSessionQueueBytes},
+		{"broker.max_queue_bytes", b.MaxQueueBytes},
+	} {
+		if f.v < 1 {
+			k.add(f.key, "must be at least 1B, not %s", f.v)
+		}
+	}
+	if b.MaxConnectSize < 64 || b.MaxConnectSize > mqttMaxPacket {
+		k.add("broker.max_connect_size", "must be between 64B (room for a CONNECT with credentials) and %s, not %s", ByteSize(mqttMaxPacket), b.MaxConnectSize)
+	}
+	k.positive("broker.connect_timeout", b.ConnectTimeout)
+	switch {
+	case b.MaxSessionExpiry < time.Second:
+		k.add("broker.max_session_expiry", "must be at least 1s, not %s", b.MaxSessionExpiry)
+	case b.MaxSessionExpiry > (1<<32-1)*time.Second:
+		k.add("broker.max_session_expiry", "must be at most %s (the MQTT limit), not %s", (1<<32-1)*time.Second, b.MaxSessionExpiry)
 	}
 }

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ferrygw/ferry/buffer"
 	"github.com/ferrygw/ferry/event"
@@ -57,6 +59,10 @@ type Pipeline struct {
 	Stages     []Stage
 	Outputs    []Output
 	DeadLetter string // stream for events that fail
+	// DeadLetterPayload is how many bytes of a failed event's payload its
+	// dead letter keeps; when that cuts it, the attributes "truncated"
+	// and "original_size" say so. 0 keeps none.
+	DeadLetterPayload int
 	// Fingerprint identifies the pipeline's configuration; saved state of
 	// a differently configured pipeline is discarded, not misapplied.
 	Fingerprint string
@@ -481,9 +487,34 @@ func (r *Runner) deadLetter(ev *event.Event, reason string) {
 	d := *ev
 	d.ID = DerivedID("dead/"+r.p.Name+"/"+ev.ID.String(), ev.Time)
 	d.Stream = r.p.DeadLetter
-	d.Attrs = map[string]string{"pipeline": r.p.Name, "reason": reason, "original_id": ev.ID.String(), "original_stream": ev.Stream}
-	d.Payload = append([]byte(nil), ev.Payload...)
+	d.Attrs = map[string]string{"pipeline": r.p.Name, "reason": cutReason(reason), "original_id": ev.ID.String(),
+		"original_stream": ev.Stream}
+	// A dead letter is for seeing why an event failed: a bounded part of
+	// its payload does that, and a flood of large undecodable payloads
+	// then cannot fill memory (GET /deadletters) or the disk with copies.
+	keep := ev.Payload[:min(len(ev.Payload), max(r.p.DeadLetterPayload, 0))]
+	if len(keep) < len(ev.Payload) {
+		d.Attrs["truncated"] = "true"
+		d.Attrs["original_size"] = strconv.Itoa(len(ev.Payload))
+	}
+	d.Payload = append([]byte(nil), keep...)
 	r.pending = append(r.pending, d)
+}
+
+// MaxReason bounds the reason a dead letter keeps, in bytes: an error may
+// quote its input.
+const MaxReason = 1024
+
+// cutReason cuts reason to MaxReason bytes, on a character boundary.
+func cutReason(reason string) string {
+	if len(reason) <= MaxReason {
+		return reason
+	}
+	cut := MaxReason - len("…")
+	for cut > 0 && !utf8.RuneStart(reason[cut]) {
+		cut--
+	}
+	return reason[:cut] + "…"
 }
 
 // commit writes the pending outputs, the stages' state and the position

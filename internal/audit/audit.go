@@ -29,7 +29,7 @@ type Entry struct {
 	Remote   string // remote address ip:port
 	Listener string // tcp, tls, ws
 	Topic    string // acl_deny: the topic or filter
-	Action   string // acl_deny: publish or subscribe
+	Action   string // acl_deny: publish, subscribe, will, session or client_id
 	Reason   string
 	Detail   string
 }

@@ -20,6 +20,23 @@ type Inflight struct {
 	sendQuota           int32                     // remaining outbound qos quota for flow control
 	maximumReceiveQuota int32                     // maximum allowed receive quota
 	maximumSendQuota    int32                     // maximum allowed send quota
+	bytes               int64                     // ferry patch 7: payload bytes in internal; under the lock
+	total               *atomic.Int64             // ferry patch 7: all clients' bytes (Budget); nil: none
+}
+
+// Bytes returns the payload bytes of the in-flight messages (ferry patch 7).
+func (i *Inflight) Bytes() int64 {
+	i.RLock()
+	defer i.RUnlock()
+	return i.bytes
+}
+
+// addBytes keeps the byte counts; the caller holds the lock (ferry patch 7).
+func (i *Inflight) addBytes(n int64) {
+	i.bytes += n
+	if i.total != nil {
+		i.total.Add(n)
+	}
 }
 
 // NewInflights returns a new instance of an Inflight packets map.
@@ -34,8 +51,9 @@ func (i *Inflight) Set(m packets.Packet) bool {
 	i.Lock()
 	defer i.Unlock()
 
-	_, ok := i.internal[m.PacketID]
+	old, ok := i.internal[m.PacketID]
 	i.internal[m.PacketID] = m
+	i.addBytes(int64(len(m.Payload) - len(old.Payload))) // ferry patch 7
 	return !ok
 }
 
@@ -64,9 +82,11 @@ func (i *Inflight) Clone() *Inflight {
 	c := NewInflights()
 	i.RLock()
 	defer i.RUnlock()
+	c.total = i.total // ferry patch 7: the original is cleared after, giving its bytes back
 	for k, v := range i.internal {
 		c.internal[k] = v
 	}
+	c.addBytes(i.bytes)
 	return c
 }
 
@@ -115,8 +135,9 @@ func (i *Inflight) Delete(id uint16) bool {
 	i.Lock()
 	defer i.Unlock()
 
-	_, ok := i.internal[id]
+	old, ok := i.internal[id]
 	delete(i.internal, id)
+	i.addBytes(-int64(len(old.Payload))) // ferry patch 7
 
 	return ok
 }

@@ -129,6 +129,10 @@ type Options struct {
 	// Enable Inline client to allow direct subscribing and publishing from the parent codebase,
 	// with negligible performance difference (disabled by default to prevent confusion in statistics).
 	InlineClient bool `yaml:"inline_client" json:"inline_client"`
+
+	// Budget bounds memory clients can make the server hold (ferry patch
+	// 7); nil: no bounds beyond Capabilities.
+	Budget *Budget `yaml:"-" json:"-"`
 }
 
 // Server is an MQTT broker server. It should be created with server.New()
@@ -249,6 +253,7 @@ func (s *Server) NewClient(c net.Conn, listener string, id string, inline bool) 
 
 	cl.ID = id
 	cl.Net.Listener = listener
+	cl.State.Inflight.total = s.budgetBytes() // ferry patch 7
 
 	if inline { // inline clients bypass acl and some validity checks.
 		cl.Net.Inline = true
@@ -449,6 +454,22 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 		return packets.ErrBadUsernameOrPassword
 	}
 
+	// ferry patch 6: an authenticated CONNECT may still be refused its
+	// will or its client ID's session, before that session is touched.
+	if code := s.authorizeConnect(cl, pk); code != packets.CodeSuccess {
+		if err := s.SendConnack(cl, code, false, nil); err != nil {
+			return fmt.Errorf("invalid connection send ack: %w", err)
+		}
+		return code
+	}
+
+	if code := s.sessionAllowed(cl); code != packets.CodeSuccess { // ferry patch 7
+		if err := s.SendConnack(cl, code, false, nil); err != nil {
+			return fmt.Errorf("invalid connection send ack: %w", err)
+		}
+		return code
+	}
+
 	atomic.AddInt64(&s.Info.ClientsConnected, 1)
 	defer atomic.AddInt64(&s.Info.ClientsConnected, -1)
 
@@ -506,6 +527,10 @@ func (s *Server) readConnectionPacket(cl *Client) (pk packets.Packet, err error)
 
 	if fh.Type != packets.Connect {
 		return pk, packets.ErrProtocolViolationRequireFirstConnect // [MQTT-3.1.0-1]
+	}
+
+	if s.connectTooLarge(fh) { // ferry patch 7
+		return pk, packets.ErrPacketTooLarge
 	}
 
 	pk, err = cl.ReadPacket(fh)
@@ -733,7 +758,7 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 
 	if cl.State.Inflight.Len() > 0 && atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 {
 		next, ok := cl.State.Inflight.NextImmediate()
-		if ok {
+		if ok && cl.deliveryAllowed(next) { // ferry patch 6
 			_ = cl.WritePacket(next)
 			if ok := cl.State.Inflight.Delete(next.PacketID); ok {
 				atomic.AddInt64(&s.Info.Inflight, -1)
@@ -880,7 +905,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		return s.DisconnectClient(cl, packets.ErrReceiveMaximum) // ~[MQTT-3.3.4-7] ~[MQTT-3.3.4-8]
 	}
 
-	if !cl.Net.Inline && !s.hooks.OnACLCheck(cl, pk.TopicName, true) {
+	if !cl.Net.Inline && !s.hooks.OnACLCheck(cl, publishTopic(cl, pk), true) { // ferry patch 6: an alias's topic
 		if pk.FixedHeader.Qos == 0 {
 			return nil
 		}
@@ -1122,9 +1147,16 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 
 	if out.FixedHeader.Qos > 0 {
 		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
-			// add hook?
+			// ferry patch 7: counted and reported through the budget; one
+			// warning per dropped message would let a publisher fill the log.
 			atomic.AddInt64(&s.Info.InflightDropped, 1)
-			s.Log.Warn("client store quota reached", "client", cl.ID, "listener", cl.Net.Listener)
+			s.queueDropped(cl, out, "session_count")
+			return out, packets.ErrQuotaExceeded
+		}
+
+		if reason := s.queueDrop(cl, out); reason != "" { // ferry patch 7
+			atomic.AddInt64(&s.Info.InflightDropped, 1)
+			s.queueDropped(cl, out, reason)
 			return out, packets.ErrQuotaExceeded
 		}
 
@@ -1319,6 +1351,8 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 			if s.Options.Capabilities.Compatibilities.ObscureNotAuthorized {
 				reasonCodes[i] = packets.ErrUnspecifiedError.Code
 			}
+		} else if !s.subscriptionAllowed(cl, sub.Filter) { // ferry patch 7
+			reasonCodes[i] = packets.ErrQuotaExceeded.Code
 		} else {
 			isNew := s.Topics.Subscribe(cl.ID, sub) // [MQTT-3.8.4-3]
 			if isNew {
@@ -1584,6 +1618,10 @@ func (s *Server) sendLWT(cl *Client) {
 	}
 
 	modifiedLWT := s.hooks.OnWill(cl, cl.Properties.Will)
+	if modifiedLWT.Flag == 0 { // ferry patch 6: a hook dropped the will (its topic is no longer allowed)
+		atomic.StoreUint32(&cl.Properties.Will.Flag, 0)
+		return
+	}
 
 	pk := packets.Packet{
 		FixedHeader: packets.FixedHeader{
@@ -1698,6 +1736,7 @@ func (s *Server) loadSubscriptions(v []storage.Subscription) {
 			Identifier:        sub.Identifier,
 		}
 		if s.Topics.Subscribe(sub.Client, sb) {
+			atomic.AddInt64(&s.Info.Subscriptions, 1) // ferry patch 7: the subscription budget counts them
 			if cl, ok := s.Clients.Get(sub.Client); ok {
 				cl.State.Subscriptions.Add(sub.Filter, sb)
 			}
@@ -1810,6 +1849,10 @@ func (s *Server) clearExpiredInflights(now int64) {
 func (s *Server) sendDelayedLWT(dt int64) {
 	for id, pk := range s.loop.willDelayed.GetAll() {
 		if dt > pk.Expiry {
+			if cl, ok := s.Clients.Get(id); ok && !s.willAllowed(cl, pk) { // ferry patch 6: checked again when sent
+				s.loop.willDelayed.Delete(id)
+				continue
+			}
 			s.publishToSubscribers(pk) // [MQTT-3.1.2-8]
 			if cl, ok := s.Clients.Get(id); ok {
 				if pk.FixedHeader.Retain {

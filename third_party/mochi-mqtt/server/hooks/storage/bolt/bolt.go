@@ -213,6 +213,9 @@ func (h *Hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 
 	var in *storage.Subscription
 	for i := 0; i < len(pk.Filters); i++ {
+		if i < len(reasonCodes) && reasonCodes[i] >= packets.ErrUnspecifiedError.Code {
+			continue // ferry patch 8: a refused filter is not a subscription
+		}
 		in = &storage.Subscription{
 			ID:                subscriptionKey(cl, pk.Filters[i].Filter),
 			T:                 storage.SubscriptionKey,

@@ -1,0 +1,19 @@
+package gateway
+
+import "time"
+
+// SetStatusIdleTimeout shortens the status listener's idle timeout for
+// gateways started afterwards; the returned func restores it.
+func SetStatusIdleTimeout(d time.Duration) (restore func()) {
+	old := statusIdleTimeout
+	statusIdleTimeout = d
+	return func() { statusIdleTimeout = old }
+}
+
+// SetSSEMaxLifetime shortens the status page streams' lifetime for
+// gateways started afterwards; the returned func restores it.
+func SetSSEMaxLifetime(d time.Duration) (restore func()) {
+	old := sseMaxLifetime
+	sseMaxLifetime = d
+	return func() { sseMaxLifetime = old }
+}
