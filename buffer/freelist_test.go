@@ -62,9 +62,24 @@ func TestDamagedFileWithoutFreelist(t *testing.T) {
 			return b
 		}},
 	}
+	tests = append(tests, struct {
+		name   string
+		damage func(t *testing.T, b []byte) []byte
+	}{"a bucket pointing back at its parent's page", nil})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := drained(t)
+			if tt.damage == nil {
+				// A cycle: bbolt's cursors would descend forever.
+				if ok, err := buffer.MakeCycle(path); err != nil || !ok {
+					t.Fatalf("no cycle made: %v", err)
+				}
+				_, err := buffer.Open(path, buffer.Options{OnCorrupt: buffer.CorruptFail})
+				if !errors.Is(err, buffer.ErrCorrupt) {
+					t.Fatalf("open: %v, want ErrCorrupt", err)
+				}
+				return
+			}
 			b, err := os.ReadFile(path)
 			if err != nil {
 				t.Fatal(err)

@@ -5,11 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"maps"
 	"os"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -255,110 +253,6 @@ func (l *Log) freelistOff() bool {
 	}
 	st := l.db.Stats()
 	return (st.FreePageN+st.PendingPageN)*8+16 > l.pageSize
-}
-
-// freelistInFile reports whether the file's current meta page (the valid
-// one with the higher transaction id, as bbolt picks) points at a
-// freelist. It reads bbolt's on-disk meta (format version 2): magic,
-// version, page size, flags, root bucket (16 bytes), freelist, high
-// water mark, txid and an FNV-64a checksum of what precedes it, after a
-// 16-byte page header. A file it cannot read is reported as without one,
-// so that walkFile judges it.
-func freelistInFile(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	const (
-		magic      = 0xED0CDAED
-		noFreelist = ^uint64(0)
-	)
-	var best struct {
-		ok             bool
-		txid, freelist uint64
-	}
-	buf := make([]byte, 80)
-	for i, off := 0, int64(0); i < 2; i++ {
-		if _, err := f.ReadAt(buf, off); err != nil {
-			return false
-		}
-		m := buf[16:]
-		le := binary.LittleEndian
-		ps := le.Uint32(m[8:])
-		h := fnv.New64a()
-		h.Write(m[:56])
-		if le.Uint32(m[0:]) == magic && le.Uint32(m[4:]) == 2 && h.Sum64() == le.Uint64(m[56:]) {
-			if txid := le.Uint64(m[48:]); !best.ok || txid > best.txid {
-				best.ok, best.txid, best.freelist = true, txid, le.Uint64(m[32:])
-			}
-			if i == 0 {
-				off = int64(ps)
-				continue
-			}
-		}
-		if i == 0 { // bbolt then looks for the second meta where the OS page size puts it
-			off = int64(os.Getpagesize())
-		}
-	}
-	return best.ok && best.freelist != noFreelist
-}
-
-// walkFile opens path read-only (which does not build the freelist) and
-// visits every page reachable from its root, as bbolt's free-page walk
-// will: a file shorter than its meta page says (a truncated copy, a card
-// that lost its tail), a page that is not what its parent says, or a
-// pointer outside the file is an error here. Faults on the mapping are
-// panics (debug.SetPanicOnFault), recovered like bbolt's own.
-func walkFile(path string) (err error) {
-	fi, err := os.Stat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil // created by the read-write open
-	}
-	if err != nil {
-		return err
-	}
-	db, err := boltOpen(path, &bolt.Options{ReadOnly: true, Timeout: time.Second})
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("bbolt: %v", p)
-		}
-	}()
-	return db.View(func(tx *bolt.Tx) error {
-		if tx.Size() > fi.Size() {
-			return fmt.Errorf("file is %d bytes but its metadata needs %d (truncated)", fi.Size(), tx.Size())
-		}
-		var sum byte // the reads are the point, not their sum
-		err := tx.ForEach(func(_ []byte, b *bolt.Bucket) error {
-			sum ^= walkBucket(b)
-			return nil
-		})
-		_ = sum
-		return err
-	})
-}
-
-// walkBucket reads every key of b and its nested buckets, and the first
-// and last byte of every value (its first and last overflow page).
-func walkBucket(b *bolt.Bucket) (sum byte) {
-	c := b.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		if v == nil {
-			if nb := b.Bucket(k); nb != nil {
-				sum ^= walkBucket(nb)
-			}
-			continue
-		}
-		if len(v) > 0 {
-			sum ^= v[0] ^ v[len(v)-1]
-		}
-	}
-	return sum
 }
 
 // boltOpen is bolt.Open that turns a panic into an error: bbolt panics
