@@ -402,6 +402,9 @@ func brokerBudget(b *config.Broker) broker.Budget {
 		MaxSessionExpiry:       b.MaxSessionExpiry,
 		MaxSessionQueueBytes:   int64(b.MaxSessionQueueBytes),
 		MaxQueueBytes:          int64(b.MaxQueueBytes),
+		// max_queued bounds a session's queue (in flight and offline),
+		// not mochi's per-connection write buffer (MaxPendingWrites).
+		MaxSessionQueue: b.MaxQueued,
 	}
 }
 
@@ -414,10 +417,8 @@ func brokerConfig(cfg *config.Config, log *slog.Logger) (broker.Config, error) {
 		AllowAnonymous: cfg.Broker.AllowAnonymous,
 		MaxPacketSize:  uint32(cfg.Broker.MaxPacketSize),
 		MaxClients:     cfg.Broker.MaxClients,
-		// max_queued is the outbound queue mochi calls pending writes.
-		MaxPendingWrites: cfg.Broker.MaxQueued,
-		MaxInflight:      cfg.Broker.MaxInflight,
-		MaxKeepalive:     cfg.Broker.MaxKeepalive,
+		MaxInflight:    cfg.Broker.MaxInflight,
+		MaxKeepalive:   cfg.Broker.MaxKeepalive,
 		LoginLimit: broker.LoginLimit{
 			Failures: cfg.Broker.LoginLimit.Failures,
 			Window:   cfg.Broker.LoginLimit.Window,

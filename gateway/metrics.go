@@ -149,6 +149,12 @@ func (e *expo) status(st *Status) {
 	e.counter("ferry_broker_budget_sessions_refused_total", "New persistent sessions refused (CONNACK 0x97/0x03): broker.max_offline_sessions reached.", bu.SessionsRefused)
 	e.gauge("ferry_broker_budget_queued_bytes", "QoS 1/2 payload bytes in flight to or queued for clients (broker.max_queue_bytes).", float64(bu.QueuedBytes))
 	e.counter("ferry_broker_budget_queue_dropped_total", "Messages dropped for a client whose queue was full (count or bytes).", bu.QueueDropped)
+	for _, r := range []struct {
+		why string
+		n   uint64
+	}{{"session_count", bu.QueueFullCount}, {"session_bytes", bu.QueueFullBytes}, {"total_bytes", bu.QueueFullTotal}} {
+		e.counter("ferry_broker_budget_queue_full_total", "Messages dropped for a client, by the limit reached: session_count (broker.max_queued), session_bytes (broker.max_session_queue_bytes), total_bytes (broker.max_queue_bytes).", r.n, "reason", r.why)
+	}
 	e.counter("ferry_broker_budget_store_dropped_total", "Stored sessions, subscriptions and messages left out at start to fit the budget.", bu.StoreDropped)
 
 	e.counter("ferry_buffer_commits_total", "Buffer transactions committed (appends, acks and expiry grouped).", st.Commits)

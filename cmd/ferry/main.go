@@ -455,7 +455,9 @@ func printStatus(w io.Writer, st *gateway.Status, rates statusRates, now time.Ti
 			bu.Retained, humanBytes(bu.RetainedBytes), bu.Subscriptions, bu.OfflineSessions, humanBytes(bu.QueuedBytes), bu.Connecting)
 		refused := map[string]uint64{"connect_refused": bu.ConnectRefused, "connect_too_large": bu.ConnectTooLarge,
 			"connect_timeouts": bu.ConnectTimeouts, "retained": bu.RetainedRefused, "subscriptions": bu.SubscriptionsRefused,
-			"sessions": bu.SessionsRefused, "queue_dropped": bu.QueueDropped, "store_dropped": bu.StoreDropped}
+			"sessions": bu.SessionsRefused, "store_dropped": bu.StoreDropped,
+			// Queue drops by the limit reached: max_queued, max_session_queue_bytes, max_queue_bytes.
+			"queue_full_count": bu.QueueFullCount, "queue_full_bytes": bu.QueueFullBytes, "queue_full_total": bu.QueueFullTotal}
 		for k, v := range refused {
 			if v == 0 {
 				delete(refused, k)

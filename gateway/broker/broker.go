@@ -72,9 +72,10 @@ type Config struct {
 	MaxPendingWrites int
 	// MaxInflight bounds each client's unacknowledged QoS 1/2 messages in
 	// each direction (default DefaultMaxInflight): it is the Receive
-	// Maximum announced to clients, and the cap on messages in flight to a
-	// client, which includes those queued for a disconnected persistent
-	// session. See limits.go for what is enforced how.
+	// Maximum announced to clients, and the most messages sent to a client
+	// unacknowledged. Budget.MaxSessionQueue bounds the messages in
+	// flight to or queued for a client. See limits.go for what is enforced
+	// how.
 	MaxInflight int
 	// MaxKeepalive is the longest keep-alive a client may use (default
 	// DefaultMaxKeepalive; whole seconds, 1s to 65535s). A client asking
@@ -264,6 +265,15 @@ func New(cfg Config, store Log) (*Broker, error) {
 		caps.MaximumClientWritesPending = DefaultMaxPendingWrites
 	}
 	caps.MaximumSessionExpiryInterval = uint32(b.budget.MaxSessionExpiry / time.Second)
+	// A message keeps the expiry its publisher set, and one without has
+	// none: mochi's default 24 h maximum was given to every message (an
+	// expiry the publisher never set, and queued messages lost after a
+	// day). Queues are bounded by the session expiry and budget instead.
+	caps.MaximumMessageExpiryInterval = 0
+	// Acks carry none of the client's own properties back (mochi copied
+	// them, with a reason code PUBACK does not have: MQTT.js and Python
+	// paho dropped the connection); see mochi patch 9.
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	opts.Capabilities = caps
 	b.server = mqtt.New(opts)
 	// fail releases what was set up so far (the session file, bound

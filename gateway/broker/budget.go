@@ -30,7 +30,12 @@ import (
 //     QoS 1/2 payloads 256 KiB per session (one maximum-size message) and
 //     4 MiB in all (each subscriber holds its own copy, and the session
 //     store writes it again, base64 in JSON, into pages that count in
-//     RSS: 1,000 sessions × 32 × 8 KiB peaked at 56 MB RSS with 8 MiB).
+//     RSS: 1,000 sessions × 32 × 8 KiB peaked at 56 MB RSS with 8 MiB);
+//     and at most 1,000 of them per session, as Mosquitto's
+//     max_queued_messages: a message queued costs about 1 KB besides its
+//     payload (mochi's packet, the store's record), so 256 sessions full
+//     of empty messages hold about 256 MB at most in theory, but the byte
+//     limits come first for any payload of 256 bytes or more.
 const (
 	DefaultMaxConnectSize       = 8 << 10
 	DefaultMaxConnecting        = 64
@@ -43,6 +48,7 @@ const (
 	DefaultMaxSessionExpiry     = 7 * 24 * time.Hour
 	DefaultMaxSessionQueueBytes = 256 << 10
 	DefaultMaxQueueBytes        = 4 << 20
+	DefaultMaxSessionQueue      = 1000
 )
 
 // Budget is the broker's memory budget (Config.Budget). A zero field takes
@@ -84,6 +90,13 @@ type Budget struct {
 	// audited. (Config.MaxInflight bounds the count per client.)
 	MaxSessionQueueBytes int64
 	MaxQueueBytes        int64
+	// MaxSessionQueue bounds the number of QoS 1/2 messages in flight to
+	// or queued for one client (broker.max_queued); a message beyond it is
+	// dropped for that client, counted and audited (reason
+	// session_count). It is apart from Config.MaxInflight, the window of
+	// messages sent unacknowledged, so a session offline keeps up to this
+	// many messages, in publish order (PATCHES.md, 10).
+	MaxSessionQueue int
 }
 
 // withDefaults returns b with every zero field set to its default, or an
@@ -99,6 +112,7 @@ func (b Budget) withDefaults() (Budget, error) {
 		{"max subscriptions per client", &b.MaxClientSubscriptions, DefaultMaxClientSubs},
 		{"max subscriptions", &b.MaxSubscriptions, DefaultMaxSubscriptions},
 		{"max offline sessions", &b.MaxOfflineSessions, DefaultMaxOfflineSessions},
+		{"max queued", &b.MaxSessionQueue, DefaultMaxSessionQueue},
 	}
 	for _, f := range ints {
 		switch {
@@ -130,6 +144,9 @@ func (b Budget) withDefaults() (Budget, error) {
 	if b.MaxConnectSize == 0 {
 		b.MaxConnectSize = DefaultMaxConnectSize
 	}
+	if b.MaxSessionQueue > 65535 {
+		return b, fmt.Errorf("broker: max queued %d: want at most 65535 (each queued message holds a packet ID)", b.MaxSessionQueue)
+	}
 	if b.MaxSessionExpiry/time.Second > 1<<32-1 {
 		return b, fmt.Errorf("broker: max session expiry %v: want at most %v (MQTT's limit)", b.MaxSessionExpiry, (1<<32-1)*time.Second)
 	}
@@ -151,6 +168,9 @@ type BudgetStats struct {
 	SessionsRefused      uint64 `json:"sessions_refused"`       // new persistent sessions refused (CONNACK 0x97/0x03)
 	QueuedBytes          int64  `json:"queued_bytes"`           // QoS 1/2 payload bytes in flight or queued
 	QueueDropped         uint64 `json:"queue_dropped"`          // messages dropped for a client: its queue was full
+	QueueFullCount       uint64 `json:"queue_full_count"`       // of which: the session held max_queued messages
+	QueueFullBytes       uint64 `json:"queue_full_bytes"`       // of which: over max_session_queue_bytes
+	QueueFullTotal       uint64 `json:"queue_full_total"`       // of which: over max_queue_bytes (all sessions)
 	StoreDropped         uint64 `json:"store_dropped_at_start"` // stored sessions and messages left out at start to fit the budget
 }
 
@@ -202,6 +222,7 @@ func newBudget(b Budget, a Auditor, now func() time.Time) (*budget, error) {
 		MaxOfflineSessions:     b.MaxOfflineSessions,
 		MaxSessionQueueBytes:   b.MaxSessionQueueBytes,
 		MaxQueueBytes:          b.MaxQueueBytes,
+		MaxSessionQueue:        b.MaxSessionQueue,
 		OnQueueDrop:            bg.queueDropped,
 	}
 	return bg, nil
@@ -371,6 +392,9 @@ func (bg *budget) stats(s *mqtt.Server) BudgetStats {
 		SessionsRefused:      bg.mochi.SessionsRefused.Load(),
 		QueuedBytes:          bg.mochi.QueuedBytes(),
 		QueueDropped:         bg.mochi.QueueDropped.Load(),
+		QueueFullCount:       bg.mochi.QueueDroppedCount.Load(),
+		QueueFullBytes:       bg.mochi.QueueDroppedSessionBytes.Load(),
+		QueueFullTotal:       bg.mochi.QueueDroppedTotalBytes.Load(),
 		StoreDropped:         bg.storeDropped.Load(),
 	}
 }

@@ -88,9 +88,14 @@
 //     their commit instead (MQTT 3.1.1 clients are never told the limit),
 //     so QoS 1 alone never gets a client disconnected: a client that sends
 //     faster than the log commits, or does not read its acknowledgements,
-//     stalls only itself, until its keep-alive deadline. Outbound, at most
-//     MaxInflight QoS 1/2 messages are in flight to (or queued for an
-//     offline persistent session of) one client; more are dropped.
+//     stalls only itself, until its keep-alive deadline. Outbound, it is
+//     the most messages sent to a client unacknowledged (an MQTT 5
+//     client's own Receive Maximum is lowered to it); the rest wait in
+//     the client's queue.
+//   - Budget.MaxSessionQueue (broker.max_queued): at most this many QoS
+//     1/2 messages are in flight to, or queued for an offline persistent
+//     session of, one client; more are dropped and counted. The queue is
+//     resent in publish order (mochi patch 10).
 //   - MaxPendingWrites bounds a client's outbound queue; a client too slow
 //     to read loses messages beyond it.
 //   - Topic aliases: at most 16 per MQTT 5 client (announced in CONNACK).

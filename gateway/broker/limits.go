@@ -84,11 +84,12 @@ func (l limits) apply(caps *mqtt.Capabilities, cfg Config) {
 	// log commits, or not reading its PUBACKs, is throttled by TCP and,
 	// once its socket is full, cut by the keep-alive deadline.
 	caps.ReceiveMaximum = l.maxInflight
-	// Outbound: the cap on each client's in-flight QoS 1/2 messages
-	// (sent unacknowledged, waiting for the client's own Receive Maximum,
-	// or queued for a disconnected persistent session); mochi drops and
-	// counts messages beyond it, and lowers an MQTT 5 client's Receive
-	// Maximum to it.
+	// Outbound: the most messages sent to a client unacknowledged (mochi
+	// lowers an MQTT 5 client's Receive Maximum to it, and gives it to a
+	// client stating none); the rest wait in the client's queue. The
+	// number of messages in flight to or queued for a client is
+	// Budget.MaxSessionQueue (mochi patch 10), which mochi checks in its
+	// place.
 	caps.MaximumInflight = l.maxInflight
 	caps.TopicAliasMaximum = maxTopicAliases
 }

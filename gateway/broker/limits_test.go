@@ -409,12 +409,34 @@ func TestMaxInflight(t *testing.T) {
 			sub.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: id})
 		}
 		// The broker handles a client's packets in order: the PINGRESP
-		// means the PUBACKs have been processed.
+		// means the PUBACKs have been processed. The 6 messages beyond
+		// MaxInflight waited in the client's queue (mochi patch 10; they
+		// used to be dropped): one goes out per PUBACK, in order.
 		if _, err := sub.conn.Write([]byte{0xc0, 0}); err != nil {
 			t.Fatal(err)
 		}
-		if pk, err := sub.read(5 * time.Second); err != nil || pk.FixedHeader.Type != packets.Pingresp {
-			t.Fatalf("ping after the acks: %v %+v", err, pk.FixedHeader)
+		var queued []string
+		for {
+			pk, err := sub.read(5 * time.Second)
+			if err != nil {
+				t.Fatalf("ping after the acks: %v", err)
+			}
+			if pk.FixedHeader.Type == packets.Pingresp {
+				break
+			}
+			queued = append(queued, string(pk.Payload))
+			sub.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+		}
+		for len(queued) < 6 {
+			pk, err := sub.read(5 * time.Second)
+			if err != nil || pk.FixedHeader.Type != packets.Publish {
+				t.Fatalf("queued messages after the acks: %v, then %v %+v", queued, err, pk.FixedHeader)
+			}
+			queued = append(queued, string(pk.Payload))
+			sub.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+		}
+		if strings.Join(queued, " ") != "4 5 6 7 8 9" {
+			t.Fatalf("queued messages after the acks: %v, want 4 to 9 in order", queued)
 		}
 		pub.Publish("out/x", 1, false, "after acks").Wait()
 		pk, err := sub.read(5 * time.Second)

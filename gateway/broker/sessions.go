@@ -2,6 +2,7 @@ package broker
 
 import (
 	"log/slog"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -307,23 +308,40 @@ func (s *sessionStore) budgetSubscriptions(subs []storage.Subscription) []storag
 	return out
 }
 
-// budgetInflight keeps the queued messages of loaded sessions within the
-// per-session and total byte limits (the count per session is mochi's
-// MaximumInflight, which it applies as it loads them).
+// budgetInflight puts the queued messages in each session's queue order
+// and keeps those of loaded sessions within the per-session count and
+// byte limits and the total byte limit: the oldest are kept, as while the
+// broker runs a full queue refuses the newest.
 func (s *sessionStore) budgetInflight(msgs []storage.Message) []storage.Message {
+	// The store returns them by key (client, then packet ID as text).
+	// Seq is their place in the queue (mochi patch 10); records written
+	// before it have none, and the creation second is the best left.
+	sort.SliceStable(msgs, func(i, j int) bool {
+		a, b := &msgs[i], &msgs[j]
+		if a.Client != b.Client {
+			return a.Client < b.Client
+		}
+		if a.Seq != b.Seq {
+			return a.Seq < b.Seq
+		}
+		return a.Created < b.Created
+	})
 	if s.budget == nil {
 		return msgs
 	}
 	per := map[string]int64{}
+	count := map[string]int{}
 	var total int64
 	out := msgs[:0]
 	var dropped int
 	for _, m := range msgs {
 		n := int64(len(m.Payload))
-		if (s.kept != nil && !s.kept[m.Client]) || per[m.Client]+n > s.budget.MaxSessionQueueBytes || total+n > s.budget.MaxQueueBytes {
+		if (s.kept != nil && !s.kept[m.Client]) || count[m.Client] >= s.budget.MaxSessionQueue ||
+			per[m.Client]+n > s.budget.MaxSessionQueueBytes || total+n > s.budget.MaxQueueBytes {
 			dropped++
 			continue
 		}
+		count[m.Client]++
 		per[m.Client] += n
 		total += n
 		out = append(out, m)

@@ -61,7 +61,9 @@ type Broker struct {
 	// MaxInflight bounds each client's unacknowledged QoS 1/2 messages in
 	// each direction.
 	MaxInflight int `yaml:"max_inflight"`
-	// MaxQueued bounds each client's queue of outbound messages.
+	// MaxQueued bounds the QoS 1/2 messages in flight to, or queued for,
+	// each client, offline sessions included; beyond it a message is
+	// dropped for that client, counted and audited.
 	MaxQueued int `yaml:"max_queued"`
 	// MaxKeepalive is the longest keep-alive a client may ask for; a client
 	// asking for more, or for none, is held to this one.

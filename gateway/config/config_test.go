@@ -147,7 +147,7 @@ func TestDefaults(t *testing.T) {
 		Log:       Log{Level: "info", Format: "auto"},
 		Broker: Broker{Listen: ":1883", MaxPacketSize: 256 * KiB, PersistSessions: ptr(true),
 			TLS:         BrokerTLS{UsernameFrom: "cn", MinVersion: "1.2"},
-			MaxInflight: 32, MaxQueued: 256, MaxKeepalive: 5 * time.Minute,
+			MaxInflight: 32, MaxQueued: 1000, MaxKeepalive: 5 * time.Minute,
 			LoginLimit:     LoginLimit{Failures: 5, Window: time.Minute, Block: time.Minute},
 			MaxConnectSize: 8 * KiB, MaxConnecting: 64, ConnectTimeout: 10 * time.Second,
 			MaxRetained: 1000, MaxRetainedBytes: MiB, MaxSubscriptionsPerClient: 64, MaxSubscriptions: 2000,

@@ -48,7 +48,7 @@ const (
 	DefaultDemoInterval   = 1 * time.Second
 	DefaultDemoTopic      = "demo/sensor"
 	DefaultMaxInflight    = 32
-	DefaultMaxQueued      = 256
+	DefaultMaxQueued      = 1000 // as Mosquitto's max_queued_messages
 	DefaultMaxKeepalive   = 5 * time.Minute
 	DefaultUsernameFrom   = "cn"
 	DefaultTLSMinVersion  = "1.2"

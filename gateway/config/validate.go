@@ -181,8 +181,9 @@ func (c *Config) validateBroker(k *checker) {
 	if b.MaxInflight < 1 || b.MaxInflight > 65535 {
 		k.add("broker.max_inflight", "must be between 1 and 65535, not %d", b.MaxInflight)
 	}
-	if b.MaxQueued < 1 {
-		k.add("broker.max_queued", "must be at least 1, not %d", b.MaxQueued)
+	if b.MaxQueued < 1 || b.MaxQueued > 65535 {
+		// 65535: each queued message holds a packet ID.
+		k.add("broker.max_queued", "must be between 1 and 65535, not %d", b.MaxQueued)
 	}
 	switch {
 	case b.MaxKeepalive < time.Second:

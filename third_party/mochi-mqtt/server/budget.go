@@ -32,6 +32,12 @@ type Budget struct {
 	MaxSessionQueueBytes int64
 	// MaxQueueBytes bounds those bytes for all clients together.
 	MaxQueueBytes int64
+	// MaxSessionQueue bounds the number of each client's outbound QoS 1/2
+	// messages in flight or queued for it while offline (ferry patch 10).
+	// 0: Capabilities.MaximumInflight, as upstream, which also bounds the
+	// messages in flight to a connected client (its Receive Maximum), so
+	// the offline queue could not be longer than the in-flight window.
+	MaxSessionQueue int
 	// OnQueueDrop, if set, is called for each outbound message dropped
 	// because a queue bound (these or Capabilities.MaximumInflight) was
 	// reached; reason is "session_count", "session_bytes" or "total_bytes".
@@ -44,6 +50,9 @@ type Budget struct {
 	SubscriptionsRefused atomic.Uint64
 	SessionsRefused      atomic.Uint64
 	QueueDropped         atomic.Uint64
+	// QueueDropped by reason (ferry patch 10): count, session bytes, total
+	// bytes.
+	QueueDroppedCount, QueueDroppedSessionBytes, QueueDroppedTotalBytes atomic.Uint64
 }
 
 // QueuedBytes returns the payload bytes in all clients' in-flight maps.
@@ -152,9 +161,26 @@ func (s *Server) queueDropped(cl *Client, pk packets.Packet, reason string) {
 		return
 	}
 	b.QueueDropped.Add(1)
+	switch reason { // ferry patch 10
+	case "session_count":
+		b.QueueDroppedCount.Add(1)
+	case "session_bytes":
+		b.QueueDroppedSessionBytes.Add(1)
+	case "total_bytes":
+		b.QueueDroppedTotalBytes.Add(1)
+	}
 	if b.OnQueueDrop != nil {
 		b.OnQueueDrop(cl, pk, reason)
 	}
+}
+
+// queueLimit returns how many outbound QoS 1/2 messages a client may have
+// in flight or queued (ferry patch 10).
+func (s *Server) queueLimit() int {
+	if b := s.Options.Budget; b != nil && b.MaxSessionQueue > 0 {
+		return b.MaxSessionQueue
+	}
+	return int(s.Options.Capabilities.MaximumInflight)
 }
 
 // budgetBytes returns the counter of all clients' queued bytes, or nil.

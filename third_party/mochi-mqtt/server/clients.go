@@ -220,6 +220,13 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 	if cl.Properties.Props.ReceiveMaximum > cl.ops.options.Capabilities.MaximumInflight { // 3.3.4 Non-normative
 		cl.Properties.Props.ReceiveMaximum = cl.ops.options.Capabilities.MaximumInflight
 	}
+	// ferry patch 10: a client stating no Receive Maximum (MQTT 3.1.1, or
+	// MQTT 5 meaning 65535) gets MaximumInflight messages at once too; the
+	// rest wait in its queue. Upstream sent it any number, and bounded
+	// them only by dropping beyond MaximumInflight.
+	if cl.Properties.Props.ReceiveMaximum == 0 {
+		cl.Properties.Props.ReceiveMaximum = cl.ops.options.Capabilities.MaximumInflight
+	}
 
 	if pk.Connect.Keepalive <= minimumKeepalive {
 		cl.ops.log.Warn(
@@ -313,6 +320,24 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 			continue
 		}
 		if tk.FixedHeader.Type == packets.Publish {
+			// ferry patch 10: no more than the client's Receive Maximum at
+			// once; the rest wait, in order, for acknowledgements
+			// (NextImmediate). Upstream sent them all, and sent those
+			// already waiting (Expiry -1) a second time when quota freed.
+			if atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 {
+				if atomic.LoadInt32(&cl.State.Inflight.sendQuota) == 0 {
+					if tk.Expiry >= 0 {
+						tk.Expiry = -1
+						cl.State.Inflight.Set(tk)
+					}
+					continue
+				}
+				cl.State.Inflight.DecreaseSendQuota()
+			}
+			if tk.Expiry < 0 {
+				tk.Expiry = 0
+				cl.State.Inflight.Set(tk)
+			}
 			tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
 		}
 

@@ -22,6 +22,7 @@ type Inflight struct {
 	maximumSendQuota    int32                     // maximum allowed send quota
 	bytes               int64                     // ferry patch 7: payload bytes in internal; under the lock
 	total               *atomic.Int64             // ferry patch 7: all clients' bytes (Budget); nil: none
+	seq                 uint64                    // ferry patch 10: the last Seq given; under the lock
 }
 
 // Bytes returns the payload bytes of the in-flight messages (ferry patch 7).
@@ -52,9 +53,46 @@ func (i *Inflight) Set(m packets.Packet) bool {
 	defer i.Unlock()
 
 	old, ok := i.internal[m.PacketID]
+	// ferry patch 10: every message has its place in the queue (Seq): a
+	// new one takes the next, a replacement (PUBREL for PUBLISH, a
+	// re-marked message) keeps the one it had, and a stored one (Seq set)
+	// keeps its own, the counter moving past it.
+	switch {
+	case m.Seq != 0:
+		i.seq = max(i.seq, m.Seq)
+	case ok && old.Seq != 0:
+		m.Seq = old.Seq
+	default:
+		i.seq++
+		m.Seq = i.seq
+	}
 	i.internal[m.PacketID] = m
 	i.addBytes(int64(len(m.Payload) - len(old.Payload))) // ferry patch 7
 	return !ok
+}
+
+// NextSeq returns the next place in the queue, for a message about to be
+// Set whose Seq the caller also needs (the store's copy) (ferry patch 10).
+func (i *Inflight) NextSeq() uint64 {
+	i.Lock()
+	defer i.Unlock()
+	i.seq++
+	return i.seq
+}
+
+// inboundInUse reports whether id is held by one of the client's own
+// flows (its QoS 2 PUBLISH awaiting PUBREL, or an acknowledgement being
+// sent) (ferry patch 10). The map also holds the server's messages to the
+// client, whose packet IDs are the server's: MQTT lets each side assign
+// its own independently, so a SUBSCRIBE reusing one of them is not in use.
+// Upstream refused it (SUBACK 0x91/0x80 for every filter), and a resumed
+// session's queued messages take IDs from 1: mosquitto_sub -c quit with
+// "All subscription requests were denied" right after its backlog.
+func (i *Inflight) inboundInUse(id uint16) bool {
+	i.RLock()
+	defer i.RUnlock()
+	m, ok := i.internal[id]
+	return ok && m.FixedHeader.Type != packets.Publish && m.FixedHeader.Type != packets.Pubrel
 }
 
 // Get returns an inflight packet by packet id.
@@ -83,6 +121,7 @@ func (i *Inflight) Clone() *Inflight {
 	i.RLock()
 	defer i.RUnlock()
 	c.total = i.total // ferry patch 7: the original is cleared after, giving its bytes back
+	c.seq = i.seq     // ferry patch 10
 	for k, v := range i.internal {
 		c.internal[k] = v
 	}
@@ -106,8 +145,12 @@ func (i *Inflight) getAll(immediate bool) []packets.Packet {
 		}
 	}
 
+	// ferry patch 10: in the order they were queued. Upstream sorted by
+	// uint16(Created), whole seconds cut to 16 bits, with an unstable
+	// sort: messages queued in the same second came out in map order, and
+	// the order turned over every 18 hours.
 	sort.Slice(m, func(i, j int) bool {
-		return uint16(m[i].Created) < uint16(m[j].Created)
+		return m[i].Seq < m[j].Seq
 	})
 
 	return m

@@ -720,6 +720,12 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 		if code != packets.CodeSuccess {
 			return code
 		}
+		if pk.TopicName == "" && publishTopic(cl, pk) == "" {
+			// ferry patch 9: an empty topic with an alias this connection
+			// never set is a protocol error [MQTT-3.3.2-8]; it was
+			// published to "".
+			return packets.ErrProtocolViolationNoTopic
+		}
 		err = s.processPublish(cl, pk)
 	case packets.Puback:
 		err = s.processPuback(cl, pk)
@@ -733,6 +739,13 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 		code := pk.SubscribeValidate()
 		if code != packets.CodeSuccess {
 			return code
+		}
+		for _, sub := range pk.Filters {
+			if sub.NoLocal && IsSharedFilter(sub.Filter) {
+				// ferry patch 9: a protocol error [MQTT-3.8.3-4], not a
+				// SUBACK code (0x82 is not one).
+				return packets.ErrProtocolViolationInvalidSharedNoLocal
+			}
 		}
 		err = s.processSubscribe(cl, pk)
 	case packets.Unsubscribe:
@@ -759,11 +772,13 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 	if cl.State.Inflight.Len() > 0 && atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 {
 		next, ok := cl.State.Inflight.NextImmediate()
 		if ok && cl.deliveryAllowed(next) { // ferry patch 6
-			_ = cl.WritePacket(next)
-			if ok := cl.State.Inflight.Delete(next.PacketID); ok {
-				atomic.AddInt64(&s.Info.Inflight, -1)
-			}
+			// ferry patch 10: the message stays in flight until the
+			// client acknowledges it (upstream deleted it here: lost if
+			// the connection dropped, and its PUBACK gave no quota back).
+			next.Expiry = 0
+			cl.State.Inflight.Set(next)
 			cl.State.Inflight.DecreaseSendQuota()
+			_ = cl.WritePacket(next)
 		}
 	}
 
@@ -1018,7 +1033,9 @@ func (s *Server) finishPublish(cl *Client, pk, pkx packets.Packet, err error, qu
 	if !quota { // ferry patch 5: a queued PUBLISH took it when queued
 		cl.State.Inflight.DecreaseReceiveQuota()
 	}
-	ack := s.buildAck(pk.PacketID, packets.Puback, 0, pk.Properties, packets.QosCodes[pk.FixedHeader.Qos]) // [MQTT-4.3.2-4]
+	// ferry patch 9: success is 0x00; upstream sent "granted QoS 1" (0x01),
+	// which is a SUBACK code and no PUBACK reason.
+	ack := s.buildAck(pk.PacketID, packets.Puback, 0, pk.Properties, packets.CodeSuccess) // [MQTT-4.3.2-4]
 	if pk.FixedHeader.Qos == 2 {
 		ack = s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
 	}
@@ -1146,7 +1163,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 	}
 
 	if out.FixedHeader.Qos > 0 {
-		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
+		if cl.State.Inflight.Len() >= s.queueLimit() { // ferry patch 10: Budget.MaxSessionQueue if set
 			// ferry patch 7: counted and reported through the budget; one
 			// warning per dropped message would let a publisher fill the log.
 			atomic.AddInt64(&s.Info.InflightDropped, 1)
@@ -1169,6 +1186,8 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		}
 
 		out.PacketID = uint16(i) // [MQTT-2.2.1-4]
+		// ferry patch 10: its place in the queue, stored with it.
+		out.Seq = cl.State.Inflight.NextSeq()
 		sentQuota := atomic.LoadInt32(&cl.State.Inflight.sendQuota)
 
 		if ok := cl.State.Inflight.Set(out); ok { // [MQTT-4.3.2-3] [MQTT-4.3.3-3]
@@ -1229,6 +1248,7 @@ func (s *Server) buildAck(packetID uint16, pkt, qos byte, properties packets.Pro
 	if s.Options.Capabilities.Compatibilities.NoInheritedPropertiesOnAck {
 		properties = packets.Properties{}
 	}
+	reason = ackReason(pkt, reason) // ferry patch 9
 	if reason.Code >= packets.ErrUnspecifiedError.Code {
 		properties.ReasonString = reason.Reason
 	}
@@ -1246,6 +1266,36 @@ func (s *Server) buildAck(packetID uint16, pkt, qos byte, properties packets.Pro
 	}
 
 	return pk
+}
+
+// ackReason returns code if MQTT 5 allows it in an acknowledgement of type
+// pkt, and otherwise "unspecified error" (0x80) for a failure or success
+// (0x00) for a success: a client may close the connection on a reason code
+// its packet type does not have (MQTT.js: "Invalid puback reason code").
+// ferry patch 9.
+func ackReason(pkt byte, code packets.Code) packets.Code {
+	var valid string
+	fail := packets.ErrUnspecifiedError
+	switch pkt {
+	case packets.Puback, packets.Pubrec: // MQTT 5, 3.4.2.1 and 3.5.2.1
+		valid = "\x00\x10\x80\x83\x87\x90\x91\x97\x99"
+	case packets.Pubrel, packets.Pubcomp: // 3.6.2.1 and 3.7.2.1
+		valid, fail = "\x00\x92", packets.ErrPacketIdentifierNotFound
+	case packets.Suback: // 3.9.3
+		valid = "\x00\x01\x02\x80\x83\x87\x8f\x91\x97\x9e\xa1\xa2"
+	case packets.Unsuback: // 3.11.3
+		valid = "\x00\x11\x80\x83\x87\x8f\x91"
+	default:
+		return code
+	}
+	switch {
+	case strings.IndexByte(valid, code.Code) >= 0:
+		return code
+	case code.Code >= packets.ErrUnspecifiedError.Code:
+		return fail
+	default:
+		return packets.CodeSuccess
+	}
 }
 
 // processPuback processes a Puback packet, denoting completion of a QOS 1 packet sent from the server.
@@ -1332,7 +1382,7 @@ func (s *Server) processPubcomp(cl *Client, pk packets.Packet) error {
 func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 	pk = s.hooks.OnSubscribe(cl, pk)
 	code := packets.CodeSuccess
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); ok {
+	if cl.State.Inflight.inboundInUse(pk.PacketID) { // ferry patch 10
 		code = packets.ErrPacketIdentifierInUse
 	}
 
@@ -1383,6 +1433,12 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 			User: pk.Properties.User,
 		},
 	}
+	if s.Options.Capabilities.Compatibilities.NoInheritedPropertiesOnAck {
+		ack.Properties.User = nil // ferry patch 9: not the client's own back
+	}
+	for i, c := range reasonCodes {
+		reasonCodes[i] = ackReason(ack.FixedHeader.Type, packets.Code{Code: c}).Code // ferry patch 9
+	}
 
 	if code.Code >= packets.ErrUnspecifiedError.Code {
 		ack.Properties.ReasonString = code.Reason
@@ -1408,7 +1464,7 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 // processUnsubscribe processes an unsubscribe packet.
 func (s *Server) processUnsubscribe(cl *Client, pk packets.Packet) error {
 	code := packets.CodeSuccess
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); ok {
+	if cl.State.Inflight.inboundInUse(pk.PacketID) { // ferry patch 10
 		code = packets.ErrPacketIdentifierInUse
 	}
 
@@ -1439,6 +1495,12 @@ func (s *Server) processUnsubscribe(cl *Client, pk packets.Packet) error {
 		Properties: packets.Properties{
 			User: pk.Properties.User,
 		},
+	}
+	if s.Options.Capabilities.Compatibilities.NoInheritedPropertiesOnAck {
+		ack.Properties.User = nil // ferry patch 9: not the client's own back
+	}
+	for i, c := range reasonCodes {
+		reasonCodes[i] = ackReason(ack.FixedHeader.Type, packets.Code{Code: c}).Code // ferry patch 9
 	}
 
 	if code.Code >= packets.ErrUnspecifiedError.Code {

@@ -138,6 +138,7 @@ type Packet struct {
 	ReasonCode      byte          // reason code for a packet response (acks, etc)
 	ReservedBit     byte          // reserved, do not use (except in testing)
 	Ignore          bool          // if true, do not perform any message forwarding operations
+	Seq             uint64        // ferry patch 10: place in the client's in-flight queue (Inflight.Set), kept by the store; not copied by Copy
 }
 
 // Mods specifies certain values required for certain mqtt v5 compliance within packet encoding/decoding.
@@ -565,7 +566,10 @@ func (pk *Packet) DisconnectEncode(buf *bytes.Buffer) error {
 
 // DisconnectDecode decodes a Disconnect packet.
 func (pk *Packet) DisconnectDecode(buf []byte) error {
-	if pk.ProtocolVersion == 5 && pk.FixedHeader.Remaining > 1 {
+	// ferry patch 11: a Remaining Length of 1 is the reason code alone
+	// ([MQTT-3.14.2.1]; mosquitto_sub -W sends e0 01 04), and 2 or more
+	// add the properties; upstream read the code only from 2.
+	if pk.ProtocolVersion == 5 && pk.FixedHeader.Remaining >= 1 {
 		var err error
 		var offset int
 		pk.ReasonCode, offset, err = decodeByte(buf, offset)
@@ -573,7 +577,7 @@ func (pk *Packet) DisconnectDecode(buf []byte) error {
 			return fmt.Errorf("%s: %w", err, ErrMalformedReasonCode)
 		}
 
-		if pk.FixedHeader.Remaining > 2 {
+		if pk.FixedHeader.Remaining >= 2 {
 			_, err = pk.Properties.Decode(pk.FixedHeader.Type, bytes.NewBuffer(buf[offset:]))
 			if err != nil {
 				return fmt.Errorf("%s: %w", err, ErrMalformedProperties)
