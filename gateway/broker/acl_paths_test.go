@@ -11,7 +11,6 @@ package broker_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -42,24 +41,6 @@ func issueACL() []broker.ACLRule {
 	}
 }
 
-// syncBuf is a log destination safe for the broker's goroutines.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // aclBroker is a broker with the issue's users and ACL, a session file
 // that outlives it (restart), an audit log and a captured debug log.
 type aclBroker struct {
@@ -67,7 +48,7 @@ type aclBroker struct {
 	cfg   broker.Config
 	l     *buffertest.Log
 	a     *auditLog
-	logs  *syncBuf
+	logs  *syncBuffer
 	b     *broker.Broker
 	stopB func()
 }
@@ -88,7 +69,7 @@ func issueUsers(t *testing.T) broker.Users {
 
 func startACL(t *testing.T, mod func(*broker.Config)) *aclBroker {
 	t.Helper()
-	e := &aclBroker{t: t, l: buffertest.MustOpen(t, buffer.Options{}), a: startAudit(t), logs: &syncBuf{}}
+	e := &aclBroker{t: t, l: buffertest.MustOpen(t, buffer.Options{}), a: startAudit(t), logs: &syncBuffer{}}
 	e.cfg = broker.Config{
 		Listen:         "127.0.0.1:0",
 		AllowAnonymous: false,

@@ -49,24 +49,6 @@ func secret(t *testing.T, what string) string {
 	return what + "-" + hex.EncodeToString(b)
 }
 
-// logBuffer collects log output safely across goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // runBroker starts a broker for one phase of a test; stop closes it (and
 // its session file) and waits.
 func runBroker(t *testing.T, l broker.Log, cfg broker.Config) (b *broker.Broker, stop func()) {
@@ -165,7 +147,7 @@ func TestSealedSessions(t *testing.T) {
 	keys := newRing(t)
 	path := filepath.Join(t.TempDir(), "sessions.db")
 	retained, queued, will := secret(t, "retained"), secret(t, "queued"), secret(t, "will")
-	cfg := func(k *keyring.Ring, log *logBuffer) broker.Config {
+	cfg := func(k *keyring.Ring, log *syncBuffer) broker.Config {
 		c := broker.Config{Listen: "127.0.0.1:0", AllowAnonymous: true, SessionPath: path, Keys: k,
 			Routes: []broker.Route{{Topics: []string{"sensors/#"}, Stream: "telemetry"}}}
 		if log != nil {
@@ -214,7 +196,7 @@ func TestSealedSessions(t *testing.T) {
 	// dropped with a warning, not served as ciphertext.
 	for name, k := range map[string]*keyring.Ring{"other keys": newRing(t), "no keys": nil} {
 		t.Run(name, func(t *testing.T) {
-			var log logBuffer
+			var log syncBuffer
 			b, stop := runBroker(t, l, cfg(k, &log))
 			defer stop()
 			if out := sub(t, b.Addr(), "-t", "state/#", "-C", "1", "-W", "2"); strings.TrimSpace(out) != "Timed out" {
