@@ -1438,6 +1438,9 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 	}
 	for i, c := range reasonCodes {
 		reasonCodes[i] = ackReason(ack.FixedHeader.Type, packets.Code{Code: c}).Code // ferry patch 9
+		if cl.Properties.ProtocolVersion < 5 && reasonCodes[i] >= packets.ErrUnspecifiedError.Code {
+			reasonCodes[i] = packets.ErrUnspecifiedError.Code // ferry patch 9: 3.1.1 has 0x80 only
+		}
 	}
 
 	if code.Code >= packets.ErrUnspecifiedError.Code {
