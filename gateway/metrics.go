@@ -152,8 +152,8 @@ func (e *expo) status(st *Status) {
 	for _, r := range []struct {
 		why string
 		n   uint64
-	}{{"session_count", bu.QueueFullCount}, {"session_bytes", bu.QueueFullBytes}, {"total_bytes", bu.QueueFullTotal}} {
-		e.counter("ferry_broker_budget_queue_full_total", "Messages dropped for a client, by the limit reached: session_count (broker.max_queued), session_bytes (broker.max_session_queue_bytes), total_bytes (broker.max_queue_bytes).", r.n, "reason", r.why)
+	}{{"session_count", bu.QueueFullCount}, {"session_bytes", bu.QueueFullBytes}, {"total_bytes", bu.QueueFullTotal}, {"write_buffer", bu.WriteBufferFull}} {
+		e.counter("ferry_broker_budget_queue_full_total", "Messages dropped for a client, by the limit reached: session_count (broker.max_queued), session_bytes (broker.max_session_queue_bytes), total_bytes (broker.max_queue_bytes), write_buffer (QoS 0 to a connected client whose 256-packet write buffer is full).", r.n, "reason", r.why)
 	}
 	e.counter("ferry_broker_budget_store_dropped_total", "Stored sessions, subscriptions and messages left out at start to fit the budget.", bu.StoreDropped)
 

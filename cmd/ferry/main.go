@@ -457,7 +457,8 @@ func printStatus(w io.Writer, st *gateway.Status, rates statusRates, now time.Ti
 			"connect_timeouts": bu.ConnectTimeouts, "retained": bu.RetainedRefused, "subscriptions": bu.SubscriptionsRefused,
 			"sessions": bu.SessionsRefused, "store_dropped": bu.StoreDropped,
 			// Queue drops by the limit reached: max_queued, max_session_queue_bytes, max_queue_bytes.
-			"queue_full_count": bu.QueueFullCount, "queue_full_bytes": bu.QueueFullBytes, "queue_full_total": bu.QueueFullTotal}
+			"queue_full_count": bu.QueueFullCount, "queue_full_bytes": bu.QueueFullBytes, "queue_full_total": bu.QueueFullTotal,
+			"write_buffer_full": bu.WriteBufferFull}
 		for k, v := range refused {
 			if v == 0 {
 				delete(refused, k)

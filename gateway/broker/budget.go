@@ -171,6 +171,7 @@ type BudgetStats struct {
 	QueueFullCount       uint64 `json:"queue_full_count"`       // of which: the session held max_queued messages
 	QueueFullBytes       uint64 `json:"queue_full_bytes"`       // of which: over max_session_queue_bytes
 	QueueFullTotal       uint64 `json:"queue_full_total"`       // of which: over max_queue_bytes (all sessions)
+	WriteBufferFull      uint64 `json:"write_buffer_full"`      // of which: QoS 0 to a connected client not reading (write buffer full)
 	StoreDropped         uint64 `json:"store_dropped_at_start"` // stored sessions and messages left out at start to fit the budget
 }
 
@@ -395,6 +396,7 @@ func (bg *budget) stats(s *mqtt.Server) BudgetStats {
 		QueueFullCount:       bg.mochi.QueueDroppedCount.Load(),
 		QueueFullBytes:       bg.mochi.QueueDroppedSessionBytes.Load(),
 		QueueFullTotal:       bg.mochi.QueueDroppedTotalBytes.Load(),
+		WriteBufferFull:      bg.mochi.QueueDroppedWriteBuffer.Load(),
 		StoreDropped:         bg.storeDropped.Load(),
 	}
 }

@@ -95,9 +95,16 @@
 //   - Budget.MaxSessionQueue (broker.max_queued): at most this many QoS
 //     1/2 messages are in flight to, or queued for an offline persistent
 //     session of, one client; more are dropped and counted. The queue is
-//     resent in publish order (mochi patch 10).
-//   - MaxPendingWrites bounds a client's outbound queue; a client too slow
-//     to read loses messages beyond it.
+//     resent in publish order (mochi patch 10), its messages keep their
+//     expiry, also in the session store (patch 13), and a message is in
+//     every subscriber's queue before its publisher is acknowledged, also
+//     while a session is being taken over by a new connection (patch 14).
+//     The client's own QoS 1/2 flows are kept apart from the messages
+//     queued for it, as each side numbers its packets (patch 12).
+//   - MaxPendingWrites bounds a client's write buffer (256 packets): a
+//     QoS 0 message finding it full, because the client does not read, is
+//     dropped and counted (queue_full_total{reason="write_buffer"}); a QoS
+//     1/2 one waits in the client's queue (patch 14).
 //   - Topic aliases: at most 16 per MQTT 5 client (announced in CONNACK).
 //
 // # Sessions at rest

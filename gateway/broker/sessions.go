@@ -5,7 +5,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/ferrygw/ferry/internal/keyring"
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -38,9 +37,8 @@ import (
 // taken for sealed and dropped, once, when keys are first set.
 type sessionStore struct {
 	*bolt.Hook
-	log     *slog.Logger
-	keys    *keyring.Ring // nil: payloads stored in the clear
-	skipped sync.Map      // client+packet ID of inbound acks not stored
+	log  *slog.Logger
+	keys *keyring.Ring // nil: payloads stored in the clear
 
 	// budget, if set, bounds what is loaded at start as it bounds what
 	// clients can make the broker hold while it runs, so a store written
@@ -48,11 +46,6 @@ type sessionStore struct {
 	// need more memory than the budget; see loadBudget.
 	budget *budget
 	kept   map[string]bool // persistent sessions loaded; nil: all
-}
-
-type ackKey struct {
-	client string
-	id     uint16
 }
 
 // Provides leaves out StoredSysInfo too: mochi restores $SYS info last
@@ -121,15 +114,16 @@ func (s *sessionStore) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int
 
 func (s *sessionStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
 	if pk.FixedHeader.Type == packets.Puback { // our ack to an inbound QoS 1
-		s.skipped.Store(ackKey{cl.ID, pk.PacketID}, struct{}{})
 		return
 	}
 	pk.Payload = s.seal(pk.Payload, inflightAAD(cl.ID, pk.TopicName))
 	s.Hook.OnQosPublish(cl, pk, sent, resends)
 }
 
+// OnQosComplete is given the packet that was in flight (mochi patch 12),
+// so a PUBACK here is always our ack to an inbound QoS 1, never stored.
 func (s *sessionStore) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
-	if _, ok := s.skipped.LoadAndDelete(ackKey{cl.ID, pk.PacketID}); ok {
+	if pk.FixedHeader.Type == packets.Puback {
 		return
 	}
 	s.Hook.OnQosComplete(cl, pk)

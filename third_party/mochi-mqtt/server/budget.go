@@ -40,7 +40,9 @@ type Budget struct {
 	MaxSessionQueue int
 	// OnQueueDrop, if set, is called for each outbound message dropped
 	// because a queue bound (these or Capabilities.MaximumInflight) was
-	// reached; reason is "session_count", "session_bytes" or "total_bytes".
+	// reached; reason is "session_count", "session_bytes" or "total_bytes",
+	// or "write_buffer" for a QoS 0 message to a connected client whose
+	// write buffer is full (ferry patch 14).
 	// It runs in the publisher's goroutine and must not block.
 	OnQueueDrop func(cl *Client, pk packets.Packet, reason string)
 
@@ -53,6 +55,10 @@ type Budget struct {
 	// QueueDropped by reason (ferry patch 10): count, session bytes, total
 	// bytes.
 	QueueDroppedCount, QueueDroppedSessionBytes, QueueDroppedTotalBytes atomic.Uint64
+	// QueueDroppedWriteBuffer counts QoS 0 messages dropped for a
+	// connected client whose write buffer
+	// (Capabilities.MaximumClientWritesPending) was full (ferry patch 14).
+	QueueDroppedWriteBuffer atomic.Uint64
 }
 
 // QueuedBytes returns the payload bytes in all clients' in-flight maps.
@@ -168,6 +174,8 @@ func (s *Server) queueDropped(cl *Client, pk packets.Packet, reason string) {
 		b.QueueDroppedSessionBytes.Add(1)
 	case "total_bytes":
 		b.QueueDroppedTotalBytes.Add(1)
+	case "write_buffer": // ferry patch 14
+		b.QueueDroppedWriteBuffer.Add(1)
 	}
 	if b.OnQueueDrop != nil {
 		b.OnQueueDrop(cl, pk, reason)

@@ -156,6 +156,8 @@ type ClientState struct {
 	open            context.Context      // indicate that the client is open for packet exchange
 	cancelOpen      context.CancelFunc   // cancel function for open context
 	outboundQty     int32                // number of messages currently in the outbound queue
+	outboundQos     atomic.Int32         // ferry patch 14: QoS 1/2 messages in outbound
+	wake            chan struct{}        // ferry patch 14: tells the write loop messages wait (sendWaiting)
 	publishes       *publishQueue        // ferry patch 5: deferred publishes; nil until the first; read loop only
 	Keepalive       uint16               // the number of seconds the connection can wait
 	ServerKeepalive bool                 // keepalive was set by the server
@@ -174,6 +176,7 @@ func newClient(c net.Conn, o *ops) *Client {
 			cancelOpen:    cancel,
 			Keepalive:     defaultKeepalive,
 			outbound:      make(chan *packets.Packet, o.options.Capabilities.MaximumClientWritesPending),
+			wake:          make(chan struct{}, 1), // ferry patch 14
 		},
 		Properties: ClientProperties{
 			ProtocolVersion: defaultClientProtocolVersion, // default protocol version
@@ -202,8 +205,56 @@ func (cl *Client) WriteLoop() {
 				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "topic", pk.TopicName) // ferry patch 3
 			}
 			atomic.AddInt32(&cl.State.outboundQty, -1)
+			if pk.FixedHeader.Qos > 0 { // ferry patch 14
+				cl.State.outboundQos.Add(-1)
+			}
+		case <-cl.State.wake: // ferry patch 14
 		case <-cl.State.open.Done():
 			return
+		}
+		cl.sendWaiting() // ferry patch 14
+	}
+}
+
+// wakeWriter tells the write loop that messages may be waiting to be sent
+// (ferry patch 14); it never blocks.
+func (cl *Client) wakeWriter() {
+	select {
+	case cl.State.wake <- struct{}{}:
+	default:
+	}
+}
+
+// sendWaiting sends the messages queued for the client (marked Waiting),
+// oldest first, while its Receive Maximum allows (ferry patch 14). Only
+// the write loop calls it, and only when no QoS 1/2 message is in the
+// write buffer (all of those are older than any waiting one), so they
+// leave in the order they were published [MQTT-4.6.0-6].
+//
+// Upstream sent one waiting message per packet read from the client,
+// from the read loop, and dropped a QoS 1/2 message that found the write
+// buffer full (lost, and counted nowhere); it now waits here instead.
+func (cl *Client) sendWaiting() {
+	in := cl.State.Inflight
+	for in.Waiting() > 0 && cl.State.outboundQos.Load() == 0 &&
+		(atomic.LoadInt32(&in.maximumSendQuota) == 0 || atomic.LoadInt32(&in.sendQuota) > 0) {
+		next, ok := in.takeWaiting()
+		if !ok {
+			return
+		}
+		if next.Expired(time.Now().Unix()) { // never sent once expired [MQTT-3.3.2-5]
+			if in.Delete(next.PacketID) {
+				cl.ops.hooks.OnQosDropped(cl, next)
+				atomic.AddInt64(&cl.ops.info.Inflight, -1)
+			}
+			continue
+		}
+		if !cl.deliveryAllowed(next) { // ferry patch 6: removed
+			continue
+		}
+		in.DecreaseSendQuota()
+		if err := cl.WritePacket(next); err != nil {
+			return // in flight: resent when the session resumes
 		}
 	}
 }
@@ -311,34 +362,20 @@ func (cl *Client) NextPacketID() (i uint32, err error) {
 
 // ResendInflightMessages attempts to resend any pending inflight messages to connected clients.
 func (cl *Client) ResendInflightMessages(force bool) error {
-	if cl.State.Inflight.Len() == 0 {
+	if cl.State.Inflight.Len()+cl.State.Inflight.InboundLen() == 0 { // ferry patch 12
 		return nil
 	}
+	defer cl.wakeWriter() // ferry patch 14
 
 	for _, tk := range cl.State.Inflight.GetAll(false) {
-		if !cl.deliveryAllowed(tk) { // ferry patch 6: queued under another ACL, or another reader
-			continue
-		}
 		if tk.FixedHeader.Type == packets.Publish {
-			// ferry patch 10: no more than the client's Receive Maximum at
-			// once; the rest wait, in order, for acknowledgements
-			// (NextImmediate). Upstream sent them all, and sent those
-			// already waiting (Expiry -1) a second time when quota freed.
-			if atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 {
-				if atomic.LoadInt32(&cl.State.Inflight.sendQuota) == 0 {
-					if tk.Expiry >= 0 {
-						tk.Expiry = -1
-						cl.State.Inflight.Set(tk)
-					}
-					continue
-				}
-				cl.State.Inflight.DecreaseSendQuota()
-			}
-			if tk.Expiry < 0 {
-				tk.Expiry = 0
-				cl.State.Inflight.Set(tk)
-			}
-			tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
+			// ferry patch 14: marked waiting when the session was
+			// inherited (markAllWaiting); the write loop sends them in
+			// order, no more at once than the client's Receive Maximum
+			// (ferry patch 10), skipping expired ones (ferry patch 13).
+			// Upstream sent them all from here, while messages delivered
+			// meanwhile went out through the write loop, out of order.
+			continue
 		}
 
 		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
@@ -348,7 +385,7 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 		}
 
 		if tk.FixedHeader.Type == packets.Puback || tk.FixedHeader.Type == packets.Pubcomp {
-			if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
+			if ok := cl.State.Inflight.DeleteInbound(tk.PacketID); ok { // ferry patch 12
 				cl.ops.hooks.OnQosComplete(cl, tk)
 				atomic.AddInt64(&cl.ops.info.Inflight, -1)
 			}
@@ -361,18 +398,31 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 // ClearInflights deletes all inflight messages for the client, e.g. for a disconnected user with a clean session.
 func (cl *Client) ClearInflights() {
 	for _, tk := range cl.State.Inflight.GetAll(false) {
-		if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
+		if ok := cl.State.Inflight.Remove(tk); ok { // ferry patch 12
 			cl.ops.hooks.OnQosDropped(cl, tk)
 			atomic.AddInt64(&cl.ops.info.Inflight, -1)
 		}
 	}
 }
 
-// ClearExpiredInflights deletes any inflight messages which have expired.
-func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
-	deleted := []uint16{}
+// ClearExpiredInflights deletes any inflight messages which have expired,
+// and returns them (ferry patch 13: the packets, for the hooks; upstream
+// returned their IDs and the hooks were given an empty packet).
+func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []packets.Packet {
+	var deleted []packets.Packet
 	for _, tk := range cl.State.Inflight.GetAll(false) {
-		expired := tk.ProtocolVersion == 5 && tk.Expiry > 0 && tk.Expiry < now // [MQTT-3.3.2-5]
+		if InboundFlow(tk) { // ferry patch 12: the client's own flows do not expire
+			continue
+		}
+		// ferry patch 13: a message sent on this connection is in its
+		// flow until acknowledged [MQTT-3.3.2-5]; deleting it (upstream)
+		// lost the send quota its PUBACK would have given back.
+		if !tk.Waiting && !cl.Closed() {
+			continue
+		}
+		// ferry patch 13: whatever the version of the packet's last
+		// holder; a stored message restored at start has none.
+		expired := tk.Expired(now) // [MQTT-3.3.2-5]
 
 		// If the maximum message expiry interval is set (greater than 0), and the message
 		// retention period exceeds the maximum expiry, the message will be forcibly removed.
@@ -382,7 +432,7 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 			if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
 				cl.ops.hooks.OnQosDropped(cl, tk)
 				atomic.AddInt64(&cl.ops.info.Inflight, -1)
-				deleted = append(deleted, tk.PacketID)
+				deleted = append(deleted, tk)
 			}
 		}
 	}

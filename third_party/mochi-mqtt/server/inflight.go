@@ -16,6 +16,7 @@ import (
 type Inflight struct {
 	sync.RWMutex
 	internal            map[uint16]packets.Packet // internal contains the inflight packets
+	inbound             map[uint16]packets.Packet // ferry patch 12: the client's own flows, by the client's packet IDs
 	receiveQuota        int32                     // remaining inbound qos quota for flow control
 	sendQuota           int32                     // remaining outbound qos quota for flow control
 	maximumReceiveQuota int32                     // maximum allowed receive quota
@@ -23,6 +24,7 @@ type Inflight struct {
 	bytes               int64                     // ferry patch 7: payload bytes in internal; under the lock
 	total               *atomic.Int64             // ferry patch 7: all clients' bytes (Budget); nil: none
 	seq                 uint64                    // ferry patch 10: the last Seq given; under the lock
+	waiting             int                       // ferry patch 14: messages in internal marked Waiting; under the lock
 }
 
 // Bytes returns the payload bytes of the in-flight messages (ferry patch 7).
@@ -44,7 +46,39 @@ func (i *Inflight) addBytes(n int64) {
 func NewInflights() *Inflight {
 	return &Inflight{
 		internal: map[uint16]packets.Packet{},
+		inbound:  map[uint16]packets.Packet{},
 	}
+}
+
+// InboundFlow reports whether pk, a packet kept in flight, belongs to a
+// flow the client started (its QoS 1 or 2 PUBLISH): the server's PUBACK,
+// PUBREC or PUBCOMP, under the client's packet ID. The others (PUBLISH,
+// PUBREL) are the server's messages to the client, under the server's
+// packet IDs (ferry patch 12).
+//
+// MQTT lets each side number its packets independently, so the same
+// packet ID can be in use in both directions at once. Upstream kept both
+// in one map (and the bolt store under one key): the client's QoS 1
+// PUBLISH with packet ID 5 replaced, then deleted, the message queued for
+// it under ID 5, which was lost.
+func InboundFlow(pk packets.Packet) bool {
+	switch pk.FixedHeader.Type {
+	case packets.Puback, packets.Pubrec, packets.Pubcomp:
+		return true
+	}
+	return false
+}
+
+// mapFor returns the map holding packets like pk; the caller holds the
+// lock (ferry patch 12).
+func (i *Inflight) mapFor(pk packets.Packet) map[uint16]packets.Packet {
+	if InboundFlow(pk) {
+		if i.inbound == nil {
+			i.inbound = map[uint16]packets.Packet{}
+		}
+		return i.inbound
+	}
+	return i.internal
 }
 
 // Set adds or updates an inflight packet by packet id.
@@ -52,7 +86,8 @@ func (i *Inflight) Set(m packets.Packet) bool {
 	i.Lock()
 	defer i.Unlock()
 
-	old, ok := i.internal[m.PacketID]
+	in := i.mapFor(m) // ferry patch 12
+	old, ok := in[m.PacketID]
 	// ferry patch 10: every message has its place in the queue (Seq): a
 	// new one takes the next, a replacement (PUBREL for PUBLISH, a
 	// re-marked message) keeps the one it had, and a stored one (Seq set)
@@ -66,8 +101,10 @@ func (i *Inflight) Set(m packets.Packet) bool {
 		i.seq++
 		m.Seq = i.seq
 	}
-	i.internal[m.PacketID] = m
+	in[m.PacketID] = m
 	i.addBytes(int64(len(m.Payload) - len(old.Payload))) // ferry patch 7
+	i.countWaiting(old, ok, -1)                          // ferry patch 14
+	i.countWaiting(m, true, 1)
 	return !ok
 }
 
@@ -82,20 +119,49 @@ func (i *Inflight) NextSeq() uint64 {
 
 // inboundInUse reports whether id is held by one of the client's own
 // flows (its QoS 2 PUBLISH awaiting PUBREL, or an acknowledgement being
-// sent) (ferry patch 10). The map also holds the server's messages to the
-// client, whose packet IDs are the server's: MQTT lets each side assign
-// its own independently, so a SUBSCRIBE reusing one of them is not in use.
-// Upstream refused it (SUBACK 0x91/0x80 for every filter), and a resumed
-// session's queued messages take IDs from 1: mosquitto_sub -c quit with
-// "All subscription requests were denied" right after its backlog.
+// sent) (ferry patch 10). The server's messages to the client have the
+// server's packet IDs: MQTT lets each side assign its own independently,
+// so a SUBSCRIBE reusing one of them is not in use. Upstream refused it
+// (SUBACK 0x91/0x80 for every filter), and a resumed session's queued
+// messages take IDs from 1: mosquitto_sub -c quit with "All subscription
+// requests were denied" right after its backlog.
 func (i *Inflight) inboundInUse(id uint16) bool {
 	i.RLock()
 	defer i.RUnlock()
-	m, ok := i.internal[id]
-	return ok && m.FixedHeader.Type != packets.Publish && m.FixedHeader.Type != packets.Pubrel
+	_, ok := i.inbound[id] // ferry patch 12: a map of their own
+	return ok
 }
 
-// Get returns an inflight packet by packet id.
+// GetInbound returns the packet of the client's own flow with the
+// client's packet ID id (ferry patch 12).
+func (i *Inflight) GetInbound(id uint16) (packets.Packet, bool) {
+	i.RLock()
+	defer i.RUnlock()
+	m, ok := i.inbound[id]
+	return m, ok
+}
+
+// DeleteInbound ends the client's own flow with packet ID id; it returns
+// true if there was one (ferry patch 12).
+func (i *Inflight) DeleteInbound(id uint16) bool {
+	i.Lock()
+	defer i.Unlock()
+	_, ok := i.inbound[id]
+	delete(i.inbound, id)
+	return ok
+}
+
+// Remove deletes pk, a packet returned by GetAll, from the map it is in
+// (ferry patch 12); it returns true if it was there.
+func (i *Inflight) Remove(pk packets.Packet) bool {
+	if InboundFlow(pk) {
+		return i.DeleteInbound(pk.PacketID)
+	}
+	return i.Delete(pk.PacketID)
+}
+
+// Get returns the server's in-flight or queued message to the client with
+// packet id (the client's own flows: GetInbound).
 func (i *Inflight) Get(id uint16) (packets.Packet, bool) {
 	i.RLock()
 	defer i.RUnlock()
@@ -107,11 +173,20 @@ func (i *Inflight) Get(id uint16) (packets.Packet, bool) {
 	return packets.Packet{}, false
 }
 
-// Len returns the size of the inflight messages map.
+// Len returns the number of the server's messages in flight to or queued
+// for the client (its own flows not counted: InboundLen).
 func (i *Inflight) Len() int {
 	i.RLock()
 	defer i.RUnlock()
 	return len(i.internal)
+}
+
+// InboundLen returns the number of the client's own flows in progress
+// (ferry patch 12).
+func (i *Inflight) InboundLen() int {
+	i.RLock()
+	defer i.RUnlock()
+	return len(i.inbound)
 }
 
 // Clone returns a new instance of Inflight with the same message data.
@@ -120,16 +195,22 @@ func (i *Inflight) Clone() *Inflight {
 	c := NewInflights()
 	i.RLock()
 	defer i.RUnlock()
-	c.total = i.total // ferry patch 7: the original is cleared after, giving its bytes back
-	c.seq = i.seq     // ferry patch 10
+	c.total = i.total     // ferry patch 7: the original is cleared after, giving its bytes back
+	c.seq = i.seq         // ferry patch 10
+	c.waiting = i.waiting // ferry patch 14
 	for k, v := range i.internal {
 		c.internal[k] = v
+	}
+	for k, v := range i.inbound { // ferry patch 12
+		c.inbound[k] = v
 	}
 	c.addBytes(i.bytes)
 	return c
 }
 
-// GetAll returns all the inflight messages.
+// GetAll returns all the inflight messages, the client's own flows
+// included, in the order they were queued; with immediate, only the
+// server's messages waiting for the client's receive quota.
 func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 	i.RLock()
 	defer i.RUnlock()
@@ -140,7 +221,12 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 func (i *Inflight) getAll(immediate bool) []packets.Packet {
 	m := []packets.Packet{}
 	for _, v := range i.internal {
-		if !immediate || (immediate && v.Expiry < 0) {
+		if !immediate || v.Waiting { // ferry patch 13: Waiting, not Expiry -1
+			m = append(m, v)
+		}
+	}
+	if !immediate {
+		for _, v := range i.inbound { // ferry patch 12
 			m = append(m, v)
 		}
 	}
@@ -154,6 +240,77 @@ func (i *Inflight) getAll(immediate bool) []packets.Packet {
 	})
 
 	return m
+}
+
+// countWaiting adds d to the waiting count if pk, present when ok, is
+// marked Waiting; the caller holds the lock (ferry patch 14).
+func (i *Inflight) countWaiting(pk packets.Packet, ok bool, d int) {
+	if ok && pk.Waiting && !InboundFlow(pk) {
+		i.waiting += d
+	}
+}
+
+// Waiting returns how many of the server's messages to the client are
+// queued, waiting to be sent (ferry patch 14).
+func (i *Inflight) Waiting() int {
+	i.RLock()
+	defer i.RUnlock()
+	return i.waiting
+}
+
+// markAllWaiting marks every message of the server's to the client
+// waiting, to be sent again (DUP) by the write loop, in order, within the
+// client's Receive Maximum: the session was inherited by a new connection
+// (ferry patch 14).
+func (i *Inflight) markAllWaiting() {
+	i.Lock()
+	defer i.Unlock()
+	for id, v := range i.internal {
+		if v.FixedHeader.Type == packets.Publish && !v.Waiting {
+			v.Waiting = true
+			v.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
+			i.internal[id] = v
+			i.waiting++
+		}
+	}
+}
+
+// moveOut empties the map after Clone moved its messages to a new
+// connection's session (ferry patch 14): no hook is called, as the
+// messages are still in flight, and stored, under the same client ID.
+// Upstream cleared it with ClearInflights, which deleted them from the
+// store, and counted on sending them again to store them again.
+func (i *Inflight) moveOut() {
+	i.Lock()
+	defer i.Unlock()
+	i.addBytes(-i.bytes)
+	i.internal = map[uint16]packets.Packet{}
+	i.inbound = map[uint16]packets.Packet{}
+	i.waiting = 0
+}
+
+// takeWaiting returns the oldest message waiting to be sent, marked sent
+// (ferry patch 14); ok is false when none waits.
+func (i *Inflight) takeWaiting() (packets.Packet, bool) {
+	i.Lock()
+	defer i.Unlock()
+	if i.waiting == 0 {
+		return packets.Packet{}, false
+	}
+	var next packets.Packet
+	found := false
+	for _, v := range i.internal {
+		if v.Waiting && (!found || v.Seq < next.Seq) {
+			next, found = v, true
+		}
+	}
+	if !found {
+		return packets.Packet{}, false
+	}
+	next.Waiting = false
+	i.internal[next.PacketID] = next
+	i.waiting--
+	return next, true
 }
 
 // NextImmediate returns the next inflight packet which is indicated to be sent immediately.
@@ -173,7 +330,8 @@ func (i *Inflight) NextImmediate() (packets.Packet, bool) {
 	return packets.Packet{}, false
 }
 
-// Delete removes an in-flight message from the map. Returns true if the message existed.
+// Delete removes the server's in-flight message with packet id (the
+// client's own flows: DeleteInbound). Returns true if the message existed.
 func (i *Inflight) Delete(id uint16) bool {
 	i.Lock()
 	defer i.Unlock()
@@ -181,6 +339,7 @@ func (i *Inflight) Delete(id uint16) bool {
 	old, ok := i.internal[id]
 	delete(i.internal, id)
 	i.addBytes(-int64(len(old.Payload))) // ferry patch 7
+	i.countWaiting(old, ok, -1)          // ferry patch 14
 
 	return ok
 }
@@ -203,6 +362,24 @@ func (i *Inflight) IncreaseReceiveQuota() {
 func (i *Inflight) ResetReceiveQuota(n int32) {
 	atomic.StoreInt32(&i.receiveQuota, n)
 	atomic.StoreInt32(&i.maximumReceiveQuota, n)
+}
+
+// takeSendQuota takes a unit of the send quota if one is left, or if the
+// client has no Receive Maximum (quota 0 of 0); it reports whether the
+// message may be sent (ferry patch 14).
+func (i *Inflight) takeSendQuota() bool {
+	if atomic.LoadInt32(&i.maximumSendQuota) == 0 {
+		return true
+	}
+	for {
+		q := atomic.LoadInt32(&i.sendQuota)
+		if q <= 0 {
+			return false
+		}
+		if atomic.CompareAndSwapInt32(&i.sendQuota, q, q-1) {
+			return true
+		}
+	}
 }
 
 // DecreaseSendQuota reduces the send quota by 1.

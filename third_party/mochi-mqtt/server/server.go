@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -148,6 +149,7 @@ type Server struct {
 	Log          *slog.Logger         // minimal no-alloc logger
 	hooks        *Hooks               // hooks contains hooks for extra functionality such as auth and persistent storage
 	inlineClient *Client              // inlineClient is a special client used for inline subscriptions and inline Publish
+	sessionsMu   sync.RWMutex         // ferry patch 14: held to take a session over, read to deliver to one
 }
 
 // loop contains interval tickers for the system events loop.
@@ -412,7 +414,6 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	defer s.Listeners.ClientsWg.Done()
 	s.Listeners.ClientsWg.Add(1)
 
-	go cl.WriteLoop()
 	defer cl.Stop(nil)
 
 	pk, err := s.readConnectionPacket(cl)
@@ -475,13 +476,17 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 
 	s.hooks.OnSessionEstablish(cl, pk)
 
-	sessionPresent := s.inheritClientSession(pk, cl)
-	s.Clients.Add(cl) // [MQTT-4.1.0-1]
+	sessionPresent := s.inheritClientSession(pk, cl) // ferry patch 14: and adds cl to s.Clients [MQTT-4.1.0-1]
 
 	err = s.SendConnack(cl, code, sessionPresent, nil) // [MQTT-3.1.4-5] [MQTT-3.2.0-1] [MQTT-3.2.0-2] &[MQTT-3.14.0-1]
 	if err != nil {
 		return fmt.Errorf("ack connection packet: %w", err)
 	}
+	// ferry patch 14: the write loop starts after the CONNACK: a message
+	// delivered to the client once it is in s.Clients waits for it.
+	// Upstream started it first, and such a message could be written
+	// before the CONNACK [MQTT-3.2.0-1].
+	go cl.WriteLoop()
 
 	s.loop.willDelayed.Delete(cl.ID) // [MQTT-3.1.3-9]
 
@@ -588,9 +593,25 @@ func (s *Server) validateConnect(cl *Client, pk packets.Packet) packets.Code {
 // inheritClientSession inherits the state of an existing client sharing the same
 // connection ID. If clean is true, the state of any previously existing client
 // session is abandoned.
+//
+// ferry patch 14: it also adds cl to s.Clients, and moves the session and
+// adds cl while no message is being delivered (sessionsMu): upstream
+// copied the old connection's messages, then cleared them, then added
+// the new connection, and a message delivered to the old one in between
+// was lost.
 func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
+	old, _ := s.Clients.Get(cl.ID)
+	if old != nil {
+		_ = s.DisconnectClient(old, packets.ErrSessionTakenOver) // [MQTT-3.1.4-3] outside the lock: it writes
+	}
+	s.sessionsMu.Lock()
+	defer s.sessionsMu.Unlock()
+	defer s.Clients.Add(cl) // [MQTT-4.1.0-1]
+
 	if existing, ok := s.Clients.Get(cl.ID); ok {
-		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver)                                   // [MQTT-3.1.4-3]
+		if existing != old { // another connection took it in between
+			_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver) // [MQTT-3.1.4-3]
+		}
 		if pk.Connect.Clean || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) { // [MQTT-3.1.2-4] [MQTT-3.1.4-4]
 			s.UnsubscribeClient(existing)
 			existing.ClearInflights()
@@ -599,8 +620,12 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 		}
 
 		existing.State.isTakenOver.Store(true)
-		if existing.State.Inflight.Len() > 0 {
+		if existing.State.Inflight.Len()+existing.State.Inflight.InboundLen() > 0 { // ferry patch 12
 			cl.State.Inflight = existing.State.Inflight.Clone() // [MQTT-3.1.2-5]
+			// ferry patch 14: sent again by the new connection's write
+			// loop, in order, and ahead of any message delivered from now
+			// on, which waits behind them.
+			cl.State.Inflight.markAllWaiting()
 			if cl.State.Inflight.maximumReceiveQuota == 0 && cl.ops.options.Capabilities.ReceiveMaximum != 0 {
 				cl.State.Inflight.ResetReceiveQuota(int32(cl.ops.options.Capabilities.ReceiveMaximum)) // server receive max per client
 				cl.State.Inflight.ResetSendQuota(int32(cl.Properties.Props.ReceiveMaximum))            // client receive max
@@ -618,7 +643,7 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 		// Clean the state of the existing client to prevent sequential take-overs
 		// from increasing memory usage by inflights + subs * client-id.
 		s.UnsubscribeClient(existing)
-		existing.ClearInflights()
+		existing.State.Inflight.moveOut() // ferry patch 14: moved, not dropped (ClearInflights)
 
 		s.Log.Debug("session taken over", "client", cl.ID, "old_remote", existing.Net.Remote, "new_remote", cl.Net.Remote)
 
@@ -769,17 +794,13 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 		return err
 	}
 
-	if cl.State.Inflight.Len() > 0 && atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 {
-		next, ok := cl.State.Inflight.NextImmediate()
-		if ok && cl.deliveryAllowed(next) { // ferry patch 6
-			// ferry patch 10: the message stays in flight until the
-			// client acknowledges it (upstream deleted it here: lost if
-			// the connection dropped, and its PUBACK gave no quota back).
-			next.Expiry = 0
-			cl.State.Inflight.Set(next)
-			cl.State.Inflight.DecreaseSendQuota()
-			_ = cl.WritePacket(next)
-		}
+	// ferry patch 14: the write loop sends waiting messages (sendWaiting),
+	// in order, as many as the quota this packet may have freed allows.
+	// ferry patch 10: a message stays in flight until the client
+	// acknowledges it (upstream deleted it as it sent it here: lost if the
+	// connection dropped, and its PUBACK gave no quota back).
+	if cl.State.Inflight.Waiting() > 0 {
+		cl.wakeWriter()
 	}
 
 	return nil
@@ -948,13 +969,19 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	}
 
 	if !cl.Net.Inline {
-		if pki, ok := cl.State.Inflight.Get(pk.PacketID); ok {
+		// ferry patch 12: the client's own flows, apart from the server's
+		// messages to it, which may have the same packet ID.
+		if pki, ok := cl.State.Inflight.GetInbound(pk.PacketID); ok {
 			if pki.FixedHeader.Type == packets.Pubrec { // [MQTT-4.3.3-10]
+				// ferry patch 12: the PUBREC again, and not delivered a
+				// second time [MQTT-4.3.3-9]: the client resends its
+				// PUBLISH until it has it. Upstream answered 0x91
+				// (packet identifier in use), which ends the flow as
+				// refused although the message was accepted.
 				cl.State.publishes.waitFinished() // ferry patch 5: earlier acknowledgements first
-				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.ErrPacketIdentifierInUse)
-				return cl.WritePacket(ack)
+				return cl.WritePacket(pki)
 			}
-			if ok := cl.State.Inflight.Delete(pk.PacketID); ok { // [MQTT-4.3.2-5]
+			if ok := cl.State.Inflight.DeleteInbound(pk.PacketID); ok { // [MQTT-4.3.2-5]
 				atomic.AddInt64(&s.Info.Inflight, -1)
 			}
 		}
@@ -1045,6 +1072,13 @@ func (s *Server) finishPublish(cl *Client, pk, pkx packets.Packet, err error, qu
 		s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
 	}
 
+	// ferry patch 14: queued for every subscriber before the publisher is
+	// told it is accepted, as Mosquitto does. Upstream wrote the PUBACK
+	// first: a persistent session resumed in between (taken over from its
+	// old connection) missed a message its publisher had been told was
+	// delivered.
+	s.publishToSubscribers(pk)
+
 	if quota && pk.FixedHeader.Qos == 1 { // ferry patch 5: before the PUBACK leaves
 		cl.State.Inflight.IncreaseReceiveQuota()
 	}
@@ -1054,7 +1088,7 @@ func (s *Server) finishPublish(cl *Client, pk, pkx packets.Packet, err error, qu
 	}
 
 	if pk.FixedHeader.Qos == 1 {
-		if ok := cl.State.Inflight.Delete(ack.PacketID); ok {
+		if ok := cl.State.Inflight.DeleteInbound(ack.PacketID); ok { // ferry patch 12
 			atomic.AddInt64(&s.Info.Inflight, -1)
 		}
 		if !quota { // ferry patch 5
@@ -1063,7 +1097,6 @@ func (s *Server) finishPublish(cl *Client, pk, pkx packets.Packet, err error, qu
 		s.hooks.OnQosComplete(cl, ack)
 	}
 
-	s.publishToSubscribers(pk)
 	s.hooks.OnPublished(cl, pk)
 
 	return nil
@@ -1113,12 +1146,18 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 	}
 
 	for id, subs := range subscribers.Subscriptions {
+		// ferry patch 14: not while the session is being taken over
+		// (inheritClientSession), so a message lands in the session the
+		// new connection inherits, not in the old one after its messages
+		// were moved (lost).
+		s.sessionsMu.RLock()
 		if cl, ok := s.Clients.Get(id); ok {
 			_, err := s.publishToClient(cl, subs, pk)
 			if err != nil {
 				s.Log.Debug("failed publishing packet", "error", err, "client", cl.ID, "topic", pk.TopicName) // ferry patch 3
 			}
 		}
+		s.sessionsMu.RUnlock()
 	}
 }
 
@@ -1188,17 +1227,20 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		out.PacketID = uint16(i) // [MQTT-2.2.1-4]
 		// ferry patch 10: its place in the queue, stored with it.
 		out.Seq = cl.State.Inflight.NextSeq()
-		sentQuota := atomic.LoadInt32(&cl.State.Inflight.sendQuota)
+		// ferry patch 14: it waits (for the write loop) behind any message
+		// waiting, so they leave in order, and when the client's Receive
+		// Maximum is reached; the quota is taken atomically, so two
+		// publishers cannot both take its last unit. ferry patch 13:
+		// marked Waiting; upstream set Expiry -1, losing the expiry.
+		out.Waiting = cl.State.Inflight.Waiting() > 0 || !cl.State.Inflight.takeSendQuota()
 
 		if ok := cl.State.Inflight.Set(out); ok { // [MQTT-4.3.2-3] [MQTT-4.3.3-3]
 			atomic.AddInt64(&s.Info.Inflight, 1)
 			s.hooks.OnQosPublish(cl, out, out.Created, 0)
-			cl.State.Inflight.DecreaseSendQuota()
 		}
 
-		if sentQuota == 0 && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 {
-			out.Expiry = -1
-			cl.State.Inflight.Set(out)
+		if out.Waiting {
+			cl.wakeWriter()
 			return out, nil
 		}
 	}
@@ -1207,16 +1249,27 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		return out, packets.CodeDisconnect
 	}
 
+	if out.FixedHeader.Qos > 0 { // ferry patch 14: before the write loop can take it
+		cl.State.outboundQos.Add(1)
+	}
 	select {
 	case cl.State.outbound <- &out:
 		atomic.AddInt32(&cl.State.outboundQty, 1)
 	default:
+		if out.FixedHeader.Qos > 0 {
+			// ferry patch 14: the write buffer is full; the message waits
+			// in the client's queue for the write loop (sendWaiting).
+			// Upstream dropped it, lost and counted nowhere.
+			cl.State.outboundQos.Add(-1)
+			cl.State.Inflight.IncreaseSendQuota()
+			out.Waiting = true
+			cl.State.Inflight.Set(out)
+			cl.wakeWriter()
+			return out, nil
+		}
 		atomic.AddInt64(&s.Info.MessagesDropped, 1)
 		cl.ops.hooks.OnPublishDropped(cl, pk)
-		if out.FixedHeader.Qos > 0 {
-			cl.State.Inflight.Delete(out.PacketID) // packet was dropped due to irregular circumstances, so rollback inflight.
-			cl.State.Inflight.IncreaseSendQuota()
-		}
+		s.queueDropped(cl, out, "write_buffer") // ferry patch 14: counted and reported with the others
 		return out, packets.ErrPendingClientWritesExceeded
 	}
 
@@ -1300,14 +1353,18 @@ func ackReason(pkt byte, code packets.Code) packets.Code {
 
 // processPuback processes a Puback packet, denoting completion of a QOS 1 packet sent from the server.
 func (s *Server) processPuback(cl *Client, pk packets.Packet) error {
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); !ok {
+	pki, ok := cl.State.Inflight.Get(pk.PacketID)
+	if !ok || pki.FixedHeader.Type != packets.Publish || pki.Waiting {
+		// ferry patch 12/13: a PUBACK acknowledges a PUBLISH that was
+		// sent; upstream also took a PUBREL's flow, or a message still
+		// queued, for it.
 		return nil // omit, but would be packets.ErrPacketIdentifierNotFound
 	}
 
 	if ok := cl.State.Inflight.Delete(pk.PacketID); ok { // [MQTT-4.3.2-5]
 		cl.State.Inflight.IncreaseSendQuota()
 		atomic.AddInt64(&s.Info.Inflight, -1)
-		s.hooks.OnQosComplete(cl, pk)
+		s.hooks.OnQosComplete(cl, pki) // ferry patch 12: the stored packet, whose type says its direction
 	}
 
 	return nil
@@ -1315,35 +1372,46 @@ func (s *Server) processPuback(cl *Client, pk packets.Packet) error {
 
 // processPubrec processes a Pubrec packet, denoting receipt of a QOS 2 packet sent from the server.
 func (s *Server) processPubrec(cl *Client, pk packets.Packet) error {
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); !ok { // [MQTT-4.3.3-7] [MQTT-4.3.3-13]
+	pki, ok := cl.State.Inflight.Get(pk.PacketID)
+	if !ok || pki.Waiting { // [MQTT-4.3.3-7] [MQTT-4.3.3-13]
 		return cl.WritePacket(s.buildAck(pk.PacketID, packets.Pubrel, 1, pk.Properties, packets.ErrPacketIdentifierNotFound))
 	}
 
 	if pk.ReasonCode >= packets.ErrUnspecifiedError.Code || !pk.ReasonCodeValid() { // [MQTT-4.3.3-4]
 		if ok := cl.State.Inflight.Delete(pk.PacketID); ok {
+			cl.State.Inflight.IncreaseSendQuota() // ferry patch 12: the flow ends
 			atomic.AddInt64(&s.Info.Inflight, -1)
 		}
-		cl.ops.hooks.OnQosDropped(cl, pk)
-		return nil // as per MQTT5 Section 4.13.2 paragraph 2
+		cl.ops.hooks.OnQosDropped(cl, pki) // ferry patch 12: the stored packet
+		return nil                         // as per MQTT5 Section 4.13.2 paragraph 2
 	}
 
+	// ferry patch 12: the receive quota is the client's QoS 1/2 PUBLISHes
+	// to the server; upstream also took one for each of the server's QoS 2
+	// messages between PUBREC and PUBCOMP, so a subscriber could be
+	// disconnected (0x93) for publishing within its quota.
 	ack := s.buildAck(pk.PacketID, packets.Pubrel, 1, pk.Properties, packets.CodeSuccess) // [MQTT-4.3.3-4] ![MQTT-4.3.3-6]
-	cl.State.Inflight.DecreaseReceiveQuota()                                              // -1 RECV QUOTA
+	ack.Seq = pki.Seq                                                                     // ferry patch 12: stored under its message's place
 	cl.State.Inflight.Set(ack)                                                            // [MQTT-4.3.3-5]
 	return cl.WritePacket(ack)
 }
 
 // processPubrel processes a Pubrel packet, denoting completion of a QOS 2 packet sent from the client.
+// ferry patch 12: the client's own flow (GetInbound), apart from the
+// server's messages to it; upstream looked the packet ID up in one map
+// with them, and a PUBREL could end the flow of a queued message.
 func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); !ok { // [MQTT-4.3.3-7] [MQTT-4.3.3-13]
+	pki, ok := cl.State.Inflight.GetInbound(pk.PacketID)
+	if !ok || pki.FixedHeader.Type != packets.Pubrec { // [MQTT-4.3.3-7] [MQTT-4.3.3-13]
 		return cl.WritePacket(s.buildAck(pk.PacketID, packets.Pubcomp, 0, pk.Properties, packets.ErrPacketIdentifierNotFound))
 	}
 
 	if pk.ReasonCode >= packets.ErrUnspecifiedError.Code || !pk.ReasonCodeValid() { // [MQTT-4.3.3-9]
-		if ok := cl.State.Inflight.Delete(pk.PacketID); ok {
+		if ok := cl.State.Inflight.DeleteInbound(pk.PacketID); ok {
+			cl.State.Inflight.IncreaseReceiveQuota() // ferry patch 12: the flow ends
 			atomic.AddInt64(&s.Info.Inflight, -1)
 		}
-		cl.ops.hooks.OnQosDropped(cl, pk)
+		cl.ops.hooks.OnQosDropped(cl, pki) // ferry patch 12: the stored PUBREC
 		return nil
 	}
 
@@ -1355,11 +1423,13 @@ func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
 		return err
 	}
 
-	cl.State.Inflight.IncreaseReceiveQuota()             // +1 RECV QUOTA
-	cl.State.Inflight.IncreaseSendQuota()                // +1 SENT QUOTA
-	if ok := cl.State.Inflight.Delete(pk.PacketID); ok { // [MQTT-4.3.3-12]
+	// ferry patch 12: the receive quota only; upstream also gave the
+	// server a send quota unit the flow never took, so it could send more
+	// than the client's Receive Maximum.
+	cl.State.Inflight.IncreaseReceiveQuota()                    // +1 RECV QUOTA
+	if ok := cl.State.Inflight.DeleteInbound(pk.PacketID); ok { // [MQTT-4.3.3-12]
 		atomic.AddInt64(&s.Info.Inflight, -1)
-		s.hooks.OnQosComplete(cl, pk)
+		s.hooks.OnQosComplete(cl, ack) // ferry patch 12: a packet of the client's flow
 	}
 
 	return nil
@@ -1368,11 +1438,17 @@ func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
 // processPubcomp processes a Pubcomp packet, denoting completion of a QOS 2 packet sent from the server.
 func (s *Server) processPubcomp(cl *Client, pk packets.Packet) error {
 	// regardless of whether the pubcomp is a success or failure, we end the qos flow, delete inflight, and restore the quotas.
-	cl.State.Inflight.IncreaseReceiveQuota() // +1 RECV QUOTA
-	cl.State.Inflight.IncreaseSendQuota()    // +1 SENT QUOTA
+	// ferry patch 12: only a flow waiting for it (a PUBREL sent), and only
+	// the send quota, which the flow took; upstream gave a unit of each
+	// back for any packet ID.
+	pki, ok := cl.State.Inflight.Get(pk.PacketID)
+	if !ok || pki.FixedHeader.Type != packets.Pubrel {
+		return nil
+	}
 	if ok := cl.State.Inflight.Delete(pk.PacketID); ok {
+		cl.State.Inflight.IncreaseSendQuota() // +1 SENT QUOTA
 		atomic.AddInt64(&s.Info.Inflight, -1)
-		s.hooks.OnQosComplete(cl, pk)
+		s.hooks.OnQosComplete(cl, pki)
 	}
 
 	return nil
@@ -1885,7 +1961,7 @@ func (s *Server) clearExpiredClients(dt int64) {
 // clearExpiredRetainedMessage deletes retained messages from topics if they have expired.
 func (s *Server) clearExpiredRetainedMessages(now int64) {
 	for filter, pk := range s.Topics.Retained.GetAll() {
-		expired := pk.ProtocolVersion == 5 && pk.Expiry > 0 && pk.Expiry < now // [MQTT-3.3.2-5]
+		expired := pk.Expired(now) // [MQTT-3.3.2-5] ferry patch 13: also when restored, with no version
 
 		// If the maximum message expiry interval is set (greater than 0), and the message
 		// retention period exceeds the maximum expiry, the message will be forcibly removed.
@@ -1902,11 +1978,9 @@ func (s *Server) clearExpiredRetainedMessages(now int64) {
 // clearExpiredInflights deletes any inflight messages which have expired.
 func (s *Server) clearExpiredInflights(now int64) {
 	for _, client := range s.Clients.GetAll() {
-		if deleted := client.ClearExpiredInflights(now, s.Options.Capabilities.MaximumMessageExpiryInterval); len(deleted) > 0 {
-			for _, id := range deleted {
-				s.hooks.OnQosDropped(client, packets.Packet{PacketID: id})
-			}
-		}
+		// ferry patch 13: ClearExpiredInflights gives each to the hooks
+		// (upstream then gave them a second, empty, packet per ID).
+		client.ClearExpiredInflights(now, s.Options.Capabilities.MaximumMessageExpiryInterval)
 	}
 }
 

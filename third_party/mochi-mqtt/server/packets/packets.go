@@ -139,6 +139,14 @@ type Packet struct {
 	ReservedBit     byte          // reserved, do not use (except in testing)
 	Ignore          bool          // if true, do not perform any message forwarding operations
 	Seq             uint64        // ferry patch 10: place in the client's in-flight queue (Inflight.Set), kept by the store; not copied by Copy
+	Waiting         bool          // ferry patch 13: queued, waiting for the client's receive quota (upstream: Expiry -1); not copied by Copy
+}
+
+// Expired reports whether the message has an expiry (from its publisher's
+// Message Expiry Interval) and it is before now, a unix time in seconds
+// (ferry patch 13).
+func (pk *Packet) Expired(now int64) bool {
+	return pk.Expiry > 0 && pk.Expiry < now
 }
 
 // Mods specifies certain values required for certain mqtt v5 compliance within packet encoding/decoding.

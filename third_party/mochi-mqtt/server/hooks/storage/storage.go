@@ -97,6 +97,7 @@ type Message struct {
 	Sent        int64               `json:"sent,omitempty"`          // the last time the message was sent (for retries) in unixtime (if inflight)
 	PacketID    uint16              `json:"packet_id,omitempty"`     // the unique id of the packet (if inflight)
 	Seq         uint64              `json:"seq,omitempty"`           // ferry patch 10: the message's place in its client's queue (if inflight)
+	Expiry      int64               `json:"expiry,omitempty"`        // ferry patch 13: when it expires, unix seconds (if inflight); 0: never
 }
 
 // MessageProperties contains a limited subset of mqtt v5 properties specific to publish messages.
@@ -152,6 +153,9 @@ func (d *Message) ToPacket() packets.Packet {
 	pk = pk.Copy(true)
 	pk.FixedHeader.Dup = d.FixedHeader.Dup
 	pk.Seq = d.Seq // ferry patch 10: the queue's order survives a restart
+	// ferry patch 13: and its expiry, counted from when it was published;
+	// upstream restored none, and the message never expired.
+	pk.Expiry = d.Expiry
 
 	return pk
 }

@@ -48,7 +48,16 @@ func retainedKey(topic string) string {
 }
 
 // inflightKey returns a primary key for an inflight message.
+//
+// ferry patch 12: a packet of the client's own flow (mqtt.InboundFlow: the
+// server's PUBREC to its QoS 2 PUBLISH) is keyed apart, "in:" before its
+// packet ID, from the server's messages to the client, whose packet IDs
+// are the server's: under one key, the client's PUBLISH with ID 5
+// replaced the stored message queued for it under ID 5.
 func inflightKey(cl *mqtt.Client, pk packets.Packet) string {
+	if mqtt.InboundFlow(pk) {
+		return storage.InflightKey + "_" + cl.ID + ":in:" + pk.FormatID()
+	}
 	return storage.InflightKey + "_" + cl.ID + ":" + pk.FormatID()
 }
 
@@ -263,6 +272,7 @@ func (h *Hook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
 		TopicName:   pk.TopicName,
 		Payload:     pk.Payload,
 		Created:     pk.Created,
+		Expiry:      pk.Expiry, // ferry patch 13: a retained message expires after a restart too
 		Client:      cl.ID,
 		Origin:      pk.Origin,
 		Properties: storage.MessageProperties{
@@ -298,7 +308,8 @@ func (h *Hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, rese
 		Payload:     pk.Payload,
 		Sent:        sent,
 		Created:     pk.Created,
-		Seq:         pk.Seq, // ferry patch 10
+		Seq:         pk.Seq,    // ferry patch 10
+		Expiry:      pk.Expiry, // ferry patch 13
 		Properties: storage.MessageProperties{
 			PayloadFormat:          props.PayloadFormat,
 			MessageExpiryInterval:  props.MessageExpiryInterval,
