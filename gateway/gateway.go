@@ -125,7 +125,7 @@ func (g *Gateway) buildParts(cfg *config.Config) (*parts, error) {
 	if cfg.Uplink.Enabled != nil && *cfg.Uplink.Enabled && len(forwardedStreams(cfg)) == 0 {
 		logger.Warn("uplink enabled but no stream is forwarded (every route is read by a pipeline that outputs no stream): the uplink stays off")
 	} else if cfg.Uplink.Enabled != nil && *cfg.Uplink.Enabled {
-		ucfg, err := uplinkConfig(cfg, logger) // it names itself
+		ucfg, err := uplinkConfig(cfg, logger.With("component", "uplink"))
 		if err != nil {
 			return nil, fmt.Errorf("gateway: uplink: %w", err)
 		}

@@ -105,7 +105,12 @@ type Config struct {
 	// Streams lists the streams to forward; empty means every stream of the
 	// queue, re-listed whenever it changes.
 	Streams []string
-	// Logger receives the forwarder's logs; nil means slog.Default().
+	// Logger receives the forwarder's lines; nil means slog.Default(). A
+	// flapping link or a stream of events that cannot be sent writes them
+	// at any rate, so it should rate-limit repeats, as the gateway's
+	// logger (internal/logging) does; the forwarder does not limit them
+	// itself, so that there is one limit, with one summary line. The
+	// gateway scopes it with component=uplink.
 	Logger *slog.Logger
 	// Now is the clock (default time.Now); tests inject one.
 	Now func() time.Time

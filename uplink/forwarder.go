@@ -33,7 +33,7 @@ type Forwarder struct {
 	q       Queue
 	cfg     Config
 	topic   topicTemplate
-	log     *limitedLogger
+	log     *slog.Logger // Config.Logger: it rate-limits, the forwarder does not
 	pacer   *pacer
 	slots   chan *record // free window slots, each with a reusable buffer
 	running atomic.Bool
@@ -90,7 +90,7 @@ func New(q Queue, cfg Config) (*Forwarder, error) {
 		q:        q,
 		cfg:      cfg,
 		topic:    tmpl,
-		log:      &limitedLogger{l: cfg.Logger.With("component", "uplink"), now: cfg.Now, seen: map[string]*logState{}},
+		log:      cfg.Logger,
 		pacer:    newPacer(cfg.MessagesPerSecond, cfg.BytesPerSecond, cfg.MaxMessageBytes),
 		slots:    make(chan *record, cfg.Inflight),
 		streams:  map[string]*streamState{},
@@ -101,7 +101,7 @@ func New(q Queue, cfg Config) (*Forwarder, error) {
 		f.slots <- &record{}
 	}
 	if cfg.QoS == 0 {
-		f.log.log(slog.LevelWarn, "uplink uses QoS 0: events are acked when written and are lost if the connection drops")
+		f.log.Warn("uplink uses QoS 0: events are acked when written and are lost if the connection drops")
 	}
 	return f, nil
 }
@@ -125,16 +125,16 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			f.connectFailed()
 			d := rc.afterConnectFailure(err)
 			if errors.Is(err, ErrRefused) {
-				f.log.log(slog.LevelWarn, "cloud refused the connection; backing off", "retry_in", d.Round(time.Millisecond), "err", err)
+				f.log.Warn("cloud refused the connection; backing off", "retry_in", d.Round(time.Millisecond), "err", err)
 			} else {
-				f.log.log(slog.LevelWarn, "no endpoint reachable; probing", "retry_in", d.Round(time.Millisecond), "err", err)
+				f.log.Warn("no endpoint reachable; probing", "retry_in", d.Round(time.Millisecond), "err", err)
 			}
 			sleep(ctx, d)
 			continue
 		}
 		up := f.cfg.Now()
 		f.setConnected(c.url, up)
-		f.log.log(slog.LevelInfo, "connected", "endpoint", c.url)
+		f.log.Info("connected", "endpoint", c.url)
 		err = f.runSession(ctx, c)
 		f.setDisconnected(err)
 		if ctx.Err() != nil {
@@ -143,7 +143,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		f.judge(c, err)
 		upFor := f.cfg.Now().Sub(up)
 		d := rc.afterSession(upFor)
-		f.log.log(slog.LevelWarn, "disconnected", "endpoint", c.url, "up_for", upFor.Round(time.Millisecond),
+		f.log.Warn("disconnected", "endpoint", c.url, "up_for", upFor.Round(time.Millisecond),
 			"retry_in", d.Round(time.Millisecond), "err", err)
 		sleep(ctx, d)
 	}

@@ -3,7 +3,6 @@ package uplink
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -190,7 +189,7 @@ func (f *Forwarder) probe(c *conn, s *suspect) bool {
 		}
 	}
 	r.probe = true
-	f.log.log(slog.LevelInfo, "probing whether the cloud accepts other messages before isolating a suspected poison",
+	f.log.Info("probing whether the cloud accepts other messages before isolating a suspected poison",
 		"stream", st.name, "offset", s.from, "through", s.through, "probe_is_copy", s.probedGood)
 	f.send(c, []*record{r})
 	return true
@@ -250,7 +249,7 @@ func (f *Forwarder) judge(c *conn, why error) {
 		f.status.RefusedAll++
 		n := f.status.RefusedAll
 		f.mu.Unlock()
-		f.log.log(slog.LevelWarn, "cloud refuses every publish: not isolating the suspected poison, retrying",
+		f.log.Warn("cloud refuses every publish: not isolating the suspected poison, retrying",
 			"stream", s.stream.name, "offset", s.from, "through", s.through, "refused_all", n, "err", boundErr(why))
 	}
 	for _, ff := range c.fails {
@@ -268,7 +267,7 @@ func (f *Forwarder) judge(c *conn, why error) {
 		s.lastErr = boundErr(why)
 		s.verdict = ff.solo
 		s.acksAtVerdict = pubacks // evidence must come later (step 4)
-		f.log.log(slog.LevelWarn, "cloud connection ended with a message unacknowledged",
+		f.log.Warn("cloud connection ended with a message unacknowledged",
 			"stream", s.stream.name, "offset", s.from, "through", s.through, "strikes", s.strikes,
 			"sent_alone", ff.solo, "poison_attempts", f.cfg.PoisonAttempts)
 	}
@@ -378,7 +377,7 @@ func (f *Forwarder) isolate(c *conn, s *suspect) bool {
 	if err != nil && !errors.Is(err, errSlotsFull) {
 		err = fmt.Errorf("%w: read %s from %d: %w", ErrQueue, st.name, acked, err)
 		f.setError(err)
-		f.log.log(slog.LevelError, "cannot read a poison message to isolate it; holding its stream", "err", err)
+		f.log.Error("cannot read a poison message to isolate it; holding its stream", "err", err)
 		return false
 	}
 	reason := fmt.Sprintf("%v: it ended the cloud connection %d times, the last time sent alone, while the cloud acknowledged other messages (%s)",
@@ -392,7 +391,7 @@ func (f *Forwarder) isolate(c *conn, s *suspect) bool {
 				looped++
 			case err != nil:
 				f.setError(fmt.Errorf("uplink: dead-letter a poison message of %s: %w", st.name, err))
-				f.log.log(slog.LevelError, "cannot store a poison message in the dead letters; holding its stream",
+				f.log.Error("cannot store a poison message in the dead letters; holding its stream",
 					"stream", st.name, "offset", s.from, "retry_in", queueRetry, "err", err)
 				return false // stored copies are stored again on the retry: at least once
 			default:
@@ -403,7 +402,7 @@ func (f *Forwarder) isolate(c *conn, s *suspect) bool {
 	if err := f.q.Ack(st.name, s.through); err != nil {
 		err = fmt.Errorf("%w: ack %s through %d: %w", ErrQueue, st.name, s.through, err)
 		f.setError(err)
-		f.log.log(slog.LevelError, "ack failed", "err", err)
+		f.log.Error("ack failed", "err", err)
 		return false
 	}
 	f.mu.Lock()
@@ -418,7 +417,7 @@ func (f *Forwarder) isolate(c *conn, s *suspect) bool {
 	if stored == 0 {
 		msg = "cloud refused a message: dropped it (no dead-letter stream, or it is a dead letter)"
 	}
-	f.log.log(slog.LevelWarn, msg, "stream", st.name, "offset", s.from, "through", s.through,
+	f.log.Warn(msg, "stream", st.name, "offset", s.from, "through", s.through,
 		"events", len(evs), "dead_lettered", stored, "dead_letter_loops", looped, "attempts", s.strikes, "err", s.lastErr)
 	delete(f.suspects, st)
 	return true
@@ -430,7 +429,7 @@ func (f *Forwarder) isolate(c *conn, s *suspect) bool {
 func (f *Forwarder) sendAlone(c *conn, s *suspect) {
 	st := s.stream
 	if f.ackedNextOf(st) > s.through {
-		f.log.log(slog.LevelInfo, "suspected message delivered when sent alone: not poison",
+		f.log.Info("suspected message delivered when sent alone: not poison",
 			"stream", st.name, "offset", s.from, "through", s.through)
 		delete(f.suspects, st)
 		st.dirty = true
@@ -456,7 +455,7 @@ func (f *Forwarder) sendAlone(c *conn, s *suspect) {
 		f.slots <- r
 		if err != nil {
 			f.setError(err)
-			f.log.log(slog.LevelError, "queue read failed", "err", err)
+			f.log.Error("queue read failed", "err", err)
 			sleep(c.ctx, queueRetry)
 			return
 		}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"log/slog"
 
 	"github.com/ferrygw/ferry/event"
 )
@@ -72,7 +71,7 @@ func (f *Forwarder) pump(c *conn) {
 		f.send(c, recs[:used])
 		if err != nil {
 			f.setError(err)
-			f.log.log(slog.LevelError, "queue read failed", "err", err)
+			f.log.Error("queue read failed", "err", err)
 			sleep(c.ctx, queueRetry)
 		}
 	}
@@ -196,7 +195,7 @@ func (f *Forwarder) readStream(st *streamState, recs []*record, perRecord int) (
 			r.reset(st)
 			r.drop, r.from, r.through, r.events = reason, off, off, 1
 			st.next = off + 1
-			f.log.log(slog.LevelWarn, "dropping an event that cannot be sent",
+			f.log.Warn("dropping an event that cannot be sent",
 				"reason", reason, "stream", st.name, "offset", off, "id", ev.ID.String(),
 				"bytes", len(f.scratch), "max_message_bytes", f.cfg.MaxMessageBytes, "err", encErr)
 			return nil

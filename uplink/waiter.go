@@ -3,7 +3,6 @@ package uplink
 import (
 	"fmt"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"log/slog"
 	"time"
 )
 
@@ -121,7 +120,7 @@ func (f *Forwarder) complete(c *conn, r *record, err error) {
 		if aerr := f.q.Ack(st.name, r.through); aerr != nil {
 			aerr = fmt.Errorf("%w: ack %s through %d: %w", ErrQueue, st.name, r.through, aerr)
 			f.setError(aerr)
-			f.log.log(slog.LevelError, "ack failed", "err", aerr)
+			f.log.Error("ack failed", "err", aerr)
 			break
 		}
 		now := f.cfg.Now()

@@ -1,6 +1,3 @@
-// Package logging builds ferry's one logger: text or JSON lines, filtered
-// by level, with repeated lines rate-limited so that a flapping uplink or a
-// failing sensor cannot fill a board's SD card.
 package logging
 
 import (
