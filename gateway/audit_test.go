@@ -42,7 +42,7 @@ func TestAuditFullDiskShutdown(t *testing.T) {
 		t.Fatal(tok.Error())
 	}
 	c.Disconnect(50)
-	logs.waitLine(t, 30*time.Second, "audit log: write failed")
+	logs.waitLine(t, 30*time.Second, "audit log write failed")
 	select {
 	case err := <-done:
 		t.Fatalf("the gateway stopped on an audit write failure: %v", err)

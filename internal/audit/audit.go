@@ -98,7 +98,6 @@ const (
 	bufSize = 32 << 10
 
 	retryDelay = time.Second // between attempts to reopen a failed file
-	logEvery   = time.Minute // between logged errors
 )
 
 // item is a queued entry with the time it was recorded: the line carries
@@ -286,9 +285,6 @@ type writer struct {
 	lastSweep time.Time
 
 	droppedSeen uint64 // dropped count already reported in a line
-
-	loggedAt time.Time
-	unlogged int // errors not logged since loggedAt
 }
 
 // entry writes it unless flood control suppresses it.
@@ -350,7 +346,7 @@ func (w *writer) shutdown() {
 	w.lines, w.entries = 0, 0
 	if err != nil {
 		w.l.errs.Add(1)
-		w.logErr(op, err, now)
+		w.logErr(op, err)
 	}
 }
 
@@ -491,7 +487,7 @@ func (w *writer) rotate(now time.Time) bool {
 		// replace, so the file count stays bounded.
 		err := os.Rename(w.l.path+"."+strconv.Itoa(i), w.l.path+"."+strconv.Itoa(i+1))
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			w.logErr("rotate", err, now)
+			w.logErr("rotate", err)
 		}
 	}
 	if err := os.Rename(w.l.path, w.l.path+".1"); err != nil {
@@ -546,7 +542,7 @@ func (w *writer) open() error {
 // the file; the next line after retryDelay reopens it.
 func (w *writer) fail(op string, err error, now time.Time) {
 	w.l.errs.Add(1)
-	w.logErr(op, err, now)
+	w.logErr(op, err)
 	if w.f != nil {
 		w.f.Close()
 		w.f = nil
@@ -556,15 +552,11 @@ func (w *writer) fail(op string, err error, now time.Time) {
 	w.retryAt = now.Add(retryDelay)
 }
 
-// logErr logs at most one error a minute: a dead SD card must not flood the
-// gateway's own log either.
-func (w *writer) logErr(op string, err error, now time.Time) {
-	if !w.loggedAt.IsZero() && now.Sub(w.loggedAt) < logEvery && !now.Before(w.loggedAt) {
-		w.unlogged++
-		return
-	}
-	w.l.logger.Error("audit log: "+op+" failed", "path", w.l.path, "err", err, "errors_not_logged", w.unlogged)
-	w.loggedAt, w.unlogged = now, 0
+// logErr logs a failed file operation. A dead SD card fails every write:
+// the gateway's one rate-limited handler (internal/logging) keeps that
+// from flooding its own log, as it does for every component.
+func (w *writer) logErr(op string, err error) {
+	w.l.logger.Error("audit log write failed", "op", op, "path", w.l.path, "err", err)
 }
 
 // host returns the IP of an "ip:port" or "[ip]:port" address (capped), or

@@ -17,6 +17,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/ferrygw/ferry/internal/logging"
 	"go.uber.org/goleak"
 )
 
@@ -547,13 +548,15 @@ func TestOpenErrors(t *testing.T) {
 
 // TestWriteFailure makes rotation fail (Path.1 is a non-empty directory):
 // lines are dropped rather than growing the file past MaxSize, the error is
-// logged once, and once the obstacle is gone the log recovers and says how
-// many entries it lost.
+// logged through the gateway's rate limiter (here one line per minute), and
+// once the obstacle is gone the log recovers and says how many entries it
+// lost.
 func TestWriteFailure(t *testing.T) {
 	c := newClock()
 	var logged bytes.Buffer
 	var logMu sync.Mutex
-	logger := slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logged}, nil))
+	logger := slog.New(logging.NewLimiter(slog.NewTextHandler(lockedWriter{&logMu, &logged}, nil),
+		logging.Limits{Burst: 1, Interval: time.Minute, Now: c.Now}))
 	l := open(t, Options{Now: c.Now, MaxSize: 200, MaxFiles: 1, Logger: logger})
 	if err := os.MkdirAll(filepath.Join(l.path+".1", "x"), 0o700); err != nil {
 		t.Fatal(err)
@@ -614,7 +617,7 @@ func TestWriteFailure(t *testing.T) {
 	}
 	logMu.Lock()
 	defer logMu.Unlock()
-	if n := strings.Count(logged.String(), "audit log: rotate failed"); n != 1 {
+	if n := strings.Count(logged.String(), "op=rotate"); n != 1 {
 		t.Errorf("logged %d rotate errors, want 1 (rate-limited):\n%s", n, logged.String())
 	}
 }
