@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"periph.io/x/conn/v3/i2c"
@@ -13,12 +14,7 @@ import (
 // ADS1115 driver: Texas Instruments ADS1115 16-bit ADC on I2C, after the
 // datasheet SBAS444 (section numbers below refer to it).
 //
-// YAML options: channel (0..3: single-ended AINn against GND, default 0),
-// gain (the PGA's full-scale range in volts: 6.144, 4.096, 2.048 (the
-// default), 1.024, 0.512 or 0.256), data_rate (samples/s: 8, 16, 32, 64,
-// 128 (the default), 250, 475 or 860), and an optional linear calibration:
-// scale and unit (both required together) and offset, giving
-// value = volts*scale + offset. The default address is 0x48 (ADDR to
+// YAML options: ADS1115Options. The default address is 0x48 (ADDR to
 // GND); 0x49..0x4B with ADDR to VDD, SDA or SCL.
 //
 // Each Read is a single-shot conversion: write the config register with
@@ -27,12 +23,73 @@ import (
 // full scale (0x7FFF or 0x8000, section 9.5.4) is an ErrBadReading.
 //
 // Reading: "voltage" (V), or "value" in the configured unit when
-// calibrated.
+// calibrated. Halt does nothing: single-shot mode powers the ADC down
+// after each conversion by itself.
 
-func init() {
-	Register("ads1115", func(spec Spec, env Env) (Driver, error) {
-		return newADS1115(spec, env, sleepCtx)
-	})
+// ADS1115Options are the options of kind "ads1115".
+type ADS1115Options struct {
+	// Channel is 0..3: single-ended AINn against GND (default 0).
+	Channel int `yaml:"channel"`
+	// Gain is the PGA's full-scale range in volts: 6.144, 4.096, 2.048
+	// (the default), 1.024, 0.512 or 0.256.
+	Gain float64 `yaml:"gain"`
+	// DataRate is in samples/s: 8, 16, 32, 64, 128 (the default), 250,
+	// 475 or 860.
+	DataRate int `yaml:"data_rate"`
+	// Scale, Offset and Unit are an optional linear calibration, value =
+	// volts*Scale + Offset in Unit; Scale and Unit go together, Offset
+	// needs them.
+	Scale  float64 `yaml:"scale"`
+	Offset float64 `yaml:"offset"`
+	Unit   string  `yaml:"unit"`
+}
+
+// SetDefaults implements Options.
+func (o *ADS1115Options) SetDefaults() {
+	if o.Gain == 0 {
+		o.Gain = 2.048
+	}
+	if o.DataRate == 0 {
+		o.DataRate = 128
+	}
+}
+
+// Validate implements Options.
+func (o *ADS1115Options) Validate() error {
+	if o.Channel < 0 || o.Channel > 3 {
+		return optionErr("channel", "option %q: %d is not 0..3", "channel", o.Channel)
+	}
+	if ads1115Gain(o.Gain) < 0 {
+		return optionErr("gain", "option %q: %g is not 6.144, 4.096, 2.048, 1.024, 0.512 or 0.256", "gain", o.Gain)
+	}
+	if !slices.Contains(ads1115Rates, o.DataRate) {
+		return optionErr("data_rate", "option %q: %d is not 8, 16, 32, 64, 128, 250, 475 or 860", "data_rate", o.DataRate)
+	}
+	switch {
+	case o.Scale != 0 && o.Unit == "":
+		return optionErr("unit", "option %q is required with %q", "unit", "scale")
+	case o.Scale == 0 && o.Unit != "":
+		return optionErr("unit", "option %q is only used with %q", "unit", "scale")
+	case o.Scale == 0 && o.Offset != 0:
+		return optionErr("offset", "option %q is only used with %q", "offset", "scale")
+	case math.IsInf(o.Scale, 0) || math.IsNaN(o.Scale):
+		return optionErr("scale", "option %q: %g is not finite", "scale", o.Scale)
+	case math.IsInf(o.Offset, 0) || math.IsNaN(o.Offset):
+		return optionErr("offset", "option %q: %g is not finite", "offset", o.Offset)
+	}
+	return nil
+}
+
+// ads1115Gain returns the PGA code of a full-scale range in volts, -1 for
+// none.
+func ads1115Gain(volts float64) int {
+	pga := -1
+	for code, g := range ads1115Gains {
+		if math.Abs(volts-g.volts) < 1e-9 {
+			pga = code
+		}
+	}
+	return pga
 }
 
 // ADS1115 registers and config fields (section 9.6: address pointer
@@ -80,59 +137,20 @@ type ads1115 struct {
 	sleep func(context.Context, time.Duration) error
 }
 
-func newADS1115(spec Spec, env Env, sleep func(context.Context, time.Duration) error) (*ads1115, error) {
-	o := spec.Options
-	if err := checkOptions("ads1115", o, "channel", "gain", "data_rate", "scale", "offset", "unit"); err != nil {
+func newADS1115(spec Spec, o ADS1115Options, env Env, sleep func(context.Context, time.Duration) error) (*ads1115, error) {
+	o.SetDefaults()
+	if err := o.Validate(); err != nil {
 		return nil, err
 	}
 	d := &ads1115{now: env.Now, sleep: sleep}
 	if d.now == nil {
 		d.now = time.Now
 	}
-	if o.Channel < 0 || o.Channel > 3 {
-		return nil, fmt.Errorf("%w: option %q: %d is not 0..3", ErrOption, "channel", o.Channel)
-	}
-	volts := o.Gain
-	if volts == 0 {
-		volts = 2.048
-	}
-	pga := -1
-	for code, g := range ads1115Gains {
-		if math.Abs(volts-g.volts) < 1e-9 {
-			pga, d.fs = code, g.fs
-		}
-	}
-	if pga < 0 {
-		return nil, fmt.Errorf("%w: option %q: %g is not 6.144, 4.096, 2.048, 1.024, 0.512 or 0.256", ErrOption, "gain", o.Gain)
-	}
-	rate := o.DataRate
-	if rate == 0 {
-		rate = 128
-	}
-	dr := -1
-	for code, r := range ads1115Rates {
-		if r == rate {
-			dr = code
-		}
-	}
-	if dr < 0 {
-		return nil, fmt.Errorf("%w: option %q: %d is not 8, 16, 32, 64, 128, 250, 475 or 860", ErrOption, "data_rate", o.DataRate)
-	}
+	pga := ads1115Gain(o.Gain)
+	d.fs = ads1115Gains[pga].fs
+	dr := slices.Index(ads1115Rates, o.DataRate)
 	// Section 9.3.6: a conversion takes one data period, 1/DR.
-	d.conv = time.Second / time.Duration(rate)
-
-	switch {
-	case o.Scale != 0 && o.Unit == "":
-		return nil, fmt.Errorf("%w: option %q is required with %q", ErrOption, "unit", "scale")
-	case o.Scale == 0 && o.Unit != "":
-		return nil, fmt.Errorf("%w: option %q is only used with %q", ErrOption, "unit", "scale")
-	case o.Scale == 0 && o.Offset != 0:
-		return nil, fmt.Errorf("%w: option %q is only used with %q", ErrOption, "offset", "scale")
-	case math.IsInf(o.Scale, 0) || math.IsNaN(o.Scale):
-		return nil, fmt.Errorf("%w: option %q: %g is not finite", ErrOption, "scale", o.Scale)
-	case math.IsInf(o.Offset, 0) || math.IsNaN(o.Offset):
-		return nil, fmt.Errorf("%w: option %q: %g is not finite", ErrOption, "offset", o.Offset)
-	}
+	d.conv = time.Second / time.Duration(o.DataRate)
 	d.calibrated, d.scale, d.offset, d.unit = o.Scale != 0, o.Scale, o.Offset, o.Unit
 
 	// Config register (section 9.6.3): OS | MUX | PGA | MODE | DR
@@ -147,6 +165,9 @@ func newADS1115(spec Spec, env Env, sleep func(context.Context, time.Duration) e
 	d.dev = dev
 	return d, nil
 }
+
+// Halt implements Driver: there is nothing to stop.
+func (d *ads1115) Halt() error { return nil }
 
 // Read takes one single-shot conversion.
 func (d *ads1115) Read(ctx context.Context) ([]Reading, error) {

@@ -14,10 +14,8 @@ import (
 // sensor on I2C, after the datasheet BST-BME280-DS002 (section numbers
 // below refer to it).
 //
-// YAML options: mode (forced, the default, or normal) and oversample (1, 2,
-// 4, 8 or 16, default 1, applied to temperature, pressure and humidity
-// alike). The IIR filter is off. The default address is 0x76 (SDO low);
-// 0x77 when SDO is tied high.
+// YAML options: BME280Options. The IIR filter is off. The default address
+// is 0x76 (SDO low); 0x77 when SDO is tied high.
 //
 // Forced mode triggers one measurement per Read and waits for it, which is
 // what section 3.5.1 recommends for weather monitoring. Normal mode starts
@@ -26,11 +24,44 @@ import (
 // latest result.
 //
 // Readings: "temperature" (Cel), "humidity" (%RH), "pressure" (Pa).
+//
+// Halt does nothing: a forced-mode chip sleeps between reads by itself,
+// and a normal-mode chip is left measuring because a config reload builds
+// the next driver for the same chip (which configures it) before this one
+// halts; putting the chip to sleep then would freeze that driver's
+// readings.
 
-func init() {
-	Register("bme280", func(spec Spec, env Env) (Driver, error) {
-		return newBME280(spec, env, sleepCtx)
-	})
+// BME280Options are the options of kind "bme280".
+type BME280Options struct {
+	// Mode is forced (the default) or normal.
+	Mode string `yaml:"mode"`
+	// Oversample is 1 (the default), 2, 4, 8 or 16, applied to
+	// temperature, pressure and humidity alike.
+	Oversample int `yaml:"oversample"`
+}
+
+// SetDefaults implements Options.
+func (o *BME280Options) SetDefaults() {
+	if o.Mode == "" {
+		o.Mode = "forced"
+	}
+	// Below 1 has always meant 1.
+	o.Oversample = max(o.Oversample, 1)
+}
+
+// Validate implements Options.
+func (o *BME280Options) Validate() error {
+	switch o.Mode {
+	case "forced", "normal":
+	default:
+		return optionErr("mode", "option %q: %q is not forced or normal", "mode", o.Mode)
+	}
+	switch o.Oversample {
+	case 1, 2, 4, 8, 16:
+	default:
+		return optionErr("oversample", "option %q: %d is not 1, 2, 4, 8 or 16", "oversample", o.Oversample)
+	}
+	return nil
 }
 
 // BME280 registers (section 5.3, table 18).
@@ -167,32 +198,20 @@ type bme280 struct {
 	sleep   func(context.Context, time.Duration) error
 }
 
-func newBME280(spec Spec, env Env, sleep func(context.Context, time.Duration) error) (*bme280, error) {
-	o := spec.Options
-	if err := checkOptions("bme280", o, "mode", "oversample"); err != nil {
+func newBME280(spec Spec, o BME280Options, env Env, sleep func(context.Context, time.Duration) error) (*bme280, error) {
+	o.SetDefaults()
+	if err := o.Validate(); err != nil {
 		return nil, err
 	}
-	d := &bme280{now: env.Now, sleep: sleep}
+	d := &bme280{now: env.Now, sleep: sleep, normal: o.Mode == "normal"}
 	if d.now == nil {
 		d.now = time.Now
 	}
-	switch o.Mode {
-	case "", "forced":
-	case "normal":
-		d.normal = true
-	default:
-		return nil, fmt.Errorf("%w: option %q: %q is not forced or normal", ErrOption, "mode", o.Mode)
-	}
 	// Oversampling codes 001..101 = x1..x16 (section 5.4.3-5.4.5).
-	factor := max(o.Oversample, 1)
-	switch factor {
-	case 1, 2, 4, 8, 16:
-		d.osrs = byte(1)
-		for n := factor; n > 1; n >>= 1 {
-			d.osrs++
-		}
-	default:
-		return nil, fmt.Errorf("%w: option %q: %d is not 1, 2, 4, 8 or 16", ErrOption, "oversample", o.Oversample)
+	factor := o.Oversample
+	d.osrs = byte(1)
+	for n := factor; n > 1; n >>= 1 {
+		d.osrs++
 	}
 	// Section 9.1: t_measure,max = 1.25 + 2.3*osrs_t + (2.3*osrs_p + 0.575)
 	// + (2.3*osrs_h + 0.575) ms, with osrs the oversampling factor.
@@ -357,6 +376,9 @@ func (d *bme280) Read(ctx context.Context) ([]Reading, error) {
 	}, nil
 }
 
+// Halt implements Driver; see the type's comment for why it does nothing.
+func (d *bme280) Halt() error { return nil }
+
 // Helpers shared by the I2C drivers (bme280.go, sht3x.go, ads1115.go).
 
 // i2cOpen returns the device for spec at spec.Address, or def when it is
@@ -368,7 +390,7 @@ func i2cOpen(spec Spec, env Env, def uint16) (*i2c.Dev, error) {
 		addr = def
 	}
 	if addr > 0x7F {
-		return nil, fmt.Errorf("%w: %q %#x is not a 7-bit I2C address", ErrOption, "address", addr)
+		return nil, fieldErr("address", "%q %#x is not a 7-bit I2C address", "address", addr)
 	}
 	if env.I2C == nil {
 		return nil, fmt.Errorf("no I2C buses in this environment")

@@ -281,7 +281,7 @@ func TestBME280Read(t *testing.T) {
 		name     string
 		addr     uint16 // spec.Address
 		interval time.Duration
-		opts     Options
+		opts     BME280Options
 		ops      []i2ctest.IO // after construction's bmeInitOps
 		reads    int
 		slept    []time.Duration // after construction's 2 ms
@@ -301,7 +301,7 @@ func TestBME280Read(t *testing.T) {
 		{
 			name: "forced x16 at 0x77 still measuring once",
 			addr: a77,
-			opts: Options{Mode: "forced", Oversample: 16},
+			opts: BME280Options{Mode: "forced", Oversample: 16},
 			ops: []i2ctest.IO{
 				{Addr: a77, W: []byte{0xF2, 0x05}},
 				{Addr: a77, W: []byte{0xF4, 0xB5}}, // 101 101 01
@@ -316,7 +316,7 @@ func TestBME280Read(t *testing.T) {
 		{
 			name:     "normal x2, 1s standby, read twice",
 			interval: 10 * time.Second,
-			opts:     Options{Mode: "normal", Oversample: 2},
+			opts:     BME280Options{Mode: "normal", Oversample: 2},
 			ops: []i2ctest.IO{
 				{Addr: a76, W: []byte{0xF2, 0x02}},
 				{Addr: a76, W: []byte{0xF5, 0xA0}}, // t_sb 101: 1000 ms
@@ -331,7 +331,7 @@ func TestBME280Read(t *testing.T) {
 		{
 			name:     "normal, 15ms interval picks 10ms standby",
 			interval: 15 * time.Millisecond,
-			opts:     Options{Mode: "normal"},
+			opts:     BME280Options{Mode: "normal"},
 			ops: []i2ctest.IO{
 				{Addr: a76, W: []byte{0xF2, 0x01}},
 				{Addr: a76, W: []byte{0xF5, 0xC0}}, // t_sb 110: 10 ms
@@ -349,8 +349,8 @@ func TestBME280Read(t *testing.T) {
 			}
 			p := i2cPlayback(bmeInitOps(addr, bmeExample), tc.ops)
 			clk := newI2CFakeClock()
-			spec := Spec{Name: "env", Kind: "bme280", Bus: "1", Address: tc.addr, Interval: tc.interval, Options: tc.opts}
-			d, err := newBME280(spec, i2cTestEnv(t, p, clk), clk.sleep)
+			spec := Spec{Name: "env", Kind: "bme280", Bus: "1", Address: tc.addr, Interval: tc.interval}
+			d, err := newBME280(spec, tc.opts, i2cTestEnv(t, p, clk), clk.sleep)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -390,7 +390,7 @@ func TestBME280Errors(t *testing.T) {
 	cancel()
 	for _, tc := range []struct {
 		name      string
-		opts      Options
+		opts      BME280Options
 		ops       []i2ctest.IO
 		ctx       context.Context // nil: Background
 		construct bool            // the error is construction's
@@ -400,17 +400,13 @@ func TestBME280Errors(t *testing.T) {
 		{name: "wrong chip id (BMP280)", ops: []i2ctest.IO{{Addr: a, W: []byte{0xD0}, R: []byte{0x58}}},
 			construct: true, text: "chip id 0x58"},
 		{name: "calibration not loaded", ops: bmeInitOps(a, bme280Calib{}), construct: true, text: "calibration not loaded"},
-		{name: "channel does not apply", opts: Options{Channel: 1}, construct: true,
-			target: ErrOption, text: `option "channel" does not apply to bme280`},
-		{name: "repeatability does not apply", opts: Options{Repeatable: "high"}, construct: true,
-			target: ErrOption, text: `option "repeatability" does not apply to bme280`},
-		{name: "unit does not apply", opts: Options{Unit: "Pa"}, construct: true,
-			target: ErrOption, text: `option "unit" does not apply to bme280`},
-		{name: "oversample 3", opts: Options{Oversample: 3}, construct: true,
+		// Options of other kinds ("channel") cannot be given: the config
+		// rejects them as unknown keys (gateway/config TestDriverOptionKeys).
+		{name: "oversample 3", opts: BME280Options{Oversample: 3}, construct: true,
 			target: ErrOption, text: `option "oversample": 3`},
-		{name: "oversample 32", opts: Options{Oversample: 32}, construct: true,
+		{name: "oversample 32", opts: BME280Options{Oversample: 32}, construct: true,
 			target: ErrOption, text: `option "oversample": 32`},
-		{name: "mode sleep", opts: Options{Mode: "sleep"}, construct: true,
+		{name: "mode sleep", opts: BME280Options{Mode: "sleep"}, construct: true,
 			target: ErrOption, text: `option "mode": "sleep"`},
 		{name: "skipped measurement", ops: slices.Concat(initOps, forced, []i2ctest.IO{
 			{Addr: a, W: []byte{0xF7}, R: bmeData(bmeExampleAdcP, 0x80000, bmeExampleAdcH)},
@@ -424,8 +420,8 @@ func TestBME280Errors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := i2cPlayback(tc.ops)
 			clk := newI2CFakeClock()
-			spec := Spec{Name: "env", Kind: "bme280", Bus: "1", Options: tc.opts}
-			d, err := newBME280(spec, i2cTestEnv(t, p, clk), clk.sleep)
+			spec := Spec{Name: "env", Kind: "bme280", Bus: "1"}
+			d, err := newBME280(spec, tc.opts, i2cTestEnv(t, p, clk), clk.sleep)
 			if tc.construct {
 				i2cCheckErr(t, err, tc.target, tc.text)
 				i2cPlaybackDone(t, p)
@@ -474,7 +470,7 @@ func TestBME280NormalReset(t *testing.T) {
 		{Addr: a, W: []byte{0xF7}, R: bmeData(bmeExampleAdcP, bmeExampleAdcT, bmeExampleAdcH)},
 	})
 	clk := newI2CFakeClock()
-	d, err := newBME280(Spec{Kind: "bme280", Bus: "1", Options: Options{Mode: "normal"}}, i2cTestEnv(t, p, clk), clk.sleep)
+	d, err := newBME280(Spec{Kind: "bme280", Bus: "1"}, BME280Options{Mode: "normal"}, i2cTestEnv(t, p, clk), clk.sleep)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -506,8 +502,8 @@ func TestI2CRegistered(t *testing.T) {
 		{"ads1115", nil},
 	} {
 		t.Run(tc.kind, func(t *testing.T) {
-			if !slices.Contains(Kinds(), tc.kind) {
-				t.Fatalf("%s not in %v", tc.kind, Kinds())
+			if !slices.Contains(KindNames(), tc.kind) {
+				t.Fatalf("%s not in %v", tc.kind, KindNames())
 			}
 			p := i2cPlayback(tc.ops)
 			env := i2cTestEnv(t, p, newI2CFakeClock())
@@ -516,15 +512,15 @@ func TestI2CRegistered(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, ok := d.(Poller); !ok {
-				t.Errorf("%T is not a Poller", d)
+			if d.Poller() == nil || d.Watcher() != nil {
+				t.Errorf("%+v is not a Poller", d)
 			}
 			_, err = New(Spec{Name: "s", Kind: tc.kind, Bus: "2"}, env)
 			i2cCheckErr(t, err, nil, `no I2C bus "2"`)
 			_, err = New(Spec{Name: "s", Kind: tc.kind, Bus: "1", Address: 0x80}, env)
 			i2cCheckErr(t, err, ErrOption, `"address" 0x80`)
-			_, err = New(Spec{Name: "s", Kind: tc.kind, Bus: "1", Options: Options{Pin: "GPIO17"}}, env)
-			i2cCheckErr(t, err, ErrOption, `option "pin" does not apply to `+tc.kind)
+			_, err = New(Spec{Name: "s", Kind: tc.kind, Bus: "1", Options: &GPIOOptions{Pin: "GPIO17"}}, env)
+			i2cCheckErr(t, err, ErrOption, `options of type *drivers.GPIOOptions given to kind `+tc.kind)
 			i2cPlaybackDone(t, p)
 		})
 	}

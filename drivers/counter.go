@@ -18,20 +18,7 @@ import (
 // "gpio" (gpio.go); a pulse is one debounced change in the direction
 // edge selects.
 //
-// YAML options:
-//
-//	pin              required; the pin name Env.Pin knows ("GPIO27")
-//	pull             up (default), down or none
-//	edge             falling (default), rising or both (both counts
-//	                 every change, i.e. two per pulse)
-//	debounce         quiet time before a change counts (default 20ms).
-//	                 Pulses faster than about 1/(2*debounce) are lost:
-//	                 a Hall-effect flow sensor (up to a few hundred Hz)
-//	                 needs a short one such as 1ms
-//	pulses_per_unit  optional, > 0: e.g. 450 pulses per litre, 1000 per
-//	                 kWh; adds the readings "total" and "flow"
-//	unit             the unit of pulses_per_unit ("l", "m3", "kWh");
-//	                 required with it and only with it
+// YAML options: CounterOptions.
 //
 // Spec.Interval is the reporting interval (default 1m); Spec.Bus and
 // Spec.Address must be empty.
@@ -54,11 +41,48 @@ import (
 // error (the Scheduler restarts it); the count lives on in the driver, so
 // a restarted Watch continues from it.
 //
+// Halt switches the pin's edge detection off (Watch does so when it ends).
+//
 // Tests replace the driver's tick (the interval ticker) to decide when a
 // Sample is due; see counter_test.go.
 
-func init() {
-	Register("counter", newCounter)
+// CounterOptions are the options of kind "counter".
+type CounterOptions struct {
+	// Pin is required: the pin name Env.Pin knows ("GPIO27").
+	Pin string `yaml:"pin"`
+	// Pull is up (the default), down or none.
+	Pull string `yaml:"pull"`
+	// Edge is falling (the default), rising or both (both counts every
+	// change, i.e. two per pulse).
+	Edge string `yaml:"edge"`
+	// Debounce is the quiet time before a change counts (default 20ms).
+	// Pulses faster than about 1/(2*debounce) are lost: a Hall-effect
+	// flow sensor (up to a few hundred Hz) needs a short one such as 1ms.
+	Debounce time.Duration `yaml:"debounce"`
+	// PulsesPerUnit is optional, > 0: e.g. 450 pulses per litre, 1000 per
+	// kWh; it adds the readings "total" and "flow".
+	PulsesPerUnit float64 `yaml:"pulses_per_unit"`
+	// Unit is the unit of PulsesPerUnit ("l", "m3", "kWh"): required with
+	// it and only with it.
+	Unit string `yaml:"unit"`
+}
+
+// SetDefaults implements Options.
+func (o *CounterOptions) SetDefaults() {
+	setPinDefaults(&o.Pull, &o.Edge, &o.Debounce, "falling")
+}
+
+// Validate implements Options.
+func (o *CounterOptions) Validate() error {
+	switch {
+	case !(o.PulsesPerUnit >= 0) || math.IsInf(o.PulsesPerUnit, 0):
+		return optionErr("pulses_per_unit", "option %q is %v, want > 0", "pulses_per_unit", o.PulsesPerUnit)
+	case o.PulsesPerUnit > 0 && o.Unit == "":
+		return optionErr("unit", "option %q is required with %q", "unit", "pulses_per_unit")
+	case o.PulsesPerUnit == 0 && o.Unit != "":
+		return optionErr("unit", "option %q needs %q", "unit", "pulses_per_unit")
+	}
+	return validatePin(o.Pin, o.Pull, o.Edge, o.Debounce)
 }
 
 const counterDefaultInterval = time.Minute
@@ -81,27 +105,19 @@ type counter struct {
 	saved uint64 // total as last loaded or saved
 }
 
-func newCounter(spec Spec, env Env) (Driver, error) {
-	o := spec.Options
-	if err := checkOptions("counter", o, "pin", "pull", "edge", "debounce", "pulses_per_unit", "unit"); err != nil {
+func newCounter(spec Spec, o CounterOptions, env Env) (*counter, error) {
+	o.SetDefaults()
+	if err := o.Validate(); err != nil {
 		return nil, err
-	}
-	switch {
-	case !(o.PulsesPerUnit >= 0) || math.IsInf(o.PulsesPerUnit, 0):
-		return nil, fmt.Errorf("%w: option %q is %v, want > 0", ErrOption, "pulses_per_unit", o.PulsesPerUnit)
-	case o.PulsesPerUnit > 0 && o.Unit == "":
-		return nil, fmt.Errorf("%w: option %q is required with %q", ErrOption, "unit", "pulses_per_unit")
-	case o.PulsesPerUnit == 0 && o.Unit != "":
-		return nil, fmt.Errorf("%w: option %q needs %q", ErrOption, "unit", "pulses_per_unit")
 	}
 	interval := spec.Interval
 	switch {
 	case interval < 0:
-		return nil, fmt.Errorf("%w: %q is %v, want > 0", ErrOption, "interval", interval)
+		return nil, fieldErr("interval", "%q is %v, want > 0", "interval", interval)
 	case interval == 0:
 		interval = counterDefaultInterval
 	}
-	line, edge, err := gpioOpen(spec, env, gpio.FallingEdge)
+	line, edge, err := gpioOpen(spec, o.Pin, o.Pull, o.Edge, o.Debounce, env)
 	if err != nil {
 		return nil, err
 	}
@@ -184,6 +200,12 @@ func (c *counter) Watch(ctx context.Context, emit func(Sample)) error {
 			c.total++
 		}
 	}
+}
+
+// Halt implements Driver: edge detection off.
+func (c *counter) Halt() error {
+	c.line.stop()
+	return nil
 }
 
 // save stores the total if it changed since the last save.

@@ -56,14 +56,14 @@ func (s *counterStore) get(key string) string {
 
 // startCounter builds a counter named "meter" on the rig's pin and
 // starts its Watch with a tick the test drives.
-func (r *gpioRig) startCounter(opts Options, interval time.Duration, store Store) *counter {
+func (r *gpioRig) startCounter(opts CounterOptions, interval time.Duration, store Store) *counter {
 	r.t.Helper()
 	opts.Pin = r.pin.N
-	d, err := New(Spec{Name: "meter", Kind: "counter", Interval: interval, Options: opts}, r.env(store))
+	d, err := New(Spec{Name: "meter", Kind: "counter", Interval: interval, Options: &opts}, r.env(store))
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	c := d.(*counter)
+	c := d.Watcher().(*counter)
 	r.ticks = make(chan time.Time, 1)
 	c.tick = func(d time.Duration) (<-chan time.Time, func()) {
 		if d != interval {
@@ -135,44 +135,44 @@ func TestCounterWatch(t *testing.T) {
 	rate := func(v float64) Reading { return Reading{Name: "rate", Value: v, Unit: "/s"} }
 	tests := []struct {
 		name      string
-		opts      Options
+		opts      CounterOptions
 		intervals []interval
 	}{
-		{"falling edges: count and rate", Options{}, []interval{
+		{"falling edges: count and rate", CounterOptions{}, []interval{
 			{counterPulses(3), 10 * time.Second, []Reading{count(3), rate(0.3)}},
 			{"", 10 * time.Second, []Reading{count(3), rate(0)}},
 			{counterPulses(5), 10 * time.Second, []Reading{count(8), rate(0.5)}},
 		}},
-		{"rate over the time that passed, not the nominal interval", Options{}, []interval{
+		{"rate over the time that passed, not the nominal interval", CounterOptions{}, []interval{
 			{counterPulses(3), 2 * time.Second, []Reading{count(3), rate(1.5)}},
 			{counterPulses(1), 4 * time.Second, []Reading{count(4), rate(0.25)}},
 		}},
-		{"clock that did not move: rate over the interval", Options{}, []interval{
+		{"clock that did not move: rate over the interval", CounterOptions{}, []interval{
 			{counterPulses(2), 0, []Reading{count(2), rate(0.2)}},
 		}},
-		{"pulses_per_unit adds total and flow", Options{PulsesPerUnit: 2, Unit: "l"}, []interval{
+		{"pulses_per_unit adds total and flow", CounterOptions{PulsesPerUnit: 2, Unit: "l"}, []interval{
 			{counterPulses(4), 2 * time.Second, []Reading{count(4), rate(2),
 				{Name: "total", Value: 2, Unit: "l"}, {Name: "flow", Value: 1, Unit: "l/s"}}},
 			{counterPulses(1), 10 * time.Second, []Reading{count(5), rate(0.1),
 				{Name: "total", Value: 2.5, Unit: "l"}, {Name: "flow", Value: 0.05, Unit: "l/s"}}},
 		}},
-		{"450 pulses per litre", Options{PulsesPerUnit: 450, Unit: "l"}, []interval{
+		{"450 pulses per litre", CounterOptions{PulsesPerUnit: 450, Unit: "l"}, []interval{
 			{counterPulses(9), 10 * time.Second, []Reading{count(9), rate(0.9),
 				{Name: "total", Value: 0.02, Unit: "l"}, {Name: "flow", Value: 0.002, Unit: "l/s"}}},
 		}},
-		{"rising edges", Options{Edge: "rising"}, []interval{
+		{"rising edges", CounterOptions{Edge: "rising"}, []interval{
 			{counterPulses(3) + "L .", 10 * time.Second, []Reading{count(3), rate(0.3)}},
 		}},
-		{"both edges count twice per pulse", Options{Edge: "both"}, []interval{
+		{"both edges count twice per pulse", CounterOptions{Edge: "both"}, []interval{
 			{counterPulses(3), 10 * time.Second, []Reading{count(6), rate(0.6)}},
 		}},
-		{"pull down, rising edges", Options{Pull: "down", Edge: "rising"}, []interval{
+		{"pull down, rising edges", CounterOptions{Pull: "down", Edge: "rising"}, []interval{
 			{"H . L . H . L .", 10 * time.Second, []Reading{count(2), rate(0.2)}},
 		}},
-		{"a bouncing contact counts once per pulse", Options{}, []interval{
+		{"a bouncing contact counts once per pulse", CounterOptions{}, []interval{
 			{"L H L . H L H . L H L H L . H .", 10 * time.Second, []Reading{count(2), rate(0.2)}},
 		}},
-		{"a glitch shorter than debounce is no pulse", Options{}, []interval{
+		{"a glitch shorter than debounce is no pulse", CounterOptions{}, []interval{
 			{"L H . L H L H .", 10 * time.Second, []Reading{count(0), rate(0)}},
 		}},
 	}
@@ -198,7 +198,7 @@ func TestCounterPersistence(t *testing.T) {
 	t.Run("a restart continues the total", func(t *testing.T) {
 		store := &counterStore{}
 		r := newGPIORig(t)
-		r.startCounter(Options{}, 10*time.Second, store)
+		r.startCounter(CounterOptions{}, 10*time.Second, store)
 		r.run(counterPulses(3))
 		counterCheck(t, r.tickAfter(10*time.Second), r.now.Now(),
 			[]Reading{{"count", 3, "count"}, {"rate", 0.3, "/s"}})
@@ -210,7 +210,7 @@ func TestCounterPersistence(t *testing.T) {
 		}
 
 		r = newGPIORig(t) // the gateway restarts: a new driver, the same store
-		r.startCounter(Options{}, 10*time.Second, store)
+		r.startCounter(CounterOptions{}, 10*time.Second, store)
 		r.run(counterPulses(2))
 		counterCheck(t, r.tickAfter(10*time.Second), r.now.Now(),
 			[]Reading{{"count", 5, "count"}, {"rate", 0.2, "/s"}})
@@ -226,14 +226,14 @@ func TestCounterPersistence(t *testing.T) {
 		// which saves its total: the new one must start from that.
 		store := &counterStore{m: map[string][]byte{"counter/meter": []byte("41")}}
 		r := newGPIORig(t)
-		d, err := New(Spec{Name: "meter", Kind: "counter", Interval: 10 * time.Second, Options: Options{Pin: r.pin.N}}, r.env(store))
+		d, err := New(Spec{Name: "meter", Kind: "counter", Interval: 10 * time.Second, Options: &CounterOptions{Pin: r.pin.N}}, r.env(store))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if err := store.Save("counter/meter", []byte("50")); err != nil {
 			t.Fatal(err)
 		}
-		c := d.(*counter)
+		c := d.Watcher().(*counter)
 		r.ticks = make(chan time.Time, 1)
 		c.tick = func(time.Duration) (<-chan time.Time, func()) { return r.ticks, func() {} }
 		r.watch(c)
@@ -246,7 +246,7 @@ func TestCounterPersistence(t *testing.T) {
 	t.Run("saved when Watch ends, unsaved when unchanged", func(t *testing.T) {
 		store := &counterStore{m: map[string][]byte{"counter/meter": []byte("41")}}
 		r := newGPIORig(t)
-		r.startCounter(Options{}, 10*time.Second, store)
+		r.startCounter(CounterOptions{}, 10*time.Second, store)
 		counterCheck(t, r.tickAfter(10*time.Second), r.now.Now(),
 			[]Reading{{"count", 41, "count"}, {"rate", 0, "/s"}})
 		if store.saves != 0 {
@@ -264,7 +264,7 @@ func TestCounterPersistence(t *testing.T) {
 	t.Run("a failed save ends Watch, the count survives", func(t *testing.T) {
 		store := &counterStore{}
 		r := newGPIORig(t)
-		c := r.startCounter(Options{}, 10*time.Second, store)
+		c := r.startCounter(CounterOptions{}, 10*time.Second, store)
 		r.run(counterPulses(2))
 		r.idle()
 		store.mu.Lock()
@@ -324,7 +324,7 @@ func TestCounterStoreErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newGPIORig(t)
-			_, err := New(Spec{Name: "meter", Kind: "counter", Options: Options{Pin: "GPIO17"}}, r.env(tt.store))
+			_, err := New(Spec{Name: "meter", Kind: "counter", Options: &CounterOptions{Pin: "GPIO17"}}, r.env(tt.store))
 			if err == nil {
 				t.Fatal("New succeeded")
 			}
@@ -347,17 +347,21 @@ func TestCounterOptions(t *testing.T) {
 		wantKey string
 	}{
 		{"no pin", Spec{}, `"pin"`},
-		{"unit without pulses_per_unit", Spec{Options: Options{Pin: "GPIO17", Unit: "l"}}, `"unit"`},
-		{"pulses_per_unit without unit", Spec{Options: Options{Pin: "GPIO17", PulsesPerUnit: 450}}, `"unit"`},
-		{"negative pulses_per_unit", Spec{Options: Options{Pin: "GPIO17", PulsesPerUnit: -1, Unit: "l"}}, `"pulses_per_unit"`},
-		{"NaN pulses_per_unit", Spec{Options: Options{Pin: "GPIO17", PulsesPerUnit: math.NaN(), Unit: "l"}}, `"pulses_per_unit"`},
-		{"infinite pulses_per_unit", Spec{Options: Options{Pin: "GPIO17", PulsesPerUnit: math.Inf(1), Unit: "l"}}, `"pulses_per_unit"`},
-		{"negative interval", Spec{Interval: -time.Second, Options: Options{Pin: "GPIO17"}}, `"interval"`},
-		{"bad edge", Spec{Options: Options{Pin: "GPIO17", Edge: "down"}}, `"edge"`},
-		{"bad pull", Spec{Options: Options{Pin: "GPIO17", Pull: "strong"}}, `"pull"`},
-		{"negative debounce", Spec{Options: Options{Pin: "GPIO17", Debounce: -1}}, `"debounce"`},
-		{"ads1115 option", Spec{Options: Options{Pin: "GPIO17", Gain: 4.096}}, `"gain"`},
-		{"bus", Spec{Bus: "1", Options: Options{Pin: "GPIO17"}}, `"bus"`},
+		{"unit without pulses_per_unit", Spec{Options: &CounterOptions{Pin: "GPIO17", Unit: "l"}}, `"unit"`},
+		{"pulses_per_unit without unit", Spec{Options: &CounterOptions{Pin: "GPIO17", PulsesPerUnit: 450}}, `"unit"`},
+		{"negative pulses_per_unit", Spec{Options: &CounterOptions{Pin: "GPIO17", PulsesPerUnit: -1, Unit: "l"}}, `"pulses_per_unit"`},
+		{"NaN pulses_per_unit", Spec{Options: &CounterOptions{Pin: "GPIO17", PulsesPerUnit: math.NaN(), Unit: "l"}}, `"pulses_per_unit"`},
+		{"infinite pulses_per_unit", Spec{Options: &CounterOptions{Pin: "GPIO17", PulsesPerUnit: math.Inf(1), Unit: "l"}}, `"pulses_per_unit"`},
+		{"negative interval", Spec{Interval: -time.Second, Options: &CounterOptions{Pin: "GPIO17"}}, `"interval"`},
+		{"bad edge", Spec{Options: &CounterOptions{Pin: "GPIO17", Edge: "down"}}, `"edge"`},
+		{"bad pull", Spec{Options: &CounterOptions{Pin: "GPIO17", Pull: "strong"}}, `"pull"`},
+		{"negative debounce", Spec{Options: &CounterOptions{Pin: "GPIO17", Debounce: -1}}, `"debounce"`},
+		// Another kind's option ("gain") cannot be set in CounterOptions:
+		// the config rejects it as an unknown key (gateway/config
+		// TestDriverOptionKeys); another kind's options type is an
+		// ErrOption.
+		{"ads1115 options", Spec{Options: &ADS1115Options{Gain: 4.096}}, `*drivers.ADS1115Options`},
+		{"bus", Spec{Bus: "1", Options: &CounterOptions{Pin: "GPIO17"}}, `"bus"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -371,11 +375,11 @@ func TestCounterOptions(t *testing.T) {
 	}
 	t.Run("defaults", func(t *testing.T) {
 		r := newGPIORig(t)
-		d, err := New(Spec{Name: "meter", Kind: "counter", Options: Options{Pin: "GPIO17"}}, r.env(&counterStore{}))
+		d, err := New(Spec{Name: "meter", Kind: "counter", Options: &CounterOptions{Pin: "GPIO17"}}, r.env(&counterStore{}))
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := d.(*counter)
+		c := d.Watcher().(*counter)
 		got := fmt.Sprintln(c.interval, c.line.debounce, c.line.pull, c.edge, c.key)
 		if want := "1m0s 20ms PullUp FallingEdge counter/meter\n"; got != want {
 			t.Errorf("defaults %q, want %q", got, want)

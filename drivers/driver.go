@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
-	"sync"
 	"time"
 
 	"periph.io/x/conn/v3/gpio"
@@ -29,52 +27,56 @@ type Sample struct {
 	Readings []Reading
 }
 
+// Driver is what every driver is, whether polled or edge triggered: a
+// resource that can be halted, with the meaning of periph's
+// conn.Resource.Halt: stop what it is doing and leave the hardware in a
+// safe state. The Scheduler calls Halt once, after the driver's last Read
+// or Watch has returned, never concurrently with them; a driver stays
+// usable after Halt. Halt never closes a bus or pin: they belong to the
+// caller.
+type Driver interface {
+	Halt() error
+}
+
 // Poller is a driver read on a schedule.
 type Poller interface {
+	Driver
 	// Read takes one measurement. It should return promptly when ctx ends;
 	// the Scheduler bounds it with the read timeout either way.
 	Read(ctx context.Context) ([]Reading, error)
 }
 
-// Watcher is an edge-triggered driver (GPIO inputs): it runs until ctx
-// ends, calling emit for each change, and returns nil then.
+// Watcher is an edge-triggered driver (GPIO inputs, pulse counters): it
+// runs until ctx ends, calling emit for each change, and returns nil then.
 type Watcher interface {
+	Driver
 	Watch(ctx context.Context, emit func(Sample)) error
 }
 
-// Options are the kind-specific settings of a driver. One flat set keeps
-// the YAML simple; each driver reads the fields it documents and its
-// constructor rejects ones that do not apply (the error names the key).
-type Options struct {
-	Mode          string        `yaml:"mode"`            // bme280: forced (default) or normal
-	Oversample    int           `yaml:"oversample"`      // bme280: 1, 2, 4, 8 or 16 (default 1)
-	Channel       int           `yaml:"channel"`         // ads1115: 0..3 (single-ended AINn)
-	Gain          float64       `yaml:"gain"`            // ads1115: full-scale volts: 6.144 4.096 2.048 1.024 0.512 0.256
-	DataRate      int           `yaml:"data_rate"`       // ads1115: samples/s: 8 16 32 64 128 250 475 860
-	Scale         float64       `yaml:"scale"`           // ads1115: physical = volts*scale + offset (with unit)
-	Offset        float64       `yaml:"offset"`          // ads1115
-	Unit          string        `yaml:"unit"`            // ads1115: unit after scaling; sim: unit
-	Repeatable    string        `yaml:"repeatability"`   // sht3x: high (default), medium, low
-	Pin           string        `yaml:"pin"`             // gpio: pin name (GPIO17)
-	Pull          string        `yaml:"pull"`            // gpio: up, down, none (default up)
-	Edge          string        `yaml:"edge"`            // gpio: both (default), rising, falling
-	Debounce      time.Duration `yaml:"debounce"`        // gpio: stable time before a change counts (default 20ms)
-	Signal        string        `yaml:"signal"`          // sim: sine, walk, steps, dropouts
-	Min           float64       `yaml:"min"`             // sim: range
-	Max           float64       `yaml:"max"`             // sim
-	Period        time.Duration `yaml:"period"`          // sim: sine and steps period
-	Quantity      string        `yaml:"quantity"`        // sim: reading name (default "value")
-	PulsesPerUnit float64       `yaml:"pulses_per_unit"` // counter: e.g. 450 pulses per litre
+// Options are one kind's settings, decoded from the options mapping of a
+// driver's config entry into the type its Kind.NewOptions returns (such
+// as *BME280Options); each type documents its keys and defaults next to
+// its driver.
+type Options interface {
+	// SetDefaults fills the settings left unset (zero) with their
+	// defaults.
+	SetDefaults()
+	// Validate reports the first setting out of range or at odds with
+	// another, as an *OptionError naming its key. Call it after
+	// SetDefaults.
+	Validate() error
 }
 
 // Spec configures one driver instance.
 type Spec struct {
 	Name     string        // unique; the events' source
-	Kind     string        // registered kind
+	Kind     string        // a Kind's name
 	Bus      string        // I2C or 1-Wire bus name ("1", "/dev/i2c-1"); "" for GPIO and sim
 	Address  uint16        // I2C address or 0 for the kind's default
-	Interval time.Duration // polling interval (Pollers)
-	Options  Options
+	Interval time.Duration // polling interval (Pollers), reporting interval (counter)
+	// Options are the kind's own (the type its Kind.NewOptions returns);
+	// nil means all defaults. The driver works on a copy.
+	Options Options
 }
 
 // Store keeps a driver's small persistent state (the pulse counter's
@@ -95,18 +97,12 @@ type Env struct {
 	Rand    func() float64 // uniform [0,1): sim noise, scheduler jitter
 }
 
-// Driver is a constructed driver: a Poller or a Watcher.
-type Driver interface{}
-
-// Factory builds a driver from its spec.
-type Factory func(spec Spec, env Env) (Driver, error)
-
 // Errors; check them with errors.Is.
 var (
-	// ErrUnknownKind is returned by New for a kind nobody registered.
+	// ErrUnknownKind is returned by New for a kind that is not in Kinds.
 	ErrUnknownKind = errors.New("drivers: unknown kind")
-	// ErrOption is returned by a constructor for an option it does not
-	// take or a value out of range; the message names the option key.
+	// ErrOption is wrapped by every *OptionError: an option (or driver
+	// field) a kind does not take, or a value out of range.
 	ErrOption = errors.New("drivers: bad option")
 	// ErrBadReading is returned by Read for data that fails its check
 	// (a CRC, a power-on value, an out-of-range raw value): an error
@@ -114,52 +110,49 @@ var (
 	ErrBadReading = errors.New("drivers: bad reading")
 )
 
+// OptionError is a bad setting in a driver's config entry. It wraps
+// ErrOption.
+type OptionError struct {
+	// Key is the setting's path inside the driver's entry, as the config
+	// file spells it: "options.mode", "options.pulses_per_unit", or a
+	// field of the entry itself such as "bus", "address" or "interval".
+	Key string
+	err error
+}
+
+func (e *OptionError) Error() string { return e.err.Error() }
+
+// Unwrap returns the message's error, which wraps ErrOption.
+func (e *OptionError) Unwrap() error { return e.err }
+
+// optionErr is the *OptionError for the option key (under "options") with
+// the message format; fieldErr is that of a field of the entry itself.
+func optionErr(key, format string, args ...any) error {
+	return &OptionError{Key: "options." + key, err: fmt.Errorf("%w: "+format, append([]any{ErrOption}, args...)...)}
+}
+
+func fieldErr(key, format string, args ...any) error {
+	return &OptionError{Key: key, err: fmt.Errorf("%w: "+format, append([]any{ErrOption}, args...)...)}
+}
+
+// Compile-time checks: every kind's driver is a Poller or a Watcher, and
+// every options type is an Options.
 var (
-	regMu    sync.Mutex
-	registry = map[string]Factory{}
+	_ Poller  = (*bme280)(nil)
+	_ Poller  = (*sht3x)(nil)
+	_ Poller  = (*ads1115)(nil)
+	_ Poller  = (*ds18b20)(nil)
+	_ Poller  = (*simDriver)(nil)
+	_ Watcher = (*gpioWatcher)(nil)
+	_ Watcher = (*counter)(nil)
+	_ Poller  = (*retryPoller)(nil)
+	_ Watcher = (*retryWatcher)(nil)
+
+	_ Options = (*BME280Options)(nil)
+	_ Options = (*SHT3xOptions)(nil)
+	_ Options = (*ADS1115Options)(nil)
+	_ Options = (*DS18B20Options)(nil)
+	_ Options = (*GPIOOptions)(nil)
+	_ Options = (*CounterOptions)(nil)
+	_ Options = (*SimOptions)(nil)
 )
-
-// Register makes a kind available to New. It is called from the init of
-// the driver's file; registering a kind twice is a programming error.
-func Register(kind string, f Factory) {
-	regMu.Lock()
-	defer regMu.Unlock()
-	if _, dup := registry[kind]; dup {
-		panic("drivers: kind registered twice: " + kind)
-	}
-	registry[kind] = f
-}
-
-// Kinds lists the registered kinds.
-func Kinds() []string {
-	regMu.Lock()
-	defer regMu.Unlock()
-	out := make([]string, 0, len(registry))
-	for k := range registry {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// New builds the driver for spec. The result is a Poller or a Watcher.
-func New(spec Spec, env Env) (Driver, error) {
-	regMu.Lock()
-	f, ok := registry[spec.Kind]
-	regMu.Unlock()
-	if !ok {
-		return nil, fmt.Errorf("%w %q (known: %v)", ErrUnknownKind, spec.Kind, Kinds())
-	}
-	if env.Now == nil {
-		env.Now = time.Now
-	}
-	d, err := f(spec, env)
-	if err != nil {
-		return nil, fmt.Errorf("driver %s (%s): %w", spec.Name, spec.Kind, err)
-	}
-	switch d.(type) {
-	case Poller, Watcher:
-		return d, nil
-	}
-	return nil, fmt.Errorf("driver %s (%s): neither a Poller nor a Watcher", spec.Name, spec.Kind)
-}

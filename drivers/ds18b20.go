@@ -20,7 +20,7 @@ import (
 // Selecting the device. The 1-Wire bus comes from Env.OneWire; the
 // driver never closes it. Spec.Address (16 bits) cannot hold the 64-bit
 // ROM code ("64-Bit Lasered ROM Code") and must be 0; there are no YAML
-// options. Instead:
+// options (DS18B20Options is empty). Instead:
 //
 //   - bus: "w1" (no ROM code): the bus must hold exactly one device, found
 //     by a search when the driver is built; it must be a DS18B20 (family
@@ -62,12 +62,18 @@ import (
 // °C 0x0191, -10.125 °C 0xFF5E, -55 °C 0xFC90. At 9, 10 or 11-bit
 // resolution (configuration register bits R1 R0, Table 2) the low 3, 2 or
 // 1 bits are undefined and are cleared.
+//
+// Halt does nothing: a DS18B20 idles after each conversion by itself.
 
-func init() {
-	Register("ds18b20", func(spec Spec, env Env) (Driver, error) {
-		return newDS18B20(spec, env, sleepCtx)
-	})
-}
+// DS18B20Options are the options of kind "ds18b20": none; the device is
+// selected by the bus key (see above).
+type DS18B20Options struct{}
+
+// SetDefaults implements Options.
+func (*DS18B20Options) SetDefaults() {}
+
+// Validate implements Options.
+func (*DS18B20Options) Validate() error { return nil }
 
 const (
 	ds18b20Family      = 0x28 // family code, byte 0 of the ROM code
@@ -89,12 +95,9 @@ type ds18b20 struct {
 	sleep   func(context.Context, time.Duration) error
 }
 
-func newDS18B20(spec Spec, env Env, sleep func(context.Context, time.Duration) error) (*ds18b20, error) {
-	if err := checkOptions("ds18b20", spec.Options); err != nil {
-		return nil, err
-	}
+func newDS18B20(spec Spec, _ DS18B20Options, env Env, sleep func(context.Context, time.Duration) error) (*ds18b20, error) {
 	if spec.Address != 0 {
-		return nil, fmt.Errorf("%w: %q does not apply to ds18b20: name the device in %q as \"bus/28-0316a279c3ff\"", ErrOption, "address", "bus")
+		return nil, fieldErr("address", "%q does not apply to ds18b20: name the device in %q as \"bus/28-0316a279c3ff\"", "address", "bus")
 	}
 	busName, rom, hasROM, err := ds18b20ParseBus(spec.Bus)
 	if err != nil {
@@ -154,7 +157,7 @@ func ds18b20ParseBus(s string) (bus string, rom onewire.Address, ok bool, err er
 		return s, 0, false, nil
 	}
 	bad := func(why string) error {
-		return fmt.Errorf("%w: %q: ROM code %q %s (want family-serial as in /sys/bus/w1/devices, e.g. \"28-0316a279c3ff\")", ErrOption, "bus", id, why)
+		return fieldErr("bus", "%q: ROM code %q %s (want family-serial as in /sys/bus/w1/devices, e.g. \"28-0316a279c3ff\")", "bus", id, why)
 	}
 	if len(id) != 15 || !ds18b20IsHex(id[3:]) {
 		return "", 0, false, bad("is malformed")
@@ -184,6 +187,9 @@ func ds18b20IsHex(s string) bool {
 func ds18b20Name(a onewire.Address) string {
 	return fmt.Sprintf("%02x-%012x", byte(a), uint64(a)>>8&(1<<48-1))
 }
+
+// Halt implements Driver: there is nothing to stop.
+func (d *ds18b20) Halt() error { return nil }
 
 // Read implements Poller.
 func (d *ds18b20) Read(ctx context.Context) ([]Reading, error) {

@@ -49,7 +49,7 @@ func ds18b20Open(t *testing.T, spec Spec, p *onewiretest.Playback) (*ds18b20, *[
 	if err != nil {
 		t.Fatal(err)
 	}
-	dd := d.(*ds18b20)
+	dd := d.Poller().(*ds18b20)
 	var waits []time.Duration
 	dd.sleep = func(ctx context.Context, d time.Duration) error {
 		waits = append(waits, d)
@@ -212,7 +212,11 @@ func TestDS18B20New(t *testing.T) {
 		{"two devices, no ROM code", Spec{Bus: "w1"}, []onewire.Address{ds18b20TestROM, other}, 2, false, `"w1/28-`},
 		{"no device", Spec{Bus: "w1"}, nil, 1, false, "w1"},
 		{"the only device is a DS18S20", Spec{Bus: "w1"}, []onewire.Address{withCRC(0x000802b4f4a110)}, 1, false, "10-000802b4f4a1, is not a DS18B20"},
-		{"option", Spec{Bus: "w1", Options: Options{Pin: "GPIO4"}}, nil, 0, true, `"pin"`},
+		// Another kind's option ("pin") cannot be set in DS18B20Options:
+		// the config rejects it as an unknown key (gateway/config
+		// TestDriverOptionKeys); another kind's options type is an
+		// ErrOption.
+		{"options", Spec{Bus: "w1", Options: &GPIOOptions{Pin: "GPIO4"}}, nil, 0, true, `*drivers.GPIOOptions`},
 		{"address", Spec{Bus: "w1", Address: 0x28}, nil, 0, true, `"address"`},
 		{"bad ROM code", Spec{Bus: "w1/28-123"}, nil, 0, true, `"bus"`},
 		{"unknown bus", Spec{Bus: "w2"}, nil, 0, false, `no 1-Wire bus "w2"`},

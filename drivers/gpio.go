@@ -17,14 +17,7 @@ import (
 // GPIO_PUP_PDN_CNTRL_REGn, "BCM2711 ARM Peripherals" chapter 5), reached
 // through periph's gpio.PinIn.
 //
-// YAML options:
-//
-//	pin       required; the pin name Env.Pin knows ("GPIO17")
-//	pull      up (default), down or none: the internal resistor
-//	          (50 to 65 kOhm on the Pi)
-//	edge      both (default), rising or falling: which changes to report
-//	debounce  how long the line must stay quiet after an edge before its
-//	          level counts (default 20ms)
+// YAML options: GPIOOptions.
 //
 // Spec.Bus and Spec.Address must be empty; Spec.Interval is not used.
 //
@@ -45,10 +38,32 @@ import (
 // WaitForEdge is called with a bounded timeout (gpioPoll), so a
 // cancelled context ends Watch within about gpioPoll (plus one debounce
 // step), and Watch returns nil then. On return the pin's edge detection
-// is switched off again; the pin itself belongs to the caller.
+// is switched off again; the pin itself belongs to the caller. Halt
+// switches it off too (a no-op after Watch returned).
 
-func init() {
-	Register("gpio", newGPIO)
+// GPIOOptions are the options of kind "gpio".
+type GPIOOptions struct {
+	// Pin is required: the pin name Env.Pin knows ("GPIO17").
+	Pin string `yaml:"pin"`
+	// Pull is up (the default), down or none: the internal resistor (50
+	// to 65 kOhm on the Pi).
+	Pull string `yaml:"pull"`
+	// Edge is both (the default), rising or falling: which changes to
+	// report.
+	Edge string `yaml:"edge"`
+	// Debounce is how long the line must stay quiet after an edge before
+	// its level counts (default 20ms).
+	Debounce time.Duration `yaml:"debounce"`
+}
+
+// SetDefaults implements Options.
+func (o *GPIOOptions) SetDefaults() {
+	setPinDefaults(&o.Pull, &o.Edge, &o.Debounce, "both")
+}
+
+// Validate implements Options.
+func (o *GPIOOptions) Validate() error {
+	return validatePin(o.Pin, o.Pull, o.Edge, o.Debounce)
 }
 
 const (
@@ -64,15 +79,22 @@ type gpioWatcher struct {
 	now    func() time.Time
 }
 
-func newGPIO(spec Spec, env Env) (Driver, error) {
-	if err := checkOptions("gpio", spec.Options, "pin", "pull", "edge", "debounce"); err != nil {
+func newGPIO(spec Spec, o GPIOOptions, env Env) (*gpioWatcher, error) {
+	o.SetDefaults()
+	if err := o.Validate(); err != nil {
 		return nil, err
 	}
-	line, report, err := gpioOpen(spec, env, gpio.BothEdges)
+	line, report, err := gpioOpen(spec, o.Pin, o.Pull, o.Edge, o.Debounce, env)
 	if err != nil {
 		return nil, err
 	}
 	return &gpioWatcher{line: line, report: report, now: pinNow(env)}, nil
+}
+
+// Halt implements Driver: edge detection off.
+func (w *gpioWatcher) Halt() error {
+	w.line.stop()
+	return nil
 }
 
 // Watch implements Watcher.
@@ -114,66 +136,69 @@ type gpioLine struct {
 	poll     time.Duration // bound of one WaitForEdge
 }
 
-// gpioOpen validates the pin options of spec (pin, pull, edge, debounce;
-// defEdge when edge is empty) and looks the pin up in env. It returns the
-// line and the edge setting, i.e. which debounced changes the driver
-// reports or counts.
-func gpioOpen(spec Spec, env Env, defEdge gpio.Edge) (gpioLine, gpio.Edge, error) {
-	o := spec.Options
+// setPinDefaults fills the unset pin options of gpio and counter; edge
+// defaults to defEdge.
+func setPinDefaults(pull, edge *string, debounce *time.Duration, defEdge string) {
+	if *pull == "" {
+		*pull = "up"
+	}
+	if *edge == "" {
+		*edge = defEdge
+	}
+	if *debounce == 0 {
+		*debounce = gpioDefaultDebounce
+	}
+}
+
+// gpioPulls and gpioEdges map the pull and edge options to periph's.
+var (
+	gpioPulls = map[string]gpio.Pull{"up": gpio.PullUp, "down": gpio.PullDown, "none": gpio.Float}
+	gpioEdges = map[string]gpio.Edge{"both": gpio.BothEdges, "rising": gpio.RisingEdge, "falling": gpio.FallingEdge}
+)
+
+// validatePin checks the (defaulted) pin options of gpio and counter.
+func validatePin(pin, pull, edge string, debounce time.Duration) error {
+	if pin == "" {
+		return optionErr("pin", "option %q is required", "pin")
+	}
+	if _, ok := gpioPulls[pull]; !ok {
+		return optionErr("pull", "option %q is %q, want up, down or none", "pull", pull)
+	}
+	if _, ok := gpioEdges[edge]; !ok {
+		return optionErr("edge", "option %q is %q, want both, rising or falling", "edge", edge)
+	}
+	if debounce < 0 {
+		return optionErr("debounce", "option %q is %v, want > 0", "debounce", debounce)
+	}
+	return nil
+}
+
+// gpioOpen checks that spec names no bus or address and looks the pin up
+// in env; the pin options are validated. It returns the line and the edge
+// setting, i.e. which debounced changes the driver reports or counts.
+func gpioOpen(spec Spec, pin, pull, edge string, debounce time.Duration, env Env) (gpioLine, gpio.Edge, error) {
 	var line gpioLine
 	if spec.Bus != "" {
-		return line, 0, fmt.Errorf("%w: %q does not apply to %s (a GPIO pin is named by option \"pin\")", ErrOption, "bus", spec.Kind)
+		return line, 0, fieldErr("bus", "%q does not apply to %s (a GPIO pin is named by option \"pin\")", "bus", spec.Kind)
 	}
 	if spec.Address != 0 {
-		return line, 0, fmt.Errorf("%w: %q does not apply to %s", ErrOption, "address", spec.Kind)
+		return line, 0, fieldErr("address", "%q does not apply to %s", "address", spec.Kind)
 	}
-	if o.Pin == "" {
-		return line, 0, fmt.Errorf("%w: option %q is required", ErrOption, "pin")
-	}
-	switch o.Pull {
-	case "", "up":
-		line.pull = gpio.PullUp
-	case "down":
-		line.pull = gpio.PullDown
-	case "none":
-		line.pull = gpio.Float
-	default:
-		return line, 0, fmt.Errorf("%w: option %q is %q, want up, down or none", ErrOption, "pull", o.Pull)
-	}
-	var edge gpio.Edge
-	switch o.Edge {
-	case "":
-		edge = defEdge
-	case "both":
-		edge = gpio.BothEdges
-	case "rising":
-		edge = gpio.RisingEdge
-	case "falling":
-		edge = gpio.FallingEdge
-	default:
-		return line, 0, fmt.Errorf("%w: option %q is %q, want both, rising or falling", ErrOption, "edge", o.Edge)
-	}
-	switch {
-	case o.Debounce < 0:
-		return line, 0, fmt.Errorf("%w: option %q is %v, want > 0", ErrOption, "debounce", o.Debounce)
-	case o.Debounce == 0:
-		line.debounce = gpioDefaultDebounce
-	default:
-		line.debounce = o.Debounce
-	}
+	line.pull = gpioPulls[pull]
+	line.debounce = debounce
 	line.poll = gpioPoll
 	if env.Pin == nil {
 		return line, 0, fmt.Errorf("no GPIO pins in this environment")
 	}
-	p, err := env.Pin(o.Pin)
+	p, err := env.Pin(pin)
 	if err != nil {
-		return line, 0, fmt.Errorf("pin %q: %w", o.Pin, err)
+		return line, 0, fmt.Errorf("pin %q: %w", pin, err)
 	}
 	if p == nil {
-		return line, 0, fmt.Errorf("pin %q: not found", o.Pin)
+		return line, 0, fmt.Errorf("pin %q: not found", pin)
 	}
 	line.pin = p
-	return line, edge, nil
+	return line, gpioEdges[edge], nil
 }
 
 // start configures the pin as an input with its pull and edge detection
@@ -186,9 +211,12 @@ func (l *gpioLine) start() (gpio.Level, error) {
 }
 
 // stop switches edge detection off (the kernel stops taking interrupts
-// for the pin); the pin stays an input with its pull.
+// for the pin); the pin stays an input with its pull. A line never opened
+// (no pin) has nothing to stop.
 func (l *gpioLine) stop() {
-	_ = l.pin.In(l.pull, gpio.NoEdge)
+	if l.pin != nil {
+		_ = l.pin.In(l.pull, gpio.NoEdge)
+	}
 }
 
 // next waits up to l.poll for an edge. After one, it waits until the line

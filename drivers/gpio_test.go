@@ -217,38 +217,38 @@ func TestGPIOWatch(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	tests := []struct {
 		name     string
-		opts     Options // Pin is set by the test
+		opts     GPIOOptions // Pin is set by the test
 		script   string
 		wantPull gpio.Pull
 		want     []float64 // the initial state, then one per reported change
 	}{
-		{"press and release", Options{}, "L . H .", gpio.PullUp, []float64{1, 0, 1}},
-		{"idle timeouts emit nothing", Options{}, ".100ms .100ms .100ms", gpio.PullUp, []float64{1}},
-		{"default debounce is 20ms", Options{}, "L .20ms", gpio.PullUp, []float64{1, 0}},
-		{"glitch shorter than debounce", Options{}, "L H .", gpio.PullUp, []float64{1}},
-		{"bounce ending at the same level", Options{}, "L H L H L H .", gpio.PullUp, []float64{1}},
-		{"bounce ending at the new level", Options{}, "L H L H L .", gpio.PullUp, []float64{1, 0}},
-		{"bounces on press and on release", Options{}, "L H L . H L H .", gpio.PullUp, []float64{1, 0, 1}},
-		{"debounce longer than the poll waits in steps", Options{Debounce: 150 * time.Millisecond},
+		{"press and release", GPIOOptions{}, "L . H .", gpio.PullUp, []float64{1, 0, 1}},
+		{"idle timeouts emit nothing", GPIOOptions{}, ".100ms .100ms .100ms", gpio.PullUp, []float64{1}},
+		{"default debounce is 20ms", GPIOOptions{}, "L .20ms", gpio.PullUp, []float64{1, 0}},
+		{"glitch shorter than debounce", GPIOOptions{}, "L H .", gpio.PullUp, []float64{1}},
+		{"bounce ending at the same level", GPIOOptions{}, "L H L H L H .", gpio.PullUp, []float64{1}},
+		{"bounce ending at the new level", GPIOOptions{}, "L H L H L .", gpio.PullUp, []float64{1, 0}},
+		{"bounces on press and on release", GPIOOptions{}, "L H L . H L H .", gpio.PullUp, []float64{1, 0, 1}},
+		{"debounce longer than the poll waits in steps", GPIOOptions{Debounce: 150 * time.Millisecond},
 			"L .100ms .50ms H .100ms .50ms", gpio.PullUp, []float64{1, 0, 1}},
-		{"an edge restarts the quiet time", Options{Debounce: 150 * time.Millisecond},
+		{"an edge restarts the quiet time", GPIOOptions{Debounce: 150 * time.Millisecond},
 			"L .100ms H .100ms .50ms", gpio.PullUp, []float64{1}},
-		{"rising only", Options{Edge: "rising"}, "L . H . L . H .", gpio.PullUp, []float64{1, 1, 1}},
-		{"rising only, bounce on release", Options{Edge: "rising"}, "L H L . H .", gpio.PullUp, []float64{1, 1}},
-		{"falling only", Options{Edge: "falling"}, "L . H . L .", gpio.PullUp, []float64{1, 0, 0}},
-		{"both explicit", Options{Edge: "both"}, "L . H .", gpio.PullUp, []float64{1, 0, 1}},
-		{"pull down", Options{Pull: "down"}, "H . L .", gpio.PullDown, []float64{0, 1, 0}},
-		{"pull none", Options{Pull: "none"}, "H .", gpio.Float, []float64{0, 1}},
+		{"rising only", GPIOOptions{Edge: "rising"}, "L . H . L . H .", gpio.PullUp, []float64{1, 1, 1}},
+		{"rising only, bounce on release", GPIOOptions{Edge: "rising"}, "L H L . H .", gpio.PullUp, []float64{1, 1}},
+		{"falling only", GPIOOptions{Edge: "falling"}, "L . H . L .", gpio.PullUp, []float64{1, 0, 0}},
+		{"both explicit", GPIOOptions{Edge: "both"}, "L . H .", gpio.PullUp, []float64{1, 0, 1}},
+		{"pull down", GPIOOptions{Pull: "down"}, "H . L .", gpio.PullDown, []float64{0, 1, 0}},
+		{"pull none", GPIOOptions{Pull: "none"}, "H .", gpio.Float, []float64{0, 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newGPIORig(t)
 			tt.opts.Pin = "GPIO17"
-			d, err := New(Spec{Name: "door", Kind: "gpio", Options: tt.opts}, r.env(nil))
+			d, err := New(Spec{Name: "door", Kind: "gpio", Options: &tt.opts}, r.env(nil))
 			if err != nil {
 				t.Fatal(err)
 			}
-			r.watch(d.(Watcher))
+			r.watch(d.Watcher())
 			r.run(tt.script)
 			got := gpioStates(t, r.idle(), r.now.Now())
 			if err := r.stop(); err != nil {
@@ -267,11 +267,11 @@ func TestGPIOWatch(t *testing.T) {
 func TestGPIOSampleTimeFromEnv(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	r := newGPIORig(t)
-	d, err := New(Spec{Name: "door", Kind: "gpio", Options: Options{Pin: "GPIO17"}}, r.env(nil))
+	d, err := New(Spec{Name: "door", Kind: "gpio", Options: &GPIOOptions{Pin: "GPIO17"}}, r.env(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.watch(d.(Watcher))
+	r.watch(d.Watcher())
 	start := r.now.Now()
 	gpioStates(t, r.idle(), start)
 	r.now.add(time.Minute)
@@ -287,14 +287,14 @@ func TestGPIOCancel(t *testing.T) {
 	t.Run("while idle, real clock", func(t *testing.T) {
 		pin := &gpiotest.Pin{N: "GPIO17", EdgesChan: make(chan gpio.Level)}
 		env := Env{Pin: func(string) (gpio.PinIn, error) { return pin, nil }}
-		d, err := New(Spec{Name: "door", Kind: "gpio", Options: Options{Pin: "GPIO17"}}, env)
+		d, err := New(Spec{Name: "door", Kind: "gpio", Options: &GPIOOptions{Pin: "GPIO17"}}, env)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		events := make(chan Sample, 10)
 		done := make(chan error, 1)
-		go func() { done <- d.(Watcher).Watch(ctx, func(s Sample) { events <- s }) }()
+		go func() { done <- d.Watcher().Watch(ctx, func(s Sample) { events <- s }) }()
 		<-events // the initial state: Watch is running
 		start := time.Now()
 		cancel()
@@ -312,11 +312,11 @@ func TestGPIOCancel(t *testing.T) {
 	})
 	t.Run("during a debounce wait", func(t *testing.T) {
 		r := newGPIORig(t)
-		d, err := New(Spec{Name: "door", Kind: "gpio", Options: Options{Pin: "GPIO17"}}, r.env(nil))
+		d, err := New(Spec{Name: "door", Kind: "gpio", Options: &GPIOOptions{Pin: "GPIO17"}}, r.env(nil))
 		if err != nil {
 			t.Fatal(err)
 		}
-		r.watch(d.(Watcher))
+		r.watch(d.Watcher())
 		r.run("L")
 		w := r.wait() // Watch is in the debounce wait
 		if w.d != gpioDefaultDebounce {
@@ -355,11 +355,11 @@ func TestGPIOInFails(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	pin := &gpiotest.Pin{N: "GPIO17"} // no EdgesChan: In with edges fails
 	env := Env{Pin: func(string) (gpio.PinIn, error) { return pin, nil }}
-	d, err := New(Spec{Name: "door", Kind: "gpio", Options: Options{Pin: "GPIO17"}}, env)
+	d, err := New(Spec{Name: "door", Kind: "gpio", Options: &GPIOOptions{Pin: "GPIO17"}}, env)
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = d.(Watcher).Watch(context.Background(), func(Sample) { t.Error("emitted") })
+	err = d.Watcher().Watch(context.Background(), func(Sample) { t.Error("emitted") })
 	if err == nil || !strings.Contains(err.Error(), "GPIO17") {
 		t.Errorf("Watch = %v, want the pin's In error", err)
 	}
@@ -373,14 +373,18 @@ func TestGPIOOptions(t *testing.T) {
 		wantMsg string
 	}{
 		{"no pin", Spec{}, `"pin"`, ""},
-		{"bad pull", Spec{Options: Options{Pin: "GPIO17", Pull: "sideways"}}, `"pull"`, ""},
-		{"bad edge", Spec{Options: Options{Pin: "GPIO17", Edge: "up"}}, `"edge"`, ""},
-		{"negative debounce", Spec{Options: Options{Pin: "GPIO17", Debounce: -time.Millisecond}}, `"debounce"`, ""},
-		{"bme280 option", Spec{Options: Options{Pin: "GPIO17", Mode: "forced"}}, `"mode"`, ""},
-		{"counter option", Spec{Options: Options{Pin: "GPIO17", PulsesPerUnit: 450}}, `"pulses_per_unit"`, ""},
-		{"bus", Spec{Bus: "1", Options: Options{Pin: "GPIO17"}}, `"bus"`, ""},
-		{"address", Spec{Address: 0x40, Options: Options{Pin: "GPIO17"}}, `"address"`, ""},
-		{"unknown pin", Spec{Options: Options{Pin: "GPIO99"}}, "", `no pin "GPIO99"`},
+		{"bad pull", Spec{Options: &GPIOOptions{Pin: "GPIO17", Pull: "sideways"}}, `"pull"`, ""},
+		{"bad edge", Spec{Options: &GPIOOptions{Pin: "GPIO17", Edge: "up"}}, `"edge"`, ""},
+		{"negative debounce", Spec{Options: &GPIOOptions{Pin: "GPIO17", Debounce: -time.Millisecond}}, `"debounce"`, ""},
+		// Another kind's option ("mode") cannot be set in GPIOOptions: the
+		// config rejects it as an unknown key (gateway/config
+		// TestDriverOptionKeys); another kind's options type is an
+		// ErrOption.
+		{"bme280 options", Spec{Options: &BME280Options{Mode: "forced"}}, `*drivers.BME280Options`, ""},
+		{"counter options", Spec{Options: &CounterOptions{Pin: "GPIO17", PulsesPerUnit: 450}}, `*drivers.CounterOptions`, ""},
+		{"bus", Spec{Bus: "1", Options: &GPIOOptions{Pin: "GPIO17"}}, `"bus"`, ""},
+		{"address", Spec{Address: 0x40, Options: &GPIOOptions{Pin: "GPIO17"}}, `"address"`, ""},
+		{"unknown pin", Spec{Options: &GPIOOptions{Pin: "GPIO99"}}, "", `no pin "GPIO99"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -39,7 +39,7 @@ var (
 	// ErrWatchEnded: a Watch returned nil before its context ended, which
 	// breaks the Watcher contract; it is restarted like a failure.
 	ErrWatchEnded = errors.New("drivers: watch ended before shutdown")
-	// ErrNotDriver: an Item's Driver is neither a Poller nor a Watcher.
+	// ErrNotDriver: an Item holds no driver (the zero Item).
 	ErrNotDriver = errors.New("drivers: neither a Poller nor a Watcher")
 )
 
@@ -54,10 +54,36 @@ const (
 	schedDefaultInterval   = 10 * time.Second
 )
 
-// Item is one driver for the Scheduler to run.
+// Item is one driver for the Scheduler to run: a Poller or a Watcher with
+// its Spec. New, Retrying, PollItem and WatchItem make them.
 type Item struct {
-	Spec   Spec
-	Driver Driver // a Poller or a Watcher, as New returns
+	Spec Spec
+	// Exactly one is set, except in the zero Item.
+	poller  Poller
+	watcher Watcher
+}
+
+// PollItem is the Item of a Poller.
+func PollItem(spec Spec, p Poller) Item { return Item{Spec: spec, poller: p} }
+
+// WatchItem is the Item of a Watcher.
+func WatchItem(spec Spec, w Watcher) Item { return Item{Spec: spec, watcher: w} }
+
+// Poller returns the item's driver if it is a Poller, else nil.
+func (it Item) Poller() Poller { return it.poller }
+
+// Watcher returns the item's driver if it is a Watcher, else nil.
+func (it Item) Watcher() Watcher { return it.watcher }
+
+// driver returns the item's driver, nil for the zero Item.
+func (it Item) driver() Driver {
+	if it.watcher != nil {
+		return it.watcher
+	}
+	if it.poller != nil {
+		return it.poller
+	}
+	return nil
 }
 
 // SchedulerConfig configures a Scheduler. Zero fields take the defaults
@@ -191,13 +217,15 @@ func NewScheduler(items []Item, cfg SchedulerConfig) *Scheduler {
 	return s
 }
 
-// Run runs every driver until ctx ends, then returns nil once every
-// goroutine it started has ended, with one exception: a driver call that
-// ignores its context. A Read or Watch should return promptly when its ctx
-// ends; one still running Grace after ctx ended, or a Read that already
-// outlived its timeout, is abandoned so that a stuck bus cannot stall
-// shutdown. Its goroutine ends as soon as the call returns and touches
-// nothing of the Scheduler's then. Run may be called once.
+// Run runs every driver until ctx ends, halts each (Driver.Halt) once its
+// last call has returned, then returns nil once every goroutine it started
+// has ended, with one exception: a driver call that ignores its context.
+// A Read or Watch should return promptly when its ctx ends; one still
+// running Grace after ctx ended, or a Read that already outlived its
+// timeout, is abandoned so that a stuck bus cannot stall shutdown, and
+// that driver is not halted (Halt would race the call). Its goroutine ends
+// as soon as the call returns and touches nothing of the Scheduler's then.
+// Run may be called once.
 func (s *Scheduler) Run(ctx context.Context) error {
 	if !s.started.CompareAndSwap(false, true) {
 		return errors.New("drivers: Scheduler.Run called twice")
@@ -206,7 +234,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	for i := range s.items {
 		w := &schedWorker{s: s, idx: i, spec: s.items[i].Spec}
 		w.log = s.cfg.Logger.With("driver", w.spec.Name, "kind", w.spec.Kind)
-		wg.Go(func() { w.run(ctx, s.items[i].Driver) })
+		wg.Go(func() { w.run(ctx, s.items[i]) })
 	}
 	<-ctx.Done()
 	wg.Wait()
@@ -302,17 +330,37 @@ func (w *schedWorker) start(ctx context.Context, f func(context.Context) ([]Read
 	return c
 }
 
-func (w *schedWorker) run(ctx context.Context, d Driver) {
-	// Watcher first: a driver that is both is edge-triggered by intent.
-	switch d := d.(type) {
-	case Watcher:
-		w.watch(ctx, d)
-	case Poller:
-		w.poll(ctx, d)
+func (w *schedWorker) run(ctx context.Context, it Item) {
+	var clean bool
+	switch {
+	case it.watcher != nil:
+		clean = w.watch(ctx, it.watcher)
+	case it.poller != nil:
+		clean = w.poll(ctx, it.poller)
 	default:
 		// Nothing can be retried; report once and keep the slot visible.
-		w.fail(fmt.Errorf("%w (%T)", ErrNotDriver, d), StateFailing, false)
+		w.fail(ErrNotDriver, StateFailing, false)
+		return
 	}
+	if clean {
+		w.halt(it.driver())
+	}
+}
+
+// halt calls d.Halt after the driver's last call has returned, bounded by
+// Grace like a call at shutdown; a failure or panic is logged only, the
+// gateway is stopping or replacing the driver either way.
+func (w *schedWorker) halt(d Driver) {
+	call := w.start(context.Background(), func(context.Context) ([]Reading, error) { return nil, d.Halt() })
+	select {
+	case r := <-call.res:
+		if r.err != nil {
+			w.log.Warn("driver halt failed", "err", r.err)
+		}
+	case <-w.s.cfg.After(w.s.cfg.Grace):
+		w.log.Warn("driver halt did not return; abandoning it", "grace", w.s.cfg.Grace)
+	}
+	call.cancel()
 }
 
 // fail records a failed attempt and reports it; it returns the delay
@@ -413,18 +461,18 @@ func (w *schedWorker) lateReturn(c *schedCall, r schedResult) {
 
 // drain gives a call in flight at shutdown Grace to return, then abandons
 // it; samples a Watch emits meanwhile are dropped (Emit is not called once
-// ctx has ended).
-func (w *schedWorker) drain(c *schedCall, samples chan Sample) {
+// ctx has ended). It reports whether the call returned.
+func (w *schedWorker) drain(c *schedCall, samples chan Sample) bool {
 	c.cancel()
 	grace := w.s.cfg.After(w.s.cfg.Grace)
 	for {
 		select {
 		case <-c.res:
-			return
+			return true
 		case <-samples:
 		case <-grace:
 			w.log.Warn("driver ignored shutdown; abandoning its call", "grace", w.s.cfg.Grace)
-			return
+			return false
 		}
 	}
 }
@@ -436,8 +484,8 @@ func (w *schedWorker) drain(c *schedCall, samples chan Sample) {
 // its own jitter, so neither jitter nor read time accumulates as drift; a
 // read that overruns skips the slots it missed. After a failure the next
 // attempt waits the backoff instead, and the first success re-anchors the
-// grid.
-func (w *schedWorker) poll(ctx context.Context, p Poller) {
+// grid. It reports whether no Read is left running (none was abandoned).
+func (w *schedWorker) poll(ctx context.Context, p Poller) bool {
 	interval := w.spec.Interval
 	if interval <= 0 {
 		w.log.Warn("no polling interval; using the default", "interval", schedDefaultInterval)
@@ -458,7 +506,7 @@ func (w *schedWorker) poll(ctx context.Context, p Poller) {
 			if hung != nil {
 				w.log.Warn("abandoning hung read at shutdown", "since", w.s.cfg.Now().Sub(hung.start))
 			}
-			return
+			return hung == nil
 		}
 		if hung != nil {
 			select {
@@ -479,7 +527,7 @@ func (w *schedWorker) poll(ctx context.Context, p Poller) {
 		case r := <-call.res:
 			call.cancel()
 			if ctx.Err() != nil {
-				return // no Emit or Status once ctx has ended; an error now is most likely the cancellation
+				return true // no Emit or Status once ctx has ended; an error now is most likely the cancellation
 			}
 			if r.err != nil {
 				delay = w.fail(r.err, StateFailing, true)
@@ -501,8 +549,7 @@ func (w *schedWorker) poll(ctx context.Context, p Poller) {
 			delay = w.fail(fmt.Errorf("%w after %v", ErrReadTimeout, timeout), StateHung, true)
 			anchor = true
 		case <-ctx.Done():
-			w.drain(call, nil)
-			return
+			return w.drain(call, nil)
 		}
 	}
 }
@@ -525,8 +572,9 @@ func (w *schedWorker) next(nominal time.Time, interval time.Duration) (time.Time
 // watch runs d.Watch until ctx ends, restarting it with backoff when it
 // fails. A restarted Watch counts as recovered once it has run BackoffMin
 // without failing (not on its first sample: a watcher that emits and
-// then fails at once would otherwise reset its backoff and spin).
-func (w *schedWorker) watch(ctx context.Context, d Watcher) {
+// then fails at once would otherwise reset its backoff and spin). It
+// reports whether no Watch is left running (none was abandoned).
+func (w *schedWorker) watch(ctx context.Context, d Watcher) bool {
 	var none *schedCall
 	for {
 		samples := make(chan Sample)
@@ -560,19 +608,18 @@ func (w *schedWorker) watch(ctx context.Context, d Watcher) {
 				err = r.err
 				break running
 			case <-ctx.Done():
-				w.drain(call, samples)
-				return
+				return w.drain(call, samples)
 			}
 		}
 		call.cancel()
 		if ctx.Err() != nil {
-			return // Watch returned because ctx ended, as it should
+			return true // Watch returned because ctx ended, as it should
 		}
 		if err == nil {
 			err = ErrWatchEnded
 		}
 		if !w.sleep(ctx, w.fail(err, StateFailing, true), &none) {
-			return
+			return true
 		}
 	}
 }

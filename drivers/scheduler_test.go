@@ -107,7 +107,21 @@ type schedPoller struct {
 	active    int
 	maxActive int
 	starts    []time.Time
+	halts     atomic.Int32
 }
+
+// Halt counts; it must come after the last Read has returned.
+func (p *schedPoller) Halt() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.active != 0 {
+		panic("Halt during a Read")
+	}
+	p.halts.Add(1)
+	return nil
+}
+
+func (p *schedPoller) halted() int32 { return p.halts.Load() }
 
 func (p *schedPoller) Read(ctx context.Context) ([]Reading, error) {
 	p.mu.Lock()
@@ -133,13 +147,28 @@ func (p *schedPoller) stats() (calls, maxActive int, starts []time.Time) {
 
 // schedWatcher is a fake Watcher; watch gets the 1-based call number.
 type schedWatcher struct {
-	watch func(ctx context.Context, emit func(Sample), n int) error
-	calls atomic.Int32
+	watch  func(ctx context.Context, emit func(Sample), n int) error
+	calls  atomic.Int32
+	active atomic.Int32
+	halts  atomic.Int32
 }
 
 func (w *schedWatcher) Watch(ctx context.Context, emit func(Sample)) error {
+	w.active.Add(1)
+	defer w.active.Add(-1)
 	return w.watch(ctx, emit, int(w.calls.Add(1)))
 }
+
+// Halt counts; it must come after the last Watch has returned.
+func (w *schedWatcher) Halt() error {
+	if w.active.Load() != 0 {
+		panic("Halt during a Watch")
+	}
+	w.halts.Add(1)
+	return nil
+}
+
+func (w *schedWatcher) halted() int32 { return w.halts.Load() }
 
 var schedOne = []Reading{{Name: "value", Value: 1, Unit: "V"}}
 
@@ -175,8 +204,13 @@ func schedRand(vals ...float64) func() float64 {
 // runtime error.
 func schedNilMap() map[string]int { return nil }
 
+// schedItem is the Item of a fake Poller or Watcher.
 func schedItem(name string, interval time.Duration, d Driver) Item {
-	return Item{Spec: Spec{Name: name, Kind: "fake", Interval: interval}, Driver: d}
+	spec := Spec{Name: name, Kind: "fake", Interval: interval}
+	if w, ok := d.(Watcher); ok {
+		return WatchItem(spec, w)
+	}
+	return PollItem(spec, d.(Poller))
 }
 
 func schedSecs(fs ...float64) []time.Duration {
@@ -627,7 +661,7 @@ func TestSchedulerWatcher(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				rec := newSchedRec(t)
 				w := &schedWatcher{watch: tt.watch}
-				s := NewScheduler([]Item{{Spec: Spec{Name: "w", Kind: "fake"}, Driver: w}}, rec.config(SchedulerConfig{
+				s := NewScheduler([]Item{WatchItem(Spec{Name: "w", Kind: "fake"}, w)}, rec.config(SchedulerConfig{
 					Rand: schedRand(0.5),
 				}))
 				t0 := time.Now()
@@ -663,7 +697,9 @@ func TestSchedulerWatcher(t *testing.T) {
 }
 
 // Run returns promptly when ctx ends, and every goroutine it started ends,
-// or, for a call that ignores ctx, ends as soon as that call returns.
+// or, for a call that ignores ctx, ends as soon as that call returns. Each
+// driver is halted once after its last call returned; an abandoned one is
+// not halted.
 func TestSchedulerShutdown(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	const grace = 300 * time.Millisecond
@@ -711,14 +747,25 @@ func TestSchedulerShutdown(t *testing.T) {
 					}}
 				}
 				rec := newSchedRec(t)
+				healthy := &schedPoller{read: schedOK}
 				s := NewScheduler([]Item{
 					schedItem("blocked", 10*time.Second, d),
-					schedItem("healthy", time.Second, &schedPoller{read: schedOK}),
+					schedItem("healthy", time.Second, healthy),
 				}, rec.config(SchedulerConfig{Jitter: -1, Grace: grace, Timeout: tt.timeout, Rand: schedRand(0.5)}))
 				stop := schedRun(t, s, rec)
 				time.Sleep(tt.cancelAt)
 				if got := stop(); got != tt.want {
 					t.Errorf("Run returned %v after cancel, want %v", got, tt.want)
+				}
+				wantHalts := int32(1)
+				if tt.ignores {
+					wantHalts = 0
+				}
+				if got := d.(interface{ halted() int32 }).halted(); got != wantHalts {
+					t.Errorf("blocked driver halted %d times, want %d", got, wantHalts)
+				}
+				if got := healthy.halted(); got != 1 {
+					t.Errorf("healthy driver halted %d times, want 1", got)
 				}
 				if tt.ignores {
 					if returned.Load() {
@@ -745,7 +792,7 @@ func TestSchedulerMisuse(t *testing.T) {
 	t.Run("not a driver", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			rec := newSchedRec(t)
-			s := NewScheduler([]Item{{Spec: Spec{Name: "x", Kind: "fake"}, Driver: 42}}, rec.config(SchedulerConfig{}))
+			s := NewScheduler([]Item{{Spec: Spec{Name: "x", Kind: "fake"}}}, rec.config(SchedulerConfig{}))
 			stop := schedRun(t, s, rec)
 			time.Sleep(time.Second)
 			stop()

@@ -12,19 +12,34 @@ import (
 // SHT3x driver: Sensirion SHT30/31/35 humidity and temperature sensor on
 // I2C, after the SHT3x-DIS datasheet (section numbers below refer to it).
 //
-// YAML option: repeatability (high, the default, medium or low). Each Read
-// is a single-shot measurement with clock stretching disabled (section
+// YAML options: SHT3xOptions. Each Read is a single-shot measurement with clock stretching disabled (section
 // 4.3): send the command, wait the maximum measurement duration, read the
 // six result bytes. Every word's CRC is checked; a mismatch is an
 // ErrBadReading, never a value. The default address is 0x44 (ADDR low);
 // 0x45 when ADDR is tied high.
 //
-// Readings: "temperature" (Cel), "humidity" (%RH).
+// Readings: "temperature" (Cel), "humidity" (%RH). Halt does nothing: the
+// chip idles after each single-shot measurement by itself.
 
-func init() {
-	Register("sht3x", func(spec Spec, env Env) (Driver, error) {
-		return newSHT3x(spec, env, sleepCtx)
-	})
+// SHT3xOptions are the options of kind "sht3x".
+type SHT3xOptions struct {
+	// Repeatability is high (the default), medium or low.
+	Repeatability string `yaml:"repeatability"`
+}
+
+// SetDefaults implements Options.
+func (o *SHT3xOptions) SetDefaults() {
+	if o.Repeatability == "" {
+		o.Repeatability = "high"
+	}
+}
+
+// Validate implements Options.
+func (o *SHT3xOptions) Validate() error {
+	if _, ok := sht3xRepeatability[o.Repeatability]; !ok {
+		return optionErr("repeatability", "option %q: %q is not high, medium or low", "repeatability", o.Repeatability)
+	}
+	return nil
 }
 
 // sht3xRepeatability maps the option to the single-shot command with
@@ -48,25 +63,21 @@ type sht3x struct {
 	sleep func(context.Context, time.Duration) error
 }
 
-func newSHT3x(spec Spec, env Env, sleep func(context.Context, time.Duration) error) (*sht3x, error) {
-	o := spec.Options
-	if err := checkOptions("sht3x", o, "repeatability"); err != nil {
+func newSHT3x(spec Spec, o SHT3xOptions, env Env, sleep func(context.Context, time.Duration) error) (*sht3x, error) {
+	o.SetDefaults()
+	if err := o.Validate(); err != nil {
 		return nil, err
 	}
-	rep := o.Repeatable
-	if rep == "" {
-		rep = "high"
-	}
-	r, ok := sht3xRepeatability[rep]
-	if !ok {
-		return nil, fmt.Errorf("%w: option %q: %q is not high, medium or low", ErrOption, "repeatability", o.Repeatable)
-	}
+	r := sht3xRepeatability[o.Repeatability]
 	dev, err := i2cOpen(spec, env, 0x44)
 	if err != nil {
 		return nil, err
 	}
 	return &sht3x{dev: dev, cmd: r.cmd, wait: r.wait, sleep: sleep}, nil
 }
+
+// Halt implements Driver: there is nothing to stop.
+func (d *sht3x) Halt() error { return nil }
 
 // Read takes one single-shot measurement.
 func (d *sht3x) Read(ctx context.Context) ([]Reading, error) {

@@ -38,7 +38,7 @@ func TestSHT3xRead(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		addr    uint16
-		opts    Options
+		opts    SHT3xOptions
 		cmd     []byte
 		wait    time.Duration
 		st, srh uint16
@@ -54,14 +54,14 @@ func TestSHT3xRead(t *testing.T) {
 		},
 		{
 			name: "medium at 0x45: bottom of range",
-			addr: a45, opts: Options{Repeatable: "medium"},
+			addr: a45, opts: SHT3xOptions{Repeatability: "medium"},
 			cmd: []byte{0x24, 0x0B}, wait: 6500 * time.Microsecond,
 			st: 0x0000, srh: 0x0000,
 			want: []i2cWant{{"temperature", "Cel", -45, 1e-9}, {"humidity", "%RH", 0, 1e-9}},
 		},
 		{
 			name: "low: top of range",
-			opts: Options{Repeatable: "low"},
+			opts: SHT3xOptions{Repeatability: "low"},
 			cmd:  []byte{0x24, 0x16}, wait: 4500 * time.Microsecond,
 			st: 0xFFFF, srh: 0xFFFF,
 			want: []i2cWant{{"temperature", "Cel", 130, 1e-9}, {"humidity", "%RH", 100, 1e-9}},
@@ -77,8 +77,8 @@ func TestSHT3xRead(t *testing.T) {
 				{Addr: addr, R: shtResult(tc.st, tc.srh)},
 			})
 			clk := newI2CFakeClock()
-			spec := Spec{Kind: "sht3x", Bus: "1", Address: tc.addr, Options: tc.opts}
-			d, err := newSHT3x(spec, i2cTestEnv(t, p, clk), clk.sleep)
+			spec := Spec{Kind: "sht3x", Bus: "1", Address: tc.addr}
+			d, err := newSHT3x(spec, tc.opts, i2cTestEnv(t, p, clk), clk.sleep)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -108,7 +108,7 @@ func TestSHT3xErrors(t *testing.T) {
 	cancel()
 	for _, tc := range []struct {
 		name      string
-		opts      Options
+		opts      SHT3xOptions
 		ops       []i2ctest.IO
 		ctx       context.Context // nil: Background
 		construct bool
@@ -124,17 +124,15 @@ func TestSHT3xErrors(t *testing.T) {
 		{name: "humidity data bit", ops: []i2ctest.IO{start, {Addr: a, R: corrupt(3)}},
 			target: ErrBadReading, text: "humidity word"},
 		{name: "context cancelled", ctx: cancelled, target: context.Canceled, text: "canceled"},
-		{name: "gain does not apply", opts: Options{Gain: 4.096}, construct: true,
-			target: ErrOption, text: `option "gain" does not apply to sht3x`},
-		{name: "mode does not apply", opts: Options{Mode: "normal"}, construct: true,
-			target: ErrOption, text: `option "mode" does not apply to sht3x`},
-		{name: "repeatability ultra", opts: Options{Repeatable: "ultra"}, construct: true,
+		// Options of other kinds ("gain") cannot be given: the config
+		// rejects them as unknown keys (gateway/config TestDriverOptionKeys).
+		{name: "repeatability ultra", opts: SHT3xOptions{Repeatability: "ultra"}, construct: true,
 			target: ErrOption, text: `option "repeatability": "ultra"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			i2cErrorCase(t, tc.ops, tc.construct, tc.ctx, tc.target, tc.text,
 				func(env Env, sleep func(context.Context, time.Duration) error) (Poller, error) {
-					return newSHT3x(Spec{Kind: "sht3x", Bus: "1", Options: tc.opts}, env, sleep)
+					return newSHT3x(Spec{Kind: "sht3x", Bus: "1"}, tc.opts, env, sleep)
 				})
 		})
 	}

@@ -6,18 +6,12 @@ import (
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
-	"reflect"
 	"strings"
 	"time"
 )
 
 // The sim kind: a synthetic sensor for demos and tests, needing no
-// hardware. Options:
-//
-//   - signal: sine (default), walk, steps or dropouts
-//   - min, max: the range (both zero: 0 to 100)
-//   - period: of sine, steps and dropouts (default 1m)
-//   - quantity: the reading's name (default "value"); unit: its unit
+// hardware. Options: SimOptions.
 //
 // sine runs from the middle of the range up to max, down to min and back
 // over one period, starting when the driver is built. walk starts in the
@@ -29,9 +23,73 @@ import (
 // Time comes from Env.Now and randomness from Env.Rand, so a test that
 // injects both gets exact values. Without Env.Rand the driver uses its own
 // generator seeded from the driver's name: runs repeat, drivers differ.
+// Halt does nothing.
 const simKind = "sim"
 
-func init() { Register(simKind, newSim) }
+// SimOptions are the options of kind "sim".
+type SimOptions struct {
+	// Signal is sine (the default), walk, steps or dropouts; case and
+	// surrounding space do not matter.
+	Signal string `yaml:"signal"`
+	// Min and Max are the range (both zero: 0 to 100).
+	Min float64 `yaml:"min"`
+	Max float64 `yaml:"max"`
+	// Period is that of sine, steps and dropouts (default 1m); walk has
+	// none.
+	Period time.Duration `yaml:"period"`
+	// Quantity is the reading's name (default "value"), Unit its unit.
+	Quantity string `yaml:"quantity"`
+	Unit     string `yaml:"unit"`
+}
+
+// SetDefaults implements Options.
+func (o *SimOptions) SetDefaults() {
+	sig := simSignal(o.Signal)
+	if sig == "" {
+		o.Signal = simSine
+	}
+	if o.Min == 0 && o.Max == 0 {
+		o.Max = simDefaultMax
+	}
+	// walk takes no period: Validate rejects one that is set.
+	if o.Period == 0 && sig != simWalk {
+		o.Period = simDefaultPeriod
+	}
+	if o.Quantity == "" {
+		o.Quantity = "value"
+	}
+}
+
+// Validate implements Options.
+func (o *SimOptions) Validate() error {
+	switch simSignal(o.Signal) {
+	case simSine, simSteps, simDropouts:
+	case simWalk:
+		if o.Period != 0 {
+			return optionErr("period", "option %q does not apply to sim signal %q", "period", simWalk)
+		}
+	default:
+		return optionErr("signal", "option %q: unknown sim signal %q (sine, walk, steps, dropouts)", "signal", o.Signal)
+	}
+	for _, v := range []struct {
+		key string
+		val float64
+	}{{"min", o.Min}, {"max", o.Max}} {
+		if math.IsNaN(v.val) || math.IsInf(v.val, 0) {
+			return optionErr(v.key, "option %q must be a finite number", v.key)
+		}
+	}
+	if o.Min > o.Max {
+		return optionErr("min", "option %q (%g) is above %q (%g)", "min", o.Min, "max", o.Max)
+	}
+	if o.Period < 0 {
+		return optionErr("period", "option %q must not be negative", "period")
+	}
+	return nil
+}
+
+// simSignal normalises the signal option.
+func simSignal(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
 
 // Sim signals.
 const (
@@ -48,12 +106,6 @@ const (
 	simDropoutRate   = 0.2  // "about every 5th read"
 )
 
-// simKeys are the options sim reads, by yaml key; any other set option is
-// rejected so a misconfigured file fails loudly instead of being ignored.
-var simKeys = map[string]bool{
-	"signal": true, "min": true, "max": true, "period": true, "quantity": true, "unit": true,
-}
-
 type simDriver struct {
 	signal   string
 	quantity string
@@ -66,13 +118,19 @@ type simDriver struct {
 	walk     float64 // the walk's current value
 }
 
-func newSim(spec Spec, env Env) (Driver, error) {
-	o := spec.Options
-	if err := simCheckKeys(spec); err != nil {
+func newSim(spec Spec, o SimOptions, env Env) (*simDriver, error) {
+	if spec.Bus != "" {
+		return nil, fieldErr("bus", "option %q does not apply to sim", "bus")
+	}
+	if spec.Address != 0 {
+		return nil, fieldErr("address", "option %q does not apply to sim", "address")
+	}
+	o.SetDefaults()
+	if err := o.Validate(); err != nil {
 		return nil, err
 	}
 	d := &simDriver{
-		signal:   strings.ToLower(strings.TrimSpace(o.Signal)),
+		signal:   simSignal(o.Signal),
 		quantity: o.Quantity,
 		unit:     o.Unit,
 		min:      o.Min,
@@ -81,39 +139,7 @@ func newSim(spec Spec, env Env) (Driver, error) {
 		now:      env.Now,
 		rand:     env.Rand,
 	}
-	if d.signal == "" {
-		d.signal = simSine
-	}
-	switch d.signal {
-	case simSine, simSteps, simDropouts:
-	case simWalk:
-		if o.Period != 0 {
-			return nil, fmt.Errorf("%w: option %q does not apply to sim signal %q", ErrOption, "period", simWalk)
-		}
-	default:
-		return nil, fmt.Errorf("%w: option %q: unknown sim signal %q (sine, walk, steps, dropouts)", ErrOption, "signal", o.Signal)
-	}
-	if d.quantity == "" {
-		d.quantity = "value"
-	}
-	for _, v := range []struct {
-		key string
-		val float64
-	}{{"min", d.min}, {"max", d.max}} {
-		if math.IsNaN(v.val) || math.IsInf(v.val, 0) {
-			return nil, fmt.Errorf("%w: option %q must be a finite number", ErrOption, v.key)
-		}
-	}
-	if d.min == 0 && d.max == 0 {
-		d.max = simDefaultMax
-	}
-	if d.min > d.max {
-		return nil, fmt.Errorf("%w: option %q (%g) is above %q (%g)", ErrOption, "min", d.min, "max", d.max)
-	}
-	switch {
-	case d.period < 0:
-		return nil, fmt.Errorf("%w: option %q must not be negative", ErrOption, "period")
-	case d.period == 0:
+	if d.period == 0 { // walk: unused, but sine() must not divide by zero
 		d.period = simDefaultPeriod
 	}
 	if d.now == nil {
@@ -129,29 +155,8 @@ func newSim(spec Spec, env Env) (Driver, error) {
 	return d, nil
 }
 
-// simCheckKeys rejects options sim does not read. It walks Options by
-// reflection so a field added there later is rejected here too until sim
-// learns it.
-func simCheckKeys(spec Spec) error {
-	if spec.Bus != "" {
-		return fmt.Errorf("%w: option %q does not apply to sim", ErrOption, "bus")
-	}
-	if spec.Address != 0 {
-		return fmt.Errorf("%w: option %q does not apply to sim", ErrOption, "address")
-	}
-	v := reflect.ValueOf(spec.Options)
-	t := v.Type()
-	for i := range t.NumField() {
-		key, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
-		if key == "" {
-			key = strings.ToLower(t.Field(i).Name)
-		}
-		if !simKeys[key] && !v.Field(i).IsZero() {
-			return fmt.Errorf("%w: option %q does not apply to sim", ErrOption, key)
-		}
-	}
-	return nil
-}
+// Halt implements Driver: there is nothing to stop.
+func (d *simDriver) Halt() error { return nil }
 
 // Read returns the signal's value now.
 func (d *simDriver) Read(ctx context.Context) ([]Reading, error) {

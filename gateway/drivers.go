@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"regexp"
 	"time"
 
 	"github.com/ferrygw/ferry/buffer"
@@ -44,8 +43,8 @@ var errNoHardware = errors.New("no hardware opened (ferry run opens the board's 
 
 // buildDrivers constructs the configured drivers. A configuration error
 // (unknown kind, bad option) is fatal; a sensor that cannot be reached yet
-// is wrapped so the scheduler retries it with backoff, like one that
-// disappears later.
+// is wrapped by drivers.Retrying so the scheduler retries it with backoff,
+// like one that disappears later.
 func buildDrivers(cfg *config.Config, hw drivers.Env, store drivers.Store) ([]drivers.Item, error) {
 	env := hw
 	noHW := func(string) error { return errNoHardware }
@@ -70,89 +69,24 @@ func buildDrivers(cfg *config.Config, hw drivers.Env, store drivers.Store) ([]dr
 	for i, dc := range cfg.Drivers {
 		spec := drivers.Spec{Name: dc.Name, Kind: dc.Kind, Bus: dc.Bus, Address: dc.Address,
 			Interval: dc.Interval, Options: dc.Options}
-		d, err := drivers.New(spec, env)
-		switch {
-		case err == nil:
-		case errors.Is(err, drivers.ErrOption) || errors.Is(err, drivers.ErrUnknownKind):
+		it, err := drivers.New(spec, env)
+		if err != nil && !errors.Is(err, drivers.ErrOption) && !errors.Is(err, drivers.ErrUnknownKind) {
+			it, err = drivers.Retrying(spec, env, err)
+		}
+		if err != nil {
 			path := fmt.Sprintf("drivers[%d]", i)
-			if m := optionKey.FindStringSubmatch(err.Error()); m != nil {
-				path += ".options." + m[1] // point at the option's own line
+			if oe := (*drivers.OptionError)(nil); errors.As(err, &oe) {
+				path += "." + oe.Key // point at the setting's own line
 			}
 			errs = append(errs, cfg.ErrorAt(path, "%v", err))
 			continue
-		default:
-			d = retrying(spec, env, err)
 		}
-		items = append(items, drivers.Item{Spec: spec, Driver: d})
+		items = append(items, it)
 	}
 	if len(errs) > 0 {
 		return nil, errs
 	}
 	return items, nil
-}
-
-// optionKey finds the option a driver's ErrOption names.
-var optionKey = regexp.MustCompile(`option "([a-z_]+)"`)
-
-// retrying stands in for a driver whose construction failed for a reason
-// that may pass (the bus or chip is not there yet): each Read or Watch
-// tries to construct it again, and the scheduler's backoff paces that.
-func retrying(spec drivers.Spec, env drivers.Env, first error) drivers.Driver {
-	r := &retryDriver{spec: spec, env: env, err: first}
-	if spec.Kind == "gpio" || spec.Kind == "counter" {
-		return retryWatcher{r}
-	}
-	return r
-}
-
-type retryDriver struct {
-	spec drivers.Spec
-	env  drivers.Env
-	d    drivers.Driver
-	err  error
-}
-
-func (r *retryDriver) get() (drivers.Driver, error) {
-	if r.d != nil {
-		return r.d, nil
-	}
-	if r.err != nil {
-		err := r.err
-		r.err = nil // the first failure is reported once, then retried
-		return nil, err
-	}
-	d, err := drivers.New(r.spec, r.env)
-	if err != nil {
-		return nil, err
-	}
-	r.d = d
-	return d, nil
-}
-
-func (r *retryDriver) Read(ctx context.Context) ([]drivers.Reading, error) {
-	d, err := r.get()
-	if err != nil {
-		return nil, err
-	}
-	p, ok := d.(drivers.Poller)
-	if !ok {
-		return nil, fmt.Errorf("driver %s is not a poller", r.spec.Name)
-	}
-	return p.Read(ctx)
-}
-
-type retryWatcher struct{ r *retryDriver }
-
-func (w retryWatcher) Watch(ctx context.Context, emit func(drivers.Sample)) error {
-	d, err := w.r.get()
-	if err != nil {
-		return err
-	}
-	wd, ok := d.(drivers.Watcher)
-	if !ok {
-		return fmt.Errorf("driver %s is not a watcher", w.r.spec.Name)
-	}
-	return wd.Watch(ctx, emit)
 }
 
 // driverEvents turns samples and status changes into events in the buffer.

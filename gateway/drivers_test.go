@@ -125,7 +125,7 @@ drivers:
 		t.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {
-		if _, err := d.(drivers.Poller).Read(context.Background()); err != nil {
+		if _, err := d.Poller().Read(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}

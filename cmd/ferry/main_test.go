@@ -249,7 +249,7 @@ func TestCLI(t *testing.T) {
 			"2 problem(s)",
 		}},
 		{"check driver option", []string{"check", "-c", badDrivers}, 1, "", []string{
-			`drivers.yaml:6: drivers[0].options.channel: driver air (bme280): drivers: bad option: option "channel" does not apply to bme280`,
+			`drivers.yaml:6: drivers[0].options.channel: unknown key; known keys here: mode, oversample`,
 		}},
 		{"check missing file", []string{"check", "-c", "/nonexistent.yaml"}, 1, "", []string{"nonexistent.yaml"}},
 		{"check without -c", []string{"check"}, 2, "", []string{"-c FILE is required"}},

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -9,13 +10,27 @@ import (
 
 // Driver configures one sensor wired to the board.
 type Driver struct {
-	Name     string          `yaml:"name"`     // the events' source; unique
-	Kind     string          `yaml:"kind"`     // bme280, sht3x, ads1115, ds18b20, gpio, counter, sim
-	Bus      string          `yaml:"bus"`      // I2C bus ("1" for /dev/i2c-1) or 1-Wire bus; see README wiring
-	Address  uint16          `yaml:"address"`  // I2C address (0x76); 0: the kind's default
-	Interval time.Duration   `yaml:"interval"` // polling interval (not for gpio)
-	Stream   string          `yaml:"stream"`   // default: the stream routes give topic drivers/<name>
-	Options  drivers.Options `yaml:"options"`
+	Name     string        `yaml:"name"`     // the events' source; unique
+	Kind     string        `yaml:"kind"`     // bme280, sht3x, ads1115, ds18b20, gpio, counter, sim
+	Bus      string        `yaml:"bus"`      // I2C bus ("1" for /dev/i2c-1) or 1-Wire bus; see README wiring
+	Address  uint16        `yaml:"address"`  // I2C address (0x76); 0: the kind's default
+	Interval time.Duration `yaml:"interval"` // polling interval (not for gpio)
+	Stream   string        `yaml:"stream"`   // default: the stream routes give topic drivers/<name>
+	// Options are of the kind's own type (drivers.Kind.NewOptions, such
+	// as *drivers.BME280Options): the loader decodes the options mapping
+	// into it once the kind is known, so a key the kind does not take is
+	// an unknown key. SetDefaults sets them for every known kind; nil for
+	// an unknown one.
+	Options drivers.Options `yaml:"options"`
+}
+
+// newField implements fieldChooser: the options of a known kind.
+func (d *Driver) newField(key string) any {
+	k, ok := drivers.Lookup(d.Kind)
+	if key != "options" || !ok {
+		return nil
+	}
+	return k.NewOptions()
 }
 
 // DriverSettings configures the driver scheduler.
@@ -43,6 +58,12 @@ func (c *Config) setDriverDefaults() {
 		d := &c.Drivers[i]
 		if d.Interval == 0 && d.Kind != "gpio" {
 			d.Interval = DefaultDriverInterval
+		}
+		if k, ok := drivers.Lookup(d.Kind); ok {
+			if d.Options == nil {
+				d.Options = k.NewOptions()
+			}
+			d.Options.SetDefaults()
 		}
 		if d.Stream == "" {
 			d.Stream = c.routeStream(DriverTopic(d.Name))
@@ -84,10 +105,6 @@ func (c *Config) addStream(name string) {
 }
 
 func (c *Config) validateDrivers(k *checker) {
-	kinds := map[string]bool{}
-	for _, kd := range drivers.Kinds() {
-		kinds[kd] = true
-	}
 	names := map[string]bool{}
 	for i, d := range c.Drivers {
 		p := fmt.Sprintf("drivers[%d]", i)
@@ -98,8 +115,16 @@ func (c *Config) validateDrivers(k *checker) {
 			k.add(p+".name", "driver %q is defined twice", d.Name)
 		}
 		names[d.Name] = true
-		if !kinds[d.Kind] {
-			k.add(p+".kind", "unknown driver kind %q (known: %v)", d.Kind, drivers.Kinds())
+		if _, ok := drivers.Lookup(d.Kind); !ok {
+			k.add(p+".kind", "unknown driver kind %q (known: %v)", d.Kind, drivers.KindNames())
+		} else if d.Options != nil {
+			if err := d.Options.Validate(); err != nil {
+				path := p
+				if oe := (*drivers.OptionError)(nil); errors.As(err, &oe) {
+					path += "." + oe.Key
+				}
+				k.add(path, "driver %s (%s): %v", d.Name, d.Kind, err)
+			}
 		}
 		k.nonNegative(p+".interval", d.Interval)
 		if d.Kind != "gpio" && d.Interval <= 0 {

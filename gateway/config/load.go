@@ -153,6 +153,7 @@ func parse(data []byte, name string) (c *Config, errs Errors, gaveUp bool) {
 	}
 	if root != nil {
 		d.decode(root, reflect.ValueOf(c).Elem(), "", 0)
+		d.decodeLater()
 	}
 	return c, d.errs, d.full
 }
@@ -254,6 +255,59 @@ type decoder struct {
 	visits int
 	full   bool                // maxErrors or maxVisits reached; stop
 	active map[*yaml.Node]bool // aliased nodes being decoded, to catch cycles
+	later  []lateField         // interface fields, decoded by decodeLater
+}
+
+// A fieldChooser is a struct with an interface field whose concrete type
+// its other fields choose: a driver's options are of its kind's type.
+// decodeStruct leaves such a field to decodeLater, which decodes it once
+// the whole document is, into what newField returns for its key: a
+// pointer, or nil to leave it unset (the choosing field is invalid, which
+// Validate reports).
+type fieldChooser interface {
+	newField(key string) any
+}
+
+// lateField is an interface field of owner (a struct) left for
+// decodeLater.
+type lateField struct {
+	n     *yaml.Node
+	owner reflect.Value
+	field int
+	key   string
+	path  string
+	depth int
+}
+
+// decodeLater decodes the interface fields decodeStruct left. A field set
+// twice for the same struct (by a merge, then by the mapping's own key)
+// takes the last value, as decodeStruct's own fields do.
+func (d *decoder) decodeLater() {
+	type at struct {
+		owner uintptr
+		field int
+	}
+	last := map[at]int{}
+	for i, l := range d.later {
+		last[at{l.owner.Addr().Pointer(), l.field}] = i
+	}
+	for i, l := range d.later {
+		if last[at{l.owner.Addr().Pointer(), l.field}] != i {
+			continue
+		}
+		ch, ok := l.owner.Addr().Interface().(fieldChooser)
+		if !ok {
+			d.fail(l.n.Line, l.path, "internal error: cannot decode into %s", l.owner.Field(l.field).Type())
+			continue
+		}
+		target := ch.newField(l.key)
+		if target == nil {
+			continue
+		}
+		tv := reflect.ValueOf(target)
+		d.decode(l.n, tv.Elem(), l.path, l.depth)
+		l.owner.Field(l.field).Set(tv)
+	}
 }
 
 var (
@@ -452,6 +506,12 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string, depth
 		}
 		if !isNull(val) {
 			d.lines[p] = k.Line
+		}
+		if v.Field(idx).Kind() == reflect.Interface {
+			if !isNull(val) {
+				d.later = append(d.later, lateField{n: val, owner: v, field: idx, key: name, path: p, depth: depth + 1})
+			}
+			continue
 		}
 		d.decode(val, v.Field(idx), p, depth+1)
 	}
