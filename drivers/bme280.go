@@ -389,8 +389,8 @@ func i2cOpen(spec Spec, env Env, def uint16) (*i2c.Dev, error) {
 	if addr == 0 {
 		addr = def
 	}
-	if addr > 0x7F {
-		return nil, fieldErr("address", "%q %#x is not a 7-bit I2C address", "address", addr)
+	if err := checkI2CSpec(Spec{Address: addr}); err != nil {
+		return nil, err
 	}
 	if env.I2C == nil {
 		return nil, fmt.Errorf("no I2C buses in this environment")

@@ -96,8 +96,8 @@ type ds18b20 struct {
 }
 
 func newDS18B20(spec Spec, _ DS18B20Options, env Env, sleep func(context.Context, time.Duration) error) (*ds18b20, error) {
-	if spec.Address != 0 {
-		return nil, fieldErr("address", "%q does not apply to ds18b20: name the device in %q as \"bus/28-0316a279c3ff\"", "address", "bus")
+	if err := checkDS18B20Spec(spec); err != nil {
+		return nil, err
 	}
 	busName, rom, hasROM, err := ds18b20ParseBus(spec.Bus)
 	if err != nil {

@@ -178,11 +178,8 @@ func validatePin(pin, pull, edge string, debounce time.Duration) error {
 // setting, i.e. which debounced changes the driver reports or counts.
 func gpioOpen(spec Spec, pin, pull, edge string, debounce time.Duration, env Env) (gpioLine, gpio.Edge, error) {
 	var line gpioLine
-	if spec.Bus != "" {
-		return line, 0, fieldErr("bus", "%q does not apply to %s (a GPIO pin is named by option \"pin\")", "bus", spec.Kind)
-	}
-	if spec.Address != 0 {
-		return line, 0, fieldErr("address", "%q does not apply to %s", "address", spec.Kind)
+	if err := checkPinSpec(spec); err != nil {
+		return line, 0, err
 	}
 	line.pull = gpioPulls[pull]
 	line.debounce = debounce

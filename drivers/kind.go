@@ -20,6 +20,26 @@ type Kind struct {
 	// Exactly one of newPoller and newWatcher is set.
 	newPoller  func(Spec, Env) (Poller, error)
 	newWatcher func(Spec, Env) (Watcher, error)
+	// checkSpec checks the entry's own fields (bus, address, interval)
+	// for the kind, without hardware; nil: nothing to check.
+	checkSpec func(Spec) error
+}
+
+// CheckSpec checks spec's own fields (bus, address, interval) as the
+// kind's constructor will, without opening anything, so that the config
+// loader reports them with every other error in one pass. A bad field is
+// an *OptionError.
+func (k Kind) CheckSpec(spec Spec) error {
+	if k.checkSpec == nil {
+		return nil
+	}
+	return k.checkSpec(spec)
+}
+
+// checks sets the kind's spec check.
+func (k Kind) checks(f func(Spec) error) Kind {
+	k.checkSpec = f
+	return k
 }
 
 // Watches reports whether the kind's drivers are Watchers (edge
@@ -30,25 +50,63 @@ func (k Kind) Watches() bool { return k.newWatcher != nil }
 var kinds = []Kind{
 	polled("ads1115", func(spec Spec, o ADS1115Options, env Env) (Poller, error) {
 		return newADS1115(spec, o, env, sleepCtx)
-	}),
+	}).checks(checkI2CSpec),
 	polled("bme280", func(spec Spec, o BME280Options, env Env) (Poller, error) {
 		return newBME280(spec, o, env, sleepCtx)
-	}),
+	}).checks(checkI2CSpec),
 	watched("counter", func(spec Spec, o CounterOptions, env Env) (Watcher, error) {
 		return newCounter(spec, o, env)
-	}),
+	}).checks(checkPinSpec),
 	polled("ds18b20", func(spec Spec, o DS18B20Options, env Env) (Poller, error) {
 		return newDS18B20(spec, o, env, sleepCtx)
-	}),
+	}).checks(checkDS18B20Spec),
 	watched("gpio", func(spec Spec, o GPIOOptions, env Env) (Watcher, error) {
 		return newGPIO(spec, o, env)
-	}),
+	}).checks(checkPinSpec),
 	polled(simKind, func(spec Spec, o SimOptions, env Env) (Poller, error) {
 		return newSim(spec, o, env)
-	}),
+	}).checks(checkSimSpec),
 	polled("sht3x", func(spec Spec, o SHT3xOptions, env Env) (Poller, error) {
 		return newSHT3x(spec, o, env, sleepCtx)
-	}),
+	}).checks(checkI2CSpec),
+}
+
+// The kinds' spec checks; each constructor makes the same check (through
+// the same helper) before it opens anything.
+
+func checkI2CSpec(spec Spec) error {
+	if spec.Address > 0x7F {
+		return fieldErr("address", "%q %#x is not a 7-bit I2C address", "address", spec.Address)
+	}
+	return nil
+}
+
+func checkPinSpec(spec Spec) error {
+	if spec.Bus != "" {
+		return fieldErr("bus", "%q does not apply to %s (a GPIO pin is named by option \"pin\")", "bus", spec.Kind)
+	}
+	if spec.Address != 0 {
+		return fieldErr("address", "%q does not apply to %s", "address", spec.Kind)
+	}
+	return nil
+}
+
+func checkDS18B20Spec(spec Spec) error {
+	if spec.Address != 0 {
+		return fieldErr("address", "%q does not apply to ds18b20: name the device in %q as \"bus/28-0316a279c3ff\"", "address", "bus")
+	}
+	_, _, _, err := ds18b20ParseBus(spec.Bus)
+	return err
+}
+
+func checkSimSpec(spec Spec) error {
+	if spec.Bus != "" {
+		return fieldErr("bus", "option %q does not apply to sim", "bus")
+	}
+	if spec.Address != 0 {
+		return fieldErr("address", "option %q does not apply to sim", "address")
+	}
+	return nil
 }
 
 // Kinds returns every kind, sorted by name.

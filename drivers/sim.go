@@ -119,11 +119,8 @@ type simDriver struct {
 }
 
 func newSim(spec Spec, o SimOptions, env Env) (*simDriver, error) {
-	if spec.Bus != "" {
-		return nil, fieldErr("bus", "option %q does not apply to sim", "bus")
-	}
-	if spec.Address != 0 {
-		return nil, fieldErr("address", "option %q does not apply to sim", "address")
+	if err := checkSimSpec(spec); err != nil {
+		return nil, err
 	}
 	o.SetDefaults()
 	if err := o.Validate(); err != nil {

@@ -115,16 +115,17 @@ func (c *Config) validateDrivers(k *checker) {
 			k.add(p+".name", "driver %q is defined twice", d.Name)
 		}
 		names[d.Name] = true
-		if _, ok := drivers.Lookup(d.Kind); !ok {
+		kind, ok := drivers.Lookup(d.Kind)
+		if !ok {
 			k.add(p+".kind", "unknown driver kind %q (known: %v)", d.Kind, drivers.KindNames())
-		} else if d.Options != nil {
-			if err := d.Options.Validate(); err != nil {
-				path := p
-				if oe := (*drivers.OptionError)(nil); errors.As(err, &oe) {
-					path += "." + oe.Key
-				}
-				k.add(path, "driver %s (%s): %v", d.Name, d.Kind, err)
+		} else {
+			if d.Options != nil {
+				k.driverErr(p, d, d.Options.Validate())
 			}
+			// The entry's own fields, as the driver will check them, so
+			// that ferry check reports them with everything else.
+			k.driverErr(p, d, kind.CheckSpec(drivers.Spec{Name: d.Name, Kind: d.Kind, Bus: d.Bus,
+				Address: d.Address, Interval: d.Interval, Options: d.Options}))
 		}
 		k.nonNegative(p+".interval", d.Interval)
 		if d.Kind != "gpio" && d.Interval <= 0 {
@@ -136,4 +137,16 @@ func (c *Config) validateDrivers(k *checker) {
 	}
 	k.nonNegative("driver_settings.timeout", c.DriverSettings.Timeout)
 	k.positive("driver_settings.backoff_max", c.DriverSettings.BackoffMax)
+}
+
+// driverErr adds err, a driver's options or fields error, at the key it
+// names (an *drivers.OptionError), else at the driver's entry p.
+func (k *checker) driverErr(p string, d Driver, err error) {
+	if err == nil {
+		return
+	}
+	if oe := (*drivers.OptionError)(nil); errors.As(err, &oe) {
+		p += "." + oe.Key
+	}
+	k.add(p, "driver %s (%s): %v", d.Name, d.Kind, err)
 }

@@ -84,6 +84,25 @@ drivers:
 			}
 		}
 	})
+	t.Run("fields and options in one pass", func(t *testing.T) {
+		// ferry check lists every error at once: a driver's own fields
+		// (bus, address), checked as its kind will, next to its options.
+		yml := "drivers:\n" +
+			"  - name: air\n    kind: bme280\n    bus: \"1\"\n    address: 0x80\n    options: {oversample: 3}\n" +
+			"  - name: door\n    kind: gpio\n    bus: \"1\"\n    options: {pin: GPIO17}\n" +
+			"  - name: probe\n    kind: ds18b20\n    bus: w1/28-xyz\n"
+		_, err := LoadBytes([]byte(yml), "ferry.yaml")
+		for _, want := range []string{
+			`ferry.yaml:5: drivers[0].address: driver air (bme280): drivers: bad option: "address" 0x80 is not a 7-bit I2C address`,
+			`ferry.yaml:6: drivers[0].options.oversample: driver air (bme280)`,
+			`ferry.yaml:9: drivers[1].bus: driver door (gpio): drivers: bad option: "bus" does not apply to gpio`,
+			`ferry.yaml:13: drivers[2].bus: driver probe (ds18b20): drivers: bad option: "bus": ROM code "28-xyz" is malformed`,
+		} {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("LoadBytes: %v\nwant it to contain %q", err, want)
+			}
+		}
+	})
 	t.Run("merge keys", func(t *testing.T) {
 		// The mapping's own options replace a merged one's, and they are
 		// decoded for the kind the driver ends up with.
