@@ -55,17 +55,17 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMessage$$' -fuzztime $(FUZZTIME) ./uplink/
 	$(GO) test -run '^$$' -fuzz '^FuzzTopic$$' -fuzztime $(FUZZTIME) ./uplink/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./gateway/config/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./gateway/rules/
-	$(GO) test -run '^$$' -fuzz '^FuzzSenML$$' -fuzztime $(FUZZTIME) ./gateway/rules/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSketch$$' -fuzztime $(FUZZTIME) ./gateway/rules/
-	$(GO) test -run '^$$' -fuzz '^FuzzWindowUnmarshalState$$' -fuzztime $(FUZZTIME) ./gateway/rules/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./gateway/rules/payload/
+	$(GO) test -run '^$$' -fuzz '^FuzzSenML$$' -fuzztime $(FUZZTIME) ./gateway/rules/payload/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSketch$$' -fuzztime $(FUZZTIME) ./gateway/rules/window/
+	$(GO) test -run '^$$' -fuzz '^FuzzWindowUnmarshalState$$' -fuzztime $(FUZZTIME) ./gateway/rules/window/
 	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) ./internal/keyring/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/keyring/
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendString$$' -fuzztime $(FUZZTIME) ./internal/audit/
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendQuoted$$' -fuzztime $(FUZZTIME) ./internal/jsonstr/
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./buffer/ ./event/ ./uplink/ ./gateway/rules/
+	$(GO) test -run '^$$' -bench . -benchmem ./buffer/ ./event/ ./uplink/ ./gateway/rules/...
 
 # The spine's targets side by side with a Mosquitto edge bridge (see README).
 bench-spine: build

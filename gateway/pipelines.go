@@ -10,6 +10,11 @@ import (
 	"github.com/ferrygw/ferry/drivers"
 	"github.com/ferrygw/ferry/gateway/config"
 	"github.com/ferrygw/ferry/gateway/rules"
+	"github.com/ferrygw/ferry/gateway/rules/detect"
+	"github.com/ferrygw/ferry/gateway/rules/expr"
+	"github.com/ferrygw/ferry/gateway/rules/payload"
+	"github.com/ferrygw/ferry/gateway/rules/stage"
+	"github.com/ferrygw/ferry/gateway/rules/window"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -52,7 +57,7 @@ func buildPipelines(cfg *config.Config) ([]*rules.Pipeline, error) {
 			// bounded by validation to config.MaxDeadLetterPayload
 			DeadLetterPayload: int(cfg.DeadLetters.MaxPayload),
 		}
-		f, err := rules.ParseFormat(pc.Input.Format)
+		f, err := payload.ParseFormat(pc.Input.Format)
 		if err != nil {
 			errs = append(errs, cfg.ErrorAt(path+".input.format", "%v", err))
 		}
@@ -111,7 +116,7 @@ func stageError(cfg *config.Config, path string, sc *config.StageConfig, err err
 	case sc.Dedup != nil:
 		key += ".dedup"
 	}
-	var ee *rules.ExprError
+	var ee *expr.CompileError
 	if errors.As(err, &ee) {
 		return cfg.ErrorAt(key, "expression error at line %d, column %d: %s", ee.Line, ee.Column, ee.Msg)
 	}
@@ -122,11 +127,11 @@ func buildStage(pipeline string, j int, path string, sc *config.StageConfig, eve
 	name := fmt.Sprintf("%s.%d", pipeline, j)
 	switch {
 	case sc.Filter != "":
-		return rules.NewFilter(sc.Filter)
+		return stage.NewFilter(sc.Filter)
 	case sc.Map != nil:
-		mc := rules.MapConfig{Name: name, Drop: sc.Map.Drop}
+		mc := stage.MapConfig{Name: name, Drop: sc.Map.Drop}
 		for _, a := range sc.Map.Set {
-			mc.Set = append(mc.Set, rules.Assignment{Field: a.Field, Expr: a.Expr})
+			mc.Set = append(mc.Set, stage.Assignment{Field: a.Field, Expr: a.Expr})
 		}
 		if len(sc.Map.Rename) > 0 {
 			mc.Rename = map[string]string{}
@@ -134,17 +139,17 @@ func buildStage(pipeline string, j int, path string, sc *config.StageConfig, eve
 				mc.Rename[r.From] = r.To
 			}
 		}
-		return rules.NewMap(mc)
+		return stage.NewMap(mc)
 	case sc.Window != nil:
 		w := sc.Window
-		wc := rules.WindowConfig{Name: name, Size: w.Size, Hop: w.Hop, EventTime: eventTime,
+		wc := window.Config{Name: name, Size: w.Size, Hop: w.Hop, EventTime: eventTime,
 			AllowedLateness: w.AllowedLateness, GroupBy: w.GroupBy, MaxGroups: w.MaxGroups}
 		for _, a := range w.Aggregates {
 			out, spec, ok := strings.Cut(a, "=")
 			if !ok {
 				spec, out = a, ""
 			}
-			fn, field, err := rules.ParseAggregate(strings.TrimSpace(spec))
+			fn, field, err := window.ParseAggregate(strings.TrimSpace(spec))
 			if err != nil {
 				return nil, fmt.Errorf("aggregate %q: %w", a, err)
 			}
@@ -155,16 +160,16 @@ func buildStage(pipeline string, j int, path string, sc *config.StageConfig, eve
 					out = fn + "_" + field
 				}
 			}
-			wc.Aggregates = append(wc.Aggregates, rules.Aggregate{Output: out, Func: fn, Field: field})
+			wc.Aggregates = append(wc.Aggregates, window.Aggregate{Output: out, Func: fn, Field: field})
 		}
-		return rules.NewWindow(wc)
+		return window.New(wc)
 	case sc.Detect != nil:
 		d := sc.Detect
-		return rules.NewDetect(rules.DetectConfig{Name: name, Kind: d.Kind, Field: d.Field, GroupBy: d.GroupBy,
+		return detect.New(detect.Config{Name: name, Kind: d.Kind, Field: d.Field, GroupBy: d.GroupBy,
 			RaiseAbove: d.RaiseAbove, ClearBelow: d.ClearBelow, RaiseBelow: d.RaiseBelow, ClearAbove: d.ClearAbove,
 			Condition: d.Condition, Count: d.Count, Timeout: d.Timeout, MaxRate: d.MaxRate, Per: d.Per, MaxGroups: d.MaxGroups})
 	case sc.Dedup != nil:
-		return rules.NewDedup(rules.DedupConfig{Key: sc.Dedup.Key, Horizon: sc.Dedup.Horizon, MaxKeys: sc.Dedup.MaxKeys})
+		return stage.NewDedup(stage.DedupConfig{Key: sc.Dedup.Key, Horizon: sc.Dedup.Horizon, MaxKeys: sc.Dedup.MaxKeys})
 	}
 	return nil, fmt.Errorf("%s: no stage kind", path)
 }

@@ -5,6 +5,11 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/ferrygw/ferry/gateway/rules/payload"
+	"github.com/ferrygw/ferry/gateway/rules/record"
+	"github.com/ferrygw/ferry/gateway/rules/stage"
+	"github.com/ferrygw/ferry/gateway/rules/window"
 )
 
 // BenchmarkPipeline1000Devices is the target: JSON payloads through
@@ -18,20 +23,20 @@ func BenchmarkPipeline1000Devices(b *testing.B) {
 			name += "-p95"
 		}
 		b.Run(name, func(b *testing.B) {
-			filter, err := NewFilter("temp_c > -40 && temp_c < 85")
+			filter, err := stage.NewFilter("temp_c > -40 && temp_c < 85")
 			if err != nil {
 				b.Fatal(err)
 			}
-			mp, err := NewMap(MapConfig{Name: "m", Set: []Assignment{{Field: "temp_f", Expr: "temp_c * 9 / 5 + 32"}}})
+			mp, err := stage.NewMap(stage.MapConfig{Name: "m", Set: []stage.Assignment{{Field: "temp_f", Expr: "temp_c * 9 / 5 + 32"}}})
 			if err != nil {
 				b.Fatal(err)
 			}
-			aggs := []Aggregate{{Output: "avg", Func: "avg", Field: "temp_f"}, {Output: "min", Func: "min", Field: "temp_f"},
+			aggs := []window.Aggregate{{Output: "avg", Func: "avg", Field: "temp_f"}, {Output: "min", Func: "min", Field: "temp_f"},
 				{Output: "max", Func: "max", Field: "temp_f"}, {Output: "n", Func: "count"}}
 			if pct {
-				aggs = append(aggs, Aggregate{Output: "p95", Func: "p95", Field: "temp_f"})
+				aggs = append(aggs, window.Aggregate{Output: "p95", Func: "p95", Field: "temp_f"})
 			}
-			win, err := NewWindow(WindowConfig{Name: "w", Size: time.Minute, EventTime: true, GroupBy: []string{"source"}, Aggregates: aggs})
+			win, err := window.New(window.Config{Name: "w", Size: time.Minute, EventTime: true, GroupBy: []string{"source"}, Aggregates: aggs})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -48,15 +53,15 @@ func BenchmarkPipeline1000Devices(b *testing.B) {
 			}
 			t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 			var outs int
-			var next []*Record
-			emit := func(o *Record) { next = append(next, o) }
+			var next []*record.Record
+			emit := func(o *record.Record) { next = append(next, o) }
 			b.ReportAllocs()
 			b.ResetTimer()
 			start := time.Now()
 			for i := 0; i < b.N; i++ {
 				d := i % 1000
-				base := Record{Key: "k", Time: t0.Add(time.Duration(i) * time.Millisecond), Source: sources[d], Topic: topics[d]}
-				recs, err := Decode(FormatJSON, "application/json", payloads[i%len(payloads)], base)
+				base := record.Record{Key: "k", Time: t0.Add(time.Duration(i) * time.Millisecond), Source: sources[d], Topic: topics[d]}
+				recs, err := payload.Decode(payload.FormatJSON, "application/json", payloads[i%len(payloads)], base)
 				if err != nil {
 					b.Fatal(err)
 				}

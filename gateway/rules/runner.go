@@ -16,13 +16,18 @@ import (
 
 	"github.com/ferrygw/ferry/buffer"
 	"github.com/ferrygw/ferry/event"
+	"github.com/ferrygw/ferry/gateway/rules/payload"
+	"github.com/ferrygw/ferry/gateway/rules/record"
+	"github.com/ferrygw/ferry/gateway/rules/window"
 	"github.com/ferrygw/ferry/gateway/topic"
 	"github.com/fxamacker/cbor/v2"
 )
 
-// Log is the part of the durable log a Runner uses; *buffer.Log
-// satisfies it.
-type Log interface {
+// Store is the runner's view of the durable log: it reads a pipeline's
+// input stream and waits for it to grow, reads the committed position and
+// state, and commits a batch's outputs, state and position in one
+// transaction.
+type Store interface {
 	Read(stream string, from uint64, max int, fn func(off uint64, ev *event.Event) error) (uint64, error)
 	Changed() <-chan struct{}
 	Position(stream, consumer string) uint64
@@ -34,7 +39,7 @@ type Log interface {
 	UpdateDeferred(ctx context.Context, fn func(*buffer.Tx) error) error
 }
 
-var _ Log = (*buffer.Log)(nil)
+var _ Store = (*buffer.Log)(nil)
 
 // Output is where a pipeline's results go: a stream of the log. Uplink
 // outputs are streams the uplink forwards; MQTT and webhook outputs are
@@ -54,7 +59,7 @@ type Pipeline struct {
 	Name       string
 	Input      string   // stream to read
 	Topics     []string // topic filters over input events; empty: all
-	Format     Format
+	Format     payload.Format
 	EventTime  bool // stages see event time; Advance follows the watermark
 	Stages     []Stage
 	Outputs    []Output
@@ -112,7 +117,7 @@ type RunnerConfig struct {
 // or doubled. Only the end of Run's context ends Run.
 type Runner struct {
 	p   *Pipeline
-	log Log
+	log Store
 	cfg RunnerConfig
 	lg  *slog.Logger
 
@@ -136,7 +141,7 @@ type RunnerStats struct {
 }
 
 // NewRunner prepares p to run on log.
-func NewRunner(p *Pipeline, log Log, cfg RunnerConfig) *Runner {
+func NewRunner(p *Pipeline, log Store, cfg RunnerConfig) *Runner {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 1024
 	}
@@ -370,8 +375,8 @@ func (r *Runner) process(off uint64, ev *event.Event) {
 		return
 	}
 	r.pend.in++
-	base := Record{Key: ev.ID.String(), Time: ev.Time, Source: ev.Source, Topic: ev.Topic}
-	recs, err := Decode(r.p.Format, ev.ContentType, ev.Payload, base)
+	base := record.Record{Key: ev.ID.String(), Time: ev.Time, Source: ev.Source, Topic: ev.Topic}
+	recs, err := payload.Decode(r.p.Format, ev.ContentType, ev.Payload, base)
 	if err != nil {
 		r.deadLetter(ev, "decode: "+err.Error())
 		return
@@ -379,13 +384,13 @@ func (r *Runner) process(off uint64, ev *event.Event) {
 	for _, rec := range recs {
 		if r.p.EventTime {
 			switch {
-			case rec.Time.After(ev.Time.Add(MaxClockJump)):
+			case rec.Time.After(ev.Time.Add(window.MaxClockJump)):
 				// A payload timestamp far ahead of when the event arrived
 				// is a broken clock: it must not close every window.
 				r.deadLetter(ev, fmt.Sprintf("clock jump: event time %s is more than %s after its arrival %s",
-					rec.Time.UTC().Format(time.RFC3339), MaxClockJump, ev.Time.UTC().Format(time.RFC3339)))
+					rec.Time.UTC().Format(time.RFC3339), window.MaxClockJump, ev.Time.UTC().Format(time.RFC3339)))
 				return
-			case !r.watermark.IsZero() && rec.Time.After(r.watermark.Add(MaxClockJump)):
+			case !r.watermark.IsZero() && rec.Time.After(r.watermark.Add(window.MaxClockJump)):
 				// A plausible time after a long gap in the input (the
 				// gateway was off for days): close everything before it.
 				r.watermark = rec.Time
@@ -417,13 +422,13 @@ func (r *Runner) matches(t string) bool {
 }
 
 // push runs rec through stages i.. and queues what comes out.
-func (r *Runner) push(i int, rec *Record) error {
+func (r *Runner) push(i int, rec *record.Record) error {
 	if i == len(r.p.Stages) {
 		r.output(rec)
 		return nil
 	}
-	var outs []*Record
-	if err := r.p.Stages[i].Process(rec, func(o *Record) { outs = append(outs, o) }); err != nil {
+	var outs []*record.Record
+	if err := r.p.Stages[i].Process(rec, func(o *record.Record) { outs = append(outs, o) }); err != nil {
 		return fmt.Errorf("stage %d: %w", i+1, err)
 	}
 	for _, o := range outs {
@@ -438,8 +443,8 @@ func (r *Runner) push(i int, rec *Record) error {
 // through the stages after it before advancing those.
 func (r *Runner) advance(now time.Time) {
 	for i, st := range r.p.Stages {
-		var outs []*Record
-		st.Advance(now, func(o *Record) { outs = append(outs, o) })
+		var outs []*record.Record
+		st.Advance(now, func(o *record.Record) { outs = append(outs, o) })
 		for _, o := range outs {
 			if err := r.push(i+1, o); err != nil {
 				r.lg.Warn("record emitted on advance failed a later stage: dropped", "stage", i+1, "err", err)
@@ -449,18 +454,18 @@ func (r *Runner) advance(now time.Time) {
 }
 
 // output turns a result record into one event per output.
-func (r *Runner) output(rec *Record) {
-	payload, err := json.Marshal(rec.Fields) // map keys sorted: deterministic bytes
+func (r *Runner) output(rec *record.Record) {
+	jsonBody, err := json.Marshal(rec.Fields) // map keys sorted: deterministic bytes
 	if err != nil {
 		r.lg.Warn("result not encodable: dropped", "key", rec.Key, "err", err)
 		return
 	}
 	var senml []byte
 	for i, o := range r.p.Outputs {
-		body, ct := payload, "application/json"
+		body, ct := jsonBody, "application/json"
 		if o.SenML {
 			if senml == nil {
-				senml = EncodeSenML(rec)
+				senml = payload.EncodeSenML(rec)
 			}
 			body, ct = senml, "application/senml+json"
 		}
@@ -591,7 +596,7 @@ func DerivedID(key string, t time.Time) event.ID {
 	return id
 }
 
-func renderTopic(tmpl, pipeline string, rec *Record) string {
+func renderTopic(tmpl, pipeline string, rec *record.Record) string {
 	out := make([]byte, 0, len(tmpl)+16)
 	for i := 0; i < len(tmpl); {
 		if tmpl[i] == '{' {

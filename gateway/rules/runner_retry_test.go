@@ -21,6 +21,8 @@ import (
 	"github.com/ferrygw/ferry/buffer/buffertest"
 	"github.com/ferrygw/ferry/event"
 	"github.com/ferrygw/ferry/gateway/rules"
+	"github.com/ferrygw/ferry/gateway/rules/payload"
+	"github.com/ferrygw/ferry/gateway/rules/record"
 )
 
 // The runner's log message for a failed read or commit, and a string
@@ -36,7 +38,7 @@ const (
 // skips numbers, a lost state starts them over.
 type seqStage struct{ n int }
 
-func (s *seqStage) Process(r *rules.Record, emit rules.Emit) error {
+func (s *seqStage) Process(r *record.Record, emit record.Emit) error {
 	s.n++
 	o := r.Clone()
 	o.Fields["seq"] = float64(s.n)
@@ -44,7 +46,7 @@ func (s *seqStage) Process(r *rules.Record, emit rules.Emit) error {
 	return nil
 }
 
-func (s *seqStage) Advance(time.Time, rules.Emit) {}
+func (s *seqStage) Advance(time.Time, record.Emit) {}
 
 func (s *seqStage) MarshalState() ([]byte, error) {
 	if s.n == 0 {
@@ -67,7 +69,7 @@ func seqPipeline() *rules.Pipeline {
 	return &rules.Pipeline{
 		Name:        "seq",
 		Input:       "in",
-		Format:      rules.FormatJSON,
+		Format:      payload.FormatJSON,
 		EventTime:   true,
 		Stages:      []rules.Stage{&seqStage{}},
 		Outputs:     []rules.Output{{Stream: "out"}},
@@ -133,7 +135,7 @@ type running struct {
 
 // startRunner runs p on l with quick retries and commits, until the end
 // of the test, when Run must return nil promptly.
-func startRunner(t *testing.T, p *rules.Pipeline, l rules.Log, batch int) *running {
+func startRunner(t *testing.T, p *rules.Pipeline, l rules.Store, batch int) *running {
 	t.Helper()
 	logs := &logSink{}
 	r := &running{

@@ -1,4 +1,4 @@
-package rules
+package payload
 
 import (
 	"bytes"
@@ -9,13 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferrygw/ferry/gateway/rules/record"
 	"github.com/fxamacker/cbor/v2"
 )
 
 // plBase is the event every payload test decodes against: whole seconds,
 // so that relative SenML times resolve to exact float64 Unix times.
-func plBase() Record {
-	return Record{
+func plBase() record.Record {
+	return record.Record{
 		Key:    "ev-1",
 		Time:   time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC), // Unix 1714564800
 		Source: "dev-7",
@@ -51,7 +52,7 @@ func plHex(t testing.TB, s string) []byte {
 
 // plCheckOne checks that recs is a single record copying base's identity
 // with exactly the fields want.
-func plCheckOne(t *testing.T, recs []*Record, base Record, want map[string]any) {
+func plCheckOne(t *testing.T, recs []*record.Record, base record.Record, want map[string]any) {
 	t.Helper()
 	if len(recs) != 1 {
 		t.Fatalf("got %d records, want 1", len(recs))
@@ -508,10 +509,10 @@ func TestDecodeMalformed(t *testing.T) {
 		{"auto senml json invalid name", fa, []byte(`[{"n":"a b","v":1}]`), "has a character other than"},
 
 		// Size cap.
-		{"json over size cap", fj, plPadded(payloadMaxBytes + 1), "over the 1048576-byte limit"},
+		{"json over size cap", fj, plPadded(maxBytes + 1), "over the 1048576-byte limit"},
 		{"cbor over size cap", fc, append([]byte{0x5a, 0x00, 0x10, 0x00, 0x00}, make([]byte, 1<<20)...), "over the 1048576-byte limit"},
 		{"auto over size cap", fa, plPadded(2 << 20), "over the 1048576-byte limit"},
-		{"number over size cap", fn, append([]byte("1"), bytes.Repeat([]byte{' '}, payloadMaxBytes)...), "over the 1048576-byte limit"},
+		{"number over size cap", fn, append([]byte("1"), bytes.Repeat([]byte{' '}, maxBytes)...), "over the 1048576-byte limit"},
 
 		// Huge integers.
 		{"json 2^53+1", fj, []byte(`{"id":9007199254740993}`), "beyond ±2^53"},
@@ -586,12 +587,12 @@ func TestDecodeLimitBoundaries(t *testing.T) {
 		{"json 10000 object", FormatJSON, plJSONObject(10_000)},
 		{"cbor 10000 array", FormatCBOR, plCBORArray(10_000)},
 		{"cbor 10000 map", FormatCBOR, plCBORMap(10_000)},
-		{"json at size cap", FormatJSON, plPadded(payloadMaxBytes)},
-		{"auto at size cap", FormatAuto, plPadded(payloadMaxBytes)},
-		{"number at size cap", FormatNumber, append([]byte("1"), bytes.Repeat([]byte{' '}, payloadMaxBytes-1)...)},
+		{"json at size cap", FormatJSON, plPadded(maxBytes)},
+		{"auto at size cap", FormatAuto, plPadded(maxBytes)},
+		{"number at size cap", FormatNumber, append([]byte("1"), bytes.Repeat([]byte{' '}, maxBytes-1)...)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if len(tc.payload) > payloadMaxBytes {
+			if len(tc.payload) > maxBytes {
 				t.Fatalf("test payload is %d bytes", len(tc.payload))
 			}
 			recs, err := Decode(tc.f, "", tc.payload, plBase())
@@ -615,11 +616,11 @@ func TestDecodeCBORErrorCost(t *testing.T) {
 	for name, leaf := range leaves {
 		t.Run(name, func(t *testing.T) {
 			for _, p := range [][]byte{
-				append(bytes.Repeat(plHex(t, "a1 61 61"), payloadMaxDepth-1), leaf...),
+				append(bytes.Repeat(plHex(t, "a1 61 61"), maxDepth-1), leaf...),
 				// Siblings that decode fine at every level.
-				append(bytes.Repeat(plHex(t, "a3 61 78 01 61 79 80 61 61"), payloadMaxDepth-1), leaf...),
+				append(bytes.Repeat(plHex(t, "a3 61 78 01 61 79 80 61 61"), maxDepth-1), leaf...),
 				// Maps inside arrays.
-				append(bytes.Repeat(plHex(t, "a1 61 61 81"), (payloadMaxDepth-1)/2), leaf...),
+				append(bytes.Repeat(plHex(t, "a1 61 61 81"), (maxDepth-1)/2), leaf...),
 			} {
 				start := time.Now()
 				_, err := Decode(FormatCBOR, "", p, plBase())

@@ -1,4 +1,4 @@
-package rules
+package stage
 
 import (
 	"errors"
@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferrygw/ferry/gateway/rules/expr"
+	"github.com/ferrygw/ferry/gateway/rules/record"
 )
 
 func TestMap(t *testing.T) {
@@ -79,8 +82,8 @@ func TestMap(t *testing.T) {
 			for k, v := range tt.in {
 				before[k] = v
 			}
-			var out []*Record
-			if err := m.Process(in, func(o *Record) { out = append(out, o) }); err != nil {
+			var out []*record.Record
+			if err := m.Process(in, func(o *record.Record) { out = append(out, o) }); err != nil {
 				t.Fatalf("Process: %v", err)
 			}
 			if len(out) != 1 {
@@ -102,9 +105,9 @@ func TestMap(t *testing.T) {
 func TestMapErrors(t *testing.T) {
 	t.Run("compile error has position", func(t *testing.T) {
 		_, err := NewMap(MapConfig{Set: []Assignment{{"a", "1"}, {"b", "roundd(x)"}}})
-		var ee *ExprError
+		var ee *expr.CompileError
 		if !errors.As(err, &ee) || ee.Column != 1 {
-			t.Fatalf("error = %v, want an *ExprError", err)
+			t.Fatalf("error = %v, want an *expr.CompileError", err)
 		}
 		if !strings.HasPrefix(err.Error(), "set[1].expr: column 1: unknown func roundd") {
 			t.Errorf("error = %q", err)
@@ -136,10 +139,10 @@ func TestMapErrors(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				var out []*Record
-				err = m.Process(exprTestRecord(tc.fields), func(o *Record) { out = append(out, o) })
-				if !errors.Is(err, ErrExpr) || len(out) != 0 {
-					t.Errorf("Process = %v with %d outputs, want ErrExpr and none", err, len(out))
+				var out []*record.Record
+				err = m.Process(exprTestRecord(tc.fields), func(o *record.Record) { out = append(out, o) })
+				if !errors.Is(err, expr.ErrEval) || len(out) != 0 {
+					t.Errorf("Process = %v with %d outputs, want expr.ErrEval and none", err, len(out))
 				}
 				if err != nil && !strings.Contains(err.Error(), "map conv: set x:") {
 					t.Errorf("error %q does not name the stage and field", err)
@@ -154,11 +157,11 @@ func TestMapStateless(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.Advance(time.Now(), func(*Record) { t.Error("Advance emitted") })
+	m.Advance(time.Now(), func(*record.Record) { t.Error("Advance emitted") })
 	if b, err := m.MarshalState(); b != nil || err != nil {
 		t.Errorf("MarshalState = %v, %v", b, err)
 	}
-	if err := m.UnmarshalState([]byte("junk")); !errors.Is(err, ErrState) {
+	if err := m.UnmarshalState([]byte("junk")); !errors.Is(err, record.ErrState) {
 		t.Errorf("UnmarshalState(junk) = %v, want ErrState", err)
 	}
 }
@@ -175,7 +178,7 @@ func BenchmarkMap(b *testing.B) {
 		b.Fatal(err)
 	}
 	r := exprTestRecord(map[string]any{"temp_c": 21.5, "hum": 40.0, "raw": "x"})
-	emit := func(*Record) {}
+	emit := func(*record.Record) {}
 	b.ReportAllocs()
 	for b.Loop() {
 		if err := m.Process(r, emit); err != nil {

@@ -1,4 +1,4 @@
-package rules
+package window
 
 import (
 	"bytes"
@@ -13,11 +13,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferrygw/ferry/gateway/rules/record"
 )
 
 // winSummary renders outputs compactly for comparison: key, time, source
 // and count.
-func winSummary(out []*Record) []string {
+func winSummary(out []*record.Record) []string {
 	var s []string
 	for _, r := range out {
 		s = append(s, fmt.Sprintf("%s @%s src=%q n=%v", r.Key, r.Time.Sub(winT0), r.Source, r.Fields["count"]))
@@ -33,7 +35,7 @@ func TestWindowTumblingAndHopping(t *testing.T) {
 	s := time.Second
 	tests := []struct {
 		name   string
-		cfg    WindowConfig
+		cfg    Config
 		at     []time.Duration // record times, device "d"
 		flush  time.Duration
 		want   []string
@@ -41,7 +43,7 @@ func TestWindowTumblingAndHopping(t *testing.T) {
 	}{
 		{
 			name:  "tumbling",
-			cfg:   WindowConfig{Name: "w", Size: 10 * s, EventTime: true, GroupBy: []string{"source"}},
+			cfg:   Config{Name: "w", Size: 10 * s, EventTime: true, GroupBy: []string{"source"}},
 			at:    []time.Duration{1 * s, 9 * s, 10 * s, 25 * s},
 			flush: time.Minute,
 			want: []string{
@@ -53,7 +55,7 @@ func TestWindowTumblingAndHopping(t *testing.T) {
 		{
 			// [-5,5): 2. [0,10): 2 7. [5,15): 7 12. [10,20): 12.
 			name:  "hopping",
-			cfg:   WindowConfig{Name: "h", Size: 10 * s, Hop: 5 * s, EventTime: true, GroupBy: []string{"source"}},
+			cfg:   Config{Name: "h", Size: 10 * s, Hop: 5 * s, EventTime: true, GroupBy: []string{"source"}},
 			at:    []time.Duration{2 * s, 7 * s, 12 * s},
 			flush: time.Minute,
 			want: []string{
@@ -65,7 +67,7 @@ func TestWindowTumblingAndHopping(t *testing.T) {
 		},
 		{
 			name:  "hop equal to size is tumbling",
-			cfg:   WindowConfig{Name: "t", Size: 10 * s, Hop: 10 * s, EventTime: true},
+			cfg:   Config{Name: "t", Size: 10 * s, Hop: 10 * s, EventTime: true},
 			at:    []time.Duration{3 * s, 4 * s},
 			flush: time.Minute,
 			want:  []string{"t//" + strconv.FormatInt(winT0.UnixNano(), 10) + " @10s src=\"\" n=2"},
@@ -74,7 +76,7 @@ func TestWindowTumblingAndHopping(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			w := winMust(t, tt.cfg)
-			var out []*Record
+			var out []*record.Record
 			for _, at := range tt.at {
 				if err := w.Process(winRec("d", at, map[string]any{}), winCollect(&out)); err != nil {
 					t.Fatal(err)
@@ -115,12 +117,12 @@ func TestWindowEventTimeLateness(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := winMust(t, WindowConfig{Name: "l", Size: time.Minute, EventTime: true, AllowedLateness: 10 * s, GroupBy: []string{"source"}})
-			var out []*Record
+			w := winMust(t, Config{Name: "l", Size: time.Minute, EventTime: true, AllowedLateness: 10 * s, GroupBy: []string{"source"}})
+			var out []*record.Record
 			for i, at := range tt.at {
 				err := w.Process(winRec("d", at, map[string]any{}), winCollect(&out))
 				if i == tt.late {
-					if !errors.Is(err, ErrField) || !errors.Is(err, ErrLate) || !strings.Contains(err.Error(), "late") {
+					if !errors.Is(err, record.ErrField) || !errors.Is(err, ErrLate) || !strings.Contains(err.Error(), "late") {
 						t.Fatalf("record %d: error %v, want ErrField and ErrLate", i, err)
 					}
 					continue
@@ -141,8 +143,8 @@ func TestWindowEventTimeLateness(t *testing.T) {
 }
 
 func TestWindowAdvanceClosesIdleGroupsEventTime(t *testing.T) {
-	w := winMust(t, WindowConfig{Name: "a", Size: time.Minute, EventTime: true, AllowedLateness: 5 * time.Second, GroupBy: []string{"source"}})
-	var out []*Record
+	w := winMust(t, Config{Name: "a", Size: time.Minute, EventTime: true, AllowedLateness: 5 * time.Second, GroupBy: []string{"source"}})
+	var out []*record.Record
 	if err := w.Process(winRec("quiet", 10*time.Second, map[string]any{}), winCollect(&out)); err != nil {
 		t.Fatal(err)
 	}
@@ -168,8 +170,8 @@ func TestWindowAdvanceClosesIdleGroupsEventTime(t *testing.T) {
 func TestWindowHoppingPartlyLate(t *testing.T) {
 	// 10 s windows every 5 s, no lateness.
 	s := time.Second
-	w := winMust(t, WindowConfig{Name: "p", Size: 10 * s, Hop: 5 * s, EventTime: true})
-	var out []*Record
+	w := winMust(t, Config{Name: "p", Size: 10 * s, Hop: 5 * s, EventTime: true})
+	var out []*record.Record
 	// 1 s goes to [-5,5) and [0,10); 11 s moves the watermark past both
 	// ends, closing them, and goes to [5,15) and [10,20).
 	for _, at := range []time.Duration{1 * s, 11 * s} {
@@ -195,8 +197,8 @@ func TestWindowHoppingPartlyLate(t *testing.T) {
 }
 
 func TestWindowProcessingTime(t *testing.T) {
-	w := winMust(t, WindowConfig{Name: "pt", Size: time.Minute, GroupBy: []string{"source"}, Aggregates: []Aggregate{{Func: "last", Field: "v"}}})
-	var out []*Record
+	w := winMust(t, Config{Name: "pt", Size: time.Minute, GroupBy: []string{"source"}, Aggregates: []Aggregate{{Func: "last", Field: "v"}}})
+	var out []*record.Record
 	// Before any Advance a record goes by its own time.
 	if err := w.Process(winRec("d", -30*time.Second, map[string]any{"v": "early"}), winCollect(&out)); err != nil {
 		t.Fatal(err)
@@ -242,7 +244,7 @@ func TestWindowGroupBy(t *testing.T) {
 	tests := []struct {
 		name    string
 		groupBy []string
-		recs    []*Record
+		recs    []*record.Record
 		want    []string         // keys, in emission order
 		fields  []map[string]any // group-by fields of each output
 		srcs    []string
@@ -251,7 +253,7 @@ func TestWindowGroupBy(t *testing.T) {
 		{
 			name:    "one key: source",
 			groupBy: []string{"source"},
-			recs:    []*Record{winRec("b", 1, nil), winRec("a", 2, nil), winRec("b", 3, nil)},
+			recs:    []*record.Record{winRec("b", 1, nil), winRec("a", 2, nil), winRec("b", 3, nil)},
 			want:    []string{winKey("g", "a", 0), winKey("g", "b", 0)},
 			fields:  []map[string]any{{"source": "a"}, {"source": "b"}},
 			srcs:    []string{"a", "b"},
@@ -260,7 +262,7 @@ func TestWindowGroupBy(t *testing.T) {
 		{
 			name:    "one key: a numeric field",
 			groupBy: []string{"floor"},
-			recs: []*Record{
+			recs: []*record.Record{
 				winRec("a", 1, map[string]any{"floor": 2.0}), winRec("b", 2, map[string]any{"floor": 1e6}),
 				winRec("c", 3, map[string]any{"floor": 2.0}),
 			},
@@ -272,7 +274,7 @@ func TestWindowGroupBy(t *testing.T) {
 		{
 			name:    "two keys: source and a field",
 			groupBy: []string{"source", "room"},
-			recs: []*Record{
+			recs: []*record.Record{
 				winRec("a", 1, map[string]any{"room": "k"}), winRec("a", 2, map[string]any{"room": "l"}),
 				winRec("a", 3, map[string]any{"room": "k"}), winRec("b", 4, map[string]any{"room": true}),
 			},
@@ -285,7 +287,7 @@ func TestWindowGroupBy(t *testing.T) {
 			// "a/b" then "c" and "a" then "b/c" must be two groups.
 			name:    "escaping keeps keys unambiguous",
 			groupBy: []string{"source", "room"},
-			recs: []*Record{
+			recs: []*record.Record{
 				winRec("a/b", 1, map[string]any{"room": "c"}), winRec("a", 2, map[string]any{"room": "b/c"}),
 				winRec("50%", 3, map[string]any{"room": nil}),
 			},
@@ -297,7 +299,7 @@ func TestWindowGroupBy(t *testing.T) {
 		{
 			name:    "topic",
 			groupBy: []string{"topic"},
-			recs:    []*Record{winRec("x", 1, nil), winRec("y", 2, nil)},
+			recs:    []*record.Record{winRec("x", 1, nil), winRec("y", 2, nil)},
 			want:    []string{winKey("g", "t%2Fx", 0), winKey("g", "t%2Fy", 0)},
 			fields:  []map[string]any{{"topic": "t/x"}, {"topic": "t/y"}},
 			srcs:    []string{"", ""},
@@ -306,8 +308,8 @@ func TestWindowGroupBy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := winMust(t, WindowConfig{Name: "g", Size: time.Minute, EventTime: true, GroupBy: tt.groupBy})
-			var out []*Record
+			w := winMust(t, Config{Name: "g", Size: time.Minute, EventTime: true, GroupBy: tt.groupBy})
+			var out []*record.Record
 			for _, r := range tt.recs {
 				if err := w.Process(r, winCollect(&out)); err != nil {
 					t.Fatal(err)
@@ -332,15 +334,15 @@ func TestWindowGroupBy(t *testing.T) {
 }
 
 func TestWindowMaxGroups(t *testing.T) {
-	w := winMust(t, WindowConfig{Name: "m", Size: time.Minute, EventTime: true, GroupBy: []string{"source"}, MaxGroups: 3})
-	var out []*Record
+	w := winMust(t, Config{Name: "m", Size: time.Minute, EventTime: true, GroupBy: []string{"source"}, MaxGroups: 3})
+	var out []*record.Record
 	for _, d := range []string{"a", "b", "c"} {
 		if err := w.Process(winRec(d, time.Second, map[string]any{}), winCollect(&out)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	err := w.Process(winRec("d", 2*time.Second, map[string]any{}), winCollect(&out))
-	if !errors.Is(err, ErrField) || !errors.Is(err, ErrTooManyGroups) || !strings.Contains(err.Error(), "too many groups") {
+	if !errors.Is(err, record.ErrField) || !errors.Is(err, ErrTooManyGroups) || !strings.Contains(err.Error(), "too many groups") {
 		t.Fatalf("4th group: %v, want ErrField and ErrTooManyGroups", err)
 	}
 	// Existing groups still take records.
@@ -359,7 +361,7 @@ func TestWindowMaxGroups(t *testing.T) {
 		t.Fatalf("outputs %v, stats %+v", winSummary(out), w.Stats())
 	}
 	// Hopping: a group counts once per window.
-	h := winMust(t, WindowConfig{Name: "m", Size: time.Minute, Hop: 30 * time.Second, EventTime: true, GroupBy: []string{"source"}, MaxGroups: 3})
+	h := winMust(t, Config{Name: "m", Size: time.Minute, Hop: 30 * time.Second, EventTime: true, GroupBy: []string{"source"}, MaxGroups: 3})
 	if err := h.Process(winRec("a", time.Second, nil), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -367,23 +369,23 @@ func TestWindowMaxGroups(t *testing.T) {
 		t.Fatalf("hopping: %v, want ErrTooManyGroups (2+2 > 3)", err)
 	}
 	// Default bound.
-	d := winMust(t, WindowConfig{Name: "m", Size: time.Minute, EventTime: true, GroupBy: []string{"source"}})
-	for i := range DefaultWindowMaxGroups + 1 {
+	d := winMust(t, Config{Name: "m", Size: time.Minute, EventTime: true, GroupBy: []string{"source"}})
+	for i := range DefaultMaxGroups + 1 {
 		err := d.Process(winRec(strconv.Itoa(i), time.Second, nil), nil)
-		if (i < DefaultWindowMaxGroups) != (err == nil) {
+		if (i < DefaultMaxGroups) != (err == nil) {
 			t.Fatalf("group %d: %v", i, err)
 		}
 	}
 }
 
 func TestWindowClockJump(t *testing.T) {
-	w := winMust(t, WindowConfig{Name: "j", Size: time.Minute, EventTime: true, GroupBy: []string{"source"}})
-	var out []*Record
+	w := winMust(t, Config{Name: "j", Size: time.Minute, EventTime: true, GroupBy: []string{"source"}})
+	var out []*record.Record
 	if err := w.Process(winRec("a", time.Second, map[string]any{}), winCollect(&out)); err != nil {
 		t.Fatal(err)
 	}
 	err := w.Process(winRec("broken", time.Second+MaxClockJump+time.Nanosecond, map[string]any{}), winCollect(&out))
-	if !errors.Is(err, ErrField) || !errors.Is(err, ErrClockJump) || !strings.Contains(err.Error(), "clock jump") {
+	if !errors.Is(err, record.ErrField) || !errors.Is(err, ErrClockJump) || !strings.Contains(err.Error(), "clock jump") {
 		t.Fatalf("far-future record: %v, want ErrField and ErrClockJump", err)
 	}
 	if len(out) != 0 {
@@ -404,7 +406,7 @@ func TestWindowClockJump(t *testing.T) {
 	for _, tm := range []time.Time{{}, time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)} {
 		r := winRec("a", 0, nil)
 		r.Time = tm
-		if err := w.Process(r, nil); !errors.Is(err, ErrField) {
+		if err := w.Process(r, nil); !errors.Is(err, record.ErrField) {
 			t.Fatalf("time %v: %v", tm, err)
 		}
 	}
@@ -412,9 +414,9 @@ func TestWindowClockJump(t *testing.T) {
 
 // winStream is a reproducible stream of records from n devices with event
 // times going mostly forward, some out of order.
-func winStream(seed uint64, n, devices int) []*Record {
+func winStream(seed uint64, n, devices int) []*record.Record {
 	rng := rand.New(rand.NewPCG(seed, 7))
-	recs := make([]*Record, n)
+	recs := make([]*record.Record, n)
 	at := time.Duration(0)
 	for i := range recs {
 		at += time.Duration(rng.IntN(400)) * time.Millisecond
@@ -428,13 +430,13 @@ func winStream(seed uint64, n, devices int) []*Record {
 			v = 0 // the sketches' zero bucket
 		}
 		fields := map[string]any{"v": v, "room": float64(rng.IntN(3)), "state": []any{float64(i), "s"}}
-		recs[i] = &Record{Key: strconv.Itoa(i), Time: winT0.Add(at - jitter), Source: dev, Topic: "t/" + dev, Fields: fields}
+		recs[i] = &record.Record{Key: strconv.Itoa(i), Time: winT0.Add(at - jitter), Source: dev, Topic: "t/" + dev, Fields: fields}
 	}
 	return recs
 }
 
-func winFullConfig() WindowConfig {
-	return WindowConfig{
+func winFullConfig() Config {
+	return Config{
 		Name: "full", Size: 10 * time.Second, Hop: 5 * time.Second, EventTime: true, AllowedLateness: time.Second,
 		GroupBy: []string{"source", "room"},
 		Aggregates: []Aggregate{
@@ -447,7 +449,7 @@ func winFullConfig() WindowConfig {
 
 // winRun processes recs through w, advancing every 50 records as a runner
 // would, and returns the outputs and the number of records rejected.
-func winRun(t testing.TB, w *Window, recs []*Record, out *[]*Record) (rejected int) {
+func winRun(t testing.TB, w *Window, recs []*record.Record, out *[]*record.Record) (rejected int) {
 	for i, r := range recs {
 		if err := w.Process(r, winCollect(out)); err != nil {
 			if !errors.Is(err, ErrLate) {
@@ -465,7 +467,7 @@ func winRun(t testing.TB, w *Window, recs []*Record, out *[]*Record) (rejected i
 func TestWindowExactlyOneEmitAndOrder(t *testing.T) {
 	recs := winStream(1, 20_000, 20)
 	w := winMust(t, winFullConfig())
-	var out []*Record
+	var out []*record.Record
 	rejected := winRun(t, w, recs, &out)
 	w.Advance(winT0.Add(1000*time.Hour), winCollect(&out))
 	if st := w.Stats(); st.OpenGroups != 0 || st.OpenWindows != 0 {
@@ -496,7 +498,7 @@ func TestWindowExactlyOneEmitAndOrder(t *testing.T) {
 	}
 	// The same input from the same (empty) state gives the same output.
 	w2 := winMust(t, winFullConfig())
-	var out2 []*Record
+	var out2 []*record.Record
 	winRun(t, w2, recs, &out2)
 	w2.Advance(winT0.Add(1000*time.Hour), winCollect(&out2))
 	if !reflect.DeepEqual(out, out2) {
@@ -508,12 +510,12 @@ func TestWindowStateRoundTrip(t *testing.T) {
 	recs := winStream(2, 12_000, 15)
 	tests := []struct {
 		name string
-		cfg  WindowConfig
+		cfg  Config
 	}{
 		{"event time hopping, every aggregate", winFullConfig()},
-		{"processing time tumbling", WindowConfig{Name: "pt", Size: 3 * time.Second, GroupBy: []string{"topic"},
+		{"processing time tumbling", Config{Name: "pt", Size: 3 * time.Second, GroupBy: []string{"topic"},
 			Aggregates: []Aggregate{{Func: "p90", Field: "v"}, {Func: "stddev", Field: "v"}, {Func: "first", Field: "state"}}}},
-		{"no group_by", WindowConfig{Name: "ng", Size: time.Minute, EventTime: true, AllowedLateness: 3 * time.Second,
+		{"no group_by", Config{Name: "ng", Size: time.Minute, EventTime: true, AllowedLateness: 3 * time.Second,
 			Aggregates: []Aggregate{{Func: "p99", Field: "v"}, {Func: "avg", Field: "v"}}}},
 	}
 	for _, tt := range tests {
@@ -521,13 +523,13 @@ func TestWindowStateRoundTrip(t *testing.T) {
 			for _, cut := range []int{1, 5_000, 7_777} {
 				// Uninterrupted.
 				w := winMust(t, tt.cfg)
-				var want []*Record
+				var want []*record.Record
 				winRun(t, w, recs, &want)
 				w.Advance(winT0.Add(1000*time.Hour), winCollect(&want))
 
 				// Stopped at cut, restored into a new window.
 				w1 := winMust(t, tt.cfg)
-				var got []*Record
+				var got []*record.Record
 				winRun(t, w1, recs[:cut], &got)
 				st, err := w1.MarshalState()
 				if err != nil {
@@ -577,7 +579,7 @@ func TestWindowStateRoundTrip(t *testing.T) {
 func TestWindowUnmarshalStateGarbage(t *testing.T) {
 	cfg := winFullConfig()
 	w := winMust(t, cfg)
-	var out []*Record
+	var out []*record.Record
 	winRun(t, w, winStream(3, 500, 5), &out)
 	valid, err := w.MarshalState()
 	if err != nil {
@@ -589,13 +591,13 @@ func TestWindowUnmarshalStateGarbage(t *testing.T) {
 	winRun(t, wo, winStream(3, 100, 5), &out)
 	otherState, _ := wo.MarshalState()
 
-	corrupt := func(f func(s *windowState)) []byte {
-		var st windowState
-		if err := winStateDec.Unmarshal(valid, &st); err != nil {
+	corrupt := func(f func(s *savedState)) []byte {
+		var st savedState
+		if err := stateDec.Unmarshal(valid, &st); err != nil {
 			t.Fatal(err)
 		}
 		f(&st)
-		b, err := winStateEnc.Marshal(st)
+		b, err := stateEnc.Marshal(st)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -610,26 +612,26 @@ func TestWindowUnmarshalStateGarbage(t *testing.T) {
 		{"trailing bytes", append(slices.Clone(valid), 0)},
 		{"CBOR of another shape", []byte{0xa1, 0x61, 0x61, 0x01}},
 		{"another configuration", otherState},
-		{"version", corrupt(func(s *windowState) { s.Version = 9 })},
-		{"clock out of range", corrupt(func(s *windowState) { s.Clock = math.MaxInt64 })},
-		{"window start off the hop grid", corrupt(func(s *windowState) { s.Windows[0].Start++ })},
-		{"windows out of order", corrupt(func(s *windowState) { s.Windows[0], s.Windows[1] = s.Windows[1], s.Windows[0] })},
-		{"groups out of order", corrupt(func(s *windowState) {
+		{"version", corrupt(func(s *savedState) { s.Version = 9 })},
+		{"clock out of range", corrupt(func(s *savedState) { s.Clock = math.MaxInt64 })},
+		{"window start off the hop grid", corrupt(func(s *savedState) { s.Windows[0].Start++ })},
+		{"windows out of order", corrupt(func(s *savedState) { s.Windows[0], s.Windows[1] = s.Windows[1], s.Windows[0] })},
+		{"groups out of order", corrupt(func(s *savedState) {
 			g := s.Windows[0].Groups
 			g = append(g, g[0])
 			s.Windows[0].Groups = g
 		})},
-		{"key not matching values", corrupt(func(s *windowState) { s.Windows[0].Groups[0].Key = "zzz" })},
-		{"count zero", corrupt(func(s *windowState) { s.Windows[0].Groups[0].Count = 0 })},
-		{"count not matching the sketch", corrupt(func(s *windowState) { s.Windows[0].Groups[0].Count++ })},
-		{"missing accumulator", corrupt(func(s *windowState) { s.Windows[0].Groups[0].Nums = nil })},
-		{"sketch bytes garbage", corrupt(func(s *windowState) { s.Windows[0].Groups[0].Sketches[0] = []byte{0xff, 0xff, 0xff} })},
-		{"sketch huge index", corrupt(func(s *windowState) {
+		{"key not matching values", corrupt(func(s *savedState) { s.Windows[0].Groups[0].Key = "zzz" })},
+		{"count zero", corrupt(func(s *savedState) { s.Windows[0].Groups[0].Count = 0 })},
+		{"count not matching the sketch", corrupt(func(s *savedState) { s.Windows[0].Groups[0].Count++ })},
+		{"missing accumulator", corrupt(func(s *savedState) { s.Windows[0].Groups[0].Nums = nil })},
+		{"sketch bytes garbage", corrupt(func(s *savedState) { s.Windows[0].Groups[0].Sketches[0] = []byte{0xff, 0xff, 0xff} })},
+		{"sketch huge index", corrupt(func(s *savedState) {
 			// Positive store (type 0b01), bins of count 1 by index deltas
 			// (subflag 2): one bin at index 2^62.
 			s.Windows[0].Groups[0].Sketches[0] = []byte{0x09, 0x01, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80}
 		})},
-		{"value of a foreign type", corrupt(func(s *windowState) { s.Windows[0].Groups[0].Anys[0].First = []byte{1} })},
+		{"value of a foreign type", corrupt(func(s *savedState) { s.Windows[0].Groups[0].Anys[0].First = []byte{1} })},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -639,7 +641,7 @@ func TestWindowUnmarshalStateGarbage(t *testing.T) {
 			}
 			before := w2.Stats()
 			err := w2.UnmarshalState(tt.b)
-			if !errors.Is(err, ErrState) {
+			if !errors.Is(err, record.ErrState) {
 				t.Fatalf("UnmarshalState: %v, want ErrState", err)
 			}
 			if after, _ := w2.MarshalState(); w2.Stats() != before || !bytes.Equal(after, valid) {
@@ -652,7 +654,7 @@ func TestWindowUnmarshalStateGarbage(t *testing.T) {
 		if err := w2.UnmarshalState(valid); err != nil {
 			t.Fatal(err)
 		}
-		if err := w2.UnmarshalState(nil); err != nil || w2.Stats() != (WindowStats{}) {
+		if err := w2.UnmarshalState(nil); err != nil || w2.Stats() != (Stats{}) {
 			t.Fatalf("UnmarshalState(nil): %v, %+v", err, w2.Stats())
 		}
 	})
@@ -661,7 +663,7 @@ func TestWindowUnmarshalStateGarbage(t *testing.T) {
 func FuzzWindowUnmarshalState(f *testing.F) {
 	cfg := winFullConfig()
 	w := winMust(f, cfg)
-	var out []*Record
+	var out []*record.Record
 	winRun(f, w, winStream(4, 300, 3), &out)
 	valid, _ := w.MarshalState()
 	f.Add(valid)
@@ -671,7 +673,7 @@ func FuzzWindowUnmarshalState(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		w := winMust(t, cfg)
 		if err := w.UnmarshalState(b); err != nil {
-			if !errors.Is(err, ErrState) {
+			if !errors.Is(err, record.ErrState) {
 				t.Fatalf("error %v does not match ErrState", err)
 			}
 			return
@@ -681,7 +683,7 @@ func FuzzWindowUnmarshalState(f *testing.F) {
 		if _, err := w.MarshalState(); err != nil {
 			t.Fatal(err)
 		}
-		var out []*Record
+		var out []*record.Record
 		w.Advance(winT0.Add(1000*time.Hour), winCollect(&out))
 	})
 }
@@ -701,7 +703,7 @@ func TestWindowMemoryBound(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := winMust(t, WindowConfig{Name: "mem", Size: time.Hour, EventTime: true, GroupBy: []string{"source"},
+			w := winMust(t, Config{Name: "mem", Size: time.Hour, EventTime: true, GroupBy: []string{"source"},
 				Aggregates: []Aggregate{{Func: "p95", Field: "v"}, {Func: "avg", Field: "v"}}})
 			rng := rand.New(rand.NewPCG(5, 5))
 			fields := make([]map[string]any, 1024)
@@ -709,7 +711,7 @@ func TestWindowMemoryBound(t *testing.T) {
 				fields[i] = map[string]any{"v": tt.gen(rng)}
 			}
 			for i := range 1_000_000 {
-				r := &Record{Time: winT0.Add(time.Duration(i) * time.Microsecond), Source: "dev", Fields: fields[i%len(fields)]}
+				r := &record.Record{Time: winT0.Add(time.Duration(i) * time.Microsecond), Source: "dev", Fields: fields[i%len(fields)]}
 				if err := w.Process(r, nil); err != nil {
 					t.Fatal(err)
 				}
@@ -757,9 +759,9 @@ func TestWindowApproxBytesMatchesHeap(t *testing.T) {
 			runtime.GC()
 			runtime.GC()
 			runtime.ReadMemStats(&m0)
-			w := winMust(t, WindowConfig{Name: "m", Size: time.Hour, EventTime: true, GroupBy: []string{"source"}, Aggregates: aggs})
+			w := winMust(t, Config{Name: "m", Size: time.Hour, EventTime: true, GroupBy: []string{"source"}, Aggregates: aggs})
 			for i := range groups * perGroup {
-				r := &Record{Time: winT0.Add(time.Duration(i) * time.Millisecond), Source: srcs[i%groups], Fields: fields[i%len(fields)]}
+				r := &record.Record{Time: winT0.Add(time.Duration(i) * time.Millisecond), Source: srcs[i%groups], Fields: fields[i%len(fields)]}
 				if err := w.Process(r, nil); err != nil {
 					t.Fatal(err)
 				}
@@ -785,9 +787,9 @@ func TestWindowApproxBytesMatchesHeap(t *testing.T) {
 func TestWindowAllocsForExistingGroups(t *testing.T) {
 	for _, gb := range [][]string{{"source"}, {"source", "room"}, {"topic"}} {
 		t.Run(strings.Join(gb, ","), func(t *testing.T) {
-			w := winMust(t, WindowConfig{Name: "a", Size: time.Hour, EventTime: true, GroupBy: gb,
+			w := winMust(t, Config{Name: "a", Size: time.Hour, EventTime: true, GroupBy: gb,
 				Aggregates: []Aggregate{{Func: "avg", Field: "v"}, {Func: "p95", Field: "v"}, {Func: "last", Field: "v"}}})
-			r := &Record{Time: winT0, Source: "dev", Topic: "a/b", Fields: map[string]any{"v": 1.5, "room": 2.0}}
+			r := &record.Record{Time: winT0, Source: "dev", Topic: "a/b", Fields: map[string]any{"v": 1.5, "room": 2.0}}
 			if err := w.Process(r, nil); err != nil {
 				t.Fatal(err)
 			}

@@ -1,4 +1,4 @@
-package rules
+package stage
 
 import (
 	"container/heap"
@@ -8,6 +8,10 @@ import (
 	"sort"
 	"strconv"
 	"time"
+
+	"github.com/ferrygw/ferry/gateway/rules/expr"
+	"github.com/ferrygw/ferry/gateway/rules/internal/statecbor"
+	"github.com/ferrygw/ferry/gateway/rules/record"
 )
 
 // DefaultMaxKeys is DedupConfig.MaxKeys when unset.
@@ -39,14 +43,12 @@ type DedupConfig struct {
 // record older than its key's window start still counts as within it
 // when less than Horizon older, and does not move the window back.
 type Dedup struct {
-	key     *Program // nil: the record's Key
+	key     *expr.Program // nil: the record's Key
 	horizon time.Duration
 	maxKeys int
 	entries map[string]*dedupEntry
 	order   dedupHeap
 }
-
-var _ Stage = (*Dedup)(nil)
 
 type dedupEntry struct {
 	key string
@@ -67,7 +69,7 @@ func NewDedup(cfg DedupConfig) (*Dedup, error) {
 		d.maxKeys = DefaultMaxKeys
 	}
 	if cfg.Key != "" {
-		p, err := Compile(cfg.Key, Value)
+		p, err := expr.Compile(cfg.Key, expr.Value)
 		if err != nil {
 			return nil, fmt.Errorf("key: %w", err)
 		}
@@ -77,10 +79,10 @@ func NewDedup(cfg DedupConfig) (*Dedup, error) {
 }
 
 // Process emits r unless it is a duplicate. A key expression failure is an
-// ErrExpr error; a nil key, or no record Key, an ErrField error.
-func (d *Dedup) Process(r *Record, emit Emit) error {
+// expr.ErrEval error; a nil key, or no record Key, a record.ErrField error.
+func (d *Dedup) Process(r *record.Record, emit record.Emit) error {
 	if r == nil {
-		return fmt.Errorf("%w: dedup: nil record", ErrField)
+		return fmt.Errorf("%w: dedup: nil record", record.ErrField)
 	}
 	k, err := d.keyOf(r)
 	if err != nil {
@@ -115,10 +117,10 @@ func (d *Dedup) Process(r *Record, emit Emit) error {
 	return nil
 }
 
-func (d *Dedup) keyOf(r *Record) (string, error) {
+func (d *Dedup) keyOf(r *record.Record) (string, error) {
 	if d.key == nil {
 		if r.Key == "" {
-			return "", fmt.Errorf("%w: dedup: record has no key", ErrField)
+			return "", fmt.Errorf("%w: dedup: record has no key", record.ErrField)
 		}
 		return r.Key, nil
 	}
@@ -134,18 +136,18 @@ func (d *Dedup) keyOf(r *Record) (string, error) {
 	case bool:
 		return strconv.FormatBool(x), nil
 	case nil:
-		return "", fmt.Errorf("%w: dedup: key %s is null (a missing field?)", ErrField, d.key.quoted())
+		return "", fmt.Errorf("%w: dedup: key %s is null (a missing field?)", record.ErrField, d.key.Quoted())
 	}
 	b, err := json.Marshal(v) // []any or map[string]any: map keys sorted, deterministic
 	if err != nil {
-		return "", fmt.Errorf("%w: dedup: key %s: %v", ErrExpr, d.key.quoted(), err)
+		return "", fmt.Errorf("%w: dedup: key %s: %v", expr.ErrEval, d.key.Quoted(), err)
 	}
 	return string(b), nil
 }
 
 // Advance forgets the keys whose window ended by now: a record at now or
 // later with the same key is not a duplicate.
-func (d *Dedup) Advance(now time.Time, _ Emit) {
+func (d *Dedup) Advance(now time.Time, _ record.Emit) {
 	for len(d.order) > 0 && now.Sub(d.order[0].t) >= d.horizon {
 		old := heap.Pop(&d.order).(*dedupEntry)
 		delete(d.entries, old.key)
@@ -165,7 +167,7 @@ type dedupWire struct {
 type dedupEntryWire struct {
 	_   struct{} `cbor:",toarray"`
 	Key string
-	T   ddTime
+	T   statecbor.Time
 }
 
 // MarshalState encodes the remembered keys in eviction order.
@@ -177,37 +179,37 @@ func (d *Dedup) MarshalState() ([]byte, error) {
 	dedupSort(es)
 	w := dedupWire{Version: dedupStateVersion, Entries: make([]dedupEntryWire, len(es))}
 	for i, e := range es {
-		w.Entries[i] = dedupEntryWire{Key: e.key, T: ddTimeOf(e.t)}
+		w.Entries[i] = dedupEntryWire{Key: e.key, T: statecbor.TimeOf(e.t)}
 	}
-	return ddMarshal(&w)
+	return statecbor.Marshal(&w)
 }
 
 // UnmarshalState replaces the remembered keys with b's; empty b means none.
-// Unreadable state is an ErrState error and leaves the state unchanged.
+// Unreadable state is a record.ErrState error and leaves the state unchanged.
 func (d *Dedup) UnmarshalState(b []byte) error {
 	if len(b) == 0 {
 		d.entries, d.order = map[string]*dedupEntry{}, nil
 		return nil
 	}
 	var w dedupWire
-	if err := ddUnmarshal(b, &w); err != nil {
-		return fmt.Errorf("%w: dedup: %v", ErrState, err)
+	if err := statecbor.Unmarshal(b, &w); err != nil {
+		return fmt.Errorf("%w: dedup: %v", record.ErrState, err)
 	}
 	if w.Version != dedupStateVersion {
-		return fmt.Errorf("%w: dedup: state version %d, want %d", ErrState, w.Version, dedupStateVersion)
+		return fmt.Errorf("%w: dedup: state version %d, want %d", record.ErrState, w.Version, dedupStateVersion)
 	}
 	if len(w.Entries) > d.maxKeys {
-		return fmt.Errorf("%w: dedup: %d keys, more than max_keys %d", ErrState, len(w.Entries), d.maxKeys)
+		return fmt.Errorf("%w: dedup: %d keys, more than max_keys %d", record.ErrState, len(w.Entries), d.maxKeys)
 	}
 	entries := make(map[string]*dedupEntry, len(w.Entries))
 	order := make(dedupHeap, 0, len(w.Entries))
 	for _, ew := range w.Entries {
-		t, ok := ew.T.time()
+		t, ok := ew.T.Time()
 		if !ok {
-			return fmt.Errorf("%w: dedup: key %q: bad time", ErrState, ew.Key)
+			return fmt.Errorf("%w: dedup: key %q: bad time", record.ErrState, ew.Key)
 		}
 		if entries[ew.Key] != nil {
-			return fmt.Errorf("%w: dedup: key %q twice", ErrState, ew.Key)
+			return fmt.Errorf("%w: dedup: key %q twice", record.ErrState, ew.Key)
 		}
 		e := &dedupEntry{key: ew.Key, t: t, idx: len(order)}
 		entries[ew.Key] = e

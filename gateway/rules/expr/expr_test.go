@@ -1,4 +1,4 @@
-package rules
+package expr
 
 import (
 	"errors"
@@ -6,20 +6,22 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferrygw/ferry/gateway/rules/record"
 )
 
 // exprTestTime is the event time of exprTestRecord's records.
 var exprTestTime = time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
 
-func exprTestRecord(fields map[string]any) *Record {
-	return &Record{Key: "k1", Time: exprTestTime, Source: "dev1", Topic: "sensors/dev1", Fields: fields}
+func exprTestRecord(fields map[string]any) *record.Record {
+	return &record.Record{Key: "k1", Time: exprTestTime, Source: "dev1", Topic: "sensors/dev1", Fields: fields}
 }
 
 func TestCompileErrors(t *testing.T) {
 	tests := []struct {
 		name     string
 		src      string
-		kind     ExprKind
+		kind     Kind
 		line     int
 		col      int
 		contains string
@@ -38,7 +40,7 @@ func TestCompileErrors(t *testing.T) {
 		{"bool expression of number type", `len(s) + 1`, Bool, 1, 1, "expected bool"},
 		{"method typo on time", "time.Yearr() > 2000", Bool, 1, 6, "Yearr"},
 		{"empty", "  ", Value, 1, 1, "empty expression"},
-		{"too many nodes", strings.Repeat("x+", MaxExprNodes) + "x", Value, 1, 0, "maximum allowed nodes"},
+		{"too many nodes", strings.Repeat("x+", MaxNodes) + "x", Value, 1, 0, "maximum allowed nodes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -46,9 +48,9 @@ func TestCompileErrors(t *testing.T) {
 			if err == nil {
 				t.Fatalf("Compile(%q) = %v, want error", tt.src, p)
 			}
-			var ee *ExprError
+			var ee *CompileError
 			if !errors.As(err, &ee) {
-				t.Fatalf("error %v (%T) is not an *ExprError", err, err)
+				t.Fatalf("error %v (%T) is not an *CompileError", err, err)
 			}
 			if ee.Line != tt.line || tt.col != 0 && ee.Column != tt.col {
 				t.Errorf("position line %d column %d, want line %d column %d (%v)", ee.Line, ee.Column, tt.line, tt.col, err)
@@ -72,7 +74,7 @@ func TestExprErrorFormat(t *testing.T) {
 	if got, want := err.Error(), "line 2, column 2: unknown func avgg"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
-	if _, err := Compile("x", ExprKind(0)); err == nil {
+	if _, err := Compile("x", Kind(0)); err == nil {
 		t.Error("Compile with kind 0 succeeded")
 	}
 }
@@ -168,13 +170,13 @@ func TestEvalBool(t *testing.T) {
 }
 
 // TestEvalRuntimeErrors covers expressions that fail on a record: each must
-// be an ErrExpr error, never a panic.
+// be an ErrEval error, never a panic.
 func TestEvalRuntimeErrors(t *testing.T) {
 	fields := map[string]any{"temp_c": 21.5, "s": "str", "zero": 0.0, "arr": []any{1.0}, "n": 7.0}
 	tests := []struct {
 		name     string
 		src      string
-		kind     ExprKind
+		kind     Kind
 		contains string
 	}{
 		{"missing field compared", "nope > 8", Bool, "record has no field nope"},
@@ -209,8 +211,8 @@ func TestEvalRuntimeErrors(t *testing.T) {
 			if err == nil {
 				t.Fatalf("Eval(%q) = %v, want error", tt.src, v)
 			}
-			if !errors.Is(err, ErrExpr) {
-				t.Errorf("error %v does not wrap ErrExpr", err)
+			if !errors.Is(err, ErrEval) {
+				t.Errorf("error %v does not wrap ErrEval", err)
 			}
 			if !strings.Contains(err.Error(), tt.contains) {
 				t.Errorf("error %q does not contain %q", err, tt.contains)
@@ -222,8 +224,8 @@ func TestEvalRuntimeErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := p.EvalBool(exprTestRecord(fields)); !errors.Is(err, ErrExpr) {
-			t.Errorf("EvalBool of a string: %v, want ErrExpr", err)
+		if _, err := p.EvalBool(exprTestRecord(fields)); !errors.Is(err, ErrEval) {
+			t.Errorf("EvalBool of a string: %v, want ErrEval", err)
 		}
 	})
 	t.Run("nil record and nil fields", func(t *testing.T) {
@@ -231,10 +233,10 @@ func TestEvalRuntimeErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := p.EvalBool(nil); !errors.Is(err, ErrExpr) {
-			t.Errorf("EvalBool(nil): %v, want ErrExpr", err)
+		if _, err := p.EvalBool(nil); !errors.Is(err, ErrEval) {
+			t.Errorf("EvalBool(nil): %v, want ErrEval", err)
 		}
-		ok, err := p.EvalBool(&Record{})
+		ok, err := p.EvalBool(&record.Record{})
 		if err != nil || !ok {
 			t.Errorf("EvalBool(empty record) = %v, %v; want true", ok, err)
 		}
@@ -300,7 +302,7 @@ func TestEvalConcurrent(t *testing.T) {
 }
 
 // TestEvalNeverPanics runs expressions over payload values of every shape:
-// each evaluation returns a value or an ErrExpr error.
+// each evaluation returns a value or an ErrEval error.
 func TestEvalNeverPanics(t *testing.T) {
 	srcs := []string{
 		"v > 8", "v * 2", "v / 2", "v % 2", "-v", "v + v", "v[0]", "v[-1]", "v.x", "v?.x.y",
@@ -314,15 +316,15 @@ func TestEvalNeverPanics(t *testing.T) {
 		[]any{}, []any{1.0, "x", nil}, map[string]any{}, map[string]any{"x": nil},
 	}
 	for _, src := range srcs {
-		for _, kind := range []ExprKind{Bool, Value} {
+		for _, kind := range []Kind{Bool, Value} {
 			p, err := Compile(src, kind)
 			if err != nil {
 				continue // a Bool-typed check rejected it: fine
 			}
 			for _, v := range vals {
 				r := exprTestRecord(map[string]any{"v": v})
-				if _, err := p.Eval(r); err != nil && !errors.Is(err, ErrExpr) {
-					t.Errorf("%q on %#v: %v, not ErrExpr", src, v, err)
+				if _, err := p.Eval(r); err != nil && !errors.Is(err, ErrEval) {
+					t.Errorf("%q on %#v: %v, not ErrEval", src, v, err)
 				}
 			}
 		}

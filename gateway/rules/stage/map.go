@@ -1,10 +1,13 @@
-package rules
+package stage
 
 import (
 	"errors"
 	"fmt"
 	"sort"
 	"time"
+
+	"github.com/ferrygw/ferry/gateway/rules/expr"
+	"github.com/ferrygw/ferry/gateway/rules/record"
 )
 
 // Assignment sets one field of a map stage to a Value expression's result.
@@ -40,11 +43,9 @@ type Map struct {
 	drop   []string
 }
 
-var _ Stage = (*Map)(nil)
-
 type mapSet struct {
 	field string
-	prog  *Program
+	prog  *expr.Program
 }
 
 type mapRename struct {
@@ -52,7 +53,7 @@ type mapRename struct {
 }
 
 // NewMap compiles cfg's expressions. A compile error wraps the
-// expression's *ExprError (errors.As finds it) with its place,
+// expression's *expr.CompileError (errors.As finds it) with its place,
 // "set[2].expr: column 7: unknown func avgg".
 func NewMap(cfg MapConfig) (*Map, error) {
 	m := &Map{name: cfg.Name}
@@ -63,7 +64,7 @@ func NewMap(cfg MapConfig) (*Map, error) {
 		if a.Field == "" {
 			return nil, fmt.Errorf("set[%d].field: empty field name", i)
 		}
-		p, err := Compile(a.Expr, Value)
+		p, err := expr.Compile(a.Expr, expr.Value)
 		if err != nil {
 			return nil, fmt.Errorf("set[%d].expr: %w", i, err)
 		}
@@ -92,10 +93,10 @@ func NewMap(cfg MapConfig) (*Map, error) {
 }
 
 // Process emits a transformed copy of r; r itself is not changed. An
-// expression failure is an error wrapping ErrExpr and emits nothing.
-func (m *Map) Process(r *Record, emit Emit) error {
+// expression failure is an error wrapping expr.ErrEval and emits nothing.
+func (m *Map) Process(r *record.Record, emit record.Emit) error {
 	if r == nil {
-		return fmt.Errorf("%w: nil record", ErrField)
+		return fmt.Errorf("%w: nil record", record.ErrField)
 	}
 	c := r.Clone()
 	for _, s := range m.set {
@@ -138,7 +139,7 @@ func (m *Map) Process(r *Record, emit Emit) error {
 }
 
 // Advance does nothing: a map holds no state.
-func (m *Map) Advance(time.Time, Emit) {}
+func (m *Map) Advance(time.Time, record.Emit) {}
 
 // MarshalState returns nil: a map holds no state.
 func (m *Map) MarshalState() ([]byte, error) { return nil, nil }
@@ -147,7 +148,7 @@ func (m *Map) MarshalState() ([]byte, error) { return nil, nil }
 // belongs to some other stage.
 func (m *Map) UnmarshalState(b []byte) error {
 	if len(b) != 0 {
-		return fmt.Errorf("%w: map has no state, got %d bytes", ErrState, len(b))
+		return fmt.Errorf("%w: map has no state, got %d bytes", record.ErrState, len(b))
 	}
 	return nil
 }

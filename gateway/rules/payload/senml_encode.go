@@ -1,9 +1,11 @@
-package rules
+package payload
 
 import (
 	"encoding/json"
 	"math"
 	"sort"
+
+	"github.com/ferrygw/ferry/gateway/rules/record"
 )
 
 // EncodeSenML renders a result record as a SenML pack (RFC 8428, JSON):
@@ -16,7 +18,7 @@ import (
 // A record that came from SenML (it has a string "name" and a "value",
 // "string_value" or "bool_value") becomes one SenML record again: n, u, v
 // (or vs, vb) and t.
-func EncodeSenML(rec *Record) []byte {
+func EncodeSenML(rec *record.Record) []byte {
 	if b, ok := encodeSenMLMeasurement(rec); ok {
 		return b
 	}
@@ -63,7 +65,7 @@ func EncodeSenML(rec *Record) []byte {
 	return b
 }
 
-func encodeSenMLMeasurement(rec *Record) ([]byte, bool) {
+func encodeSenMLMeasurement(rec *record.Record) ([]byte, bool) {
 	name, ok := rec.Fields["name"].(string)
 	if !ok {
 		return nil, false

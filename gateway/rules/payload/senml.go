@@ -1,4 +1,4 @@
-package rules
+package payload
 
 import (
 	"encoding/base64"
@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ferrygw/ferry/gateway/rules/record"
 )
 
 // SenML packs (RFC 8428) decode to one record per SenML record that
@@ -176,14 +178,14 @@ func senmlJSONShape(v any) bool {
 }
 
 // senmlFromJSON resolves a parsed SenML JSON pack.
-func senmlFromJSON(v any, base Record) ([]*Record, error) {
+func senmlFromJSON(v any, base record.Record) ([]*record.Record, error) {
 	return resolvePack(v, base, "an object", (*senmlRecord).fromJSON)
 }
 
 // senmlFromCBOR decodes and resolves a SenML CBOR pack.
-func senmlFromCBOR(payload []byte, base Record) ([]*Record, error) {
+func senmlFromCBOR(payload []byte, base record.Record) ([]*record.Record, error) {
 	if len(payload) == 0 {
-		return nil, payloadErrorf("senml: empty payload")
+		return nil, errorf("senml: empty payload")
 	}
 	v, err := decodeCBORWith(cborSenML, payload)
 	if err != nil {
@@ -194,10 +196,10 @@ func senmlFromCBOR(payload []byte, base Record) ([]*Record, error) {
 
 // resolvePack type-checks each record of a decoded pack (JSON objects or
 // CBOR maps, M) with parse and resolves the pack.
-func resolvePack[M any](v any, base Record, what string, parse func(*senmlRecord, M, int) error) ([]*Record, error) {
+func resolvePack[M any](v any, base record.Record, what string, parse func(*senmlRecord, M, int) error) ([]*record.Record, error) {
 	pack, ok := v.([]any)
 	if !ok {
-		return nil, payloadErrorf("senml: pack is not an array")
+		return nil, errorf("senml: pack is not an array")
 	}
 	r, err := newSenMLResolver(base, len(pack))
 	if err != nil {
@@ -206,7 +208,7 @@ func resolvePack[M any](v any, base Record, what string, parse func(*senmlRecord
 	for i, e := range pack {
 		m, ok := e.(M)
 		if !ok {
-			return nil, payloadErrorf("senml: record %d is not %s", i, what)
+			return nil, errorf("senml: record %d is not %s", i, what)
 		}
 		var rec senmlRecord
 		if err := parse(&rec, m, i); err != nil {
@@ -230,50 +232,14 @@ func (r *senmlRecord) fromJSON(m map[string]any, i int) error {
 	}); err != nil {
 		return err
 	}
+	var vals [senmlLabels]any
 	for l, info := range senmlLabel {
-		v, ok := m[info.json]
-		if !ok {
-			continue
+		if v, ok := m[info.json]; ok {
+			vals[l] = v
+			r.has |= 1 << l
 		}
-		switch info.kind {
-		case senmlString:
-			s, ok := v.(string)
-			if !ok {
-				return senmlTypeError(i, l, "a string")
-			}
-			r.str[l] = s
-		case senmlNumber:
-			f, ok := v.(float64)
-			if !ok {
-				return senmlTypeError(i, l, "a number")
-			}
-			r.num[l] = f
-		case senmlBool:
-			b, ok := v.(bool)
-			if !ok {
-				return senmlTypeError(i, l, "a boolean")
-			}
-			r.vb = b
-		case senmlData:
-			s, ok := v.(string)
-			if !ok {
-				return senmlTypeError(i, l, "a base64url string")
-			}
-			s, ok = senmlBase64(s)
-			if !ok {
-				return payloadErrorf("senml: record %d: vd is not base64url (RFC 4648 section 5)", i)
-			}
-			r.str[l] = s
-		case senmlVer:
-			f, ok := v.(float64)
-			if !ok || f != math.Trunc(f) || f < 1 || f > math.MaxInt32 {
-				return senmlTypeError(i, l, "a positive integer")
-			}
-			r.bver = uint64(f)
-		}
-		r.has |= 1 << l
 	}
-	return nil
+	return r.setLabels(&vals, i, &senmlJSON)
 }
 
 // fromCBOR type-checks the labels of record i of a CBOR pack.
@@ -300,7 +266,7 @@ func (r *senmlRecord) fromCBOR(m map[any]any, i int) error {
 		}
 	}
 	if badKey {
-		return payloadErrorf("senml: record %d: map key is not an integer label or a text string", i)
+		return errorf("senml: record %d: map key is not an integer label or a text string", i)
 	}
 	if err := senmlMustUnderstand(i, func(yield func(string) bool) {
 		for k := range m {
@@ -311,6 +277,97 @@ func (r *senmlRecord) fromCBOR(m map[any]any, i int) error {
 	}); err != nil {
 		return err
 	}
+	return r.setLabels(&vals, i, &senmlCBOR)
+}
+
+// senmlSyntax is how one of SenML's encodings writes the label values
+// whose types differ between JSON (RFC 8428 section 5) and CBOR (section
+// 6): numbers, data values and the version. Strings and booleans are the
+// same in both.
+type senmlSyntax struct {
+	text        string // what a string label must be, for errors
+	number      func(v any, i, l int) (float64, error)
+	data        func(v any, i, l int) (string, error)
+	version     func(v any) (uint64, bool)
+	versionWant string // what bver must be, for errors
+}
+
+// senmlJSON is SenML JSON: numbers are float64 (the JSON decoder refused
+// integers beyond ±2^53), data values base64url strings, the version a
+// number that is a positive integer.
+var senmlJSON = senmlSyntax{
+	text: "a string",
+	number: func(v any, i, l int) (float64, error) {
+		f, ok := v.(float64)
+		if !ok {
+			return 0, senmlTypeError(i, l, "a number")
+		}
+		return f, nil
+	},
+	data: func(v any, i, l int) (string, error) {
+		s, ok := v.(string)
+		if !ok {
+			return "", senmlTypeError(i, l, "a base64url string")
+		}
+		s, ok = senmlBase64(s)
+		if !ok {
+			return "", errorf("senml: record %d: vd is not base64url (RFC 4648 section 5)", i)
+		}
+		return s, nil
+	},
+	version: func(v any) (uint64, bool) {
+		f, ok := v.(float64)
+		if !ok || f != math.Trunc(f) || f < 1 || f > math.MaxInt32 {
+			return 0, false
+		}
+		return uint64(f), true
+	},
+	versionWant: "a positive integer",
+}
+
+// senmlCBOR is SenML CBOR: numbers are floats or integers (checked
+// against ±2^53 here, as the SenML decoding mode keeps them as they
+// are), data values byte strings, the version an unsigned integer.
+var senmlCBOR = senmlSyntax{
+	text: "a text string",
+	number: func(v any, i, l int) (float64, error) {
+		switch x := v.(type) {
+		case float64:
+			return x, nil // the decoder refused NaN and ±Inf
+		case uint64:
+			if x > maxInt {
+				return 0, errorf("senml: record %d: %s is an integer beyond ±2^53", i, senmlLabel[l].json)
+			}
+			return float64(x), nil
+		case int64:
+			if x < -maxInt {
+				return 0, errorf("senml: record %d: %s is an integer beyond ±2^53", i, senmlLabel[l].json)
+			}
+			return float64(x), nil
+		case big.Int, *big.Int: // a negative integer beyond int64
+			return 0, errorf("senml: record %d: %s is an integer beyond ±2^53", i, senmlLabel[l].json)
+		}
+		return 0, senmlTypeError(i, l, "a number")
+	},
+	data: func(v any, i, l int) (string, error) {
+		b, ok := v.([]byte)
+		if !ok {
+			return "", senmlTypeError(i, l, "a byte string")
+		}
+		return base64.RawURLEncoding.EncodeToString(b), nil
+	},
+	version: func(v any) (uint64, bool) {
+		n, ok := v.(uint64)
+		return n, ok && n >= 1
+	},
+	versionWant: "a positive unsigned integer",
+}
+
+// setLabels type-checks the values of the labels r.has names (vals, by
+// label index) as syn writes them, and keeps them. Labels are checked in
+// index order, so the error for a record with several bad labels does not
+// depend on the map order of the decoded pack.
+func (r *senmlRecord) setLabels(vals *[senmlLabels]any, i int, syn *senmlSyntax) error {
 	for l, info := range senmlLabel {
 		if !r.is(l) {
 			continue
@@ -319,28 +376,13 @@ func (r *senmlRecord) fromCBOR(m map[any]any, i int) error {
 		case senmlString:
 			s, ok := v.(string)
 			if !ok {
-				return senmlTypeError(i, l, "a text string")
+				return senmlTypeError(i, l, syn.text)
 			}
 			r.str[l] = s
 		case senmlNumber:
-			var f float64
-			switch x := v.(type) {
-			case float64:
-				f = x // the decoder refused NaN and ±Inf
-			case uint64:
-				if x > payloadMaxInt {
-					return payloadErrorf("senml: record %d: %s is an integer beyond ±2^53", i, info.json)
-				}
-				f = float64(x)
-			case int64:
-				if x < -payloadMaxInt {
-					return payloadErrorf("senml: record %d: %s is an integer beyond ±2^53", i, info.json)
-				}
-				f = float64(x)
-			case big.Int, *big.Int: // a negative integer beyond int64
-				return payloadErrorf("senml: record %d: %s is an integer beyond ±2^53", i, info.json)
-			default:
-				return senmlTypeError(i, l, "a number")
+			f, err := syn.number(v, i, l)
+			if err != nil {
+				return err
 			}
 			r.num[l] = f
 		case senmlBool:
@@ -350,15 +392,15 @@ func (r *senmlRecord) fromCBOR(m map[any]any, i int) error {
 			}
 			r.vb = b
 		case senmlData:
-			b, ok := v.([]byte)
-			if !ok {
-				return senmlTypeError(i, l, "a byte string")
+			s, err := syn.data(v, i, l)
+			if err != nil {
+				return err
 			}
-			r.str[l] = base64.RawURLEncoding.EncodeToString(b)
+			r.str[l] = s
 		case senmlVer:
-			n, ok := v.(uint64)
-			if !ok || n < 1 {
-				return senmlTypeError(i, l, "a positive unsigned integer")
+			n, ok := syn.version(v)
+			if !ok {
+				return senmlTypeError(i, l, syn.versionWant)
 			}
 			r.bver = n
 		}
@@ -378,13 +420,13 @@ func senmlMustUnderstand(i int, keys func(yield func(string) bool)) error {
 		}
 	}
 	if found {
-		return payloadErrorf("senml: record %d: unsupported must-understand label %s", i, payloadQuote(bad))
+		return errorf("senml: record %d: unsupported must-understand label %s", i, quote(bad))
 	}
 	return nil
 }
 
 func senmlTypeError(i, l int, want string) error {
-	return payloadErrorf("senml: record %d: %s must be %s", i, senmlLabel[l].json, want)
+	return errorf("senml: record %d: %s must be %s", i, senmlLabel[l].json, want)
 }
 
 // senmlBase64 checks a JSON data value: base64url (RFC 4648 section 5)
@@ -408,29 +450,29 @@ func senmlBase64(s string) (string, bool) {
 
 // senmlResolver applies base values to the records of a pack in order.
 type senmlResolver struct {
-	base         Record
+	base         record.Record
 	bn, bu       string
 	bt, bv, bs   float64
 	hasBU, hasBS bool
 	version      uint64
-	recs         []Record
-	out          []*Record
+	recs         []record.Record
+	out          []*record.Record
 }
 
-func newSenMLResolver(base Record, n int) (*senmlResolver, error) {
+func newSenMLResolver(base record.Record, n int) (*senmlResolver, error) {
 	if n == 0 {
-		return nil, payloadErrorf("senml: empty pack")
+		return nil, errorf("senml: empty pack")
 	}
 	if n > senmlMaxRecords {
-		return nil, payloadErrorf("senml: pack has %d records, over the limit of %d", n, senmlMaxRecords)
+		return nil, errorf("senml: pack has %d records, over the limit of %d", n, senmlMaxRecords)
 	}
 	// Records and the pointers to them are allocated once; appends stay
 	// within capacity, so the pointers remain valid.
 	return &senmlResolver{
 		base:    base,
 		version: senmlVersion,
-		recs:    make([]Record, 0, n),
-		out:     make([]*Record, 0, n),
+		recs:    make([]record.Record, 0, n),
+		out:     make([]*record.Record, 0, n),
 	}, nil
 }
 
@@ -439,11 +481,11 @@ func (r *senmlResolver) add(rec *senmlRecord, i int) error {
 	if rec.is(senmlBVer) {
 		switch {
 		case rec.bver > senmlVersion:
-			return payloadErrorf("senml: record %d: version %d is newer than the supported %d", i, rec.bver, senmlVersion)
+			return errorf("senml: record %d: version %d is newer than the supported %d", i, rec.bver, senmlVersion)
 		case i == 0:
 			r.version = rec.bver
 		case rec.bver != r.version:
-			return payloadErrorf("senml: record %d: version %d differs from the pack's %d", i, rec.bver, r.version)
+			return errorf("senml: record %d: version %d differs from the pack's %d", i, rec.bver, r.version)
 		}
 	}
 	if rec.is(senmlBN) {
@@ -466,23 +508,23 @@ func (r *senmlResolver) add(rec *senmlRecord, i int) error {
 		if rec.has&senmlBaseMask != 0 {
 			return nil // only base fields: they apply to the records after
 		}
-		return payloadErrorf("senml: record %d has no SenML labels", i)
+		return errorf("senml: record %d has no SenML labels", i)
 	}
 	switch n := bits.OnesCount32(rec.has & senmlValueMask); {
 	case n > 1:
-		return payloadErrorf("senml: record %d has %d value fields; at most one of v, vs, vb, vd is allowed", i, n)
+		return errorf("senml: record %d has %d value fields; at most one of v, vs, vb, vd is allowed", i, n)
 	case n == 0 && !rec.is(senmlS):
-		return payloadErrorf("senml: record %d has no value (v, vs, vb or vd) and no sum (s)", i)
+		return errorf("senml: record %d has no value (v, vs, vb or vd) and no sum (s)", i)
 	}
 
 	// The length is checked before concatenating: a long base name shared
 	// by 1,000 records would otherwise cost 1,000 copies of itself.
 	if n := len(r.bn) + len(rec.str[senmlN]); n > senmlMaxName {
-		return payloadErrorf("senml: record %d: name of %d bytes is over the %d-byte limit", i, n, senmlMaxName)
+		return errorf("senml: record %d: name of %d bytes is over the %d-byte limit", i, n, senmlMaxName)
 	}
 	name := r.bn + rec.str[senmlN]
 	if err := senmlCheckName(name); err != nil {
-		return payloadErrorf("senml: record %d: %v", i, err)
+		return errorf("senml: record %d: %v", i, err)
 	}
 	fields := make(map[string]any, 5)
 	fields["name"] = name
@@ -496,7 +538,7 @@ func (r *senmlResolver) add(rec *senmlRecord, i int) error {
 	case rec.is(senmlV):
 		v := r.bv + rec.num[senmlV]
 		if math.IsInf(v, 0) {
-			return payloadErrorf("senml: record %d: bv + v overflows float64", i)
+			return errorf("senml: record %d: bv + v overflows float64", i)
 		}
 		fields["value"] = v
 	case rec.is(senmlVS):
@@ -509,13 +551,13 @@ func (r *senmlResolver) add(rec *senmlRecord, i int) error {
 	if rec.is(senmlS) || r.hasBS {
 		s := r.bs + rec.num[senmlS]
 		if math.IsInf(s, 0) {
-			return payloadErrorf("senml: record %d: bs + s overflows float64", i)
+			return errorf("senml: record %d: bs + s overflows float64", i)
 		}
 		fields["sum"] = s
 	}
 	t, err := senmlTime(r.bt+rec.num[senmlT], r.base.Time)
 	if err != nil {
-		return payloadErrorf("senml: record %d: %v", i, err)
+		return errorf("senml: record %d: %v", i, err)
 	}
 	fields["time"] = float64(t.Unix()) + float64(t.Nanosecond())/1e9
 
@@ -523,16 +565,16 @@ func (r *senmlResolver) add(rec *senmlRecord, i int) error {
 	if n := len(r.out); n > 0 {
 		key += "#" + strconv.Itoa(n)
 	}
-	r.recs = append(r.recs, Record{Key: key, Time: t, Source: r.base.Source, Topic: r.base.Topic, Fields: fields})
+	r.recs = append(r.recs, record.Record{Key: key, Time: t, Source: r.base.Source, Topic: r.base.Topic, Fields: fields})
 	r.out = append(r.out, &r.recs[len(r.recs)-1])
 	return nil
 }
 
 // result returns the records resolved; a pack of base fields only has
 // nothing to report and is refused rather than silently dropped.
-func (r *senmlResolver) result() ([]*Record, error) {
+func (r *senmlResolver) result() ([]*record.Record, error) {
 	if len(r.out) == 0 {
-		return nil, payloadErrorf("senml: pack has no records with a value or sum")
+		return nil, errorf("senml: pack has no records with a value or sum")
 	}
 	return r.out, nil
 }
@@ -564,10 +606,10 @@ func senmlCheckName(name string) error {
 		c := name[i]
 		alnum := c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
 		if i == 0 && !alnum {
-			return senmlReason("name " + payloadQuote(name) + " must start with a letter or digit")
+			return senmlReason("name " + quote(name) + " must start with a letter or digit")
 		}
 		if !alnum && c != '-' && c != ':' && c != '.' && c != '/' && c != '_' {
-			return senmlReason("name " + payloadQuote(name) + " has a character other than letters, digits and -:./_")
+			return senmlReason("name " + quote(name) + " has a character other than letters, digits and -:./_")
 		}
 	}
 	return nil

@@ -1,4 +1,4 @@
-package rules
+package window
 
 import (
 	"errors"
@@ -119,17 +119,17 @@ func aggKindOf(fn string) (aggKind, float64, error) {
 	return 0, 0, fmt.Errorf("unknown aggregate function %q (want count, sum, avg, min, max, stddev, first, last or p1..p99)", fn)
 }
 
-// winAgg is one aggregate resolved against the window's accumulator
+// resolvedAgg is one aggregate resolved against the window's accumulator
 // layout.
-type winAgg struct {
+type resolvedAgg struct {
 	output string
 	kind   aggKind
 	q      float64 // quantile, for aggPercentile
-	slot   int     // index into winNumAcc/winAnyAcc/sketches, by kind
+	slot   int     // index into numAcc/anyAcc/sketches, by kind
 }
 
-// winNumAcc accumulates one numeric field in O(1) memory.
-type winNumAcc struct {
+// numAcc accumulates one numeric field in O(1) memory.
+type numAcc struct {
 	sum  float64
 	min  float64
 	max  float64
@@ -138,7 +138,7 @@ type winNumAcc struct {
 }
 
 // add folds v into the accumulator; n is the count including v.
-func (a *winNumAcc) add(v float64, n int64, welford bool) {
+func (a *numAcc) add(v float64, n int64, welford bool) {
 	a.sum += v
 	if n == 1 {
 		a.min, a.max = v, v
@@ -160,8 +160,8 @@ func (a *winNumAcc) add(v float64, n int64, welford bool) {
 	}
 }
 
-// winAnyAcc keeps the first and last value of one field by record time.
-type winAnyAcc struct {
+// anyAcc keeps the first and last value of one field by record time.
+type anyAcc struct {
 	first  any
 	last   any
 	firstT int64 // unix nanos
@@ -170,7 +170,7 @@ type winAnyAcc struct {
 
 // add folds v at record time t in; first is whether it is the group's
 // first record.
-func (a *winAnyAcc) add(v any, t int64, first bool) {
+func (a *anyAcc) add(v any, t int64, first bool) {
 	if first {
 		a.first, a.last, a.firstT, a.lastT = v, v, t, t
 		return

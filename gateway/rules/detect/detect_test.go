@@ -1,4 +1,4 @@
-package rules
+package detect
 
 import (
 	"bytes"
@@ -9,6 +9,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferrygw/ferry/gateway/rules/expr"
+	"github.com/ferrygw/ferry/gateway/rules/internal/statecbor"
+	"github.com/ferrygw/ferry/gateway/rules/record"
 )
 
 func detectF64(v float64) *float64 { return &v }
@@ -28,8 +32,8 @@ func detectRec(src string, at time.Duration, fields map[string]any) detectStep {
 
 func detectAdv(at time.Duration) detectStep { return detectStep{at: at, adv: true} }
 
-func (s detectStep) record(i int) *Record {
-	return &Record{
+func (s detectStep) record(i int) *record.Record {
+	return &record.Record{
 		Key:    fmt.Sprintf("e%d", i),
 		Time:   exprTestTime.Add(s.at),
 		Source: s.src,
@@ -40,11 +44,11 @@ func (s detectStep) record(i int) *Record {
 
 // detectRun feeds steps to st and returns what it emitted, with the errors
 // of records that failed (by step index).
-func detectRun(t *testing.T, st Stage, steps []detectStep, from int) ([]*Record, map[int]error) {
+func detectRun(t *testing.T, st *Detector, steps []detectStep, from int) ([]*record.Record, map[int]error) {
 	t.Helper()
-	var out []*Record
+	var out []*record.Record
 	errs := map[int]error{}
-	emit := func(r *Record) { out = append(out, r) }
+	emit := func(r *record.Record) { out = append(out, r) }
 	for i, s := range steps {
 		if s.adv {
 			st.Advance(exprTestTime.Add(s.at), emit)
@@ -58,7 +62,7 @@ func detectRun(t *testing.T, st Stage, steps []detectStep, from int) ([]*Record,
 }
 
 // detectSummary renders alerts compactly: "raise:dev1:9".
-func detectSummary(out []*Record) []string {
+func detectSummary(out []*record.Record) []string {
 	var s []string
 	for _, r := range out {
 		g, _ := r.Fields["group"].(map[string]any)
@@ -85,44 +89,44 @@ func TestDetectThreshold(t *testing.T) {
 	}
 	tests := []struct {
 		name  string
-		cfg   DetectConfig
+		cfg   Config
 		steps []detectStep
 		want  []string
 	}{
 		{
 			name:  "hysteresis: no flapping between the thresholds",
-			cfg:   DetectConfig{RaiseAbove: detectF64(8), ClearBelow: detectF64(5)},
+			cfg:   Config{RaiseAbove: detectF64(8), ClearBelow: detectF64(5)},
 			steps: seq("dev1", 5, 9, 8.5, 9.5, 6, 4, 3, 9),
 			want:  []string{"raise:dev1:9", "clear:dev1:4", "raise:dev1:9"},
 		},
 		{
 			name:  "emits only on change",
-			cfg:   DetectConfig{RaiseAbove: detectF64(8), ClearBelow: detectF64(5)},
+			cfg:   Config{RaiseAbove: detectF64(8), ClearBelow: detectF64(5)},
 			steps: seq("dev1", 9, 10, 11, 12, 13, 12, 11, 10, 9, 1, 1, 1, 1),
 			want:  []string{"raise:dev1:9", "clear:dev1:1"},
 		},
 		{
 			name:  "no hysteresis: clear below the raise threshold; equal changes nothing",
-			cfg:   DetectConfig{RaiseAbove: detectF64(8)},
+			cfg:   Config{RaiseAbove: detectF64(8)},
 			steps: seq("dev1", 8, 8.1, 8, 7.9, 8),
 			want:  []string{"raise:dev1:8.1", "clear:dev1:7.9"},
 		},
 		{
 			name:  "low alarm",
-			cfg:   DetectConfig{RaiseBelow: detectF64(2), ClearAbove: detectF64(4)},
+			cfg:   Config{RaiseBelow: detectF64(2), ClearAbove: detectF64(4)},
 			steps: seq("dev1", 5, 1.5, 3, 1, 4.5, 3),
 			want:  []string{"raise:dev1:1.5", "clear:dev1:4.5"},
 		},
 		{
 			name: "band: raises on either side, clears only inside",
-			cfg: DetectConfig{RaiseAbove: detectF64(30), ClearBelow: detectF64(28),
+			cfg: Config{RaiseAbove: detectF64(30), ClearBelow: detectF64(28),
 				RaiseBelow: detectF64(5), ClearAbove: detectF64(7)},
 			steps: seq("dev1", 20, 31, 2, 29, 20, 4, 6, 8),
 			want:  []string{"raise:dev1:31", "clear:dev1:20", "raise:dev1:4", "clear:dev1:8"},
 		},
 		{
 			name: "groups are independent",
-			cfg:  DetectConfig{RaiseAbove: detectF64(8), ClearBelow: detectF64(5)},
+			cfg:  Config{RaiseAbove: detectF64(8), ClearBelow: detectF64(5)},
 			steps: []detectStep{
 				detectRec("a", 0, detectTemp(9.0)), detectRec("b", 0, detectTemp(1.0)),
 				detectRec("b", time.Second, detectTemp(9.0)), detectRec("a", time.Second, detectTemp(6.0)),
@@ -132,7 +136,7 @@ func TestDetectThreshold(t *testing.T) {
 		},
 		{
 			name: "out of order is taken in arrival order",
-			cfg:  DetectConfig{RaiseAbove: detectF64(8), ClearBelow: detectF64(5)},
+			cfg:  Config{RaiseAbove: detectF64(8), ClearBelow: detectF64(5)},
 			steps: []detectStep{
 				detectRec("a", 5*time.Second, detectTemp(9.0)), detectRec("a", time.Second, detectTemp(4.0)),
 			},
@@ -142,10 +146,10 @@ func TestDetectThreshold(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := tt.cfg
-			cfg.Name, cfg.Kind, cfg.Field = "hot", DetectThreshold, "temp_c"
-			d, err := NewDetect(cfg)
+			cfg.Name, cfg.Kind, cfg.Field = "hot", Threshold, "temp_c"
+			d, err := New(cfg)
 			if err != nil {
-				t.Fatalf("NewDetect: %v", err)
+				t.Fatalf("New: %v", err)
 			}
 			out, errs := detectRun(t, d, tt.steps, 0)
 			if len(errs) > 0 {
@@ -159,16 +163,16 @@ func TestDetectThreshold(t *testing.T) {
 }
 
 func TestDetectAlertRecord(t *testing.T) {
-	d, err := NewDetect(DetectConfig{Name: "hot", Kind: DetectThreshold, Field: "temp_c", RaiseAbove: detectF64(8)})
+	d, err := New(Config{Name: "hot", Kind: Threshold, Field: "temp_c", RaiseAbove: detectF64(8)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := &Record{Key: "ev-7", Time: exprTestTime, Source: "dev/1", Topic: "t/x", Fields: detectTemp(9.0)}
-	var out []*Record
-	if err := d.Process(in, func(r *Record) { out = append(out, r) }); err != nil {
+	in := &record.Record{Key: "ev-7", Time: exprTestTime, Source: "dev/1", Topic: "t/x", Fields: detectTemp(9.0)}
+	var out []*record.Record
+	if err := d.Process(in, func(r *record.Record) { out = append(out, r) }); err != nil {
 		t.Fatal(err)
 	}
-	want := &Record{
+	want := &record.Record{
 		Key:    "hot/dev%2F1/raise/ev-7",
 		Time:   exprTestTime,
 		Source: "dev/1",
@@ -186,25 +190,25 @@ func TestDetectConsecutive(t *testing.T) {
 	}
 	tests := []struct {
 		name  string
-		cfg   DetectConfig
+		cfg   Config
 		steps []detectStep
 		want  []string
 	}{
 		{
 			name:  "three in a row",
-			cfg:   DetectConfig{Condition: "temp_c > 8", Count: 3, Field: "temp_c"},
+			cfg:   Config{Condition: "temp_c > 8", Count: 3, Field: "temp_c"},
 			steps: []detectStep{b("a", 0, 9), b("a", 1, 9), b("a", 2, 1), b("a", 3, 9), b("a", 4, 10), b("a", 5, 11), b("a", 6, 12), b("a", 7, 1), b("a", 8, 1)},
 			want:  []string{"raise:a:11", "clear:a:1"},
 		},
 		{
 			name:  "count 1 and no field",
-			cfg:   DetectConfig{Condition: `door == "open" && temp_c > 8`, Count: 1},
+			cfg:   Config{Condition: `door == "open" && temp_c > 8`, Count: 1},
 			steps: []detectStep{b("a", 0, 9), b("a", 1, 9), b("a", 2, 1)},
 			want:  []string{"raise:a:<nil>", "clear:a:<nil>"},
 		},
 		{
 			name:  "runs are per group",
-			cfg:   DetectConfig{Condition: "temp_c > 8", Count: 2, Field: "temp_c"},
+			cfg:   Config{Condition: "temp_c > 8", Count: 2, Field: "temp_c"},
 			steps: []detectStep{b("a", 0, 9), b("b", 0, 9), b("a", 1, 1), b("b", 1, 9), b("a", 2, 9)},
 			want:  []string{"raise:b:9"},
 		},
@@ -212,10 +216,10 @@ func TestDetectConsecutive(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := tt.cfg
-			cfg.Name, cfg.Kind = "warm", DetectConsecutive
-			d, err := NewDetect(cfg)
+			cfg.Name, cfg.Kind = "warm", Consecutive
+			d, err := New(cfg)
 			if err != nil {
-				t.Fatalf("NewDetect: %v", err)
+				t.Fatalf("New: %v", err)
 			}
 			out, errs := detectRun(t, d, tt.steps, 0)
 			if len(errs) > 0 {
@@ -229,7 +233,7 @@ func TestDetectConsecutive(t *testing.T) {
 }
 
 func TestDetectAbsence(t *testing.T) {
-	d, err := NewDetect(DetectConfig{Name: "dead", Kind: DetectAbsence, Timeout: 10 * time.Second})
+	d, err := New(Config{Name: "dead", Kind: Absence, Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,14 +322,14 @@ func TestDetectRate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d, err := NewDetect(DetectConfig{Name: "jump", Kind: DetectRate, Field: "temp_c", MaxRate: tt.max, Per: tt.per})
+			d, err := New(Config{Name: "jump", Kind: Rate, Field: "temp_c", MaxRate: tt.max, Per: tt.per})
 			if err != nil {
 				t.Fatal(err)
 			}
 			out, errs := detectRun(t, d, tt.steps, 0)
 			var seen []int
 			for i, err := range errs {
-				if !errors.Is(err, ErrField) {
+				if !errors.Is(err, record.ErrField) {
 					t.Errorf("step %d: %v, want ErrField", i, err)
 				}
 				seen = append(seen, i)
@@ -374,7 +378,7 @@ func TestDetectGroupBy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d, err := NewDetect(DetectConfig{Name: "hot", Kind: DetectThreshold, Field: "temp_c", RaiseAbove: detectF64(8), GroupBy: tt.groupBy})
+			d, err := New(Config{Name: "hot", Kind: Threshold, Field: "temp_c", RaiseAbove: detectF64(8), GroupBy: tt.groupBy})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -398,39 +402,39 @@ func TestDetectGroupBy(t *testing.T) {
 }
 
 func TestDetectRecordErrors(t *testing.T) {
-	threshold := DetectConfig{Name: "hot", Kind: DetectThreshold, Field: "temp_c", RaiseAbove: detectF64(8)}
+	threshold := Config{Name: "hot", Kind: Threshold, Field: "temp_c", RaiseAbove: detectF64(8)}
 	byRoom := threshold
 	byRoom.GroupBy = []string{"room"}
-	cond := DetectConfig{Name: "c", Kind: DetectConsecutive, Condition: "temp_c > 8", Count: 1}
+	cond := Config{Name: "c", Kind: Consecutive, Condition: "temp_c > 8", Count: 1}
 	condField := cond
 	condField.Field = "hum"
 	tests := []struct {
 		name   string
-		cfg    DetectConfig
+		cfg    Config
 		fields map[string]any
 		want   error
 	}{
-		{"missing field", threshold, map[string]any{"hum": 1.0}, ErrField},
-		{"string field", threshold, detectTemp("9"), ErrField},
-		{"bool field", threshold, detectTemp(true), ErrField},
-		{"null field", threshold, detectTemp(nil), ErrField},
-		{"object field", threshold, detectTemp(map[string]any{}), ErrField},
-		{"nil fields", threshold, nil, ErrField},
-		{"missing group_by field", byRoom, detectTemp(9.0), ErrField},
-		{"object group_by field", byRoom, map[string]any{"temp_c": 9.0, "room": []any{}}, ErrField},
-		{"condition fails", cond, detectTemp("warm"), ErrExpr},
-		{"condition division by zero", DetectConfig{Name: "c", Kind: DetectConsecutive, Condition: "temp_c / 0 > 1", Count: 1}, detectTemp(1.0), ErrExpr},
-		{"consecutive field missing", condField, detectTemp(9.0), ErrField},
+		{"missing field", threshold, map[string]any{"hum": 1.0}, record.ErrField},
+		{"string field", threshold, detectTemp("9"), record.ErrField},
+		{"bool field", threshold, detectTemp(true), record.ErrField},
+		{"null field", threshold, detectTemp(nil), record.ErrField},
+		{"object field", threshold, detectTemp(map[string]any{}), record.ErrField},
+		{"nil fields", threshold, nil, record.ErrField},
+		{"missing group_by field", byRoom, detectTemp(9.0), record.ErrField},
+		{"object group_by field", byRoom, map[string]any{"temp_c": 9.0, "room": []any{}}, record.ErrField},
+		{"condition fails", cond, detectTemp("warm"), expr.ErrEval},
+		{"condition division by zero", Config{Name: "c", Kind: Consecutive, Condition: "temp_c / 0 > 1", Count: 1}, detectTemp(1.0), expr.ErrEval},
+		{"consecutive field missing", condField, detectTemp(9.0), record.ErrField},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d, err := NewDetect(tt.cfg)
+			d, err := New(tt.cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
 			before, _ := d.MarshalState()
-			var out []*Record
-			err = d.Process(exprTestRecord(tt.fields), func(r *Record) { out = append(out, r) })
+			var out []*record.Record
+			err = d.Process(exprTestRecord(tt.fields), func(r *record.Record) { out = append(out, r) })
 			if !errors.Is(err, tt.want) {
 				t.Errorf("Process = %v, want %v", err, tt.want)
 			}
@@ -443,13 +447,13 @@ func TestDetectRecordErrors(t *testing.T) {
 	t.Run("too many groups", func(t *testing.T) {
 		cfg := threshold
 		cfg.MaxGroups = 2
-		d, err := NewDetect(cfg)
+		d, err := New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		steps := []detectStep{detectRec("a", 0, detectTemp(1.0)), detectRec("b", 0, detectTemp(1.0)), detectRec("c", 0, detectTemp(9.0)), detectRec("a", 0, detectTemp(9.0))}
 		out, errs := detectRun(t, d, steps, 0)
-		if len(errs) != 1 || !errors.Is(errs[2], ErrField) || !strings.Contains(errs[2].Error(), "too many groups") {
+		if len(errs) != 1 || !errors.Is(errs[2], record.ErrField) || !strings.Contains(errs[2].Error(), "too many groups") {
 			t.Errorf("errors = %v, want too many groups at step 2", errs)
 		}
 		if got := detectSummary(out); !reflect.DeepEqual(got, []string{"raise:a:9"}) {
@@ -457,8 +461,8 @@ func TestDetectRecordErrors(t *testing.T) {
 		}
 	})
 	t.Run("nil record", func(t *testing.T) {
-		d, _ := NewDetect(threshold)
-		if err := d.Process(nil, func(*Record) {}); !errors.Is(err, ErrField) {
+		d, _ := New(threshold)
+		if err := d.Process(nil, func(*record.Record) {}); !errors.Is(err, record.ErrField) {
 			t.Errorf("Process(nil) = %v", err)
 		}
 	})
@@ -468,44 +472,44 @@ func TestNewDetectErrors(t *testing.T) {
 	f := detectF64
 	tests := []struct {
 		name string
-		cfg  DetectConfig
+		cfg  Config
 		want string
 	}{
-		{"no name", DetectConfig{Kind: DetectAbsence, Timeout: time.Second}, "name"},
-		{"unknown kind", DetectConfig{Name: "x", Kind: "spike"}, "unknown kind"},
-		{"threshold without field", DetectConfig{Name: "x", Kind: DetectThreshold, RaiseAbove: f(1)}, "field"},
-		{"threshold without thresholds", DetectConfig{Name: "x", Kind: DetectThreshold, Field: "v"}, "raise_above"},
-		{"clear above raise", DetectConfig{Name: "x", Kind: DetectThreshold, Field: "v", RaiseAbove: f(5), ClearBelow: f(6)}, "clear_below"},
-		{"clear below raise (low)", DetectConfig{Name: "x", Kind: DetectThreshold, Field: "v", RaiseBelow: f(5), ClearAbove: f(4)}, "clear_above"},
-		{"clear without raise", DetectConfig{Name: "x", Kind: DetectThreshold, Field: "v", RaiseBelow: f(5), ClearBelow: f(4)}, "clear_below without"},
-		{"empty band", DetectConfig{Name: "x", Kind: DetectThreshold, Field: "v", RaiseAbove: f(10), ClearBelow: f(5), RaiseBelow: f(2), ClearAbove: f(6)}, "must be below"},
-		{"threshold with count", DetectConfig{Name: "x", Kind: DetectThreshold, Field: "v", RaiseAbove: f(1), Count: 2}, "count"},
-		{"consecutive without count", DetectConfig{Name: "x", Kind: DetectConsecutive, Condition: "true"}, "count"},
-		{"consecutive without condition", DetectConfig{Name: "x", Kind: DetectConsecutive, Count: 2}, "condition"},
-		{"consecutive bad condition", DetectConfig{Name: "x", Kind: DetectConsecutive, Count: 2, Condition: "avgg(v) > 1"}, "condition: column 1: unknown func avgg"},
-		{"consecutive non-bool condition", DetectConfig{Name: "x", Kind: DetectConsecutive, Count: 2, Condition: "'a'"}, "expected bool"},
-		{"absence without timeout", DetectConfig{Name: "x", Kind: DetectAbsence}, "timeout"},
-		{"absence with field", DetectConfig{Name: "x", Kind: DetectAbsence, Timeout: time.Second, Field: "v"}, "field"},
-		{"rate without max", DetectConfig{Name: "x", Kind: DetectRate, Field: "v"}, "max_rate"},
-		{"rate with thresholds", DetectConfig{Name: "x", Kind: DetectRate, Field: "v", MaxRate: 1, RaiseAbove: f(1)}, "raise_above"},
-		{"negative per", DetectConfig{Name: "x", Kind: DetectRate, Field: "v", MaxRate: 1, Per: -time.Second}, "per"},
-		{"duplicate group_by", DetectConfig{Name: "x", Kind: DetectAbsence, Timeout: time.Second, GroupBy: []string{"a", "a"}}, "twice"},
-		{"negative max_groups", DetectConfig{Name: "x", Kind: DetectAbsence, Timeout: time.Second, MaxGroups: -1}, "max_groups"},
+		{"no name", Config{Kind: Absence, Timeout: time.Second}, "name"},
+		{"unknown kind", Config{Name: "x", Kind: "spike"}, "unknown kind"},
+		{"threshold without field", Config{Name: "x", Kind: Threshold, RaiseAbove: f(1)}, "field"},
+		{"threshold without thresholds", Config{Name: "x", Kind: Threshold, Field: "v"}, "raise_above"},
+		{"clear above raise", Config{Name: "x", Kind: Threshold, Field: "v", RaiseAbove: f(5), ClearBelow: f(6)}, "clear_below"},
+		{"clear below raise (low)", Config{Name: "x", Kind: Threshold, Field: "v", RaiseBelow: f(5), ClearAbove: f(4)}, "clear_above"},
+		{"clear without raise", Config{Name: "x", Kind: Threshold, Field: "v", RaiseBelow: f(5), ClearBelow: f(4)}, "clear_below without"},
+		{"empty band", Config{Name: "x", Kind: Threshold, Field: "v", RaiseAbove: f(10), ClearBelow: f(5), RaiseBelow: f(2), ClearAbove: f(6)}, "must be below"},
+		{"threshold with count", Config{Name: "x", Kind: Threshold, Field: "v", RaiseAbove: f(1), Count: 2}, "count"},
+		{"consecutive without count", Config{Name: "x", Kind: Consecutive, Condition: "true"}, "count"},
+		{"consecutive without condition", Config{Name: "x", Kind: Consecutive, Count: 2}, "condition"},
+		{"consecutive bad condition", Config{Name: "x", Kind: Consecutive, Count: 2, Condition: "avgg(v) > 1"}, "condition: column 1: unknown func avgg"},
+		{"consecutive non-bool condition", Config{Name: "x", Kind: Consecutive, Count: 2, Condition: "'a'"}, "expected bool"},
+		{"absence without timeout", Config{Name: "x", Kind: Absence}, "timeout"},
+		{"absence with field", Config{Name: "x", Kind: Absence, Timeout: time.Second, Field: "v"}, "field"},
+		{"rate without max", Config{Name: "x", Kind: Rate, Field: "v"}, "max_rate"},
+		{"rate with thresholds", Config{Name: "x", Kind: Rate, Field: "v", MaxRate: 1, RaiseAbove: f(1)}, "raise_above"},
+		{"negative per", Config{Name: "x", Kind: Rate, Field: "v", MaxRate: 1, Per: -time.Second}, "per"},
+		{"duplicate group_by", Config{Name: "x", Kind: Absence, Timeout: time.Second, GroupBy: []string{"a", "a"}}, "twice"},
+		{"negative max_groups", Config{Name: "x", Kind: Absence, Timeout: time.Second, MaxGroups: -1}, "max_groups"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d, err := NewDetect(tt.cfg)
+			d, err := New(tt.cfg)
 			if err == nil {
-				t.Fatalf("NewDetect = %v, want error", d)
+				t.Fatalf("New = %v, want error", d)
 			}
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error %q does not contain %q", err, tt.want)
 			}
 		})
 	}
-	var ee *ExprError
-	if _, err := NewDetect(tests[11].cfg); !errors.As(err, &ee) {
-		t.Errorf("condition error %v is not an *ExprError", err)
+	var ee *expr.CompileError
+	if _, err := New(tests[11].cfg); !errors.As(err, &ee) {
+		t.Errorf("condition error %v is not an *expr.CompileError", err)
 	}
 }
 
@@ -513,7 +517,7 @@ func TestNewDetectErrors(t *testing.T) {
 // their state; used by the state round-trip tests.
 func detectRoundTripCases() []struct {
 	name  string
-	cfg   DetectConfig
+	cfg   Config
 	steps []detectStep
 } {
 	s := time.Second
@@ -541,13 +545,13 @@ func detectRoundTripCases() []struct {
 	abs = append(abs, detectAdv(30*s))
 	return []struct {
 		name  string
-		cfg   DetectConfig
+		cfg   Config
 		steps []detectStep
 	}{
-		{"threshold", DetectConfig{Name: "hot", Kind: DetectThreshold, Field: "temp_c", RaiseAbove: detectF64(8), ClearBelow: detectF64(5), GroupBy: []string{"source", "n"}}, thr},
-		{"consecutive", DetectConfig{Name: "warm", Kind: DetectConsecutive, Condition: "temp_c > 4", Count: 2, Field: "temp_c", GroupBy: []string{"room"}}, cons},
-		{"rate", DetectConfig{Name: "jump", Kind: DetectRate, Field: "temp_c", MaxRate: 3}, rate},
-		{"absence", DetectConfig{Name: "dead", Kind: DetectAbsence, Timeout: 1500 * time.Millisecond}, abs},
+		{"threshold", Config{Name: "hot", Kind: Threshold, Field: "temp_c", RaiseAbove: detectF64(8), ClearBelow: detectF64(5), GroupBy: []string{"source", "n"}}, thr},
+		{"consecutive", Config{Name: "warm", Kind: Consecutive, Condition: "temp_c > 4", Count: 2, Field: "temp_c", GroupBy: []string{"room"}}, cons},
+		{"rate", Config{Name: "jump", Kind: Rate, Field: "temp_c", MaxRate: 3}, rate},
+		{"absence", Config{Name: "dead", Kind: Absence, Timeout: 1500 * time.Millisecond}, abs},
 	}
 }
 
@@ -556,7 +560,7 @@ func detectRoundTripCases() []struct {
 func TestDetectStateRoundTrip(t *testing.T) {
 	for _, tc := range detectRoundTripCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			whole, err := NewDetect(tc.cfg)
+			whole, err := New(tc.cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -569,13 +573,13 @@ func TestDetectStateRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			for cut := 0; cut <= len(tc.steps); cut++ {
-				first, _ := NewDetect(tc.cfg)
+				first, _ := New(tc.cfg)
 				got, errs := detectRun(t, first, tc.steps[:cut], 0)
 				b, err := first.MarshalState()
 				if err != nil {
 					t.Fatalf("cut %d: MarshalState: %v", cut, err)
 				}
-				second, _ := NewDetect(tc.cfg)
+				second, _ := New(tc.cfg)
 				if err := second.UnmarshalState(b); err != nil {
 					t.Fatalf("cut %d: UnmarshalState: %v", cut, err)
 				}
@@ -602,21 +606,21 @@ func TestDetectStateRoundTrip(t *testing.T) {
 }
 
 func TestDetectStateGarbage(t *testing.T) {
-	cfg := DetectConfig{Name: "hot", Kind: DetectThreshold, Field: "temp_c", RaiseAbove: detectF64(8)}
-	d, _ := NewDetect(cfg)
+	cfg := Config{Name: "hot", Kind: Threshold, Field: "temp_c", RaiseAbove: detectF64(8)}
+	d, _ := New(cfg)
 	detectRun(t, d, []detectStep{detectRec("a", 0, detectTemp(9.0)), detectRec("b", 0, detectTemp(1.0))}, 0)
 	good, err := d.MarshalState()
 	if err != nil {
 		t.Fatal(err)
 	}
 	enc := func(v any) []byte {
-		b, err := ddMarshal(v)
+		b, err := statecbor.Marshal(v)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return b
 	}
-	group := func(key string, vals ...any) detectGroupWire { return detectGroupWire{Key: key, Vals: vals} }
+	group := func(key string, vals ...any) groupWire { return groupWire{Key: key, Vals: vals} }
 	tests := []struct {
 		name string
 		b    []byte
@@ -626,23 +630,23 @@ func TestDetectStateGarbage(t *testing.T) {
 		{"trailing bytes", append(append([]byte{}, good...), 0)},
 		{"wrong shape", enc([]int{1, 2, 3})},
 		{"unknown field", enc(map[string]any{"v": 1, "kind": "threshold", "groups": nil, "x": 1})},
-		{"wrong version", enc(detectWire{Version: 9, Kind: DetectThreshold})},
-		{"wrong kind", enc(detectWire{Version: 1, Kind: DetectRate})},
-		{"key mismatch", enc(detectWire{Version: 1, Kind: DetectThreshold, Groups: []detectGroupWire{group("a", "b")}})},
-		{"duplicate group", enc(detectWire{Version: 1, Kind: DetectThreshold, Groups: []detectGroupWire{group("a", "a"), group("a", "a")}})},
-		{"wrong value count", enc(detectWire{Version: 1, Kind: DetectThreshold, Groups: []detectGroupWire{group("a,b", "a", "b")}})},
-		{"number for source", enc(detectWire{Version: 1, Kind: DetectThreshold, Groups: []detectGroupWire{group("1", 1.0)}})},
-		{"object value", enc(detectWire{Version: 1, Kind: DetectThreshold, Groups: []detectGroupWire{group("", map[string]any{})}})},
-		{"bad nanoseconds", enc(detectWire{Version: 1, Kind: DetectThreshold, Groups: []detectGroupWire{{Key: "a", Vals: []any{"a"}, T: ddTime{Nsec: 2e9}}}})},
-		{"negative run", enc(detectWire{Version: 1, Kind: DetectThreshold, Groups: []detectGroupWire{{Key: "a", Vals: []any{"a"}, N: -1}}})},
+		{"wrong version", enc(stateWire{Version: 9, Kind: Threshold})},
+		{"wrong kind", enc(stateWire{Version: 1, Kind: Rate})},
+		{"key mismatch", enc(stateWire{Version: 1, Kind: Threshold, Groups: []groupWire{group("a", "b")}})},
+		{"duplicate group", enc(stateWire{Version: 1, Kind: Threshold, Groups: []groupWire{group("a", "a"), group("a", "a")}})},
+		{"wrong value count", enc(stateWire{Version: 1, Kind: Threshold, Groups: []groupWire{group("a,b", "a", "b")}})},
+		{"number for source", enc(stateWire{Version: 1, Kind: Threshold, Groups: []groupWire{group("1", 1.0)}})},
+		{"object value", enc(stateWire{Version: 1, Kind: Threshold, Groups: []groupWire{group("", map[string]any{})}})},
+		{"bad nanoseconds", enc(stateWire{Version: 1, Kind: Threshold, Groups: []groupWire{{Key: "a", Vals: []any{"a"}, T: statecbor.Time{Nsec: 2e9}}}})},
+		{"negative run", enc(stateWire{Version: 1, Kind: Threshold, Groups: []groupWire{{Key: "a", Vals: []any{"a"}, N: -1}}})},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d2, _ := NewDetect(cfg)
+			d2, _ := New(cfg)
 			if err := d2.UnmarshalState(good); err != nil {
 				t.Fatal(err)
 			}
-			if err := d2.UnmarshalState(tt.b); !errors.Is(err, ErrState) {
+			if err := d2.UnmarshalState(tt.b); !errors.Is(err, record.ErrState) {
 				t.Fatalf("UnmarshalState = %v, want ErrState", err)
 			}
 			if b, _ := d2.MarshalState(); !bytes.Equal(b, good) {
@@ -652,26 +656,26 @@ func TestDetectStateGarbage(t *testing.T) {
 	}
 	t.Run("every truncation and byte flip", func(t *testing.T) {
 		for i := 0; i < len(good); i++ {
-			d2, _ := NewDetect(cfg)
+			d2, _ := New(cfg)
 			_ = d2.UnmarshalState(good[:i]) // must not panic
 			for _, x := range []byte{0x01, 0x20, 0x80, 0xff} {
 				b := append([]byte{}, good...)
 				b[i] ^= x
-				if err := d2.UnmarshalState(b); err != nil && !errors.Is(err, ErrState) {
+				if err := d2.UnmarshalState(b); err != nil && !errors.Is(err, record.ErrState) {
 					t.Fatalf("flip %d^%x: %v, want ErrState", i, x, err)
 				}
-				d2.Process(exprTestRecord(detectTemp(9.0)), func(*Record) {})
-				d2.Advance(exprTestTime, func(*Record) {})
+				d2.Process(exprTestRecord(detectTemp(9.0)), func(*record.Record) {})
+				d2.Advance(exprTestTime, func(*record.Record) {})
 			}
 		}
 	})
 	t.Run("empty state resets", func(t *testing.T) {
-		d2, _ := NewDetect(cfg)
+		d2, _ := New(cfg)
 		_ = d2.UnmarshalState(good)
 		if err := d2.UnmarshalState(nil); err != nil {
 			t.Fatal(err)
 		}
-		empty, _ := NewDetect(cfg)
+		empty, _ := New(cfg)
 		b1, _ := d2.MarshalState()
 		b2, _ := empty.MarshalState()
 		if !bytes.Equal(b1, b2) {

@@ -1,4 +1,4 @@
-package rules
+package window
 
 import (
 	"errors"
@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferrygw/ferry/gateway/rules/record"
 )
 
 func TestParseAggregate(t *testing.T) {
@@ -59,52 +61,52 @@ func TestParseAggregate(t *testing.T) {
 }
 
 func TestNewWindowValidation(t *testing.T) {
-	ok := WindowConfig{Name: "w", Size: time.Minute, Aggregates: []Aggregate{{Func: "avg", Field: "x"}}}
+	ok := Config{Name: "w", Size: time.Minute, Aggregates: []Aggregate{{Func: "avg", Field: "x"}}}
 	tests := []struct {
 		name string
-		mod  func(*WindowConfig)
+		mod  func(*Config)
 		err  string
 	}{
-		{"valid", func(*WindowConfig) {}, ""},
-		{"unknown func named", func(c *WindowConfig) { c.Aggregates = []Aggregate{{Output: "m", Func: "median", Field: "x"}} }, `"median"`},
-		{"no name", func(c *WindowConfig) { c.Name = "" }, "name is required"},
-		{"zero size", func(c *WindowConfig) { c.Size = 0 }, "size"},
-		{"hop not a divisor", func(c *WindowConfig) { c.Hop = 7 * time.Second }, "hop"},
-		{"hop over size", func(c *WindowConfig) { c.Hop = 2 * time.Minute }, "hop"},
-		{"negative hop", func(c *WindowConfig) { c.Hop = -time.Second }, "hop"},
-		{"too many windows per record", func(c *WindowConfig) { c.Hop = time.Millisecond }, "windows per record"},
-		{"lateness without event time", func(c *WindowConfig) { c.AllowedLateness = time.Second }, "event time"},
-		{"negative lateness", func(c *WindowConfig) { c.EventTime = true; c.AllowedLateness = -1 }, "lateness"},
-		{"negative max groups", func(c *WindowConfig) { c.MaxGroups = -1 }, "max groups"},
-		{"field missing", func(c *WindowConfig) { c.Aggregates = []Aggregate{{Func: "sum"}} }, "needs a field"},
-		{"count with field", func(c *WindowConfig) { c.Aggregates = []Aggregate{{Func: "count", Field: "x"}} }, "count takes no field"},
-		{"duplicate output", func(c *WindowConfig) {
+		{"valid", func(*Config) {}, ""},
+		{"unknown func named", func(c *Config) { c.Aggregates = []Aggregate{{Output: "m", Func: "median", Field: "x"}} }, `"median"`},
+		{"no name", func(c *Config) { c.Name = "" }, "name is required"},
+		{"zero size", func(c *Config) { c.Size = 0 }, "size"},
+		{"hop not a divisor", func(c *Config) { c.Hop = 7 * time.Second }, "hop"},
+		{"hop over size", func(c *Config) { c.Hop = 2 * time.Minute }, "hop"},
+		{"negative hop", func(c *Config) { c.Hop = -time.Second }, "hop"},
+		{"too many windows per record", func(c *Config) { c.Hop = time.Millisecond }, "windows per record"},
+		{"lateness without event time", func(c *Config) { c.AllowedLateness = time.Second }, "event time"},
+		{"negative lateness", func(c *Config) { c.EventTime = true; c.AllowedLateness = -1 }, "lateness"},
+		{"negative max groups", func(c *Config) { c.MaxGroups = -1 }, "max groups"},
+		{"field missing", func(c *Config) { c.Aggregates = []Aggregate{{Func: "sum"}} }, "needs a field"},
+		{"count with field", func(c *Config) { c.Aggregates = []Aggregate{{Func: "count", Field: "x"}} }, "count takes no field"},
+		{"duplicate output", func(c *Config) {
 			c.Aggregates = []Aggregate{{Output: "a", Func: "avg", Field: "x"}, {Output: "a", Func: "max", Field: "x"}}
 		}, `"a"`},
-		{"output is a group_by field", func(c *WindowConfig) {
+		{"output is a group_by field", func(c *Config) {
 			c.GroupBy = []string{"room"}
 			c.Aggregates = []Aggregate{{Output: "room", Func: "max", Field: "x"}}
 		}, `"room"`},
-		{"output reserved", func(c *WindowConfig) { c.Aggregates = []Aggregate{{Output: "window_end", Func: "max", Field: "x"}} }, "reserved"},
-		{"count output for non-count", func(c *WindowConfig) { c.Aggregates = []Aggregate{{Output: "count", Func: "max", Field: "x"}} }, "reserved"},
-		{"count() may be named count", func(c *WindowConfig) { c.Aggregates = []Aggregate{{Output: "count", Func: "count"}} }, ""},
-		{"duplicate group_by", func(c *WindowConfig) { c.GroupBy = []string{"source", "source"} }, "duplicate"},
-		{"empty group_by", func(c *WindowConfig) { c.GroupBy = []string{""} }, "empty"},
+		{"output reserved", func(c *Config) { c.Aggregates = []Aggregate{{Output: "window_end", Func: "max", Field: "x"}} }, "reserved"},
+		{"count output for non-count", func(c *Config) { c.Aggregates = []Aggregate{{Output: "count", Func: "max", Field: "x"}} }, "reserved"},
+		{"count() may be named count", func(c *Config) { c.Aggregates = []Aggregate{{Output: "count", Func: "count"}} }, ""},
+		{"duplicate group_by", func(c *Config) { c.GroupBy = []string{"source", "source"} }, "duplicate"},
+		{"empty group_by", func(c *Config) { c.GroupBy = []string{""} }, "empty"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := ok
 			cfg.Aggregates = slices.Clone(ok.Aggregates)
 			tt.mod(&cfg)
-			_, err := NewWindow(cfg)
+			_, err := New(cfg)
 			if tt.err == "" {
 				if err != nil {
-					t.Fatalf("NewWindow: %v", err)
+					t.Fatalf("New: %v", err)
 				}
 				return
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.err) {
-				t.Fatalf("NewWindow error = %v; want one containing %s", err, tt.err)
+				t.Fatalf("New error = %v; want one containing %s", err, tt.err)
 			}
 		})
 	}
@@ -113,16 +115,18 @@ func TestNewWindowValidation(t *testing.T) {
 // winT0 is a minute boundary all the window tests start from.
 var winT0 = time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
 
-func winRec(src string, at time.Duration, fields map[string]any) *Record {
-	return &Record{Key: src + "/" + at.String(), Time: winT0.Add(at), Source: src, Topic: "t/" + src, Fields: fields}
+func winRec(src string, at time.Duration, fields map[string]any) *record.Record {
+	return &record.Record{Key: src + "/" + at.String(), Time: winT0.Add(at), Source: src, Topic: "t/" + src, Fields: fields}
 }
 
 // winCollect returns an Emit appending to *out.
-func winCollect(out *[]*Record) Emit { return func(r *Record) { *out = append(*out, r) } }
+func winCollect(out *[]*record.Record) record.Emit {
+	return func(r *record.Record) { *out = append(*out, r) }
+}
 
-func winMust(t testing.TB, cfg WindowConfig) *Window {
+func winMust(t testing.TB, cfg Config) *Window {
 	t.Helper()
-	w, err := NewWindow(cfg)
+	w, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +134,7 @@ func winMust(t testing.TB, cfg WindowConfig) *Window {
 }
 
 func TestAggregatesHandComputed(t *testing.T) {
-	w := winMust(t, WindowConfig{
+	w := winMust(t, Config{
 		Name: "agg", Size: time.Minute, EventTime: true,
 		Aggregates: []Aggregate{
 			{Func: "count"}, {Func: "sum", Field: "x"}, {Func: "avg", Field: "x"},
@@ -156,7 +160,7 @@ func TestAggregatesHandComputed(t *testing.T) {
 		{40 * time.Second, 2, nil},
 		{50 * time.Second, 6, "h2"},
 	}
-	var out []*Record
+	var out []*record.Record
 	for _, r := range in {
 		if err := w.Process(winRec("dev", r.at, map[string]any{"x": r.x, "s": r.s}), winCollect(&out)); err != nil {
 			t.Fatal(err)
@@ -227,7 +231,7 @@ func TestPercentilesAccuracy(t *testing.T) {
 			for _, q := range qs {
 				aggs = append(aggs, Aggregate{Output: "q" + strconv.Itoa(q), Func: "p" + strconv.Itoa(q), Field: "v"})
 			}
-			w := winMust(t, WindowConfig{Name: "p", Size: time.Hour, EventTime: true, Aggregates: aggs})
+			w := winMust(t, Config{Name: "p", Size: time.Hour, EventTime: true, Aggregates: aggs})
 			rng := rand.New(rand.NewPCG(1, 2))
 			vals := make([]float64, 10_000)
 			for i := range vals {
@@ -236,7 +240,7 @@ func TestPercentilesAccuracy(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			var out []*Record
+			var out []*record.Record
 			w.Advance(winT0.Add(time.Hour), winCollect(&out))
 			slices.Sort(vals)
 			for _, q := range qs {
@@ -255,7 +259,7 @@ func TestPercentilesAccuracy(t *testing.T) {
 }
 
 func TestFieldErrorsAllOrNothing(t *testing.T) {
-	cfg := WindowConfig{
+	cfg := Config{
 		Name: "f", Size: time.Minute, EventTime: true, GroupBy: []string{"room"},
 		Aggregates: []Aggregate{{Func: "avg", Field: "temp"}, {Func: "max", Field: "hum"}, {Func: "p95", Field: "temp"}, {Func: "last", Field: "state"}},
 	}
@@ -277,7 +281,7 @@ func TestFieldErrorsAllOrNothing(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			w := winMust(t, cfg)
-			var out []*Record
+			var out []*record.Record
 			if err := w.Process(winRec("d", time.Second, good()), winCollect(&out)); err != nil {
 				t.Fatal(err)
 			}
@@ -287,7 +291,7 @@ func TestFieldErrorsAllOrNothing(t *testing.T) {
 			// A later time that would also have closed nothing: the record
 			// must leave no trace at all.
 			err := w.Process(winRec("d", 2*time.Second, bad), winCollect(&out))
-			if !errors.Is(err, ErrField) || !strings.Contains(err.Error(), tt.want) {
+			if !errors.Is(err, record.ErrField) || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error %v: want ErrField containing %s", err, tt.want)
 			}
 			if st := w.Stats(); st.OpenGroups != 1 || st.OpenWindows != 1 {
@@ -309,8 +313,8 @@ func TestFieldErrorsAllOrNothing(t *testing.T) {
 }
 
 func TestNumericTypesAndNonFiniteResults(t *testing.T) {
-	w := winMust(t, WindowConfig{Name: "n", Size: time.Minute, Aggregates: []Aggregate{{Func: "sum", Field: "x"}, {Func: "avg", Field: "x"}}})
-	var out []*Record
+	w := winMust(t, Config{Name: "n", Size: time.Minute, Aggregates: []Aggregate{{Func: "sum", Field: "x"}, {Func: "avg", Field: "x"}}})
+	var out []*record.Record
 	w.Advance(winT0, nil)
 	for _, v := range []any{int(1), int64(2), float32(0.5), uint32(3)} {
 		if err := w.Process(winRec("d", 0, map[string]any{"x": v}), nil); err != nil {

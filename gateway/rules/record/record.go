@@ -1,4 +1,4 @@
-package rules
+package record
 
 import (
 	"errors"
@@ -37,41 +37,21 @@ func (r *Record) Clone() *Record {
 // after emitting it.
 type Emit func(*Record)
 
-// Stage is one step of a pipeline.
-type Stage interface {
-	// Process handles one record and emits zero or more. An error means
-	// this record cannot be processed (a missing field, a wrong type): the
-	// runner sends the input event to the dead-letter stream with the
-	// error as the reason and goes on with the next.
-	Process(r *Record, emit Emit) error
-	// Advance tells the stage that time (event time for event-time stages,
-	// processing time otherwise, as the runner decides) has reached now:
-	// windows that end by now close and emit, absence detectors fire.
-	Advance(now time.Time, emit Emit)
-	// MarshalState returns the stage's state (open windows, detector
-	// states, dedup horizons) in a deterministic encoding, and
-	// UnmarshalState restores it. A stateless stage returns nil.
-	MarshalState() ([]byte, error)
-	UnmarshalState([]byte) error
-}
-
-// Errors returned by stages and decoders; check them with errors.Is.
+// Errors stages of every kind return; check them with errors.Is. (A
+// payload that does not decode and an expression that fails have their
+// own errors, in packages payload and expr.)
 var (
-	// ErrMalformed is returned for a payload that does not decode in the
-	// configured format.
-	ErrMalformed = errors.New("rules: malformed payload")
 	// ErrField is returned when a record lacks a field a stage needs, or
 	// the field has the wrong type.
 	ErrField = errors.New("rules: missing or mistyped field")
-	// ErrExpr is returned when an expression fails on a record.
-	ErrExpr = errors.New("rules: expression failed")
-	// ErrState is returned by UnmarshalState for state it cannot read.
+	// ErrState is returned by a stage's UnmarshalState for state it
+	// cannot read.
 	ErrState = errors.New("rules: unreadable stage state")
 )
 
-// numberOf returns v as a float64 if it holds any Go numeric type. Decoders
+// Number returns v as a float64 if it holds any Go numeric type. Decoders
 // produce float64 only; other types can come from expressions.
-func numberOf(v any) (float64, bool) {
+func Number(v any) (float64, bool) {
 	switch x := v.(type) {
 	case float64:
 		return x, true

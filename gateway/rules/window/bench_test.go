@@ -1,9 +1,11 @@
-package rules
+package window
 
 import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/ferrygw/ferry/gateway/rules/record"
 )
 
 // BenchmarkWindow1000Devices measures the window stage alone on the
@@ -26,11 +28,11 @@ func BenchmarkWindow1000Devices(b *testing.B) {
 			const devices, variants = 1000, 16
 			// Each device cycles through a few readings so that min, max and
 			// the sketch see varied values.
-			recs := make([]Record, devices*variants)
+			recs := make([]record.Record, devices*variants)
 			for d := range devices {
 				src := "sensor-" + strconv.Itoa(d)
 				for v := range variants {
-					recs[v*devices+d] = Record{
+					recs[v*devices+d] = record.Record{
 						Key:    src,
 						Source: src,
 						Topic:  "site/" + src + "/telemetry",
@@ -38,12 +40,12 @@ func BenchmarkWindow1000Devices(b *testing.B) {
 					}
 				}
 			}
-			w, err := NewWindow(WindowConfig{Name: "bench", Size: time.Minute, EventTime: true, GroupBy: []string{"source"}, Aggregates: bc.aggs})
+			w, err := New(Config{Name: "bench", Size: time.Minute, EventTime: true, GroupBy: []string{"source"}, Aggregates: bc.aggs})
 			if err != nil {
 				b.Fatal(err)
 			}
 			emitted := 0
-			emit := func(*Record) { emitted++ }
+			emit := func(*record.Record) { emitted++ }
 			base := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
 			var groups, bytes int64
 			b.ReportAllocs()

@@ -1,23 +1,21 @@
-package rules
+package window
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"math"
 	"math/bits"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/DataDog/sketches-go/ddsketch"
-	"github.com/fxamacker/cbor/v2"
+	"github.com/ferrygw/ferry/gateway/rules/record"
 )
 
-// DefaultWindowMaxGroups is WindowConfig.MaxGroups when it is zero.
-const DefaultWindowMaxGroups = 10_000
+// DefaultMaxGroups is Config.MaxGroups when it is zero.
+const DefaultMaxGroups = 10_000
 
 // MaxClockJump is how far ahead of the watermark an event-time record may
 // be. A record further ahead is far more likely a device with a wrong
@@ -41,7 +39,7 @@ const (
 )
 
 // Reasons a window rejects a record, beyond a missing or mistyped field.
-// Errors carrying them also match ErrField, so the runner dead-letters the
+// Errors carrying them also match record.ErrField, so the runner dead-letters the
 // record; errors.Is tells the reasons apart (for metrics, say).
 var (
 	// ErrLate: an event-time record whose windows have all closed.
@@ -53,28 +51,28 @@ var (
 	ErrTooManyGroups = errors.New("rules: too many groups")
 )
 
-// windowError is a record error: it matches ErrField and, when set, a
+// fieldError is a record error: it matches record.ErrField and, when set, a
 // more specific reason.
-type windowError struct {
+type fieldError struct {
 	reason error
 	msg    string
 }
 
-func (e *windowError) Error() string { return e.msg }
+func (e *fieldError) Error() string { return e.msg }
 
-func (e *windowError) Unwrap() []error {
+func (e *fieldError) Unwrap() []error {
 	if e.reason == nil {
-		return []error{ErrField}
+		return []error{record.ErrField}
 	}
-	return []error{ErrField, e.reason}
+	return []error{record.ErrField, e.reason}
 }
 
 func (w *Window) recordErr(reason error, format string, args ...any) error {
-	return &windowError{reason: reason, msg: fmt.Sprintf("rules: window %q: ", w.name) + fmt.Sprintf(format, args...)}
+	return &fieldError{reason: reason, msg: fmt.Sprintf("rules: window %q: ", w.name) + fmt.Sprintf(format, args...)}
 }
 
-// WindowConfig configures a Window.
-type WindowConfig struct {
+// Config configures a Window.
+type Config struct {
 	// Name names the stage; it is the first part of output keys.
 	Name string
 	// Size is the window length.
@@ -96,12 +94,12 @@ type WindowConfig struct {
 	// Aggregates are the output fields computed per window and group.
 	Aggregates []Aggregate
 	// MaxGroups bounds the open groups, counted per window (a group key
-	// open in three windows counts three). 0 means DefaultWindowMaxGroups.
+	// open in three windows counts three). 0 means DefaultMaxGroups.
 	MaxGroups int
 }
 
-// WindowStats describes a Window's state.
-type WindowStats struct {
+// Stats describes a Window's state.
+type Stats struct {
 	// OpenGroups is the number of (window, group) accumulators, the
 	// records the window would emit if every window closed now; it is
 	// what MaxGroups bounds.
@@ -128,7 +126,7 @@ type WindowStats struct {
 // quiet still close. A window [start, end) closes, and emits, once the
 // watermark reaches end+AllowedLateness; until then records for it are
 // accepted, late or not. A record all of whose windows have closed is
-// late: Process returns an error matching ErrField and ErrLate and the
+// late: Process returns an error matching record.ErrField and ErrLate and the
 // record goes to dead letters. With hopping windows a record whose older
 // windows have closed but whose newest is open goes to the open ones only.
 // A record more than MaxClockJump (24 h) ahead of the watermark is
@@ -140,7 +138,7 @@ type WindowStats struct {
 // should take its maximum event time from records stages accepted, or one
 // bad clock closes every window anyway. Before the first record or Advance
 // there is no watermark and nothing is late. In both modes a record time
-// must lie between the years 1900 and 2200 (else ErrField), which keeps the
+// must lie between the years 1900 and 2200 (else record.ErrField), which keeps the
 // window arithmetic exact in int64 nanoseconds.
 //
 // Processing time (EventTime false). A record goes to the windows that
@@ -151,7 +149,7 @@ type WindowStats struct {
 // Aggregates. Per window and group the aggregates take O(1) memory, except
 // percentiles, which take a bounded sketch (see Aggregate). A record is
 // all or nothing: if any aggregated field is missing or mistyped, or any
-// group-by field is missing, Process returns an error matching ErrField
+// group-by field is missing, Process returns an error matching record.ErrField
 // and the record contributes to no aggregate of any window. A record that
 // would open more than MaxGroups groups is rejected with ErrTooManyGroups,
 // so a flood of device IDs costs dead letters, not memory. A group costs
@@ -191,7 +189,7 @@ type Window struct {
 	gbKind      []uint8 // gbField, gbSource or gbTopic per GroupBy entry
 	sourceIdx   int     // index of "source" in groupBy, or -1
 	topicIdx    int     // index of "topic" in groupBy, or -1
-	aggs        []winAgg
+	aggs        []resolvedAgg
 	numFields   []string // distinct fields of numeric aggregates
 	welford     []bool   // per numFields: stddev wanted
 	anyFields   []string // distinct fields of first/last
@@ -211,7 +209,7 @@ type Window struct {
 	nums   []float64
 	anys   []any
 	keyBuf []byte
-	slots  []winSlot
+	slots  []target
 	keys   []string
 }
 
@@ -225,30 +223,28 @@ const (
 // openWindow is one open window.
 type openWindow struct {
 	start  int64
-	groups map[string]*winGroup
+	groups map[string]*groupAcc
 }
 
-// winGroup is one group's accumulators in one window.
-type winGroup struct {
+// groupAcc is one group's accumulators in one window.
+type groupAcc struct {
 	key      string
 	vals     []any // GroupBy values of the group's first record
 	count    int64
-	nums     []winNumAcc
-	anys     []winAnyAcc
+	nums     []numAcc
+	anys     []anyAcc
 	sketches []*ddsketch.DDSketch
 }
 
-// winSlot is one window a record goes to, and its group there if any.
-type winSlot struct {
+// target is one window a record goes to, and its group there if any.
+type target struct {
 	start int64
 	win   *openWindow
-	grp   *winGroup
+	grp   *groupAcc
 }
 
-var _ Stage = (*Window)(nil)
-
-// NewWindow validates cfg and returns a Window with no open windows.
-func NewWindow(cfg WindowConfig) (*Window, error) {
+// New validates cfg and returns a Window with no open windows.
+func New(cfg Config) (*Window, error) {
 	if cfg.Name == "" {
 		return nil, errors.New("rules: window: name is required")
 	}
@@ -290,7 +286,7 @@ func NewWindow(cfg WindowConfig) (*Window, error) {
 		maxGroups: cfg.MaxGroups,
 	}
 	if w.maxGroups == 0 {
-		w.maxGroups = DefaultWindowMaxGroups
+		w.maxGroups = DefaultMaxGroups
 	}
 	// Output names taken so far, so that no two outputs share a field.
 	taken := map[string]string{"window_start": "reserved", "window_end": "reserved", "count": "reserved"}
@@ -346,7 +342,7 @@ func NewWindow(cfg WindowConfig) (*Window, error) {
 			return nil, errf("aggregate %d: output %q is a duplicate or reserved name", i, out)
 		}
 		taken[out] = "aggregate"
-		ca := winAgg{output: out, kind: kind, q: q}
+		ca := resolvedAgg{output: out, kind: kind, q: q}
 		switch kind {
 		case aggSum, aggAvg, aggMin, aggMax, aggStddev, aggPercentile:
 			s, ok := numSlot[field]
@@ -384,13 +380,13 @@ func NewWindow(cfg WindowConfig) (*Window, error) {
 	w.fingerprint = fp.String()
 	w.nums = make([]float64, len(w.numFields))
 	w.anys = make([]any, len(w.anyFields))
-	w.slots = make([]winSlot, 0, w.perRecord)
+	w.slots = make([]target, 0, w.perRecord)
 	return w, nil
 }
 
 // Process adds r to its windows (see Window). In event time it may close,
 // and emit, windows the record's time moves the watermark past.
-func (w *Window) Process(r *Record, emit Emit) error {
+func (w *Window) Process(r *record.Record, emit record.Emit) error {
 	if r == nil {
 		return w.recordErr(nil, "nil record")
 	}
@@ -403,11 +399,11 @@ func (w *Window) Process(r *Record, emit Emit) error {
 		if w.hasClock {
 			if t > w.clock+int64(MaxClockJump) {
 				return w.recordErr(ErrClockJump, "clock jump: record time %s is more than %v ahead of the watermark %s",
-					winFmtNanos(t), MaxClockJump, winFmtNanos(w.clock))
+					fmtNanos(t), MaxClockJump, fmtNanos(w.clock))
 			}
-			if newest := winFloorDiv(t, w.hop) * w.hop; newest+w.size+w.lateness <= w.clock {
+			if newest := floorDiv(t, w.hop) * w.hop; newest+w.size+w.lateness <= w.clock {
 				return w.recordErr(ErrLate, "late: record time %s: its windows closed at watermark %s (allowed lateness %v)",
-					winFmtNanos(t), winFmtNanos(w.clock), time.Duration(w.lateness))
+					fmtNanos(t), fmtNanos(w.clock), time.Duration(w.lateness))
 			}
 		}
 	} else if w.hasClock {
@@ -421,7 +417,7 @@ func (w *Window) Process(r *Record, emit Emit) error {
 		if !ok {
 			return w.recordErr(nil, "field %q missing", f)
 		}
-		x, ok := numberOf(v)
+		x, ok := record.Number(v)
 		if !ok {
 			return w.recordErr(nil, "field %q is %T, not a number", f, v)
 		}
@@ -449,14 +445,14 @@ func (w *Window) Process(r *Record, emit Emit) error {
 
 	// The record's windows that are still open, oldest first, and its
 	// group in each.
-	newest := winFloorDiv(at, w.hop) * w.hop
+	newest := floorDiv(at, w.hop) * w.hop
 	w.slots = w.slots[:0]
 	missing := 0
 	for s := newest - int64(w.perRecord-1)*w.hop; s <= newest; s += w.hop {
 		if w.eventTime && w.hasClock && s+w.size+w.lateness <= w.clock {
 			continue // closed: the record counts in the newer windows only
 		}
-		sl := winSlot{start: s, win: w.find(s)}
+		sl := target{start: s, win: w.find(s)}
 		if sl.win != nil {
 			if keyBytes != nil {
 				sl.grp = sl.win.groups[string(keyBytes)]
@@ -516,7 +512,7 @@ func (w *Window) Process(r *Record, emit Emit) error {
 }
 
 // add folds the record whose values are in the scratch slices into g.
-func (w *Window) add(g *winGroup, t int64) {
+func (w *Window) add(g *groupAcc, t int64) {
 	g.count++
 	n := g.count
 	for i := range g.nums {
@@ -531,13 +527,13 @@ func (w *Window) add(g *winGroup, t int64) {
 	}
 }
 
-func (w *Window) newGroup(key string, vals []any) *winGroup {
-	g := &winGroup{key: key, vals: vals}
+func (w *Window) newGroup(key string, vals []any) *groupAcc {
+	g := &groupAcc{key: key, vals: vals}
 	if len(w.numFields) > 0 {
-		g.nums = make([]winNumAcc, len(w.numFields))
+		g.nums = make([]numAcc, len(w.numFields))
 	}
 	if len(w.anyFields) > 0 {
-		g.anys = make([]winAnyAcc, len(w.anyFields))
+		g.anys = make([]anyAcc, len(w.anyFields))
 	}
 	if len(w.sketchSlots) > 0 {
 		g.sketches = make([]*ddsketch.DDSketch, len(w.sketchSlots))
@@ -550,7 +546,7 @@ func (w *Window) newGroup(key string, vals []any) *winGroup {
 
 // Advance moves the watermark (event time) or the processing clock to now,
 // if later, and closes the windows that are then due.
-func (w *Window) Advance(now time.Time, emit Emit) {
+func (w *Window) Advance(now time.Time, emit record.Emit) {
 	t := now.UnixNano()
 	if sec := now.Unix(); sec < minTimeNanos/int64(time.Second) {
 		return
@@ -565,12 +561,12 @@ func (w *Window) Advance(now time.Time, emit Emit) {
 
 // closeReady closes and emits the windows the clock has passed, oldest
 // first.
-func (w *Window) closeReady(emit Emit) {
+func (w *Window) closeReady(emit record.Emit) {
 	if !w.hasClock {
 		return
 	}
 	if emit == nil {
-		emit = func(*Record) {}
+		emit = func(*record.Record) {}
 	}
 	n := 0
 	for _, win := range w.windows {
@@ -591,7 +587,7 @@ func (w *Window) closeReady(emit Emit) {
 	}
 }
 
-func (w *Window) emitWindow(win *openWindow, emit Emit) {
+func (w *Window) emitWindow(win *openWindow, emit record.Emit) {
 	keys := w.keys[:0]
 	for k := range win.groups {
 		keys = append(keys, k)
@@ -613,7 +609,7 @@ func (w *Window) emitWindow(win *openWindow, emit Emit) {
 			fields[a.output] = w.result(a, g)
 		}
 		fields["count"] = float64(g.count)
-		out := &Record{
+		out := &record.Record{
 			Key:    w.name + "/" + k + suffix,
 			Time:   time.Unix(0, end).UTC(),
 			Fields: fields,
@@ -632,20 +628,20 @@ func (w *Window) emitWindow(win *openWindow, emit Emit) {
 }
 
 // result is one aggregate's output value for g.
-func (w *Window) result(a winAgg, g *winGroup) any {
+func (w *Window) result(a resolvedAgg, g *groupAcc) any {
 	switch a.kind {
 	case aggCount:
 		return float64(g.count)
 	case aggSum:
-		return winFinite(g.nums[a.slot].sum)
+		return finite(g.nums[a.slot].sum)
 	case aggAvg:
-		return winFinite(g.nums[a.slot].sum / float64(g.count))
+		return finite(g.nums[a.slot].sum / float64(g.count))
 	case aggMin:
-		return winFinite(g.nums[a.slot].min)
+		return finite(g.nums[a.slot].min)
 	case aggMax:
-		return winFinite(g.nums[a.slot].max)
+		return finite(g.nums[a.slot].max)
 	case aggStddev:
-		return winFinite(math.Sqrt(g.nums[a.slot].m2 / float64(g.count)))
+		return finite(math.Sqrt(g.nums[a.slot].m2 / float64(g.count)))
 	case aggFirst:
 		return g.anys[a.slot].first
 	case aggLast:
@@ -655,13 +651,13 @@ func (w *Window) result(a winAgg, g *winGroup) any {
 		if err != nil {
 			return nil
 		}
-		return winFinite(v)
+		return finite(v)
 	}
 	return nil
 }
 
-// winFinite returns v, or nil for NaN and infinities, which JSON cannot hold.
-func winFinite(v float64) any {
+// finite returns v, or nil for NaN and infinities, which JSON cannot hold.
+func finite(v float64) any {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return nil
 	}
@@ -675,7 +671,7 @@ func (w *Window) find(start int64) *openWindow {
 		return w.windows[n-1]
 	}
 	i, ok := slices.BinarySearchFunc(w.windows, start, func(win *openWindow, s int64) int {
-		return winCmp(win.start, s)
+		return compareInt64(win.start, s)
 	})
 	if ok {
 		return w.windows[i]
@@ -686,14 +682,14 @@ func (w *Window) find(start int64) *openWindow {
 // insert adds an empty window starting at start, keeping windows sorted.
 func (w *Window) insert(start int64) *openWindow {
 	i, _ := slices.BinarySearchFunc(w.windows, start, func(win *openWindow, s int64) int {
-		return winCmp(win.start, s)
+		return compareInt64(win.start, s)
 	})
-	win := &openWindow{start: start, groups: make(map[string]*winGroup)}
+	win := &openWindow{start: start, groups: make(map[string]*groupAcc)}
 	w.windows = slices.Insert(w.windows, i, win)
 	return win
 }
 
-func winCmp(a, b int64) int {
+func compareInt64(a, b int64) int {
 	switch {
 	case a < b:
 		return -1
@@ -703,108 +699,9 @@ func winCmp(a, b int64) int {
 	return 0
 }
 
-// groupKey returns r's group key: as key, or, when it had to be built, in
-// keyBytes (w.keyBuf), so that looking up an existing group allocates
-// nothing.
-func (w *Window) groupKey(r *Record) (key string, keyBytes []byte, err error) {
-	if len(w.groupBy) == 1 {
-		// The common case: one string-valued key that needs no escaping
-		// is its own group key.
-		var s string
-		var ok bool
-		switch w.gbKind[0] {
-		case gbSource:
-			s, ok = r.Source, true
-		case gbTopic:
-			s, ok = r.Topic, true
-		default:
-			v, present := r.Fields[w.groupBy[0]]
-			if !present {
-				return "", nil, w.recordErr(nil, "group_by field %q missing", w.groupBy[0])
-			}
-			s, ok = v.(string)
-		}
-		if ok && strings.IndexByte(s, '%') < 0 && strings.IndexByte(s, '/') < 0 {
-			return s, nil, nil
-		}
-	}
-	b := w.keyBuf[:0]
-	for i, f := range w.groupBy {
-		if i > 0 {
-			b = append(b, '/')
-		}
-		switch w.gbKind[i] {
-		case gbSource:
-			b = winAppendEscaped(b, r.Source)
-			continue
-		case gbTopic:
-			b = winAppendEscaped(b, r.Topic)
-			continue
-		}
-		v, ok := r.Fields[f]
-		if !ok {
-			w.keyBuf = b
-			return "", nil, w.recordErr(nil, "group_by field %q missing", f)
-		}
-		b = winAppendKey(b, v)
-	}
-	w.keyBuf = b
-	return "", b, nil
-}
-
-// groupVals returns the GroupBy values of r, as output fields.
-func (w *Window) groupVals(r *Record) []any {
-	if len(w.groupBy) == 0 {
-		return nil
-	}
-	vals := make([]any, len(w.groupBy))
-	for i, f := range w.groupBy {
-		switch w.gbKind[i] {
-		case gbSource:
-			vals[i] = r.Source
-		case gbTopic:
-			vals[i] = r.Topic
-		default:
-			vals[i] = r.Fields[f]
-		}
-	}
-	return vals
-}
-
-// winAppendKey appends v rendered as by fmt's %v, escaped. The common
-// types skip fmt, which allocates.
-func winAppendKey(b []byte, v any) []byte {
-	switch x := v.(type) {
-	case string:
-		return winAppendEscaped(b, x)
-	case float64:
-		return strconv.AppendFloat(b, x, 'g', -1, 64)
-	case bool:
-		return strconv.AppendBool(b, x)
-	case nil:
-		return append(b, "<nil>"...)
-	}
-	return winAppendEscaped(b, fmt.Sprint(v))
-}
-
-// winAppendEscaped appends s with '%' and '/' percent-encoded.
-func winAppendEscaped(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '%':
-			b = append(b, "%25"...)
-		case '/':
-			b = append(b, "%2F"...)
-		default:
-			b = append(b, c)
-		}
-	}
-	return b
-}
-
-// winFloorDiv is a/b rounded toward negative infinity (b > 0), so window
+// floorDiv is a/b rounded toward negative infinity (b > 0), so window
 // starts before 1970 align like the ones after.
-func winFloorDiv(a, b int64) int64 {
+func floorDiv(a, b int64) int64 {
 	q := a / b
 	if a%b != 0 && a < 0 {
 		q--
@@ -812,11 +709,11 @@ func winFloorDiv(a, b int64) int64 {
 	return q
 }
 
-func winFmtNanos(t int64) string { return time.Unix(0, t).UTC().Format(time.RFC3339Nano) }
+func fmtNanos(t int64) string { return time.Unix(0, t).UTC().Format(time.RFC3339Nano) }
 
 // Stats reports the window's open state.
-func (w *Window) Stats() WindowStats {
-	st := WindowStats{OpenGroups: w.open, OpenWindows: len(w.windows)}
+func (w *Window) Stats() Stats {
+	st := Stats{OpenGroups: w.open, OpenWindows: len(w.windows)}
 	const (
 		windowBytes = 8 + 48 + 48 // slice slot, struct, empty map
 		entryBytes  = 64          // map slot: key header, pointer, control byte, load-factor slack
@@ -829,10 +726,10 @@ func (w *Window) Stats() WindowStats {
 			n += entryBytes + groupBytes + int64(len(k))
 			n += int64(16*len(g.vals)) + int64(40*len(g.nums)) + int64(48*len(g.anys)) + int64(8*len(g.sketches))
 			for _, v := range g.vals {
-				data += winValueBytes(v, 0)
+				data += valueBytes(v, 0)
 			}
 			for _, a := range g.anys {
-				data += winValueBytes(a.first, 0) + winValueBytes(a.last, 0)
+				data += valueBytes(a.first, 0) + valueBytes(a.last, 0)
 			}
 			for _, sk := range g.sketches {
 				data += sketchBytes(sk)
@@ -846,9 +743,9 @@ func (w *Window) Stats() WindowStats {
 	return st
 }
 
-// winValueBytes estimates the heap behind a field value (its interface
+// valueBytes estimates the heap behind a field value (its interface
 // header is counted by the caller).
-func winValueBytes(v any, depth int) int64 {
+func valueBytes(v any, depth int) int64 {
 	if depth > 32 {
 		return 0
 	}
@@ -860,284 +757,15 @@ func winValueBytes(v any, depth int) int64 {
 	case []any:
 		n := int64(24 + 16*len(x))
 		for _, e := range x {
-			n += winValueBytes(e, depth+1)
+			n += valueBytes(e, depth+1)
 		}
 		return n
 	case map[string]any:
 		n := int64(48)
 		for k, e := range x {
-			n += 48 + int64(len(k)) + winValueBytes(e, depth+1)
+			n += 48 + int64(len(k)) + valueBytes(e, depth+1)
 		}
 		return n
 	}
 	return 8
-}
-
-// State encoding. Structs encode as CBOR arrays (compact; field order is
-// the format) and floats keep their exact bits, so a restored window
-// computes exactly what the original would have.
-
-const windowStateVersion = 1
-
-type windowState struct {
-	_           struct{} `cbor:",toarray"`
-	Version     int
-	Fingerprint string
-	HasClock    bool
-	Clock       int64
-	Windows     []windowStateWindow
-}
-
-type windowStateWindow struct {
-	_      struct{} `cbor:",toarray"`
-	Start  int64
-	Groups []windowStateGroup
-}
-
-type windowStateGroup struct {
-	_        struct{} `cbor:",toarray"`
-	Key      string
-	Vals     []any
-	Count    int64
-	Nums     []windowStateNum
-	Anys     []windowStateAny
-	Sketches [][]byte
-}
-
-type windowStateNum struct {
-	_                       struct{} `cbor:",toarray"`
-	Sum, Min, Max, Mean, M2 float64
-}
-
-type windowStateAny struct {
-	_             struct{} `cbor:",toarray"`
-	First, Last   any
-	FirstT, LastT int64
-}
-
-var (
-	winStateEnc = winEncMode()
-	winStateDec = winDecMode()
-)
-
-// The modes are built from constant options; an error is a programming
-// error caught by any test.
-func winEncMode() cbor.EncMode {
-	m, err := cbor.CoreDetEncOptions().EncMode()
-	if err != nil {
-		panic(err)
-	}
-	return m
-}
-
-func winDecMode() cbor.DecMode {
-	m, err := cbor.DecOptions{
-		DupMapKey:      cbor.DupMapKeyEnforcedAPF,
-		IndefLength:    cbor.IndefLengthForbidden,
-		DefaultMapType: reflect.TypeOf(map[string]any(nil)),
-		// Field values are Go strings, which need not be valid UTF-8; a
-		// state that holds one must still load.
-		UTF8: cbor.UTF8DecodeInvalid,
-	}.DecMode()
-	if err != nil {
-		panic(err)
-	}
-	return m
-}
-
-// MarshalState encodes the clock and every open window and group, in
-// order of window start and group key, as deterministic CBOR.
-func (w *Window) MarshalState() ([]byte, error) {
-	st := windowState{
-		Version:     windowStateVersion,
-		Fingerprint: w.fingerprint,
-		HasClock:    w.hasClock,
-		Clock:       w.clock,
-		Windows:     make([]windowStateWindow, 0, len(w.windows)),
-	}
-	for _, win := range w.windows {
-		sw := windowStateWindow{Start: win.start, Groups: make([]windowStateGroup, 0, len(win.groups))}
-		for _, g := range win.groups {
-			sg := windowStateGroup{Key: g.key, Vals: g.vals, Count: g.count}
-			for _, a := range g.nums {
-				sg.Nums = append(sg.Nums, windowStateNum{Sum: a.sum, Min: a.min, Max: a.max, Mean: a.mean, M2: a.m2})
-			}
-			for _, a := range g.anys {
-				sg.Anys = append(sg.Anys, windowStateAny{First: a.first, Last: a.last, FirstT: a.firstT, LastT: a.lastT})
-			}
-			for _, sk := range g.sketches {
-				sg.Sketches = append(sg.Sketches, encodeSketch(sk))
-			}
-			sw.Groups = append(sw.Groups, sg)
-		}
-		slices.SortFunc(sw.Groups, func(a, b windowStateGroup) int { return strings.Compare(a.Key, b.Key) })
-		st.Windows = append(st.Windows, sw)
-	}
-	b, err := winStateEnc.Marshal(st)
-	if err != nil {
-		return nil, fmt.Errorf("rules: window %q: state: %w", w.name, err)
-	}
-	return b, nil
-}
-
-// UnmarshalState replaces the window's state with one MarshalState made
-// for the same Size, Hop, EventTime, GroupBy and aggregate functions and
-// fields. Empty input restores the initial, empty state. State it cannot
-// read, or made for another configuration, is an error matching ErrState
-// and leaves the window as it was.
-func (w *Window) UnmarshalState(b []byte) error {
-	if len(b) == 0 {
-		w.hasClock, w.clock, w.windows, w.open = false, 0, nil, 0
-		return nil
-	}
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: window %q: %s", ErrState, w.name, fmt.Sprintf(format, args...))
-	}
-	var st windowState
-	if err := winStateDec.Unmarshal(b, &st); err != nil {
-		return bad("%v", err)
-	}
-	if st.Version != windowStateVersion {
-		return bad("version %d, want %d", st.Version, windowStateVersion)
-	}
-	if st.Fingerprint != w.fingerprint {
-		return bad("made for another configuration (%s), this is %s", st.Fingerprint, w.fingerprint)
-	}
-	if st.HasClock && (st.Clock < minTimeNanos || st.Clock > maxTimeNanos) {
-		return bad("clock %d out of range", st.Clock)
-	}
-	windows := make([]*openWindow, 0, len(st.Windows))
-	open := 0
-	for i, sw := range st.Windows {
-		if sw.Start < minTimeNanos || sw.Start > maxTimeNanos || winFloorDiv(sw.Start, w.hop)*w.hop != sw.Start {
-			return bad("window start %d is not a hop boundary in range", sw.Start)
-		}
-		if i > 0 && sw.Start <= st.Windows[i-1].Start {
-			return bad("windows out of order")
-		}
-		if len(sw.Groups) == 0 {
-			continue
-		}
-		win := &openWindow{start: sw.Start, groups: make(map[string]*winGroup, len(sw.Groups))}
-		for j, sg := range sw.Groups {
-			if j > 0 && sg.Key <= sw.Groups[j-1].Key {
-				return bad("groups out of order in window %d", sw.Start)
-			}
-			g, err := w.restoreGroup(sg)
-			if err != nil {
-				return bad("window %d group %q: %v", sw.Start, sg.Key, err)
-			}
-			win.groups[g.key] = g
-		}
-		open += len(win.groups)
-		windows = append(windows, win)
-	}
-	w.hasClock, w.clock, w.windows, w.open = st.HasClock, st.Clock, windows, open
-	return nil
-}
-
-func (w *Window) restoreGroup(sg windowStateGroup) (*winGroup, error) {
-	if sg.Count < 1 {
-		return nil, fmt.Errorf("count %d", sg.Count)
-	}
-	if len(sg.Vals) != len(w.groupBy) || len(sg.Nums) != len(w.numFields) ||
-		len(sg.Anys) != len(w.anyFields) || len(sg.Sketches) != len(w.sketchSlots) {
-		return nil, errors.New("layout does not match the configuration")
-	}
-	g := &winGroup{key: sg.Key, count: sg.Count}
-	if len(sg.Vals) > 0 {
-		g.vals = make([]any, len(sg.Vals))
-		var key []byte
-		for i, v := range sg.Vals {
-			v, err := winFieldValue(v, 0)
-			if err != nil {
-				return nil, err
-			}
-			if w.gbKind[i] != gbField {
-				if _, ok := v.(string); !ok {
-					return nil, fmt.Errorf("%s is %T", w.groupBy[i], v)
-				}
-			}
-			g.vals[i] = v
-			if i > 0 {
-				key = append(key, '/')
-			}
-			key = winAppendKey(key, v)
-		}
-		if !bytes.Equal(key, []byte(sg.Key)) {
-			return nil, errors.New("key does not match the group's values")
-		}
-	} else if sg.Key != "" {
-		return nil, errors.New("key without group_by")
-	}
-	g.nums = make([]winNumAcc, len(sg.Nums))
-	for i, a := range sg.Nums {
-		g.nums[i] = winNumAcc{sum: a.Sum, min: a.Min, max: a.Max, mean: a.Mean, m2: a.M2}
-	}
-	g.anys = make([]winAnyAcc, len(sg.Anys))
-	for i, a := range sg.Anys {
-		first, err := winFieldValue(a.First, 0)
-		if err != nil {
-			return nil, err
-		}
-		last, err := winFieldValue(a.Last, 0)
-		if err != nil {
-			return nil, err
-		}
-		g.anys[i] = winAnyAcc{first: first, last: last, firstT: a.FirstT, lastT: a.LastT}
-	}
-	g.sketches = make([]*ddsketch.DDSketch, len(sg.Sketches))
-	for i, b := range sg.Sketches {
-		sk, err := decodeSketch(b, sg.Count)
-		if err != nil {
-			return nil, err
-		}
-		g.sketches[i] = sk
-	}
-	if len(g.nums) == 0 {
-		g.nums = nil
-	}
-	if len(g.anys) == 0 {
-		g.anys = nil
-	}
-	if len(g.sketches) == 0 {
-		g.sketches = nil
-	}
-	return g, nil
-}
-
-// winFieldValue checks a decoded value is of JSON's model, as Record.Fields
-// values are. CBOR integers (which only a field value that was not
-// float64 can have produced) become float64.
-func winFieldValue(v any, depth int) (any, error) {
-	if depth > 32 {
-		return nil, errors.New("value nested too deep")
-	}
-	switch x := v.(type) {
-	case nil, bool, string, float64:
-		return v, nil
-	case uint64:
-		return float64(x), nil
-	case int64:
-		return float64(x), nil
-	case []any:
-		for i, e := range x {
-			e, err := winFieldValue(e, depth+1)
-			if err != nil {
-				return nil, err
-			}
-			x[i] = e
-		}
-		return x, nil
-	case map[string]any:
-		for k, e := range x {
-			e, err := winFieldValue(e, depth+1)
-			if err != nil {
-				return nil, err
-			}
-			x[k] = e
-		}
-		return x, nil
-	}
-	return nil, fmt.Errorf("value of type %T is not a field value", v)
 }

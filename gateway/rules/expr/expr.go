@@ -1,4 +1,4 @@
-package rules
+package expr
 
 import (
 	"errors"
@@ -12,68 +12,77 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/expr-lang/expr"
+	exprlang "github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/builtin"
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 	"github.com/expr-lang/expr/vm/runtime"
+	"github.com/ferrygw/ferry/gateway/rules/record"
 )
 
-// ExprKind says what an expression must produce.
-type ExprKind int
+// Kind says what an expression must produce.
+type Kind int
 
 const (
 	// Bool expressions decide: filters and detector conditions. Their type
 	// is checked at compile time and their result must be a bool.
-	Bool ExprKind = iota + 1
+	Bool Kind = iota + 1
 	// Value expressions compute: map outputs and keys. Their result is
 	// converted to the Record field model (see Program.Eval).
 	Value
 )
 
-// MaxExprNodes bounds an expression's syntax tree. Expressions run once per
+// Errors of evaluation; check them with errors.Is.
+var (
+	// ErrEval is returned, wrapped with the expression and the reason,
+	// when an expression fails on a record: a missing field used in
+	// arithmetic, a wrong type, division by zero.
+	ErrEval = errors.New("rules: expression failed")
+)
+
+// MaxNodes bounds an expression's syntax tree. Expressions run once per
 // record on small boards; a bound keeps a config typo (or a generated
 // config) from producing a program that costs milliseconds per record.
-const MaxExprNodes = 1000
+const MaxNodes = 1000
 
-// exprMemoryBudget bounds what one evaluation may allocate in expr's own
+// memoryBudget bounds what one evaluation may allocate in expr's own
 // accounting (ranges, array and map literals). expr's default (1e6) is
 // meant for servers; a Raspberry Pi Zero has 512 MiB for everything.
-const exprMemoryBudget = 100_000
+const memoryBudget = 100_000
 
 // Names an expression sees besides the payload fields. They win over
 // payload fields of the same name; those stay reachable as fields["time"].
 const (
-	exprSource = "source"
-	exprTopic  = "topic"
-	exprTime   = "time"
-	exprFields = "fields"
+	varSource = "source"
+	varTopic  = "topic"
+	varTime   = "time"
+	varFields = "fields"
 )
 
-// exprDivFunc replaces expr's "/" operator: expr divides in float64 and
+// divFunc replaces expr's "/" operator: expr divides in float64 and
 // yields ±Inf or NaN on a zero divisor, which no JSON encoder downstream
 // can carry and no threshold should compare against. It is an environment
-// value, not an expr.Function: a func(any, any) any in the environment is
+// value, not an exprlang.Function: a func(any, any) any in the environment is
 // called directly (expr's OpCallTyped), where a registered function goes
 // through an argument buffer that costs allocations on every record.
-const exprDivFunc = "__ferry_div"
+const divFunc = "__ferry_div"
 
-// exprCompileEnv types the names every expression can use. Payload fields
+// compileEnv types the names every expression can use. Payload fields
 // are not in it: they are allowed as undefined variables, typed unknown at
 // compile time and nil at run time when absent.
-var exprCompileEnv = map[string]any{
-	exprSource:  "",
-	exprTopic:   "",
-	exprTime:    time.Time{},
-	exprFields:  map[string]any{},
-	exprDivFunc: exprDivide,
+var compileEnv = map[string]any{
+	varSource: "",
+	varTopic:  "",
+	varTime:   time.Time{},
+	varFields: map[string]any{},
+	divFunc:   divide,
 }
 
-// ExprError is a compile error in an expression, positioned so a config
+// CompileError is a compile error in an expression, positioned so a config
 // loader can point at it: "ferry.yaml:14: pipelines[0].stages[1].filter:
 // column 7: unknown func avgg".
-type ExprError struct {
+type CompileError struct {
 	Line   int    // 1-based line within the expression
 	Column int    // 1-based column (in characters) within that line
 	Msg    string // what is wrong, without the position
@@ -81,7 +90,7 @@ type ExprError struct {
 
 // Error returns "column C: msg", or "line L, column C: msg" for a
 // multi-line expression's later lines.
-func (e *ExprError) Error() string {
+func (e *CompileError) Error() string {
 	if e.Line > 1 {
 		return fmt.Sprintf("line %d, column %d: %s", e.Line, e.Column, e.Msg)
 	}
@@ -94,7 +103,7 @@ func (e *ExprError) Error() string {
 // from several goroutines.
 type Program struct {
 	src  string
-	kind ExprKind
+	kind Kind
 	prog *vm.Program
 
 	// names are the payload fields the expression reads, sorted: Eval
@@ -106,20 +115,20 @@ type Program struct {
 	// stages evaluate from one goroutine, and an atomic swap is cheaper
 	// than the pool (which also drops items at random under -race).
 	// Concurrent evaluations fall back to the pool.
-	spare atomic.Pointer[exprRun]
-	pool  sync.Pool // of *exprRun
+	spare atomic.Pointer[scratch]
+	pool  sync.Pool // of *scratch
 }
 
-// exprRun is the per-evaluation scratch: a VM whose stack is reused and an
+// scratch is the per-evaluation scratch: a VM whose stack is reused and an
 // environment map whose keys stay put between runs (only values change, so
 // assignments do not allocate).
-type exprRun struct {
+type scratch struct {
 	vm  vm.VM
 	env map[string]any
 }
 
 // Compile compiles src. Syntax errors, calls to unknown functions and (for
-// Bool) a result type that cannot be bool fail here, as an *ExprError.
+// Bool) a result type that cannot be bool fail here, as a *CompileError.
 // Unknown variable names are payload fields and are accepted: at run time
 // a field the record lacks is nil.
 //
@@ -128,34 +137,34 @@ type exprRun struct {
 // fields (the whole payload map, for names that are not identifiers:
 // fields["a-b"]). now() is not available: stages read no clock (use time);
 // date() parses in UTC unless given a zone.
-func Compile(src string, kind ExprKind) (*Program, error) {
+func Compile(src string, kind Kind) (*Program, error) {
 	if kind != Bool && kind != Value {
 		return nil, fmt.Errorf("rules: invalid expression kind %d", kind)
 	}
 	if strings.TrimSpace(src) == "" {
-		return nil, &ExprError{Line: 1, Column: 1, Msg: "empty expression"}
+		return nil, &CompileError{Line: 1, Column: 1, Msg: "empty expression"}
 	}
-	sc := &exprScan{src: src, callees: map[*ast.IdentifierNode]bool{}}
-	opts := []expr.Option{
-		expr.Env(exprCompileEnv),
-		expr.AllowUndefinedVariables(),
-		expr.MaxNodes(MaxExprNodes),
-		expr.DisableBuiltin("now"),
-		expr.Timezone("UTC"),
-		expr.Patch(sc),
+	sc := &scanner{src: src, callees: map[*ast.IdentifierNode]bool{}}
+	opts := []exprlang.Option{
+		exprlang.Env(compileEnv),
+		exprlang.AllowUndefinedVariables(),
+		exprlang.MaxNodes(MaxNodes),
+		exprlang.DisableBuiltin("now"),
+		exprlang.Timezone("UTC"),
+		exprlang.Patch(sc),
 	}
 	if kind == Bool {
-		opts = append(opts, expr.AsBool())
+		opts = append(opts, exprlang.AsBool())
 	}
-	prog, err := expr.Compile(src, opts...)
+	prog, err := exprlang.Compile(src, opts...)
 	// The scan's error first: with undefined variables allowed, expr's own
 	// checker does not see a typo'd function name, and any type error it
 	// reports for the same expression is a consequence of the typo.
 	if sc.err != nil {
-		return nil, exprCompileError(sc.err)
+		return nil, compileError(sc.err)
 	}
 	if err != nil {
-		return nil, exprCompileError(err)
+		return nil, compileError(err)
 	}
 
 	p := &Program{src: src, kind: kind, prog: prog}
@@ -170,25 +179,25 @@ func Compile(src string, kind ExprKind) (*Program, error) {
 		}
 		seen[name] = true
 		switch name {
-		case exprSource:
+		case varSource:
 			p.useSource = true
-		case exprTopic:
+		case varTopic:
 			p.useTopic = true
-		case exprTime:
+		case varTime:
 			p.useTime = true
-		case exprFields:
+		case varFields:
 			p.useField = true
-		case exprDivFunc:
+		case divFunc:
 			// always in the environment
 		default:
 			p.names = append(p.names, name)
 		}
 	}
 	sort.Strings(p.names)
-	n := len(p.names) + len(exprCompileEnv)
+	n := len(p.names) + len(compileEnv)
 	p.pool.New = func() any {
-		st := &exprRun{vm: vm.VM{MemoryBudget: exprMemoryBudget}, env: make(map[string]any, n)}
-		st.env[exprDivFunc] = exprDivide
+		st := &scratch{vm: vm.VM{MemoryBudget: memoryBudget}, env: make(map[string]any, n)}
+		st.env[divFunc] = divide
 		return st
 	}
 	return p, nil
@@ -202,8 +211,8 @@ func (p *Program) String() string { return p.src }
 // error), time.Time an RFC 3339 string in UTC, time.Duration seconds as
 // float64, slices []any and string-keyed maps map[string]any. Failures
 // (a missing field used in arithmetic, a wrong type, division by zero, an
-// index out of range) are errors wrapping ErrExpr, never panics.
-func (p *Program) Eval(r *Record) (any, error) {
+// index out of range) are errors wrapping ErrEval, never panics.
+func (p *Program) Eval(r *record.Record) (any, error) {
 	out, err := p.run(r)
 	if err != nil {
 		return nil, err
@@ -214,17 +223,17 @@ func (p *Program) Eval(r *Record) (any, error) {
 		}
 		return out, nil
 	}
-	v, err := exprNormalize(out, 0)
+	v, err := normalize(out, 0)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrExpr, p.quoted(), err)
+		return nil, fmt.Errorf("%w: %s: %v", ErrEval, p.Quoted(), err)
 	}
 	return v, nil
 }
 
 // EvalBool evaluates the program on r as a condition. A nil result (a
 // missing field on its own, or x?.y) is false, as in expr's own bool
-// conversion; any other non-bool result is an ErrExpr error.
-func (p *Program) EvalBool(r *Record) (bool, error) {
+// conversion; any other non-bool result is an ErrEval error.
+func (p *Program) EvalBool(r *record.Record) (bool, error) {
 	out, err := p.run(r)
 	if err != nil {
 		return false, err
@@ -238,33 +247,33 @@ func (p *Program) EvalBool(r *Record) (bool, error) {
 	return false, p.resultError(out)
 }
 
-func (p *Program) run(r *Record) (any, error) {
+func (p *Program) run(r *record.Record) (any, error) {
 	if r == nil {
-		return nil, fmt.Errorf("%w: %s: nil record", ErrExpr, p.quoted())
+		return nil, fmt.Errorf("%w: %s: nil record", ErrEval, p.Quoted())
 	}
 	st := p.spare.Swap(nil)
 	if st == nil {
-		st = p.pool.Get().(*exprRun)
+		st = p.pool.Get().(*scratch)
 	}
 	env := st.env
 	for _, name := range p.names {
 		env[name] = r.Fields[name] // nil when absent
 	}
 	if p.useSource {
-		env[exprSource] = r.Source
+		env[varSource] = r.Source
 	}
 	if p.useTopic {
-		env[exprTopic] = r.Topic
+		env[varTopic] = r.Topic
 	}
 	if p.useTime {
-		env[exprTime] = r.Time
+		env[varTime] = r.Time
 	}
 	if p.useField {
 		fields := r.Fields
 		if fields == nil {
 			fields = map[string]any{} // so fields["x"] is nil, not a fetch error
 		}
-		env[exprFields] = fields
+		env[varFields] = fields
 	}
 	// expr's VM recovers panics (integer division by zero, nil
 	// dereference, index out of range, a function's error) into a
@@ -274,16 +283,16 @@ func (p *Program) run(r *Record) (any, error) {
 		env[name] = nil // keep no record alive from the pool
 	}
 	if p.useSource {
-		env[exprSource] = nil
+		env[varSource] = nil
 	}
 	if p.useTopic {
-		env[exprTopic] = nil
+		env[varTopic] = nil
 	}
 	if p.useTime {
-		env[exprTime] = nil
+		env[varTime] = nil
 	}
 	if p.useField {
-		env[exprFields] = nil
+		env[varFields] = nil
 	}
 	if !p.spare.CompareAndSwap(nil, st) {
 		p.pool.Put(st)
@@ -295,15 +304,15 @@ func (p *Program) run(r *Record) (any, error) {
 }
 
 func (p *Program) resultError(out any) error {
-	return fmt.Errorf("%w: %s: result is %T, not bool", ErrExpr, p.quoted(), out)
+	return fmt.Errorf("%w: %s: result is %T, not bool", ErrEval, p.Quoted(), out)
 }
 
-// runtimeError turns expr's error into an ErrExpr error naming the position
+// runtimeError turns expr's error into an ErrEval error naming the position
 // and the fields the record lacks: a nil in "invalid operation: <nil> > int"
 // is nearly always a missing field, and the dead-letter reason should say so.
-func (p *Program) runtimeError(err error, r *Record) error {
+func (p *Program) runtimeError(err error, r *record.Record) error {
 	var b strings.Builder
-	b.WriteString(p.quoted())
+	b.WriteString(p.Quoted())
 	b.WriteString(": ")
 	var fe *file.Error
 	if errors.As(err, &fe) {
@@ -323,12 +332,12 @@ func (p *Program) runtimeError(err error, r *Record) error {
 	if len(missing) > 0 {
 		fmt.Fprintf(&b, " (record has no field %s)", strings.Join(missing, ", "))
 	}
-	return fmt.Errorf("%w: %s", ErrExpr, b.String())
+	return fmt.Errorf("%w: %s", ErrEval, b.String())
 }
 
-// quoted returns the source for error messages, shortened: dead-letter
+// Quoted returns the source quoted for error messages, shortened: dead-letter
 // reasons should identify the expression, not repeat a page of it.
-func (p *Program) quoted() string {
+func (p *Program) Quoted() string {
 	const limit = 60
 	s := p.src
 	if utf8.RuneCountInString(s) > limit {
@@ -337,20 +346,20 @@ func (p *Program) quoted() string {
 	return fmt.Sprintf("%q", s)
 }
 
-func exprCompileError(err error) *ExprError {
+func compileError(err error) *CompileError {
 	var fe *file.Error
 	if errors.As(err, &fe) {
-		return &ExprError{Line: max(fe.Line, 1), Column: fe.Column + 1, Msg: fe.Message}
+		return &CompileError{Line: max(fe.Line, 1), Column: fe.Column + 1, Msg: fe.Message}
 	}
-	return &ExprError{Line: 1, Column: 1, Msg: err.Error()}
+	return &CompileError{Line: 1, Column: 1, Msg: err.Error()}
 }
 
-// exprScan is an expr patcher that runs after parsing, before type checks.
+// scanner is an expr patcher that runs after parsing, before type checks.
 // It records the identifiers an expression reads (to copy only those
 // fields per evaluation), rejects calls to functions that do not exist
 // (expr would accept them as calls of an undefined variable and fail per
-// record), and routes "/" through exprDivide.
-type exprScan struct {
+// record), and routes "/" through divide.
+type scanner struct {
 	src     string
 	idents  []*ast.IdentifierNode
 	callees map[*ast.IdentifierNode]bool
@@ -359,7 +368,7 @@ type exprScan struct {
 
 // Visit implements ast.Visitor. Walks are post-order: a call's callee is
 // visited before the call, so callees are told apart only after the walk.
-func (s *exprScan) Visit(node *ast.Node) {
+func (s *scanner) Visit(node *ast.Node) {
 	switch n := (*node).(type) {
 	case *ast.IdentifierNode:
 		s.idents = append(s.idents, n)
@@ -372,7 +381,7 @@ func (s *exprScan) Visit(node *ast.Node) {
 			return // a method call: typed calls are checked by expr
 		}
 		s.callees[id] = true
-		if _, ok := exprCompileEnv[id.Value]; ok {
+		if _, ok := compileEnv[id.Value]; ok {
 			return // expr reports calling a non-function itself
 		}
 		if _, ok := builtin.Index[id.Value]; ok {
@@ -383,7 +392,7 @@ func (s *exprScan) Visit(node *ast.Node) {
 	case *ast.BinaryNode:
 		if n.Operator == "/" {
 			ast.Patch(node, &ast.CallNode{
-				Callee:    &ast.IdentifierNode{Value: exprDivFunc},
+				Callee:    &ast.IdentifierNode{Value: divFunc},
 				Arguments: []ast.Node{n.Left, n.Right},
 			})
 		}
@@ -392,7 +401,7 @@ func (s *exprScan) Visit(node *ast.Node) {
 
 // fail keeps the leftmost error: the walk is post-order, and the first
 // problem in reading order is the one a person fixes first.
-func (s *exprScan) fail(n ast.Node, msg string) {
+func (s *scanner) fail(n ast.Node, msg string) {
 	if s.err != nil && s.err.From <= n.Location().From {
 		return
 	}
@@ -400,29 +409,29 @@ func (s *exprScan) fail(n ast.Node, msg string) {
 	s.err = e.Bind(file.NewSource(s.src))
 }
 
-// exprDivide is "/" with a zero divisor as an error. It reports errors
+// divide is "/" with a zero divisor as an error. It reports errors
 // by panicking, deliberately: it only ever runs inside expr's VM, which
 // recovers the panic into the evaluation's error, and the func(any, any)
 // any signature is what lets the VM call it without allocating.
-func exprDivide(a, b any) any {
-	if exprIsZero(b) {
+func divide(a, b any) any {
+	if isZero(b) {
 		panic("division by zero")
 	}
 	return runtime.Divide(a, b) // panics on non-numbers, recovered the same way
 }
 
-func exprIsZero(v any) bool {
-	f, ok := numberOf(v)
+func isZero(v any) bool {
+	f, ok := record.Number(v)
 	return ok && f == 0
 }
 
-// exprMaxDepth bounds the nesting exprNormalize walks.
-const exprMaxDepth = 32
+// maxDepth bounds the nesting normalize walks.
+const maxDepth = 32
 
-// exprNormalize converts an expression result to the Record field model.
+// normalize converts an expression result to the Record field model.
 // It copies a slice or map only when an element needs converting.
-func exprNormalize(v any, depth int) (any, error) {
-	if depth > exprMaxDepth {
+func normalize(v any, depth int) (any, error) {
+	if depth > maxDepth {
 		return nil, errors.New("result nested too deeply")
 	}
 	switch x := v.(type) {
@@ -440,11 +449,11 @@ func exprNormalize(v any, depth int) (any, error) {
 	case []any:
 		var out []any
 		for i, e := range x {
-			n, err := exprNormalize(e, depth+1)
+			n, err := normalize(e, depth+1)
 			if err != nil {
 				return nil, err
 			}
-			if out == nil && !exprSame(n, e) {
+			if out == nil && !same(n, e) {
 				out = make([]any, len(x))
 				copy(out, x[:i])
 			}
@@ -459,11 +468,11 @@ func exprNormalize(v any, depth int) (any, error) {
 	case map[string]any:
 		var out map[string]any
 		for k, e := range x {
-			n, err := exprNormalize(e, depth+1)
+			n, err := normalize(e, depth+1)
 			if err != nil {
 				return nil, err
 			}
-			if out == nil && !exprSame(n, e) {
+			if out == nil && !same(n, e) {
 				out = make(map[string]any, len(x))
 				for k2, e2 := range x {
 					out[k2] = e2
@@ -485,7 +494,7 @@ func exprNormalize(v any, depth int) (any, error) {
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
 		return float64(rv.Uint()), nil
 	case reflect.Float32:
-		return exprNormalize(rv.Float(), depth)
+		return normalize(rv.Float(), depth)
 	case reflect.String:
 		return rv.String(), nil
 	case reflect.Bool:
@@ -493,7 +502,7 @@ func exprNormalize(v any, depth int) (any, error) {
 	case reflect.Slice, reflect.Array:
 		out := make([]any, rv.Len())
 		for i := range out {
-			n, err := exprNormalize(rv.Index(i).Interface(), depth+1)
+			n, err := normalize(rv.Index(i).Interface(), depth+1)
 			if err != nil {
 				return nil, err
 			}
@@ -507,7 +516,7 @@ func exprNormalize(v any, depth int) (any, error) {
 		out := make(map[string]any, rv.Len())
 		it := rv.MapRange()
 		for it.Next() {
-			n, err := exprNormalize(it.Value().Interface(), depth+1)
+			n, err := normalize(it.Value().Interface(), depth+1)
 			if err != nil {
 				return nil, err
 			}
@@ -518,9 +527,9 @@ func exprNormalize(v any, depth int) (any, error) {
 	return nil, fmt.Errorf("result of type %T cannot be a field value", v)
 }
 
-// exprSame reports whether normalizing left a value unchanged. Only
+// same reports whether normalizing left a value unchanged. Only
 // scalars are compared: a converted slice or map is always a new one.
-func exprSame(a, b any) bool {
+func same(a, b any) bool {
 	switch a.(type) {
 	case nil, string, bool, float64:
 		return reflect.TypeOf(a) == reflect.TypeOf(b) && a == b

@@ -1,4 +1,4 @@
-package rules
+package detect
 
 import (
 	"errors"
@@ -7,22 +7,30 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/fxamacker/cbor/v2"
+	"github.com/ferrygw/ferry/gateway/rules/expr"
+	"github.com/ferrygw/ferry/gateway/rules/internal/statecbor"
+	"github.com/ferrygw/ferry/gateway/rules/record"
 )
 
-// Detector kinds, for DetectConfig.Kind.
+// Detector kinds, for Config.Kind.
 const (
-	DetectThreshold   = "threshold"
-	DetectConsecutive = "consecutive"
-	DetectAbsence     = "absence"
-	DetectRate        = "rate"
+	Threshold   = "threshold"
+	Consecutive = "consecutive"
+	Absence     = "absence"
+	Rate        = "rate"
 )
 
-// DefaultMaxGroups is DetectConfig.MaxGroups when unset.
+// DefaultMaxGroups is Config.MaxGroups when unset.
 const DefaultMaxGroups = 10_000
+
+// GroupBy names that mean the record's own Source and Topic rather than
+// payload fields: the names expressions and windows use for them too.
+const (
+	groupSource = "source"
+	groupTopic  = "topic"
+)
 
 // Alert states, the "state" field of an alert record.
 const (
@@ -30,9 +38,9 @@ const (
 	AlertClear = "clear"
 )
 
-// DetectConfig configures a detector. Options that do not apply to Kind
-// must be left zero: NewDetect rejects them rather than ignore a typo.
-type DetectConfig struct {
+// Config configures a detector. Options that do not apply to Kind
+// must be left zero: New rejects them rather than ignore a typo.
+type Config struct {
 	Name string // the alert's name: the "alert" field and the key prefix
 	Kind string // threshold, consecutive, absence or rate
 
@@ -74,11 +82,11 @@ type DetectConfig struct {
 	Per     time.Duration
 
 	// MaxGroups bounds the groups tracked (default DefaultMaxGroups): a
-	// record that would start one more is an ErrField error.
+	// record that would start one more is a record.ErrField error.
 	MaxGroups int
 }
 
-// Detect is a pattern-detector stage. For each group it runs a small state
+// Detector is a pattern-detector stage. For each group it runs a small state
 // machine and emits an alert record only when the state changes: the
 // input records themselves are consumed, not passed on.
 //
@@ -99,14 +107,14 @@ type DetectConfig struct {
 // detectors on the records' clock. Records out of time order: threshold
 // and consecutive take records in arrival order, whatever their times;
 // rate rejects a record older than its group's last one, or as old with
-// another value, with an ErrField error (a rate over no or negative time
+// another value, with a record.ErrField error (a rate over no or negative time
 // means nothing) and ignores an exact repeat (same time, same value: a
 // redelivery); absence keeps the latest time seen.
 //
-// A missing or mistyped Field or GroupBy field is an ErrField error, a
-// failing Condition an ErrExpr error: the event goes to the dead letters
+// A missing or mistyped Field or GroupBy field is a record.ErrField error, a
+// failing Condition a expr.ErrEval error: the event goes to the dead letters
 // and the group's state is unchanged.
-type Detect struct {
+type Detector struct {
 	name      string
 	kind      string
 	field     string
@@ -116,20 +124,18 @@ type Detect struct {
 	hasHi, hasLo    bool
 	hi, hiClear     float64
 	lo, loClear     float64
-	cond            *Program
+	cond            *expr.Program
 	count           int
 	timeout         time.Duration
 	maxRate         float64
 	per             time.Duration
 	groupSrcIndex   int // index of "source" in groupBy, or -1
-	groups          map[string]*detectGroup
+	groups          map[string]*groupState
 	bySourceOrTopic []bool // groupBy[i] is the record's source or topic
 }
 
-var _ Stage = (*Detect)(nil)
-
-// detectGroup is one group's state machine.
-type detectGroup struct {
+// groupState is one group's state machine.
+type groupState struct {
 	key    string
 	vals   []any // GroupBy values: string, float64 or bool
 	raised bool
@@ -139,22 +145,22 @@ type detectGroup struct {
 	t      time.Time // rate: previous sample's time; absence: latest record time
 }
 
-// NewDetect validates cfg and compiles its condition.
-func NewDetect(cfg DetectConfig) (*Detect, error) {
+// New validates cfg and compiles its condition.
+func New(cfg Config) (*Detector, error) {
 	if cfg.Name == "" {
 		return nil, errors.New("detect: name is required")
 	}
-	d := &Detect{
+	d := &Detector{
 		name:          cfg.Name,
 		kind:          cfg.Kind,
 		field:         cfg.Field,
 		groupBy:       cfg.GroupBy,
 		maxGroups:     cfg.MaxGroups,
 		groupSrcIndex: -1,
-		groups:        map[string]*detectGroup{},
+		groups:        map[string]*groupState{},
 	}
 	if d.groupBy == nil {
-		d.groupBy = []string{exprSource}
+		d.groupBy = []string{groupSource}
 	}
 	seen := map[string]bool{}
 	for i, g := range d.groupBy {
@@ -165,8 +171,8 @@ func NewDetect(cfg DetectConfig) (*Detect, error) {
 			return nil, fmt.Errorf("detect %s: group_by: %q twice", cfg.Name, g)
 		}
 		seen[g] = true
-		d.bySourceOrTopic = append(d.bySourceOrTopic, g == exprSource || g == exprTopic)
-		if g == exprSource {
+		d.bySourceOrTopic = append(d.bySourceOrTopic, g == groupSource || g == groupTopic)
+		if g == groupSource {
 			d.groupSrcIndex = i
 		}
 	}
@@ -180,23 +186,23 @@ func NewDetect(cfg DetectConfig) (*Detect, error) {
 	// Options of other kinds, named as in the config file.
 	var stray []string
 	if cfg.RaiseAbove != nil || cfg.ClearBelow != nil || cfg.RaiseBelow != nil || cfg.ClearAbove != nil {
-		if cfg.Kind != DetectThreshold {
+		if cfg.Kind != Threshold {
 			stray = append(stray, "raise_above/clear_below/raise_below/clear_above")
 		}
 	}
-	if cfg.Condition != "" && cfg.Kind != DetectConsecutive {
+	if cfg.Condition != "" && cfg.Kind != Consecutive {
 		stray = append(stray, "condition")
 	}
-	if cfg.Count != 0 && cfg.Kind != DetectConsecutive {
+	if cfg.Count != 0 && cfg.Kind != Consecutive {
 		stray = append(stray, "count")
 	}
-	if cfg.Timeout != 0 && cfg.Kind != DetectAbsence {
+	if cfg.Timeout != 0 && cfg.Kind != Absence {
 		stray = append(stray, "timeout")
 	}
-	if (cfg.MaxRate != 0 || cfg.Per != 0) && cfg.Kind != DetectRate {
+	if (cfg.MaxRate != 0 || cfg.Per != 0) && cfg.Kind != Rate {
 		stray = append(stray, "max_rate/per")
 	}
-	if cfg.Field != "" && cfg.Kind == DetectAbsence {
+	if cfg.Field != "" && cfg.Kind == Absence {
 		stray = append(stray, "field")
 	}
 	if len(stray) > 0 {
@@ -204,7 +210,7 @@ func NewDetect(cfg DetectConfig) (*Detect, error) {
 	}
 
 	switch cfg.Kind {
-	case DetectThreshold:
+	case Threshold:
 		if cfg.Field == "" {
 			return nil, fmt.Errorf("detect %s: threshold needs a field", cfg.Name)
 		}
@@ -245,24 +251,24 @@ func NewDetect(cfg DetectConfig) (*Detect, error) {
 			// a raised alarm could never clear.
 			return nil, fmt.Errorf("detect %s: clear_above %v must be below clear_below %v", cfg.Name, d.loClear, d.hiClear)
 		}
-	case DetectConsecutive:
+	case Consecutive:
 		if cfg.Count < 1 {
 			return nil, fmt.Errorf("detect %s: consecutive needs count >= 1", cfg.Name)
 		}
 		if cfg.Condition == "" {
 			return nil, fmt.Errorf("detect %s: consecutive needs a condition", cfg.Name)
 		}
-		p, err := Compile(cfg.Condition, Bool)
+		p, err := expr.Compile(cfg.Condition, expr.Bool)
 		if err != nil {
 			return nil, fmt.Errorf("condition: %w", err)
 		}
 		d.cond, d.count = p, cfg.Count
-	case DetectAbsence:
+	case Absence:
 		if cfg.Timeout <= 0 {
 			return nil, fmt.Errorf("detect %s: absence needs a positive timeout", cfg.Name)
 		}
 		d.timeout = cfg.Timeout
-	case DetectRate:
+	case Rate:
 		if cfg.Field == "" {
 			return nil, fmt.Errorf("detect %s: rate needs a field", cfg.Name)
 		}
@@ -284,9 +290,9 @@ func NewDetect(cfg DetectConfig) (*Detect, error) {
 
 // Process runs r's group's state machine and emits an alert if its state
 // changed.
-func (d *Detect) Process(r *Record, emit Emit) error {
+func (d *Detector) Process(r *record.Record, emit record.Emit) error {
 	if r == nil {
-		return fmt.Errorf("%w: detect %s: nil record", ErrField, d.name)
+		return fmt.Errorf("%w: detect %s: nil record", record.ErrField, d.name)
 	}
 	key, err := d.groupKey(r)
 	if err != nil {
@@ -296,7 +302,7 @@ func (d *Detect) Process(r *Record, emit Emit) error {
 	// a restored stage compares and emits exactly what this one would.
 	t := r.Time.UTC()
 	switch d.kind {
-	case DetectThreshold:
+	case Threshold:
 		v, err := d.number(r)
 		if err != nil {
 			return err
@@ -315,7 +321,7 @@ func (d *Detect) Process(r *Record, emit Emit) error {
 			g.raised = false
 			emit(d.alert(g, AlertClear, v, r, t))
 		}
-	case DetectConsecutive:
+	case Consecutive:
 		ok, err := d.cond.EvalBool(r)
 		if err != nil {
 			return fmt.Errorf("detect %s: %w", d.name, err)
@@ -324,7 +330,7 @@ func (d *Detect) Process(r *Record, emit Emit) error {
 		if d.field != "" {
 			var present bool
 			if v, present = r.Fields[d.field]; !present {
-				return fmt.Errorf("%w: detect %s: record has no field %q", ErrField, d.name, d.field)
+				return fmt.Errorf("%w: detect %s: record has no field %q", record.ErrField, d.name, d.field)
 			}
 		}
 		g, err := d.group(key, r)
@@ -346,7 +352,7 @@ func (d *Detect) Process(r *Record, emit Emit) error {
 			g.raised = true
 			emit(d.alert(g, AlertRaise, v, r, t))
 		}
-	case DetectRate:
+	case Rate:
 		v, err := d.number(r)
 		if err != nil {
 			return err
@@ -362,14 +368,14 @@ func (d *Detect) Process(r *Record, emit Emit) error {
 		dt := t.Sub(g.t)
 		if dt < 0 || dt == 0 && v != g.last {
 			return fmt.Errorf("%w: detect %s: record time %s is not after its group's last record (%s)",
-				ErrField, d.name, t.UTC().Format(time.RFC3339Nano), g.t.UTC().Format(time.RFC3339Nano))
+				record.ErrField, d.name, t.UTC().Format(time.RFC3339Nano), g.t.UTC().Format(time.RFC3339Nano))
 		}
 		if dt == 0 {
 			return nil // the same sample again (a redelivery): no rate to compute
 		}
 		rate := math.Abs(v-g.last) * (float64(d.per) / float64(dt))
 		if math.IsInf(rate, 0) || math.IsNaN(rate) {
-			return fmt.Errorf("%w: detect %s: rate of change of %q overflows", ErrField, d.name, d.field)
+			return fmt.Errorf("%w: detect %s: rate of change of %q overflows", record.ErrField, d.name, d.field)
 		}
 		g.last, g.t = v, t
 		switch {
@@ -380,7 +386,7 @@ func (d *Detect) Process(r *Record, emit Emit) error {
 			g.raised = false
 			emit(d.alert(g, AlertClear, rate, r, t))
 		}
-	case DetectAbsence:
+	case Absence:
 		g, err := d.group(key, r)
 		if err != nil {
 			return err
@@ -401,11 +407,11 @@ func (d *Detect) Process(r *Record, emit Emit) error {
 // Advance raises absence alerts for groups silent for more than Timeout
 // before now, each once, in deadline order (then group key order). Other
 // kinds do nothing on Advance.
-func (d *Detect) Advance(now time.Time, emit Emit) {
-	if d.kind != DetectAbsence {
+func (d *Detector) Advance(now time.Time, emit record.Emit) {
+	if d.kind != Absence {
 		return
 	}
-	var due []*detectGroup
+	var due []*groupState
 	for _, g := range d.groups {
 		if !g.raised && now.Sub(g.t) > d.timeout {
 			due = append(due, g)
@@ -424,7 +430,7 @@ func (d *Detect) Advance(now time.Time, emit Emit) {
 		if d.groupSrcIndex >= 0 {
 			src, _ = g.vals[d.groupSrcIndex].(string)
 		}
-		a := &Record{
+		a := &record.Record{
 			Key:    d.name + "/" + g.key + "/" + AlertRaise + "/" + deadline.UTC().Format(time.RFC3339Nano),
 			Time:   deadline,
 			Source: src,
@@ -441,12 +447,12 @@ func (d *Detect) Advance(now time.Time, emit Emit) {
 }
 
 // alert builds an alert triggered by record r.
-func (d *Detect) alert(g *detectGroup, state string, value any, r *Record, t time.Time) *Record {
+func (d *Detector) alert(g *groupState, state string, value any, r *record.Record, t time.Time) *record.Record {
 	suffix := r.Key
 	if suffix == "" {
 		suffix = t.UTC().Format(time.RFC3339Nano)
 	}
-	return &Record{
+	return &record.Record{
 		Key:    d.name + "/" + g.key + "/" + state + "/" + suffix,
 		Time:   r.Time,
 		Source: r.Source,
@@ -460,7 +466,7 @@ func (d *Detect) alert(g *detectGroup, state string, value any, r *Record, t tim
 	}
 }
 
-func (d *Detect) groupMap(g *detectGroup) map[string]any {
+func (d *Detector) groupMap(g *groupState) map[string]any {
 	m := make(map[string]any, len(d.groupBy))
 	for i, name := range d.groupBy {
 		m[name] = g.vals[i]
@@ -469,35 +475,35 @@ func (d *Detect) groupMap(g *detectGroup) map[string]any {
 }
 
 // number returns the watched field as a finite float64.
-func (d *Detect) number(r *Record) (float64, error) {
+func (d *Detector) number(r *record.Record) (float64, error) {
 	v, ok := r.Fields[d.field]
 	if !ok {
-		return 0, fmt.Errorf("%w: detect %s: record has no field %q", ErrField, d.name, d.field)
+		return 0, fmt.Errorf("%w: detect %s: record has no field %q", record.ErrField, d.name, d.field)
 	}
-	f, ok := detectFloat(v)
+	f, ok := finiteNumber(v)
 	if !ok {
-		return 0, fmt.Errorf("%w: detect %s: field %q is %s, not a finite number", ErrField, d.name, d.field, detectDescribe(v))
+		return 0, fmt.Errorf("%w: detect %s: field %q is %s, not a finite number", record.ErrField, d.name, d.field, describe(v))
 	}
 	return f, nil
 }
 
 // group returns key's group, starting it (from r's GroupBy values) if new.
-func (d *Detect) group(key string, r *Record) (*detectGroup, error) {
+func (d *Detector) group(key string, r *record.Record) (*groupState, error) {
 	if g := d.groups[key]; g != nil {
 		return g, nil
 	}
 	if len(d.groups) >= d.maxGroups {
-		return nil, fmt.Errorf("%w: detect %s: too many groups (max %d)", ErrField, d.name, d.maxGroups)
+		return nil, fmt.Errorf("%w: detect %s: too many groups (max %d)", record.ErrField, d.name, d.maxGroups)
 	}
-	g := &detectGroup{key: key, vals: make([]any, len(d.groupBy))}
+	g := &groupState{key: key, vals: make([]any, len(d.groupBy))}
 	for i, name := range d.groupBy {
 		switch name {
-		case exprSource:
+		case groupSource:
 			g.vals[i] = r.Source
-		case exprTopic:
+		case groupTopic:
 			g.vals[i] = r.Topic
 		default:
-			g.vals[i], _ = detectGroupValue(r.Fields[name]) // checked by groupKey
+			g.vals[i], _ = groupValue(r.Fields[name]) // checked by groupKey
 		}
 	}
 	d.groups[key] = g
@@ -505,7 +511,7 @@ func (d *Detect) group(key string, r *Record) (*detectGroup, error) {
 }
 
 // groupKey computes r's group key without allocating for a plain source.
-func (d *Detect) groupKey(r *Record) (string, error) {
+func (d *Detector) groupKey(r *record.Record) (string, error) {
 	if len(d.groupBy) == 0 {
 		return "*", nil
 	}
@@ -514,22 +520,22 @@ func (d *Detect) groupKey(r *Record) (string, error) {
 	for _, name := range d.groupBy {
 		var v any
 		switch name {
-		case exprSource:
-			ps = append(ps, detectEscape(r.Source))
+		case groupSource:
+			ps = append(ps, escape(r.Source))
 			continue
-		case exprTopic:
-			ps = append(ps, detectEscape(r.Topic))
+		case groupTopic:
+			ps = append(ps, escape(r.Topic))
 			continue
 		}
 		raw, ok := r.Fields[name]
 		if !ok {
-			return "", fmt.Errorf("%w: detect %s: record has no group_by field %q", ErrField, d.name, name)
+			return "", fmt.Errorf("%w: detect %s: record has no group_by field %q", record.ErrField, d.name, name)
 		}
-		v, ok = detectGroupValue(raw)
+		v, ok = groupValue(raw)
 		if !ok {
-			return "", fmt.Errorf("%w: detect %s: group_by field %q is %s, not a string, number or bool", ErrField, d.name, name, detectDescribe(raw))
+			return "", fmt.Errorf("%w: detect %s: group_by field %q is %s, not a string, number or bool", record.ErrField, d.name, name, describe(raw))
 		}
-		ps = append(ps, detectKeyPart(v))
+		ps = append(ps, keyPart(v))
 	}
 	if len(ps) == 1 {
 		return ps[0], nil
@@ -537,22 +543,22 @@ func (d *Detect) groupKey(r *Record) (string, error) {
 	return strings.Join(ps, ","), nil
 }
 
-// detectKeyFromVals is groupKey over stored values, to check restored state.
-func detectKeyFromVals(vals []any) string {
+// keyFromVals is groupKey over stored values, to check restored state.
+func keyFromVals(vals []any) string {
 	if len(vals) == 0 {
 		return "*"
 	}
 	ps := make([]string, len(vals))
 	for i, v := range vals {
-		ps[i] = detectKeyPart(v)
+		ps[i] = keyPart(v)
 	}
 	return strings.Join(ps, ",")
 }
 
-func detectKeyPart(v any) string {
+func keyPart(v any) string {
 	switch x := v.(type) {
 	case string:
-		return detectEscape(x)
+		return escape(x)
 	case float64:
 		return strconv.FormatFloat(x, 'g', -1, 64)
 	case bool:
@@ -561,9 +567,9 @@ func detectKeyPart(v any) string {
 	return ""
 }
 
-// detectEscape percent-escapes the characters that separate group values
+// escape percent-escapes the characters that separate group values
 // and key parts, so distinct groups never share a key.
-func detectEscape(s string) string {
+func escape(s string) string {
 	if !strings.ContainsAny(s, "%,/") {
 		return s
 	}
@@ -579,31 +585,31 @@ func detectEscape(s string) string {
 	return b.String()
 }
 
-// detectGroupValue normalizes a GroupBy field value: strings and bools as
+// groupValue normalizes a GroupBy field value: strings and bools as
 // they are, numbers as float64.
-func detectGroupValue(v any) (any, bool) {
+func groupValue(v any) (any, bool) {
 	switch v.(type) {
 	case string, bool:
 		return v, true
 	}
-	if f, ok := detectFloat(v); ok {
+	if f, ok := finiteNumber(v); ok {
 		return f, true
 	}
 	return nil, false
 }
 
-// detectFloat returns v as a finite float64 if it is a number. Decoders
+// finiteNumber returns v as a finite float64 if it is a number. Decoders
 // produce float64; other numeric types are accepted in case a stage
 // upstream computed one.
-func detectFloat(v any) (float64, bool) {
-	f, ok := numberOf(v)
+func finiteNumber(v any) (float64, bool) {
+	f, ok := record.Number(v)
 	if !ok || math.IsNaN(f) || math.IsInf(f, 0) {
 		return 0, false
 	}
 	return f, true
 }
 
-func detectDescribe(v any) string {
+func describe(v any) string {
 	switch v.(type) {
 	case nil:
 		return "null"
@@ -621,117 +627,53 @@ func detectDescribe(v any) string {
 	return fmt.Sprintf("a %T", v)
 }
 
-// State encoding for detect and dedup ("dd"): deterministic CBOR (Core
-// Deterministic Encoding: sorted map keys, shortest forms), decoded
-// strictly, since state bytes come from disk and may be damaged.
-var ddStateModes = sync.OnceValues(func() (struct {
-	enc cbor.EncMode
-	dec cbor.DecMode
-}, error) {
-	var m struct {
-		enc cbor.EncMode
-		dec cbor.DecMode
-	}
-	var err error
-	if m.enc, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
-		return m, err
-	}
-	m.dec, err = cbor.DecOptions{
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		IndefLength:       cbor.IndefLengthForbidden,
-		TagsMd:            cbor.TagsForbidden,
-		MaxNestedLevels:   8,
-		MaxArrayElements:  1 << 24,
-		MaxMapPairs:       1 << 24,
-		UTF8:              cbor.UTF8RejectInvalid,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-	}.DecMode()
-	return m, err
-})
+const stateVersion = 1
 
-func ddMarshal(v any) ([]byte, error) {
-	m, err := ddStateModes()
-	if err != nil {
-		return nil, err
-	}
-	return m.enc.Marshal(v)
+type stateWire struct {
+	Version int         `cbor:"v"`
+	Kind    string      `cbor:"kind"`
+	Groups  []groupWire `cbor:"groups"`
 }
 
-func ddUnmarshal(b []byte, v any) error {
-	m, err := ddStateModes()
-	if err != nil {
-		return err
-	}
-	return m.dec.Unmarshal(b, v)
-}
-
-// ddTime is a time in detect and dedup state: Unix seconds and
-// nanoseconds, which (unlike UnixNano) cover every time.Time, the zero one
-// included.
-type ddTime struct {
-	_    struct{} `cbor:",toarray"`
-	Sec  int64
-	Nsec int64
-}
-
-func ddTimeOf(t time.Time) ddTime {
-	return ddTime{Sec: t.Unix(), Nsec: int64(t.Nanosecond())}
-}
-
-func (s ddTime) time() (time.Time, bool) {
-	if s.Nsec < 0 || s.Nsec >= 1e9 {
-		return time.Time{}, false
-	}
-	return time.Unix(s.Sec, s.Nsec).UTC(), true
-}
-
-const detectStateVersion = 1
-
-type detectWire struct {
-	Version int               `cbor:"v"`
-	Kind    string            `cbor:"kind"`
-	Groups  []detectGroupWire `cbor:"groups"`
-}
-
-type detectGroupWire struct {
-	Key    string  `cbor:"k"`
-	Vals   []any   `cbor:"g"`
-	Raised bool    `cbor:"r"`
-	N      int     `cbor:"n"`
-	Has    bool    `cbor:"h"`
-	Last   float64 `cbor:"l"`
-	T      ddTime  `cbor:"t"`
+type groupWire struct {
+	Key    string         `cbor:"k"`
+	Vals   []any          `cbor:"g"`
+	Raised bool           `cbor:"r"`
+	N      int            `cbor:"n"`
+	Has    bool           `cbor:"h"`
+	Last   float64        `cbor:"l"`
+	T      statecbor.Time `cbor:"t"`
 }
 
 // MarshalState encodes every group's state, in group key order.
-func (d *Detect) MarshalState() ([]byte, error) {
-	w := detectWire{Version: detectStateVersion, Kind: d.kind, Groups: make([]detectGroupWire, 0, len(d.groups))}
+func (d *Detector) MarshalState() ([]byte, error) {
+	w := stateWire{Version: stateVersion, Kind: d.kind, Groups: make([]groupWire, 0, len(d.groups))}
 	for _, g := range d.groups {
-		w.Groups = append(w.Groups, detectGroupWire{
-			Key: g.key, Vals: g.vals, Raised: g.raised, N: g.n, Has: g.has, Last: g.last, T: ddTimeOf(g.t),
+		w.Groups = append(w.Groups, groupWire{
+			Key: g.key, Vals: g.vals, Raised: g.raised, N: g.n, Has: g.has, Last: g.last, T: statecbor.TimeOf(g.t),
 		})
 	}
 	sort.Slice(w.Groups, func(i, j int) bool { return w.Groups[i].Key < w.Groups[j].Key })
-	return ddMarshal(&w)
+	return statecbor.Marshal(&w)
 }
 
 // UnmarshalState replaces the detector's state with b's; empty b means no
 // groups. State that does not decode, or does not fit this detector's
-// configuration, is an ErrState error and leaves the state unchanged.
-func (d *Detect) UnmarshalState(b []byte) error {
+// configuration, is a record.ErrState error and leaves the state unchanged.
+func (d *Detector) UnmarshalState(b []byte) error {
 	if len(b) == 0 {
-		d.groups = map[string]*detectGroup{}
+		d.groups = map[string]*groupState{}
 		return nil
 	}
-	var w detectWire
-	if err := ddUnmarshal(b, &w); err != nil {
-		return fmt.Errorf("%w: detect %s: %v", ErrState, d.name, err)
+	var w stateWire
+	if err := statecbor.Unmarshal(b, &w); err != nil {
+		return fmt.Errorf("%w: detect %s: %v", record.ErrState, d.name, err)
 	}
 	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: detect %s: %s", ErrState, d.name, fmt.Sprintf(format, args...))
+		return fmt.Errorf("%w: detect %s: %s", record.ErrState, d.name, fmt.Sprintf(format, args...))
 	}
-	if w.Version != detectStateVersion {
-		return bad("state version %d, want %d", w.Version, detectStateVersion)
+	if w.Version != stateVersion {
+		return bad("state version %d, want %d", w.Version, stateVersion)
 	}
 	if w.Kind != d.kind {
 		return bad("state of a %q detector, this is %q", w.Kind, d.kind)
@@ -739,19 +681,19 @@ func (d *Detect) UnmarshalState(b []byte) error {
 	if len(w.Groups) > d.maxGroups {
 		return bad("%d groups, more than max_groups %d", len(w.Groups), d.maxGroups)
 	}
-	groups := make(map[string]*detectGroup, len(w.Groups))
+	groups := make(map[string]*groupState, len(w.Groups))
 	for _, gw := range w.Groups {
 		if len(gw.Vals) != len(d.groupBy) {
 			return bad("group %q has %d values, group_by has %d", gw.Key, len(gw.Vals), len(d.groupBy))
 		}
 		for i, v := range gw.Vals {
-			nv, ok := detectGroupValue(v)
+			nv, ok := groupValue(v)
 			if _, isStr := v.(string); !ok || d.bySourceOrTopic[i] && !isStr {
 				return bad("group %q: bad value for %q", gw.Key, d.groupBy[i])
 			}
 			gw.Vals[i] = nv
 		}
-		if detectKeyFromVals(gw.Vals) != gw.Key {
+		if keyFromVals(gw.Vals) != gw.Key {
 			return bad("group key %q does not match its values", gw.Key)
 		}
 		if groups[gw.Key] != nil {
@@ -763,7 +705,7 @@ func (d *Detect) UnmarshalState(b []byte) error {
 		if math.IsNaN(gw.Last) || math.IsInf(gw.Last, 0) {
 			return bad("group %q: last value not finite", gw.Key)
 		}
-		t, ok := gw.T.time()
+		t, ok := gw.T.Time()
 		if !ok {
 			return bad("group %q: bad time", gw.Key)
 		}
@@ -771,7 +713,7 @@ func (d *Detect) UnmarshalState(b []byte) error {
 		if vals == nil {
 			vals = []any{}
 		}
-		groups[gw.Key] = &detectGroup{key: gw.Key, vals: vals, raised: gw.Raised, n: gw.N, has: gw.Has, last: gw.Last, t: t}
+		groups[gw.Key] = &groupState{key: gw.Key, vals: vals, raised: gw.Raised, n: gw.N, has: gw.Has, last: gw.Last, t: t}
 	}
 	d.groups = groups
 	return nil

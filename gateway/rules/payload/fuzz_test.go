@@ -1,4 +1,4 @@
-package rules
+package payload
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/ferrygw/ferry/gateway/rules/record"
 	"github.com/fxamacker/cbor/v2"
 )
 
@@ -128,7 +129,7 @@ func plFuzzCheckCost(t *testing.T, start time.Time, payload []byte) {
 }
 
 // plFuzzCheckRecord checks the invariants of every decoded record.
-func plFuzzCheckRecord(t *testing.T, r *Record, i int, base Record) {
+func plFuzzCheckRecord(t *testing.T, r *record.Record, i int, base record.Record) {
 	t.Helper()
 	if r == nil || r.Fields == nil {
 		t.Fatalf("record %d is nil or has nil Fields", i)
@@ -160,7 +161,7 @@ func plFuzzCheckValue(t *testing.T, v any, path string, depth int) {
 // plFuzzBadValue returns the path below v to a value outside the Fields
 // model, and what is wrong with it; what is empty if all is well.
 func plFuzzBadValue(v any, depth int) (where, what string) {
-	if depth > payloadMaxDepth+1 {
+	if depth > maxDepth+1 {
 		return "", fmt.Sprintf("nested %d levels deep", depth)
 	}
 	switch x := v.(type) {
@@ -174,7 +175,7 @@ func plFuzzBadValue(v any, depth int) (where, what string) {
 			return "", fmt.Sprintf("invalid UTF-8 %q", x)
 		}
 	case []any:
-		if len(x) > payloadMaxElems {
+		if len(x) > maxElems {
 			return "", fmt.Sprintf("%d elements", len(x))
 		}
 		for i, e := range x {
@@ -183,7 +184,7 @@ func plFuzzBadValue(v any, depth int) (where, what string) {
 			}
 		}
 	case map[string]any:
-		if len(x) > payloadMaxElems {
+		if len(x) > maxElems {
 			return "", fmt.Sprintf("%d members", len(x))
 		}
 		for k, e := range x {
@@ -201,7 +202,7 @@ func plFuzzBadValue(v any, depth int) (where, what string) {
 }
 
 // smFuzzCheckRecord checks a resolved SenML record's Fields.
-func smFuzzCheckRecord(t *testing.T, r *Record, i int) {
+func smFuzzCheckRecord(t *testing.T, r *record.Record, i int) {
 	t.Helper()
 	name, ok := r.Fields["name"].(string)
 	if !ok || senmlCheckName(name) != nil || name == "" {
@@ -341,10 +342,10 @@ func smJSONPackToCBOR(t *testing.T, payload []byte) (_ []byte, ok bool) {
 	if err != nil {
 		t.Fatalf("cbor.Marshal: %v", err)
 	}
-	return b, len(b) <= payloadMaxBytes
+	return b, len(b) <= maxBytes
 }
 
-func smFuzzDump(recs []*Record) string {
+func smFuzzDump(recs []*record.Record) string {
 	var b bytes.Buffer
 	for _, r := range recs {
 		fmt.Fprintf(&b, "%s %v %v\n", r.Key, r.Time, r.Fields)

@@ -1,4 +1,4 @@
-package rules
+package payload
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferrygw/ferry/gateway/rules/record"
 	"github.com/fxamacker/cbor/v2"
 )
 
@@ -27,7 +28,7 @@ func smAt(sec, us int64) time.Time { return time.Unix(sec, us*1000).UTC() }
 func smRel(d time.Duration) time.Time { return plBase().Time.Add(d) }
 
 // smCheck checks recs against want, record by record and field by field.
-func smCheck(t *testing.T, recs []*Record, want []smWant) {
+func smCheck(t *testing.T, recs []*record.Record, want []smWant) {
 	t.Helper()
 	base := plBase()
 	if len(recs) != len(want) {
@@ -623,7 +624,7 @@ func TestSenMLNameLimit(t *testing.T) {
 
 	t.Run("1 MiB base name shared by 1000 records", func(t *testing.T) {
 		recs := strings.TrimSuffix(strings.Repeat(`{"n":"a","v":1},`, 999), ",")
-		bn := name(payloadMaxBytes - len(recs) - 100)
+		bn := name(maxBytes - len(recs) - 100)
 		for _, tc := range []struct {
 			f Format
 			p []byte

@@ -1,4 +1,4 @@
-package rules
+package stage
 
 import (
 	"bytes"
@@ -8,6 +8,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferrygw/ferry/gateway/rules/detect"
+	"github.com/ferrygw/ferry/gateway/rules/expr"
+	"github.com/ferrygw/ferry/gateway/rules/internal/statecbor"
+	"github.com/ferrygw/ferry/gateway/rules/record"
 )
 
 // dedupStep is one input of a dedup test: a record with a key (the record
@@ -29,11 +34,11 @@ func dedupRun(t *testing.T, d *Dedup, steps []dedupStep, from int) []string {
 	var out []string
 	for i, s := range steps {
 		if s.adv {
-			d.Advance(exprTestTime.Add(s.at), func(*Record) { t.Error("dedup emitted on Advance") })
+			d.Advance(exprTestTime.Add(s.at), func(*record.Record) { t.Error("dedup emitted on Advance") })
 			continue
 		}
-		r := &Record{Key: s.key, Time: exprTestTime.Add(s.at), Source: "dev1", Fields: map[string]any{"id": s.key}}
-		if err := d.Process(r, func(o *Record) {
+		r := &record.Record{Key: s.key, Time: exprTestTime.Add(s.at), Source: "dev1", Fields: map[string]any{"id": s.key}}
+		if err := d.Process(r, func(o *record.Record) {
 			if o != r {
 				t.Error("dedup emitted a different record")
 			}
@@ -136,8 +141,8 @@ func TestDedupKeyExpression(t *testing.T) {
 		{"number", "seq", []map[string]any{{"seq": 1.0}, {"seq": 1.0}, {"seq": 2.0}}, []bool{true, false, true}, nil},
 		{"composite", "[source, seq]", []map[string]any{{"seq": 1.0}, {"seq": 1.0}, {"seq": 2.0}}, []bool{true, false, true}, nil},
 		{"object", "{s: source, n: seq}", []map[string]any{{"seq": 1.0}, {"seq": 1.0}}, []bool{true, false}, nil},
-		{"missing field", "device", []map[string]any{{}}, []bool{false}, ErrField},
-		{"failing expression", "seq / 0", []map[string]any{{"seq": 1.0}}, []bool{false}, ErrExpr},
+		{"missing field", "device", []map[string]any{{}}, []bool{false}, record.ErrField},
+		{"failing expression", "seq / 0", []map[string]any{{"seq": 1.0}}, []bool{false}, expr.ErrEval},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -148,7 +153,7 @@ func TestDedupKeyExpression(t *testing.T) {
 			for i, f := range tt.fields {
 				passed := false
 				r := exprTestRecord(f)
-				err := d.Process(r, func(*Record) { passed = true })
+				err := d.Process(r, func(*record.Record) { passed = true })
 				if !errors.Is(err, tt.wantErr) || (err != nil) != (tt.wantErr != nil) {
 					t.Fatalf("record %d: Process = %v, want %v", i, err, tt.wantErr)
 				}
@@ -162,7 +167,7 @@ func TestDedupKeyExpression(t *testing.T) {
 		t.Errorf("NewDedup with a bad key = %v", err)
 	}
 	d, _ := NewDedup(DedupConfig{Horizon: time.Minute})
-	if err := d.Process(&Record{}, func(*Record) {}); !errors.Is(err, ErrField) {
+	if err := d.Process(&record.Record{}, func(*record.Record) {}); !errors.Is(err, record.ErrField) {
 		t.Errorf("record without Key: %v, want ErrField", err)
 	}
 	for _, cfg := range []DedupConfig{{}, {Horizon: -time.Second}, {Horizon: time.Second, MaxKeys: -1}} {
@@ -224,7 +229,7 @@ func TestDedupStateGarbage(t *testing.T) {
 		t.Fatal(err)
 	}
 	enc := func(v any) []byte {
-		b, err := ddMarshal(v)
+		b, err := statecbor.Marshal(v)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -240,9 +245,9 @@ func TestDedupStateGarbage(t *testing.T) {
 		{"wrong version", enc(dedupWire{Version: 2})},
 		{"too many keys", enc(dedupWire{Version: 1, Entries: []dedupEntryWire{e("a"), e("b"), e("c"), e("d")}})},
 		{"duplicate key", enc(dedupWire{Version: 1, Entries: []dedupEntryWire{e("a"), e("a")}})},
-		{"bad time", enc(dedupWire{Version: 1, Entries: []dedupEntryWire{{Key: "a", T: ddTime{Nsec: -1}}}})},
+		{"bad time", enc(dedupWire{Version: 1, Entries: []dedupEntryWire{{Key: "a", T: statecbor.Time{Nsec: -1}}}})},
 		{"detect state", func() []byte {
-			dt, _ := NewDetect(DetectConfig{Name: "x", Kind: DetectAbsence, Timeout: time.Second})
+			dt, _ := detect.New(detect.Config{Name: "x", Kind: detect.Absence, Timeout: time.Second})
 			b, _ := dt.MarshalState()
 			return b
 		}()},
@@ -251,7 +256,7 @@ func TestDedupStateGarbage(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			d2, _ := NewDedup(cfg)
 			_ = d2.UnmarshalState(good)
-			if err := d2.UnmarshalState(tt.b); !errors.Is(err, ErrState) {
+			if err := d2.UnmarshalState(tt.b); !errors.Is(err, record.ErrState) {
 				t.Fatalf("UnmarshalState = %v, want ErrState", err)
 			}
 			if b, _ := d2.MarshalState(); !bytes.Equal(b, good) {
@@ -266,7 +271,7 @@ func TestDedupStateGarbage(t *testing.T) {
 			for _, x := range []byte{0x01, 0x20, 0x80, 0xff} {
 				b := append([]byte{}, good...)
 				b[i] ^= x
-				if err := d2.UnmarshalState(b); err != nil && !errors.Is(err, ErrState) {
+				if err := d2.UnmarshalState(b); err != nil && !errors.Is(err, record.ErrState) {
 					t.Fatalf("flip %d^%x: %v", i, x, err)
 				}
 				dedupRun(t, d2, []dedupStep{dedupRec("a", 0), dedupRec("z", time.Second), dedupAdv(time.Hour)}, 0)
