@@ -3,22 +3,13 @@ package gateway
 import (
 	"strings"
 	"sync"
-	"time"
 	"unicode/utf8"
 
 	"github.com/ferrygw/ferry/event"
+	"github.com/ferrygw/ferry/gateway/opsapi"
 )
 
-// Alert is a recent pipeline output, as the status page lists it.
-type Alert struct {
-	Time     time.Time `json:"time"`
-	Pipeline string    `json:"pipeline"`
-	Stream   string    `json:"stream"`
-	Source   string    `json:"source"`
-	Topic    string    `json:"topic"`
-	Payload  string    `json:"payload"` // text, cut to alertPayloadMax bytes
-}
-
+// alertsKept alerts are kept, each payload cut to alertPayloadMax bytes.
 const (
 	alertsKept      = 10
 	alertPayloadMax = 200
@@ -29,7 +20,7 @@ const (
 // safe for concurrent use.
 type alertRing struct {
 	mu    sync.Mutex
-	items [alertsKept]Alert
+	items [alertsKept]opsapi.Alert
 	next  int // slot of the next alert
 	n     int // alerts held, at most alertsKept
 }
@@ -49,7 +40,7 @@ func (a *alertRing) committed(pipeline, deadLetters string) func([]event.Event) 
 			if len(p) > alertPayloadMax {
 				p = p[:alertPayloadMax]
 			}
-			a.items[a.next] = Alert{Time: e.Time, Pipeline: pipeline, Stream: e.Stream, Source: e.Source, Topic: e.Topic,
+			a.items[a.next] = opsapi.Alert{Time: e.Time, Pipeline: pipeline, Stream: e.Stream, Source: e.Source, Topic: e.Topic,
 				Payload: strings.ToValidUTF8(string(p), string(utf8.RuneError))}
 			a.next = (a.next + 1) % alertsKept
 			a.n = min(a.n+1, alertsKept)
@@ -58,10 +49,10 @@ func (a *alertRing) committed(pipeline, deadLetters string) func([]event.Event) 
 }
 
 // list returns the alerts held, newest first.
-func (a *alertRing) list() []Alert {
+func (a *alertRing) list() []opsapi.Alert {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := make([]Alert, 0, a.n)
+	out := make([]opsapi.Alert, 0, a.n)
 	for i := 1; i <= a.n; i++ {
 		out = append(out, a.items[(a.next-i+alertsKept)%alertsKept])
 	}

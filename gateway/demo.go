@@ -154,3 +154,16 @@ func (h *cloudHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 	}
 	return pk, nil
 }
+
+// sleepCtx waits for d, or until ctx ends; it reports whether ctx is still
+// live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -24,11 +24,12 @@ import (
 	"github.com/ferrygw/ferry/drivers"
 	"github.com/ferrygw/ferry/gateway/broker"
 	"github.com/ferrygw/ferry/gateway/config"
+	"github.com/ferrygw/ferry/gateway/opsapi"
+	"github.com/ferrygw/ferry/gateway/outbox"
 	"github.com/ferrygw/ferry/gateway/rules"
 	"github.com/ferrygw/ferry/internal/audit"
 	"github.com/ferrygw/ferry/internal/keyring"
 	"github.com/ferrygw/ferry/uplink"
-	"golang.org/x/sync/errgroup"
 )
 
 // The buffer is the uplink's queue.
@@ -60,25 +61,40 @@ type Gateway struct {
 	mu sync.RWMutex // guards cfg and parts, replaced by Reload
 	*parts
 
-	// statusLn is the status listener, bound by New (nil: status off) so
-	// that a taken address fails the start before anything is announced.
-	statusLn net.Listener
-	web      webStats // the status listener's counters (statuslimits.go)
+	// ops serves the status listener (nil: status off); its listener is
+	// bound by New, so that a taken address fails the start before
+	// anything is announced.
+	ops *opsapi.Server
 
 	audit  *audit.Log // nil: audit off
 	alerts alertRing  // recent pipeline outputs, for the status page
 
-	metrics *gatewayMetrics // what GET /metrics reports beyond Status (metrics.go)
+	metrics *opsapi.Metrics // what GET /metrics reports beyond Status
 }
+
+// Test hooks (statuslimits_export_test.go): the status listener's idle
+// timeout and stream lifetime for gateways created afterwards; 0: opsapi's
+// StatusIdleTimeout and SSEMaxLifetime.
+var statusIdleTimeout, sseMaxLifetime time.Duration
 
 // parts are the components a reload replaces; the broker, the buffer and
 // the status listener stay.
 type parts struct {
 	fwd     *uplink.Forwarder // nil when the uplink is disabled
 	runners []*rules.Runner
-	hooks   []*webhookOutbox
+	hooks   []webhookOutbox
 	sched   *drivers.Scheduler // nil without drivers
-	devs    *driverEvents
+	// stopDrivers ends the context of the drivers' appends (driverEvents):
+	// the scheduler's callbacks have no context of their own, so theirs is
+	// made with the parts and ends when the parts stop.
+	stopDrivers context.CancelFunc
+}
+
+// webhookOutbox is one webhook output and the outbox stream it drains.
+type webhookOutbox struct {
+	stream string
+	w      *outbox.Webhook
+	log    *slog.Logger
 }
 
 // buildParts builds, without starting them, the components of cfg that a
@@ -92,8 +108,9 @@ func (g *Gateway) buildParts(cfg *config.Config) (*parts, error) {
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
 		dlog := logger.With("component", "drivers")
-		devs := &driverEvents{cfg: cfg, buf: g.buf, log: dlog}
-		p.devs = devs
+		dctx, stop := context.WithCancel(context.Background())
+		devs := &driverEvents{cfg: cfg, buf: g.buf, log: dlog, ctx: dctx}
+		p.stopDrivers = stop
 		p.sched = drivers.NewScheduler(items, drivers.SchedulerConfig{
 			Emit:       func(spec drivers.Spec, s drivers.Sample) { devs.emit(spec, s) },
 			Status:     func(st drivers.DriverStatus) { devs.status(st) },
@@ -115,11 +132,12 @@ func (g *Gateway) buildParts(cfg *config.Config) (*parts, error) {
 			if o.Webhook == nil {
 				continue
 			}
-			w, err := newWebhook(*o.Webhook, g.buf, cfg.DeadLetters.Stream, logger.With("component", "webhook", "pipeline", pc.Name))
+			wlog := logger.With("component", "webhook", "pipeline", pc.Name)
+			w, err := outbox.NewWebhook(*o.Webhook, g.buf, cfg.DeadLetters.Stream, wlog)
 			if err != nil {
 				return nil, fmt.Errorf("gateway: pipelines %s: %w", pc.Name, err)
 			}
-			p.hooks = append(p.hooks, &webhookOutbox{stream: config.WebhookOutbox(pc.Name, j), w: w})
+			p.hooks = append(p.hooks, webhookOutbox{stream: config.WebhookOutbox(pc.Name, j), w: w, log: wlog})
 		}
 	}
 	if cfg.Uplink.Enabled != nil && *cfg.Uplink.Enabled && len(forwardedStreams(cfg)) == 0 {
@@ -137,27 +155,35 @@ func (g *Gateway) buildParts(cfg *config.Config) (*parts, error) {
 	return p, nil
 }
 
-// run starts the parts under eg; cfg is the configuration they were built
-// from.
-func (p *parts) run(ctx context.Context, g *Gateway, cfg *config.Config, run func(string, func(context.Context) error)) {
+// components lists the parts as components to supervise; cfg is the
+// configuration they were built from.
+func (p *parts) components(g *Gateway, cfg *config.Config) []component {
+	var comps []component
 	if p.fwd != nil {
-		run("uplink", p.fwd.Run)
+		comps = append(comps, component{"uplink", p.fwd.Run})
 	}
 	for _, r := range p.runners {
-		run("pipeline", r.Run)
+		comps = append(comps, component{"pipeline", r.Run})
 	}
 	if p.sched != nil {
-		p.devs.ctx = ctx
-		run("drivers", p.sched.Run)
+		comps = append(comps, component{"drivers", func(ctx context.Context) error {
+			defer context.AfterFunc(ctx, p.stopDrivers)()
+			return p.sched.Run(ctx)
+		}})
 	}
 	if len(cfg.Pipelines) > 0 {
 		mlog := g.log.With("component", "mqtt-out")
-		deliver := deliverMQTT(g.broker.Server(), mlog)
-		run("mqtt-out", func(ctx context.Context) error { return drain(ctx, g.buf, config.MQTTOutbox(), mlog, deliver) })
+		deliver := outbox.MQTT(g.broker.Server(), mlog)
+		comps = append(comps, component{"mqtt-out", func(ctx context.Context) error {
+			return outbox.Drain(ctx, g.buf, config.MQTTOutbox(), mlog, deliver)
+		}})
 	}
 	for _, h := range p.hooks {
-		run("webhook", func(ctx context.Context) error { return drain(ctx, g.buf, h.stream, h.w.log, h.w.deliver) })
+		comps = append(comps, component{"webhook", func(ctx context.Context) error {
+			return outbox.Drain(ctx, g.buf, h.stream, h.log, h.w.Deliver)
+		}})
 	}
+	return comps
 }
 
 // New opens the buffer and binds the broker's listeners; Run starts the
@@ -185,21 +211,23 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (g *Gateway, e
 	}(g.audit)
 	// Every listener is bound here, before Run announces any of them: a
 	// taken address fails the start once, naming its key.
+	var statusLn net.Listener // nil: status off
 	if cfg.Status.Listen != "" {
-		if g.statusLn, err = listen("status.listen", cfg.Status.Listen); err != nil {
+		if statusLn, err = listen("status.listen", cfg.Status.Listen); err != nil {
 			return nil, err
 		}
 		defer func(ln net.Listener) {
 			if err != nil {
 				_ = ln.Close()
 			}
-		}(g.statusLn)
+		}(statusLn)
 	}
 	bopts, err := bufferOptions(cfg, logger.With("component", "buffer"))
 	if err != nil {
 		return nil, err
 	}
-	bopts.OnCommit = g.initMetrics()
+	g.metrics = opsapi.NewMetrics()
+	bopts.OnCommit = g.metrics.OnCommit
 	if f := cfg.Buffer.Encryption.KeyFile; f != "" {
 		if bopts.Keys, err = keyring.Load(f); err != nil {
 			return nil, fmt.Errorf("gateway: buffer.encryption.key_file: %w", err)
@@ -233,6 +261,13 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (g *Gateway, e
 	if cfg.Demo.Sensors > 0 || cfg.Demo.Cloud.Listen != "" {
 		g.demo = newDemo(cfg, logger.With("component", "demo"))
 	}
+	if statusLn != nil {
+		g.ops = opsapi.New(opsapi.Config{
+			Listener: statusLn, Log: g.buf, Reporter: g, Operator: g, Readiness: g,
+			Metrics: g.metrics, Pprof: cfg.Status.Pprof, Logger: logger,
+			IdleTimeout: statusIdleTimeout, StreamLifetime: sseMaxLifetime,
+		})
+	}
 	g.logDiskFit()
 	return g, nil
 }
@@ -265,43 +300,28 @@ func (g *Gateway) Run(ctx context.Context) error {
 		auditDone <- g.audit.Run(bufCtx)
 	}()
 
-	eg, ctx := errgroup.WithContext(ctx)
-	// run starts a component; one that fails stops the others, and its
-	// error is logged once, with its name, where it happened.
-	run := func(name string, f func(context.Context) error) {
-		eg.Go(func() error {
-			err := f(ctx)
-			if err != nil && ctx.Err() == nil {
-				g.log.Error("component failed; stopping the gateway", "component", name, "err", err)
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			return err
-		})
-	}
-	run("broker", g.broker.Run)
-	if g.statusLn != nil {
-		run("status", g.serveStatus)
+	comps := []component{{"broker", g.broker.Run}}
+	if g.ops != nil {
+		comps = append(comps, component{"status", g.ops.Run})
 	}
 	if g.cfg.Status.LogInterval > 0 {
-		run("health", g.logHealth)
+		comps = append(comps, component{"health", g.logHealth})
 	}
 	// A commit loop that stops on its own (bbolt failed on a damaged
 	// file) stops the gateway: systemd restarts it, and the buffer's Open
 	// checks the file.
-	run("buffer", func(ctx context.Context) error {
+	comps = append(comps, component{"buffer", func(ctx context.Context) error {
 		select {
 		case <-bufDone:
 			return bufErr
 		case <-ctx.Done():
 			return nil
 		}
-	})
-	run("parts", g.runParts)
-	run("systemd", g.notifySystemd)
+	}}, component{"parts", g.runParts}, component{"systemd", g.notifySystemd})
 	if g.demo != nil {
-		run("demo", func(ctx context.Context) error { return g.demo.Run(ctx, g.broker.Addr()) })
+		comps = append(comps, component{"demo", func(ctx context.Context) error { return g.demo.Run(ctx, g.broker.Addr()) }})
 	}
-	err := eg.Wait()
+	err := supervise(ctx, g.log, comps)
 	stopBuf()
 	<-bufDone
 	if bufErr != nil && err == nil {
@@ -380,7 +400,7 @@ func bufferOptions(cfg *config.Config, log *slog.Logger) (buffer.Options, error)
 				sc.Consumers = append(sc.Consumers, buffer.UplinkConsumer)
 			}
 			for _, r := range readers {
-				sc.Consumers = append(sc.Consumers, (&rules.Pipeline{Name: r}).Consumer())
+				sc.Consumers = append(sc.Consumers, rules.ConsumerName(r))
 			}
 		}
 		o.Streams = append(o.Streams, sc)
@@ -526,12 +546,6 @@ func forwardedStreams(cfg *config.Config) []string {
 		}
 	}
 	return out
-}
-
-// webhookOutbox is one webhook output and the outbox stream it drains.
-type webhookOutbox struct {
-	stream string
-	w      *webhook
 }
 
 func isTLSURL(u string) bool {

@@ -13,6 +13,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/ferrygw/ferry/gateway"
 	"github.com/ferrygw/ferry/gateway/config"
+	"github.com/ferrygw/ferry/gateway/opsapi"
 	"github.com/ferrygw/ferry/internal/mqtttest"
 	"github.com/ferrygw/ferry/uplink"
 )
@@ -308,7 +309,7 @@ func TestStatusEndpoint(t *testing.T) {
 	yaml = strings.Replace(yaml, `listen: ""`, "listen: "+statusAddr, 1)
 	runGateway(t, loadConfig(t, yaml))
 	publishAll(t, addr, 2, 10)
-	var st gateway.Status
+	var st opsapi.Status
 	waitUntil(t, 10*time.Second, "status shows link up and forwarded events", func() bool {
 		c, err := net.Dial("tcp", statusAddr)
 		if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/ferrygw/ferry/buffer"
 	"github.com/ferrygw/ferry/event"
 	"github.com/ferrygw/ferry/gateway"
+	"github.com/ferrygw/ferry/gateway/opsapi"
 	"github.com/ferrygw/ferry/internal/mqtttest"
 	"github.com/ferrygw/ferry/uplink"
 	"github.com/fxamacker/cbor/v2"
@@ -85,7 +86,7 @@ func (h *opsHTTP) getJSON(path string, v any) {
 	}
 }
 
-func streamOf(t *testing.T, streams []gateway.BufferStream, name string) gateway.BufferStream {
+func streamOf(t *testing.T, streams []opsapi.BufferStream, name string) opsapi.BufferStream {
 	t.Helper()
 	for _, s := range streams {
 		if s.Name == name {
@@ -93,7 +94,7 @@ func streamOf(t *testing.T, streams []gateway.BufferStream, name string) gateway
 		}
 	}
 	t.Fatalf("no stream %s in %+v", name, streams)
-	return gateway.BufferStream{}
+	return opsapi.BufferStream{}
 }
 
 func wantPayload(i int) string { return fmt.Sprintf(`{"p":0,"s":%d}`, i) }
@@ -107,7 +108,7 @@ func TestOpsBuffer(t *testing.T) {
 	const n = 60
 	publishAll(t, addr, 1, n) // one publisher: offsets 1..n in publish order
 
-	var stats []gateway.BufferStream
+	var stats []opsapi.BufferStream
 	h.getJSON("/buffer/stats", &stats)
 	tel := streamOf(t, stats, "telemetry")
 	if tel.First != 1 || tel.Next != n+1 || tel.Events != n || !tel.Forwarded || tel.Bytes <= 0 || tel.OldestAge <= 0 {
@@ -118,7 +119,7 @@ func TestOpsBuffer(t *testing.T) {
 	}
 
 	t.Run("peek", func(t *testing.T) {
-		var p gateway.Peek
+		var p opsapi.Peek
 		h.getJSON("/buffer/peek?stream=telemetry&n=1000", &p)
 		if p.First != 1 || p.Next != n+1 || len(p.Events) != n {
 			t.Fatalf("peek: first %d next %d, %d events", p.First, p.Next, len(p.Events))
@@ -141,7 +142,7 @@ func TestOpsBuffer(t *testing.T) {
 
 	t.Run("export jsonl", func(t *testing.T) {
 		code, body, trailer := h.do(http.MethodGet, "/buffer/export?stream=telemetry", nil)
-		if code != http.StatusOK || trailer.Get(gateway.ExportEventsTrailer) != fmt.Sprint(n) || trailer.Get(gateway.ExportErrorTrailer) != "" {
+		if code != http.StatusOK || trailer.Get(opsapi.ExportEventsTrailer) != fmt.Sprint(n) || trailer.Get(opsapi.ExportErrorTrailer) != "" {
 			t.Fatalf("export: %d, trailers %v", code, trailer)
 		}
 		lines := strings.Split(strings.TrimSuffix(string(body), "\n"), "\n")
@@ -149,7 +150,7 @@ func TestOpsBuffer(t *testing.T) {
 			t.Fatalf("%d lines, want %d", len(lines), n)
 		}
 		for i, line := range lines {
-			var x gateway.ExportedEvent
+			var x opsapi.ExportedEvent
 			if err := json.Unmarshal([]byte(line), &x); err != nil {
 				t.Fatalf("line %d: %v: %s", i, err, line)
 			}
@@ -163,14 +164,14 @@ func TestOpsBuffer(t *testing.T) {
 			}
 		}
 		_, body, trailer = h.do(http.MethodGet, "/buffer/export?stream=telemetry&from=41&format=jsonl", nil)
-		if got := strings.Count(string(body), "\n"); got != n-40 || trailer.Get(gateway.ExportEventsTrailer) != fmt.Sprint(n-40) {
+		if got := strings.Count(string(body), "\n"); got != n-40 || trailer.Get(opsapi.ExportEventsTrailer) != fmt.Sprint(n-40) {
 			t.Fatalf("export from 41: %d lines, trailers %v", got, trailer)
 		}
 	})
 
 	t.Run("export cbor", func(t *testing.T) {
 		code, body, trailer := h.do(http.MethodGet, "/buffer/export?stream=telemetry&format=cbor", nil)
-		if code != http.StatusOK || trailer.Get(gateway.ExportEventsTrailer) != fmt.Sprint(n) {
+		if code != http.StatusOK || trailer.Get(opsapi.ExportEventsTrailer) != fmt.Sprint(n) {
 			t.Fatalf("export: %d, trailers %v", code, trailer)
 		}
 		dec := cbor.NewDecoder(bytes.NewReader(body))
@@ -198,7 +199,7 @@ func TestOpsBuffer(t *testing.T) {
 	})
 
 	t.Run("payloads that are not one-line JSON", func(t *testing.T) {
-		long := "a" + strings.Repeat("é", gateway.PeekPayloadMax) // 2 bytes each: cut mid-character
+		long := "a" + strings.Repeat("é", opsapi.PeekPayloadMax) // 2 bytes each: cut mid-character
 		payloads := [][]byte{{0, 1, 2, 0xff}, []byte("{\n  \"a\": 1\n}"), []byte(long), {}, []byte(" 1")}
 		for _, p := range payloads {
 			id, _ := event.NewID(time.Now(), nil)
@@ -206,7 +207,7 @@ func TestOpsBuffer(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		var p gateway.Peek
+		var p opsapi.Peek
 		h.getJSON("/buffer/peek?stream=raw", &p)
 		if len(p.Events) != len(payloads) {
 			t.Fatalf("%d events", len(p.Events))
@@ -217,11 +218,11 @@ func TestOpsBuffer(t *testing.T) {
 		if e := p.Events[1]; e.Text != string(payloads[1]) {
 			t.Fatalf("multi-line JSON: %+v", e)
 		}
-		if e := p.Events[2]; !e.Truncated || e.Size != len(long) || e.Text != "a"+strings.Repeat("é", gateway.PeekPayloadMax/2-1) {
+		if e := p.Events[2]; !e.Truncated || e.Size != len(long) || e.Text != "a"+strings.Repeat("é", opsapi.PeekPayloadMax/2-1) {
 			t.Fatalf("long text: truncated %v size %d text %d bytes", e.Truncated, e.Size, len(e.Text))
 		}
 		_, body, trailer := h.do(http.MethodGet, "/buffer/export?stream=raw", nil)
-		if trailer.Get(gateway.ExportEventsTrailer) != fmt.Sprint(len(payloads)) {
+		if trailer.Get(opsapi.ExportEventsTrailer) != fmt.Sprint(len(payloads)) {
 			t.Fatalf("trailers %v", trailer)
 		}
 		sc := bufio.NewScanner(bytes.NewReader(body))
@@ -292,7 +293,7 @@ func TestOpsBuffer(t *testing.T) {
 		t.Fatalf("uplink position %v, want %d", tel.Consumers, n)
 	}
 	code, body, trailer := h.do(http.MethodGet, "/buffer/export?stream=telemetry", nil)
-	if code != http.StatusOK || len(body) != 0 || trailer.Get(gateway.ExportEventsTrailer) != "0" {
+	if code != http.StatusOK || len(body) != 0 || trailer.Get(opsapi.ExportEventsTrailer) != "0" {
 		t.Fatalf("export of an empty stream: %d %q %v", code, body, trailer)
 	}
 }
@@ -322,13 +323,13 @@ func TestOpsExportPages(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, body, trailer := h.do(http.MethodGet, "/buffer/export?stream=bulk&from=2", nil)
-	if trailer.Get(gateway.ExportEventsTrailer) != fmt.Sprint(n-1) {
+	if trailer.Get(opsapi.ExportEventsTrailer) != fmt.Sprint(n-1) {
 		t.Fatalf("trailers %v", trailer)
 	}
 	sc := bufio.NewScanner(bytes.NewReader(body))
 	i := 1
 	for ; sc.Scan(); i++ {
-		var x gateway.ExportedEvent
+		var x opsapi.ExportedEvent
 		if err := json.Unmarshal(sc.Bytes(), &x); err != nil || x.Offset != uint64(i+1) || !bytes.HasPrefix(x.PayloadB64, fmt.Appendf(nil, "%d;", i)) {
 			t.Fatalf("line %d: %v offset %d", i, err, x.Offset)
 		}

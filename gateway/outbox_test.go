@@ -11,6 +11,7 @@ import (
 
 	"github.com/ferrygw/ferry/buffer"
 	"github.com/ferrygw/ferry/gateway"
+	"github.com/ferrygw/ferry/gateway/opsapi"
 	"github.com/ferrygw/ferry/internal/mqtttest"
 )
 
@@ -87,7 +88,7 @@ pipelines:
 				default:
 				}
 			}
-			stream := func(name string) (st gateway.StreamStatus) {
+			stream := func(name string) (st opsapi.StreamStatus) {
 				for _, s := range g.Status().Streams {
 					if s.Name == name {
 						st = s

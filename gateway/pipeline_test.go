@@ -14,7 +14,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/ferrygw/ferry/gateway"
+	"github.com/ferrygw/ferry/gateway/outbox"
 	"github.com/ferrygw/ferry/internal/mqtttest"
 	"github.com/ferrygw/ferry/uplink"
 )
@@ -52,7 +52,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}
-		if r.Header.Get("X-Ferry-Signature") != gateway.Signature(secret, body) || r.Header.Get("Idempotency-Key") == "" {
+		if r.Header.Get("X-Ferry-Signature") != outbox.Signature(secret, body) || r.Header.Get("Idempotency-Key") == "" {
 			t.Errorf("webhook: bad signature or no idempotency key: %v", r.Header)
 		}
 		hooked <- string(body)

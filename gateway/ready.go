@@ -1,10 +1,7 @@
 package gateway
 
 import (
-	"context"
 	"errors"
-	"fmt"
-	"net/http"
 	"sync/atomic"
 )
 
@@ -39,24 +36,4 @@ func (g *Gateway) Ready() error {
 		return errors.New("broker: not serving its listeners yet")
 	}
 	return nil
-}
-
-// serveReady answers GET /readyz: 200 "ready", or 503 with the reason.
-// ctx ends when the gateway starts stopping, which makes it unready at
-// once, before the broker's listeners close.
-func (g *Gateway) serveReady(ctx context.Context, w http.ResponseWriter) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	err := ctx.Err()
-	if err != nil {
-		err = errors.New("gateway: stopping")
-	} else {
-		err = g.Ready()
-	}
-	if err != nil {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "not ready: %v\n", err)
-		return
-	}
-	fmt.Fprintln(w, "ready")
 }

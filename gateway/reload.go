@@ -12,7 +12,6 @@ import (
 
 	"github.com/ferrygw/ferry/gateway/config"
 	"github.com/ferrygw/ferry/internal/sdnotify"
-	"golang.org/x/sync/errgroup"
 )
 
 // Sentinel errors of New, Reload and Replay.
@@ -67,19 +66,8 @@ func (g *Gateway) runParts(ctx context.Context) error {
 	cfg, p := g.current()
 	for {
 		pctx, cancel := context.WithCancel(ctx)
-		eg, pctx := errgroup.WithContext(pctx)
-		p.run(pctx, g, cfg, func(name string, f func(context.Context) error) {
-			eg.Go(func() error {
-				err := f(pctx)
-				if err != nil && pctx.Err() == nil {
-					g.log.Error("component failed; stopping the gateway", "component", name, "err", err)
-					return fmt.Errorf("%s: %w", name, err)
-				}
-				return nil
-			})
-		})
 		done := make(chan error, 1)
-		go func() { done <- eg.Wait() }()
+		go func() { done <- supervise(pctx, g.log, p.components(g, cfg)) }()
 
 		var req *reloadReq
 	wait:
@@ -264,8 +252,9 @@ func restartKeys(old, new *config.Config) []string {
 // event-streaming model, where a consumer can rejoin the log at any offset
 // it still holds (see buffer.streams[].retain for keeping forwarded events).
 // The uplink and the other parts are restarted around the rewind so no
-// acknowledgement in flight moves the position past it.
-func (g *Gateway) Replay(stream string, from uint64) error {
+// acknowledgement in flight moves the position past it. Handing the parts
+// over waits at most a minute, or until ctx ends.
+func (g *Gateway) Replay(ctx context.Context, stream string, from uint64) error {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
 	cfg, _ := g.current()
@@ -279,7 +268,7 @@ func (g *Gateway) Replay(stream string, from uint64) error {
 	if p.fwd == nil {
 		return errors.New("gateway: replay: the uplink is off")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	req := &reloadReq{cfg: cfg, parts: p, done: make(chan struct{}), between: func() error {
 		return g.buf.Rewind(stream, buffer.UplinkConsumer, from)

@@ -221,11 +221,11 @@ func TestReplay(t *testing.T) {
 		from   uint64
 		want   string
 	}{{"telemetry", 99, "no offset 99"}, {"nosuch", 1, "not forwarded"}} {
-		if err := g.Replay(tc.stream, tc.from); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if err := g.Replay(context.Background(), tc.stream, tc.from); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Replay(%s, %d) = %v, want an error naming %q", tc.stream, tc.from, err, tc.want)
 		}
 	}
-	if err := g.Replay("telemetry", 2); err != nil {
+	if err := g.Replay(context.Background(), "telemetry", 2); err != nil {
 		t.Fatalf("Replay: %v", err)
 	}
 	waitUntil(t, 10*time.Second, "offsets 2..5 again", func() bool {

@@ -3,7 +3,7 @@ package gateway
 import "time"
 
 // SetStatusIdleTimeout shortens the status listener's idle timeout for
-// gateways started afterwards; the returned func restores it.
+// gateways created afterwards; the returned func restores it.
 func SetStatusIdleTimeout(d time.Duration) (restore func()) {
 	old := statusIdleTimeout
 	statusIdleTimeout = d
@@ -11,7 +11,7 @@ func SetStatusIdleTimeout(d time.Duration) (restore func()) {
 }
 
 // SetSSEMaxLifetime shortens the status page streams' lifetime for
-// gateways started afterwards; the returned func restores it.
+// gateways created afterwards; the returned func restores it.
 func SetSSEMaxLifetime(d time.Duration) (restore func()) {
 	old := sseMaxLifetime
 	sseMaxLifetime = d

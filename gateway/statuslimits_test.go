@@ -19,6 +19,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/ferrygw/ferry/gateway"
 	"github.com/ferrygw/ferry/gateway/config"
+	"github.com/ferrygw/ferry/gateway/opsapi"
 	"github.com/ferrygw/ferry/internal/mqtttest"
 )
 
@@ -120,7 +121,7 @@ func TestStatusConnectionCap(t *testing.T) {
 		}
 	}()
 	// Idle connections that have sent nothing yet: each holds a slot.
-	for range gateway.StatusMaxConns {
+	for range opsapi.StatusMaxConns {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
@@ -128,7 +129,7 @@ func TestStatusConnectionCap(t *testing.T) {
 		held = append(held, c)
 	}
 	waitUntil(t, 5*time.Second, "every slot taken", func() bool {
-		return g.Status().Listener.Conns == gateway.StatusMaxConns
+		return g.Status().Listener.Conns == opsapi.StatusMaxConns
 	})
 	const extra = 200
 	for i := range extra {
@@ -154,8 +155,8 @@ func TestStatusConnectionCap(t *testing.T) {
 	})
 	// 232 connections, 32 goroutines at most (plus a little slack for
 	// the gateway's own ticking work).
-	if grew := runtime.NumGoroutine() - before; grew > gateway.StatusMaxConns+16 {
-		t.Fatalf("goroutines grew by %d for %d connections; want at most %d", grew, gateway.StatusMaxConns+extra, gateway.StatusMaxConns+16)
+	if grew := runtime.NumGoroutine() - before; grew > opsapi.StatusMaxConns+16 {
+		t.Fatalf("goroutines grew by %d for %d connections; want at most %d", grew, opsapi.StatusMaxConns+extra, opsapi.StatusMaxConns+16)
 	}
 	for _, c := range held {
 		c.Close()
@@ -165,7 +166,7 @@ func TestStatusConnectionCap(t *testing.T) {
 	_, resp := rawGet(t, addr, addr, "/metrics")
 	body, _ := io.ReadAll(resp.Body)
 	for _, want := range []string{
-		"ferry_status_max_connections " + strconv.Itoa(gateway.StatusMaxConns),
+		"ferry_status_max_connections " + strconv.Itoa(opsapi.StatusMaxConns),
 		"ferry_status_refused_connections_total ",
 		"ferry_status_connections 1",
 	} {
@@ -186,7 +187,7 @@ func TestStatusIdleConnectionsClosed(t *testing.T) {
 		request bool
 		within  time.Duration
 	}{
-		{"silent", false, gateway.StatusReadHeaderTimeout + 3*time.Second},
+		{"silent", false, opsapi.StatusReadHeaderTimeout + 3*time.Second},
 		{"kept alive", true, 4 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -311,7 +312,7 @@ pipelines:
 		return len(st.Pipelines) == 1 && st.Pipelines[0].DeadLetters == n
 	})
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	get := func(q string) ([]gateway.DeadLetter, string, int) {
+	get := func(q string) ([]opsapi.DeadLetter, string, int) {
 		t.Helper()
 		resp, err := c.Get("http://" + addr + "/deadletters?" + q)
 		if err != nil {
@@ -322,16 +323,16 @@ pipelines:
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(body) > gateway.DeadLettersPageBytes+16<<10 {
-			t.Fatalf("/deadletters?%s: %d bytes, want at most a page (%d)", q, len(body), gateway.DeadLettersPageBytes)
+		if len(body) > opsapi.DeadLettersPageBytes+16<<10 {
+			t.Fatalf("/deadletters?%s: %d bytes, want at most a page (%d)", q, len(body), opsapi.DeadLettersPageBytes)
 		}
-		var page []gateway.DeadLetter
+		var page []opsapi.DeadLetter
 		if resp.StatusCode == http.StatusOK {
 			if err := json.Unmarshal(body, &page); err != nil {
 				t.Fatal(err)
 			}
 		}
-		return page, resp.Header.Get(gateway.DeadLettersNextHeader), resp.StatusCode
+		return page, resp.Header.Get(opsapi.DeadLettersNextHeader), resp.StatusCode
 	}
 	t.Run("bad n", func(t *testing.T) {
 		for _, q := range []string{"n=0", "n=x", "from=-1", "from=x"} {
@@ -342,8 +343,8 @@ pipelines:
 	})
 	t.Run("newest, n capped", func(t *testing.T) {
 		page, _, code := get("n=1000")
-		if code != http.StatusOK || len(page) == 0 || len(page) > gateway.DeadLettersMax {
-			t.Fatalf("n=1000: %d, %d dead letters; want 1 to %d", code, len(page), gateway.DeadLettersMax)
+		if code != http.StatusOK || len(page) == 0 || len(page) > opsapi.DeadLettersMax {
+			t.Fatalf("n=1000: %d, %d dead letters; want 1 to %d", code, len(page), opsapi.DeadLettersMax)
 		}
 	})
 	t.Run("all pages", func(t *testing.T) {
@@ -382,10 +383,10 @@ pipelines:
 			}
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if len(body) > gateway.PeekPageBytes+16<<10 {
-				t.Fatalf("peek from %d: %d bytes, want at most a page (%d)", from, len(body), gateway.PeekPageBytes)
+			if len(body) > opsapi.PeekPageBytes+16<<10 {
+				t.Fatalf("peek from %d: %d bytes, want at most a page (%d)", from, len(body), opsapi.PeekPageBytes)
 			}
-			var p gateway.Peek
+			var p opsapi.Peek
 			if err := json.Unmarshal(body, &p); err != nil {
 				t.Fatal(err)
 			}
@@ -453,7 +454,7 @@ func TestReloadTooLargeConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var res gateway.OpResult
+	var res opsapi.OpResult
 	_ = json.NewDecoder(resp.Body).Decode(&res)
 	resp.Body.Close()
 	runtime.ReadMemStats(&ms)

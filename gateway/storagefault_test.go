@@ -22,7 +22,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferrygw/ferry/gateway"
+	"github.com/ferrygw/ferry/gateway/opsapi"
 	"github.com/ferrygw/ferry/internal/lazyfs"
 	"github.com/ferrygw/ferry/internal/mqtttest"
 )
@@ -158,8 +158,8 @@ status:
 			p.kill()
 		}
 	}()
-	status := func() (gateway.Status, bool) {
-		var st gateway.Status
+	status := func() (opsapi.Status, bool) {
+		var st opsapi.Status
 		c := http.Client{Timeout: 2 * time.Second}
 		resp, err := c.Get("http://" + statusAddr + "/status")
 		if err != nil {

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/ferrygw/ferry/buffer"
-	"github.com/ferrygw/ferry/gateway"
+	"github.com/ferrygw/ferry/gateway/opsapi"
 )
 
 // TestPrintStatusSourceDrops: `ferry status` shows a stream's overflow
@@ -15,7 +15,7 @@ import (
 // characters that must not reach the operator's terminal).
 func TestPrintStatusSourceDrops(t *testing.T) {
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-	st := &gateway.Status{GatewayID: "gw", Streams: []gateway.StreamStatus{
+	st := &opsapi.Status{GatewayID: "gw", Streams: []opsapi.StreamStatus{
 		{StreamStats: buffer.StreamStats{Name: "telemetry", Events: 400, Drops: map[string]uint64{"overflow": 2705},
 			SourceDrops: map[string]uint64{"mallory": 2700, "evil\x1b[2J": 4, buffer.OtherSources: 1}}},
 		{StreamStats: buffer.StreamStats{Name: "quiet"}},

@@ -23,6 +23,7 @@ import (
 	firmwareconfig "github.com/ferrygw/ferry/firmware-config"
 	"github.com/ferrygw/ferry/gateway"
 	"github.com/ferrygw/ferry/gateway/config"
+	"github.com/ferrygw/ferry/gateway/opsapi"
 	"github.com/ferrygw/ferry/internal/bench"
 	"github.com/ferrygw/ferry/internal/logging"
 )
@@ -331,7 +332,7 @@ func cmdDeadLetters(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
-	var dls []gateway.DeadLetter
+	var dls []opsapi.DeadLetter
 	if err := json.Unmarshal(body, &dls); err != nil {
 		fmt.Fprintf(stderr, "ferry deadletters: %v\n", err)
 		return 1
@@ -371,7 +372,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		_, _ = stdout.Write(body)
 		return 0
 	}
-	var st gateway.Status
+	var st opsapi.Status
 	if err := json.Unmarshal(body, &st); err != nil {
 		fmt.Fprintf(stderr, "ferry status: %v\n", err)
 		return 1
@@ -385,7 +386,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		if body, ok = getStatus("status", addr, "/status", stderr); !ok {
 			return 1
 		}
-		var st2 gateway.Status
+		var st2 opsapi.Status
 		if err := json.Unmarshal(body, &st2); err != nil {
 			fmt.Fprintf(stderr, "ferry status: %v\n", err)
 			return 1
@@ -408,7 +409,7 @@ type statusRates struct {
 
 // printStatus prints st on one screen: the link, rates and totals, drops by
 // reason, then one table each for streams, pipelines and drivers.
-func printStatus(w io.Writer, st *gateway.Status, rates statusRates, now time.Time) {
+func printStatus(w io.Writer, st *opsapi.Status, rates statusRates, now time.Time) {
 	fmt.Fprintf(w, "gateway  %s   up %s\n", st.GatewayID, time.Duration(st.Uptime))
 	if l := st.Link; l != nil {
 		state, since := "DOWN", l.LastDisconnected
@@ -488,7 +489,7 @@ func printStatus(w io.Writer, st *gateway.Status, rates statusRates, now time.Ti
 	} else {
 		fmt.Fprintf(w, "drops    %s\n", joinCounts(drops, "="))
 	}
-	if sl := st.Listener; sl.Refused+sl.StreamsRefused > 0 { // the status listener's limits (gateway/statuslimits.go)
+	if sl := st.Listener; sl.Refused+sl.StreamsRefused > 0 { // the status listener's limits (gateway/opsapi/limits.go)
 		fmt.Fprintf(w, "status   connections %d/%d   refused %d   page streams refused %d\n",
 			sl.Conns, sl.MaxConns, sl.Refused, sl.StreamsRefused)
 	}

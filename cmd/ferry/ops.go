@@ -14,12 +14,12 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/ferrygw/ferry/gateway"
 	"github.com/ferrygw/ferry/gateway/config"
+	"github.com/ferrygw/ferry/gateway/opsapi"
 )
 
 // The operator commands talk to a running gateway over its loopback status
-// listener (status.listen), as `ferry status` does: see gateway/ops.go.
+// listener (status.listen), as `ferry status` does: see gateway/opsapi/ops.go.
 
 const bufferUsage = `usage: ferry buffer <command> [flags]
 
@@ -178,7 +178,7 @@ func cmdBufferStats(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
-	var streams []gateway.BufferStream
+	var streams []opsapi.BufferStream
 	if !c.getJSON("/buffer/stats", nil, &streams) {
 		return 1
 	}
@@ -209,7 +209,7 @@ func cmdBufferPeek(args []string, stdout, stderr io.Writer) int {
 	addrOf := addrFlags(fs)
 	stream := fs.String("stream", "", "the stream (required)")
 	from := fs.String("from", "", "first offset (default: the oldest retained)")
-	n := fs.Int("n", 10, fmt.Sprintf("how many events (at most %d)", gateway.PeekMax))
+	n := fs.Int("n", 10, fmt.Sprintf("how many events (at most %d)", opsapi.PeekMax))
 	asJSON := fs.Bool("json", false, "print the raw JSON (payloads up to 1 KiB)")
 	if fs.Parse(args) != nil {
 		return 2
@@ -226,7 +226,7 @@ func cmdBufferPeek(args []string, stdout, stderr io.Writer) int {
 	if *from != "" {
 		q.Set("from", *from)
 	}
-	var p gateway.Peek
+	var p opsapi.Peek
 	if !c.getJSON("/buffer/peek", q, &p) {
 		return 1
 	}
@@ -256,7 +256,7 @@ const payloadWidth = 64
 
 // payloadCell shows a payload on one line: text with its line breaks and
 // tabs escaped, or hex prefixed "hex:", cut to payloadWidth.
-func payloadCell(e gateway.PeekedEvent) string {
+func payloadCell(e opsapi.PeekedEvent) string {
 	var s string
 	cut := e.Truncated
 	switch {
@@ -311,11 +311,11 @@ func cmdBufferExport(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	// The trailers arrive after the body: they say whether it is complete.
-	if msg := resp.Trailer.Get(gateway.ExportErrorTrailer); msg != "" {
+	if msg := resp.Trailer.Get(opsapi.ExportErrorTrailer); msg != "" {
 		fmt.Fprintf(stderr, "ferry buffer export: the gateway stopped the export: %s\n", msg)
 		return 1
 	}
-	n := resp.Trailer.Get(gateway.ExportEventsTrailer)
+	n := resp.Trailer.Get(opsapi.ExportEventsTrailer)
 	if n == "" {
 		fmt.Fprintln(stderr, "ferry buffer export: cut short: the gateway did not finish the export")
 		return 1
@@ -365,7 +365,7 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 // was refused.
 func (c *opsClient) post(path string, q url.Values, stdout io.Writer, okMsg string) int {
 	resp, rep := c.do(http.MethodPost, path, q)
-	var res gateway.OpResult
+	var res opsapi.OpResult
 	switch {
 	case resp != nil:
 		defer resp.Body.Close()
@@ -416,7 +416,7 @@ func humanBytes(n int64) string {
 }
 
 // age shows the oldest event's age, or "-" for an empty stream.
-func age(d gateway.Duration, events int64) string {
+func age(d opsapi.Duration, events int64) string {
 	if events == 0 {
 		return "-"
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/ferrygw/ferry/gateway"
 	"github.com/ferrygw/ferry/gateway/broker"
 	"github.com/ferrygw/ferry/gateway/config"
+	"github.com/ferrygw/ferry/gateway/opsapi"
 	"github.com/ferrygw/ferry/gateway/rules"
 	"github.com/ferrygw/ferry/internal/mqtttest"
 	"github.com/ferrygw/ferry/uplink"
@@ -179,7 +180,7 @@ func TestOpsCLI(t *testing.T) {
 
 	t.Run("status -json", func(t *testing.T) {
 		code, out, errs := ferry("status", "-addr", addr, "-json")
-		var st gateway.Status
+		var st opsapi.Status
 		if code != 0 || json.Unmarshal([]byte(out), &st) != nil || st.GatewayID != "gw-cli" || st.Ingest.Ingested != 21 {
 			t.Fatalf("exit %d: %s%s", code, out, errs)
 		}
@@ -195,7 +196,7 @@ func TestOpsCLI(t *testing.T) {
 			t.Fatalf("%d lines:\n%s", len(lines), out)
 		}
 		for i, line := range lines {
-			var x gateway.ExportedEvent
+			var x opsapi.ExportedEvent
 			if err := json.Unmarshal([]byte(line), &x); err != nil || x.Offset != uint64(i+2) || x.Source != "sensor-a" {
 				t.Fatalf("line %d: %v %s", i, err, line)
 			}
@@ -214,14 +215,14 @@ var spaces = regexp.MustCompile(` {2,}`)
 func TestPayloadCell(t *testing.T) {
 	long := strings.Repeat("x", payloadWidth+10)
 	tests := []struct {
-		e    gateway.PeekedEvent
+		e    opsapi.PeekedEvent
 		want string
 	}{
-		{gateway.PeekedEvent{Size: 3, Text: "a\tb\nc"}, `a\tb\nc`},
-		{gateway.PeekedEvent{Size: 2, Hex: "00ff"}, "hex:00ff"},
-		{gateway.PeekedEvent{}, "(empty)"},
-		{gateway.PeekedEvent{Size: len(long), Text: long}, strings.Repeat("x", payloadWidth) + "…"},
-		{gateway.PeekedEvent{Size: 5000, Text: "abc", Truncated: true}, "abc…"},
+		{opsapi.PeekedEvent{Size: 3, Text: "a\tb\nc"}, `a\tb\nc`},
+		{opsapi.PeekedEvent{Size: 2, Hex: "00ff"}, "hex:00ff"},
+		{opsapi.PeekedEvent{}, "(empty)"},
+		{opsapi.PeekedEvent{Size: len(long), Text: long}, strings.Repeat("x", payloadWidth) + "…"},
+		{opsapi.PeekedEvent{Size: 5000, Text: "abc", Truncated: true}, "abc…"},
 	}
 	for _, tt := range tests {
 		if got := payloadCell(tt.e); got != tt.want {
@@ -233,15 +234,15 @@ func TestPayloadCell(t *testing.T) {
 // TestPrintStatus: one screen with everything a healthy, busy gateway has.
 func TestPrintStatus(t *testing.T) {
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-	st := &gateway.Status{
-		GatewayID: "gw", Uptime: gateway.Duration(time.Hour),
+	st := &opsapi.Status{
+		GatewayID: "gw", Uptime: opsapi.Duration(time.Hour),
 		Link: &uplink.Status{Connected: true, Endpoint: "ssl://cloud:8883", LastConnected: now.Add(-90 * time.Second),
 			Reconnects: 2, Inflight: 3, ForwardedEvents: 1000, ForwardedMessages: 100, ForwardedBytes: 2048,
 			Dropped: map[string]uint64{"oversize": 1}, EventsPerSecond: 12.5, LastError: "connection lost: EOF",
 			RefusingAll: true, RefusedAll: 4, LastPoison: "telemetry 17: connection ended\x01"},
 		Ingest: broker.Stats{Ingested: 1200, Refused: 4, Ignored: 1, Clients: 7},
-		Streams: []gateway.StreamStatus{{StreamStats: buffer.StreamStats{Name: "telemetry", Events: 200, Bytes: 3 << 20,
-			Drops: map[string]uint64{"overflow": 3, "expired": 2}}, OldestAge: gateway.Duration(125 * time.Second)}},
+		Streams: []opsapi.StreamStatus{{StreamStats: buffer.StreamStats{Name: "telemetry", Events: 200, Bytes: 3 << 20,
+			Drops: map[string]uint64{"overflow": 3, "expired": 2}}, OldestAge: opsapi.Duration(125 * time.Second)}},
 		Pipelines: []rules.RunnerStats{{Name: "avg", In: 1200, Out: 20, DeadLetters: 5, Position: 1190}},
 		Drivers:   []drivers.DriverStats{{Name: "air", Kind: "bme280", State: "failing", Errors: 9, LastError: "i2c: no device"}},
 	}

@@ -73,9 +73,13 @@ type Pipeline struct {
 	Fingerprint string
 }
 
+// ConsumerName is the name under which the read position of the pipeline
+// named pipeline is kept in its input stream.
+func ConsumerName(pipeline string) string { return "pipeline:" + pipeline }
+
 // Consumer is the name under which the pipeline's read position is kept
-// in the input stream.
-func (p *Pipeline) Consumer() string { return "pipeline:" + p.Name }
+// in the input stream: ConsumerName(p.Name).
+func (p *Pipeline) Consumer() string { return ConsumerName(p.Name) }
 
 // RunnerConfig tunes a Runner.
 type RunnerConfig struct {

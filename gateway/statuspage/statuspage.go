@@ -83,7 +83,7 @@ type handler struct {
 }
 
 // Handler returns the status page handler. snapshot returns the value
-// each status event carries, marshalled as JSON: gateway.Status, whose
+// each status event carries, marshalled as JSON: opsapi.Status, whose
 // field names the page's script reads. Event streams end when ctx ends,
 // so cancel it before shutting the server down.
 func Handler(ctx context.Context, snapshot func() any, o Options) http.Handler {

@@ -1,4 +1,4 @@
-package gateway
+package opsapi
 
 import (
 	"bytes"
@@ -18,7 +18,6 @@ import (
 	"github.com/ferrygw/ferry/buffer"
 	"github.com/ferrygw/ferry/event"
 	"github.com/ferrygw/ferry/gateway/config"
-	"github.com/ferrygw/ferry/gateway/rules"
 )
 
 // Operator endpoints on the status listener, used by `ferry buffer` and
@@ -125,12 +124,12 @@ type OpResult struct {
 }
 
 // registerOps adds the operator endpoints to the status listener's mux.
-func (g *Gateway) registerOps(mux *http.ServeMux) {
-	mux.Handle("GET /buffer/stats", hostGuard(http.HandlerFunc(g.handleBufferStats)))
-	mux.Handle("GET /buffer/peek", hostGuard(http.HandlerFunc(g.handlePeek)))
-	mux.Handle("GET /buffer/export", hostGuard(http.HandlerFunc(g.handleExport)))
-	mux.Handle("/buffer/replay", hostGuard(postOnly(originGuard(http.HandlerFunc(g.handleReplay)))))
-	mux.Handle("/reload", hostGuard(postOnly(originGuard(http.HandlerFunc(g.handleReload)))))
+func (s *Server) registerOps(mux *http.ServeMux) {
+	mux.Handle("GET /buffer/stats", hostGuard(http.HandlerFunc(s.handleBufferStats)))
+	mux.Handle("GET /buffer/peek", hostGuard(http.HandlerFunc(s.handlePeek)))
+	mux.Handle("GET /buffer/export", hostGuard(http.HandlerFunc(s.handleExport)))
+	mux.Handle("/buffer/replay", hostGuard(postOnly(originGuard(http.HandlerFunc(s.handleReplay)))))
+	mux.Handle("/reload", hostGuard(postOnly(originGuard(http.HandlerFunc(s.handleReload)))))
 }
 
 // postOnly answers 405 to anything but POST. (A "POST /path" pattern would
@@ -196,9 +195,9 @@ func badRequest(format string, args ...any) *paramError {
 func (e *paramError) write(w http.ResponseWriter) { http.Error(w, e.msg, e.status) }
 
 // streamParam returns the stats of the stream the query names.
-func (g *Gateway) streamParam(q url.Values) (buffer.StreamStats, *paramError) {
+func (s *Server) streamParam(q url.Values) (buffer.StreamStats, *paramError) {
 	name := q.Get("stream")
-	stats := g.buf.Stats()
+	stats := s.cfg.Log.Stats()
 	names := make([]string, len(stats))
 	for i, s := range stats {
 		if s.Name == name {
@@ -218,8 +217,8 @@ func (g *Gateway) streamParam(q url.Values) (buffer.StreamStats, *paramError) {
 // are gone (forwarded, expired or dropped) and cannot be shown or replayed.
 // streamFromParams reads the stream and from parameters; from is required
 // when fromRequired.
-func (g *Gateway) streamFromParams(q url.Values, fromRequired bool) (buffer.StreamStats, uint64, *paramError) {
-	st, perr := g.streamParam(q)
+func (s *Server) streamFromParams(q url.Values, fromRequired bool) (buffer.StreamStats, uint64, *paramError) {
+	st, perr := s.streamParam(q)
 	if perr != nil {
 		return st, 0, perr
 	}
@@ -254,41 +253,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
-// BufferStats reports every stream of the log with its consumers'
-// positions.
-func (g *Gateway) BufferStats() []BufferStream {
-	cfg, _ := g.current()
-	now := g.now()
-	stats := g.buf.Stats()
-	out := make([]BufferStream, 0, len(stats))
-	for _, s := range stats {
-		bs := BufferStream{StreamStatus: StreamStatus{StreamStats: s}, Forwarded: cfg.Forwarded(s.Name)}
-		if !s.Oldest.IsZero() && s.Events > 0 {
-			bs.OldestAge = Duration(now.Sub(s.Oldest).Round(time.Millisecond))
-		}
-		consumers := map[string]uint64{}
-		if p := g.buf.Position(s.Name, buffer.UplinkConsumer); p > 0 || bs.Forwarded {
-			consumers[buffer.UplinkConsumer] = p
-		}
-		for _, name := range cfg.PipelinesReading(s.Name) {
-			c := (&rules.Pipeline{Name: name}).Consumer()
-			consumers[c] = g.buf.Position(s.Name, c)
-		}
-		if len(consumers) > 0 {
-			bs.Consumers = consumers
-		}
-		out = append(out, bs)
-	}
-	return out
+func (s *Server) handleBufferStats(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.cfg.Reporter.BufferStats())
 }
 
-func (g *Gateway) handleBufferStats(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, g.BufferStats())
-}
-
-func (g *Gateway) handlePeek(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handlePeek(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	st, from, perr := g.streamFromParams(q, false)
+	st, from, perr := s.streamFromParams(q, false)
 	if perr != nil {
 		perr.write(w)
 		return
@@ -304,7 +275,7 @@ func (g *Gateway) handlePeek(w http.ResponseWriter, r *http.Request) {
 	}
 	p := Peek{Stream: st.Name, First: st.First, Next: st.Next, Events: []PeekedEvent{}}
 	size := 0
-	_, err := g.buf.Read(st.Name, from, n, func(off uint64, ev *event.Event) error {
+	_, err := s.cfg.Log.Read(st.Name, from, n, func(off uint64, ev *event.Event) error {
 		if len(p.Events) > 0 && size >= PeekPageBytes {
 			p.NextFrom = off
 			return errPageFull
@@ -375,8 +346,13 @@ func printable(p []byte) bool {
 	return true
 }
 
+// Sentinels a read callback returns to end a page early; never returned
+// to a client.
 var (
-	errPageFull  = errors.New("export page full")
+	// errPageFull ends a page that reached its size bound.
+	errPageFull = errors.New("export page full")
+	// errExportEnd ends a read at the last event present when the
+	// export (or dead-letter page) started.
 	errExportEnd = errors.New("export end reached")
 )
 
@@ -384,9 +360,9 @@ var (
 // last one present when the export started (events appended meanwhile are
 // not included, so the export of a live stream ends). Events deleted while
 // it runs (forwarded, expired) are skipped.
-func (g *Gateway) handleExport(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	st, from, perr := g.streamFromParams(q, false)
+	st, from, perr := s.streamFromParams(q, false)
 	if perr != nil {
 		perr.write(w)
 		return
@@ -415,7 +391,7 @@ func (g *Gateway) handleExport(w http.ResponseWriter, r *http.Request) {
 			return // the client went away
 		}
 		page.Reset()
-		n, err := g.buf.Read(st.Name, next, exportPage, func(off uint64, ev *event.Event) error {
+		n, err := s.cfg.Log.Read(st.Name, next, exportPage, func(off uint64, ev *event.Event) error {
 			if off >= end {
 				return errExportEnd
 			}
@@ -448,7 +424,7 @@ func (g *Gateway) handleExport(w http.ResponseWriter, r *http.Request) {
 		next = n
 	}
 	if failure != nil {
-		g.log.Warn("buffer export failed", "stream", st.Name, "err", failure)
+		s.cfg.Logger.Warn("buffer export failed", "stream", st.Name, "err", failure)
 		w.Header().Set(ExportErrorTrailer, failure.Error())
 	}
 	w.Header().Set(ExportEventsTrailer, strconv.FormatUint(count, 10))
@@ -529,22 +505,22 @@ func appendCBORUint(dst []byte, v uint64) []byte {
 	return append(dst, 27, byte(v>>56), byte(v>>48), byte(v>>40), byte(v>>32), byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
 }
 
-func (g *Gateway) handleReplay(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleReplay(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	st, from, perr := g.streamFromParams(q, true)
+	st, from, perr := s.streamFromParams(q, true)
 	if perr != nil {
 		perr.write(w)
 		return
 	}
-	if err := g.Replay(st.Name, from); err != nil {
+	if err := s.cfg.Operator.Replay(r.Context(), st.Name, from); err != nil {
 		writeJSON(w, http.StatusConflict, OpResult{Error: err.Error()})
 		return
 	}
 	writeJSON(w, http.StatusOK, OpResult{OK: true})
 }
 
-func (g *Gateway) handleReload(w http.ResponseWriter, r *http.Request) {
-	err := g.Reload(r.Context())
+func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
+	err := s.cfg.Operator.Reload(r.Context())
 	if err == nil {
 		writeJSON(w, http.StatusOK, OpResult{OK: true})
 		return

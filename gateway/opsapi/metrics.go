@@ -1,8 +1,7 @@
-package gateway
+package opsapi
 
 import (
 	"bytes"
-	"context"
 	"maps"
 	"math"
 	"net/http"
@@ -20,7 +19,7 @@ import (
 // ferry series is named ferry_*, with its unit in the name; labels are few
 // and bounded by the configuration: stream, pipeline and driver names, and
 // drop reasons from a fixed list. Almost everything is read at scrape time
-// from the same snapshot GET /status returns (Gateway.Status), so the
+// from the same snapshot GET /status returns (Reporter.Status), so the
 // ingest, commit and forwarding paths carry no metrics code; the one
 // exception is the commit latency histogram, which needs every commit and
 // is fed once per commit (not per event) by buffer.Options.OnCommit. Go
@@ -36,11 +35,11 @@ import (
 // commits land in +Inf.
 var commitBuckets = []float64{0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1}
 
-// gatewayMetrics are the series a gateway updates as things happen, as
-// opposed to those computed at scrape time. Each gateway has its own
-// metrics.Set, so two gateways in one process (tests) do not share, or
-// collide on, the library's global set.
-type gatewayMetrics struct {
+// Metrics are the series a gateway updates as things happen, as opposed
+// to those computed at scrape time. Each has its own metrics.Set, so two
+// gateways in one process (tests) do not share, or collide on, the
+// library's global set. Safe for concurrent use.
+type Metrics struct {
 	set       *metrics.Set
 	commit    *metrics.PrometheusHistogram
 	committed *metrics.Counter
@@ -51,48 +50,37 @@ type gatewayMetrics struct {
 // TYPE lines a scraper files every series, histograms included, as untyped.
 var metadataOnce sync.Once
 
-// initMetrics creates the gateway's metrics and returns the hook the buffer
-// calls after each commit.
-func (g *Gateway) initMetrics() func(events int, took time.Duration) {
+// NewMetrics creates a gateway's metrics; their OnCommit is the hook the
+// buffer calls after each commit (buffer.Options.OnCommit).
+func NewMetrics() *Metrics {
 	metadataOnce.Do(func() { metrics.ExposeMetadata(true) })
 	s := metrics.NewSet()
-	m := &gatewayMetrics{
+	return &Metrics{
 		set:       s,
 		commit:    s.NewPrometheusHistogramExt("ferry_buffer_commit_duration_seconds", commitBuckets),
 		committed: s.NewCounter("ferry_buffer_committed_events_total"),
 	}
-	g.metrics = m
-	// Called on the commit loop once per commit: a mutex, a bucket search
-	// and an atomic add, no allocation.
-	return func(events int, took time.Duration) {
-		m.commit.Update(took.Seconds())
-		m.committed.Add(events)
-	}
 }
 
-// registerMonitoring adds GET /metrics (this file) and GET /readyz
-// (ready.go) to the status endpoint's mux; ctx ends when the gateway starts
-// stopping.
-func (g *Gateway) registerMonitoring(ctx context.Context, mux *http.ServeMux) {
-	// /metrics names streams, pipelines and counts: behind hostGuard like
-	// every endpoint that returns data (ops.go). /readyz stays open for
-	// probes that address the board by name: it answers "ready" or a
-	// fixed reason, nothing a rebinding page could not learn by timing.
-	mux.Handle("GET /metrics", hostGuard(http.HandlerFunc(g.serveMetrics)))
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { g.serveReady(ctx, w) })
+// OnCommit records one commit of events that took took. It is called on
+// the commit loop once per commit: a mutex, a bucket search and an atomic
+// add, no allocation.
+func (m *Metrics) OnCommit(events int, took time.Duration) {
+	m.commit.Update(took.Seconds())
+	m.committed.Add(events)
 }
 
 // scratch recycles the buffer the scrape-time series are written into.
 var scratch = sync.Pool{New: func() any { return new(expo) }}
 
-func (g *Gateway) serveMetrics(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	e := scratch.Get().(*expo)
 	e.b, e.family = e.b[:0], ""
-	st := g.Status()
+	st := s.cfg.Reporter.Status()
 	e.status(&st)
-	if g.metrics != nil {
-		g.metrics.writeTo(e)
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.writeTo(e)
 	}
 	_, _ = w.Write(e.b)
 	if len(e.b) <= 64<<10 { // do not pin a freak large buffer
@@ -109,7 +97,7 @@ var setHelp = [][2]string{
 }
 
 // writeTo appends the Set's series to e with their HELP text filled in.
-func (m *gatewayMetrics) writeTo(e *expo) {
+func (m *Metrics) writeTo(e *expo) {
 	start := len(e.b)
 	m.set.WritePrometheus(e)
 	out := e.b[start:]

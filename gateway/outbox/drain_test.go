@@ -1,4 +1,4 @@
-package gateway
+package outbox
 
 import (
 	"context"
@@ -57,7 +57,7 @@ func TestDrainOutlivesReadErrors(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- drain(dctx, buf, "_mqtt", slog.New(h), func(context.Context, *event.Event) error {
+		done <- Drain(dctx, buf, "_mqtt", slog.New(h), func(context.Context, *event.Event) error {
 			t.Error("delivered an event from a closed buffer")
 			return nil
 		})

@@ -1,4 +1,4 @@
-package gateway
+package opsapi
 
 import (
 	"context"
@@ -44,12 +44,6 @@ const (
 	// alone Linux grows it to 4 MB; 8 KB makes the stream's write
 	// deadline fire sooner for a client that stalls under a fast stream.
 	sseWriteBuffer = 8 << 10
-)
-
-// StatusIdleTimeout and SSEMaxLifetime, shortened by tests.
-var (
-	statusIdleTimeout = StatusIdleTimeout
-	sseMaxLifetime    = SSEMaxLifetime
 )
 
 // ListenerStats counts the status listener's connections and refusals,
@@ -133,14 +127,14 @@ func (c *capConn) Close() error {
 // for serveStream.
 type connKey struct{}
 
-// newStatusServer returns the status listener's server with its limits,
-// and ln wrapped in the connection cap.
-func (g *Gateway) newStatusServer(ln net.Listener, h http.Handler) (*http.Server, net.Listener) {
+// newHTTPServer returns the status listener's server with its limits, and
+// ln wrapped in the connection cap.
+func (s *Server) newHTTPServer(ln net.Listener, h http.Handler) (*http.Server, net.Listener) {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: StatusReadHeaderTimeout,
 		ReadTimeout:       StatusReadTimeout,
-		IdleTimeout:       statusIdleTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
 		MaxHeaderBytes:    StatusMaxHeaderBytes,
 		// No WriteTimeout: exports and event streams last; their writes
 		// have their own deadlines.
@@ -148,27 +142,27 @@ func (g *Gateway) newStatusServer(ln net.Listener, h http.Handler) (*http.Server
 			return context.WithValue(ctx, connKey{}, c)
 		},
 	}
-	return srv, &capListener{Listener: ln, slots: make(chan struct{}, StatusMaxConns), stats: &g.web}
+	return srv, &capListener{Listener: ln, slots: make(chan struct{}, StatusMaxConns), stats: &s.web}
 }
 
 // serveStream serves a status page event stream (GET /events) through
-// page, ending it after sseMaxLifetime, and counts the streams refused
+// page, ending it after Config.StreamLifetime, and counts the streams refused
 // for want of a slot and those ended.
-func (g *Gateway) serveStream(page http.Handler, w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveStream(page http.Handler, w http.ResponseWriter, r *http.Request) {
 	if c, ok := r.Context().Value(connKey{}).(*capConn); ok {
 		if tc, ok := c.Conn.(*net.TCPConn); ok {
 			_ = tc.SetWriteBuffer(sseWriteBuffer)
 		}
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), sseMaxLifetime)
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StreamLifetime)
 	defer cancel()
 	sw := &statusWriter{ResponseWriter: w}
 	page.ServeHTTP(sw, r.WithContext(ctx))
 	switch {
 	case sw.status == http.StatusServiceUnavailable:
-		g.web.streamsRefused.Add(1)
+		s.web.streamsRefused.Add(1)
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		g.web.streamsExpired.Add(1)
+		s.web.streamsExpired.Add(1)
 	}
 }
 
