@@ -97,11 +97,13 @@ type SchedulerConfig struct {
 	// Emit receives each driver's samples: a Poller's stamped by Now when
 	// its Read returned, a Watcher's likewise unless its driver set Time. It is called from
 	// the drivers' goroutines, so concurrently for different drivers, and
-	// never after Run returns. Nil drops samples.
-	Emit func(spec Spec, s Sample)
+	// never after Run returns. ctx is Run's: it ends when the scheduler
+	// stops, so a callback that waits (an append to the buffer) stops
+	// waiting then. Nil drops samples.
+	Emit func(ctx context.Context, spec Spec, s Sample)
 	// Status receives a DriverStatus on each failure and once on each
 	// recovery, with the same concurrency as Emit. Nil drops them.
-	Status func(DriverStatus)
+	Status func(context.Context, DriverStatus)
 	// Jitter spreads a Poller's reads uniformly over ±Jitter×Interval
 	// around its schedule, so sensors sharing a bus do not all fire at
 	// once. Default 0.1; negative disables; capped at 0.5.
@@ -339,7 +341,7 @@ func (w *schedWorker) run(ctx context.Context, it Item) {
 		clean = w.poll(ctx, it.poller)
 	default:
 		// Nothing can be retried; report once and keep the slot visible.
-		w.fail(ErrNotDriver, StateFailing, false)
+		w.fail(ctx, ErrNotDriver, StateFailing, false)
 		return
 	}
 	if clean {
@@ -365,7 +367,7 @@ func (w *schedWorker) halt(d Driver) {
 
 // fail records a failed attempt and reports it; it returns the delay
 // before the next attempt.
-func (w *schedWorker) fail(err error, state string, retry bool) time.Duration {
+func (w *schedWorker) fail(ctx context.Context, err error, state string, retry bool) time.Duration {
 	w.consecutive++
 	var delay time.Duration
 	if retry {
@@ -382,14 +384,14 @@ func (w *schedWorker) fail(err error, state string, retry bool) time.Duration {
 	}
 	w.log.Warn("driver failed", "err", err, "consecutive", w.consecutive, "retry", delay)
 	if f := w.s.cfg.Status; f != nil {
-		f(DriverStatus{Name: w.spec.Name, Kind: w.spec.Kind, Err: err,
+		f(ctx, DriverStatus{Name: w.spec.Name, Kind: w.spec.Kind, Err: err,
 			Consecutive: w.consecutive, Retry: delay})
 	}
 	return delay
 }
 
 // recovered ends a run of failures; a no-op if there was none.
-func (w *schedWorker) recovered() {
+func (w *schedWorker) recovered(ctx context.Context) {
 	if w.consecutive == 0 {
 		return
 	}
@@ -401,12 +403,12 @@ func (w *schedWorker) recovered() {
 	})
 	w.log.Info("driver recovered", "failures", n)
 	if f := w.s.cfg.Status; f != nil {
-		f(DriverStatus{Name: w.spec.Name, Kind: w.spec.Kind, Consecutive: n, Recovered: true})
+		f(ctx, DriverStatus{Name: w.spec.Name, Kind: w.spec.Kind, Consecutive: n, Recovered: true})
 	}
 }
 
 // emit stamps and hands on one sample and counts it.
-func (w *schedWorker) emit(smp Sample) {
+func (w *schedWorker) emit(ctx context.Context, smp Sample) {
 	if smp.Time.IsZero() {
 		smp.Time = w.s.cfg.Now()
 	}
@@ -415,7 +417,7 @@ func (w *schedWorker) emit(smp Sample) {
 		st.LastOK = smp.Time
 	})
 	if f := w.s.cfg.Emit; f != nil {
-		f(w.spec, smp)
+		f(ctx, w.spec, smp)
 	}
 }
 
@@ -516,7 +518,7 @@ func (w *schedWorker) poll(ctx context.Context, p Poller) bool {
 			default:
 				// At most one call per driver: never stack a second
 				// Read on a bus the first one is stuck on.
-				delay = w.fail(fmt.Errorf("%w: running for %v", ErrHung, w.s.cfg.Now().Sub(hung.start)), StateHung, true)
+				delay = w.fail(ctx, fmt.Errorf("%w: running for %v", ErrHung, w.s.cfg.Now().Sub(hung.start)), StateHung, true)
 				anchor = true
 				continue
 			}
@@ -530,23 +532,23 @@ func (w *schedWorker) poll(ctx context.Context, p Poller) bool {
 				return true // no Emit or Status once ctx has ended; an error now is most likely the cancellation
 			}
 			if r.err != nil {
-				delay = w.fail(r.err, StateFailing, true)
+				delay = w.fail(ctx, r.err, StateFailing, true)
 				anchor = true
 				continue
 			}
 			if anchor {
 				nominal, anchor = call.start, false
 			}
-			w.recovered()
+			w.recovered(ctx)
 			w.s.update(w.idx, func(st *DriverStats) { st.State = StateOK })
 			if len(r.readings) > 0 {
-				w.emit(Sample{Time: w.s.cfg.Now(), Readings: r.readings})
+				w.emit(ctx, Sample{Time: w.s.cfg.Now(), Readings: r.readings})
 			}
 			nominal, delay = w.next(nominal, interval)
 		case <-deadline:
 			call.cancel() // a Read honouring ctx returns now; one that does not stays hung
 			hung = call
-			delay = w.fail(fmt.Errorf("%w after %v", ErrReadTimeout, timeout), StateHung, true)
+			delay = w.fail(ctx, fmt.Errorf("%w after %v", ErrReadTimeout, timeout), StateHung, true)
 			anchor = true
 		case <-ctx.Done():
 			return w.drain(call, nil)
@@ -599,11 +601,11 @@ func (w *schedWorker) watch(ctx context.Context, d Watcher) bool {
 			select {
 			case smp := <-samples:
 				if ctx.Err() == nil {
-					w.emit(smp)
+					w.emit(ctx, smp)
 				}
 			case <-stable:
 				stable = nil
-				w.recovered()
+				w.recovered(ctx)
 			case r := <-call.res:
 				err = r.err
 				break running
@@ -618,7 +620,7 @@ func (w *schedWorker) watch(ctx context.Context, d Watcher) bool {
 		if err == nil {
 			err = ErrWatchEnded
 		}
-		if !w.sleep(ctx, w.fail(err, StateFailing, true), &none) {
+		if !w.sleep(ctx, w.fail(ctx, err, StateFailing, true), &none) {
 			return true
 		}
 	}

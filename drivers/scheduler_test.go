@@ -39,7 +39,7 @@ func newSchedRec(t *testing.T) *schedRec {
 
 // config fills in the recorder's callbacks and a silent logger.
 func (r *schedRec) config(c SchedulerConfig) SchedulerConfig {
-	c.Emit = func(spec Spec, s Sample) {
+	c.Emit = func(_ context.Context, spec Spec, s Sample) {
 		if r.closed.Load() {
 			r.t.Errorf("Emit(%s) after Run returned", spec.Name)
 		}
@@ -47,7 +47,7 @@ func (r *schedRec) config(c SchedulerConfig) SchedulerConfig {
 		r.samples[spec.Name] = append(r.samples[spec.Name], s)
 		r.mu.Unlock()
 	}
-	c.Status = func(st DriverStatus) {
+	c.Status = func(_ context.Context, st DriverStatus) {
 		if r.closed.Load() {
 			r.t.Errorf("Status(%s) after Run returned", st.Name)
 		}

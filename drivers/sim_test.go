@@ -248,12 +248,12 @@ func TestSimScheduled(t *testing.T) {
 		s := NewScheduler([]Item{d}, SchedulerConfig{
 			Jitter: -1,
 			Rand:   func() float64 { return 0.5 },
-			Emit: func(_ Spec, smp Sample) {
+			Emit: func(_ context.Context, _ Spec, smp Sample) {
 				mu.Lock()
 				got = append(got, smp)
 				mu.Unlock()
 			},
-			Status: func(st DriverStatus) {
+			Status: func(_ context.Context, st DriverStatus) {
 				mu.Lock()
 				statuses = append(statuses, st)
 				mu.Unlock()

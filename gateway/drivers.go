@@ -94,7 +94,6 @@ type driverEvents struct {
 	cfg *config.Config
 	buf *buffer.Log
 	log *slog.Logger
-	ctx context.Context
 }
 
 func (de *driverEvents) stream(name string) string {
@@ -108,7 +107,8 @@ func (de *driverEvents) stream(name string) string {
 
 // emit stores one sample: a JSON object of quantity -> value, with the
 // units in the event's attributes ("unit.temperature": "Cel").
-func (de *driverEvents) emit(spec drivers.Spec, s drivers.Sample) {
+// ctx is the scheduler's: an append waiting for room stops with it.
+func (de *driverEvents) emit(ctx context.Context, spec drivers.Spec, s drivers.Sample) {
 	fields := make(map[string]float64, len(s.Readings))
 	attrs := map[string]string{"driver": spec.Kind}
 	for _, r := range s.Readings {
@@ -125,13 +125,13 @@ func (de *driverEvents) emit(spec drivers.Spec, s drivers.Sample) {
 	id, _ := event.NewID(s.Time, nil)
 	ev := &event.Event{ID: id, Stream: de.stream(spec.Name), Source: spec.Name, Topic: config.DriverTopic(spec.Name),
 		Time: s.Time, ContentType: "application/json", Payload: payload, Attrs: attrs}
-	if err := de.buf.Append(de.ctx, ev); err != nil && de.ctx.Err() == nil {
+	if err := de.buf.Append(ctx, ev); err != nil && ctx.Err() == nil {
 		de.log.Warn("driver reading not stored", "driver", spec.Name, "err", err)
 	}
 }
 
 // status stores a failure or recovery on the status stream.
-func (de *driverEvents) status(st drivers.DriverStatus) {
+func (de *driverEvents) status(ctx context.Context, st drivers.DriverStatus) {
 	body := map[string]any{"driver": st.Name, "kind": st.Kind, "consecutive_errors": st.Consecutive,
 		"retry_in_s": st.Retry.Seconds(), "recovered": st.Recovered}
 	if st.Err != nil {
@@ -142,7 +142,7 @@ func (de *driverEvents) status(st drivers.DriverStatus) {
 	id, _ := event.NewID(now, nil)
 	ev := &event.Event{ID: id, Stream: de.cfg.DriverSettings.StatusStream, Source: st.Name,
 		Topic: config.DriverTopic(st.Name) + "/status", Time: now, ContentType: "application/json", Payload: payload}
-	if err := de.buf.Append(de.ctx, ev); err != nil && de.ctx.Err() == nil {
+	if err := de.buf.Append(ctx, ev); err != nil && ctx.Err() == nil {
 		de.log.Warn("driver status not stored", "driver", st.Name, "err", err)
 	}
 }

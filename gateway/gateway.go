@@ -84,10 +84,6 @@ type parts struct {
 	runners []*rules.Runner
 	hooks   []webhookOutbox
 	sched   *drivers.Scheduler // nil without drivers
-	// stopDrivers ends the context of the drivers' appends (driverEvents):
-	// the scheduler's callbacks have no context of their own, so theirs is
-	// made with the parts and ends when the parts stop.
-	stopDrivers context.CancelFunc
 }
 
 // webhookOutbox is one webhook output and the outbox stream it drains.
@@ -108,12 +104,10 @@ func (g *Gateway) buildParts(cfg *config.Config) (*parts, error) {
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
 		dlog := logger.With("component", "drivers")
-		dctx, stop := context.WithCancel(context.Background())
-		devs := &driverEvents{cfg: cfg, buf: g.buf, log: dlog, ctx: dctx}
-		p.stopDrivers = stop
+		devs := &driverEvents{cfg: cfg, buf: g.buf, log: dlog}
 		p.sched = drivers.NewScheduler(items, drivers.SchedulerConfig{
-			Emit:       func(spec drivers.Spec, s drivers.Sample) { devs.emit(spec, s) },
-			Status:     func(st drivers.DriverStatus) { devs.status(st) },
+			Emit:       devs.emit,
+			Status:     devs.status,
 			Timeout:    cfg.DriverSettings.Timeout,
 			BackoffMax: cfg.DriverSettings.BackoffMax,
 			Logger:     dlog,
@@ -166,10 +160,7 @@ func (p *parts) components(g *Gateway, cfg *config.Config) []component {
 		comps = append(comps, component{"pipeline", r.Run})
 	}
 	if p.sched != nil {
-		comps = append(comps, component{"drivers", func(ctx context.Context) error {
-			defer context.AfterFunc(ctx, p.stopDrivers)()
-			return p.sched.Run(ctx)
-		}})
+		comps = append(comps, component{"drivers", p.sched.Run})
 	}
 	if len(cfg.Pipelines) > 0 {
 		mlog := g.log.With("component", "mqtt-out")

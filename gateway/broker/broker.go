@@ -131,8 +131,12 @@ type Broker struct {
 	// without one).
 	sessions *sessionGuard
 
-	ctx    context.Context // for appends; set by Run
-	cancel context.CancelFunc
+	// stopAppends ends the context of the appends the publish hook makes:
+	// mochi's hooks carry no context, so the broker makes this one in New
+	// and Run cancels it on shutdown, so that a publish waiting for room
+	// in the log gives up.
+	appendCtx   context.Context
+	stopAppends context.CancelFunc
 
 	auth   *authHook
 	budget *budget
@@ -237,7 +241,7 @@ func New(cfg Config, store Log) (*Broker, error) {
 		}
 		b.cfg.TLS = &tc
 	}
-	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.appendCtx, b.stopAppends = context.WithCancel(context.Background())
 
 	// mochi narrates hook and listener set-up at INFO; a board's flash
 	// wants only its warnings.
@@ -280,7 +284,7 @@ func New(cfg Config, store Log) (*Broker, error) {
 	// addresses), so a retry, or a test, can have them again.
 	fail := func(err error) (*Broker, error) {
 		_ = b.server.Close()
-		b.cancel()
+		b.stopAppends()
 		return nil, err
 	}
 
@@ -480,7 +484,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	}
 	b.log.Info("broker listening", "tcp", b.Addr(), "tls", b.TLSAddr(), "websocket", b.WebsocketAddr())
 	<-ctx.Done()
-	b.cancel()
+	b.stopAppends()
 	if err := b.server.Close(); err != nil {
 		return fmt.Errorf("broker: close: %w", err)
 	}
@@ -550,7 +554,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 			}
 		}
 	}
-	p, err := b.store.Enqueue(b.ctx, &ev)
+	p, err := b.store.Enqueue(b.appendCtx, &ev)
 	if err != nil {
 		return pk, b.refuse(cl, pk.TopicName, pk.FixedHeader.Qos, r.Stream, err)
 	}
