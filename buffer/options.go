@@ -92,12 +92,12 @@ type StreamConfig struct {
 	MaxBytes  int64
 	Overflow  Overflow
 	TTL       time.Duration
-	// Consumers lists who must process an event before it is deleted
-	// (UplinkConsumer for Log.Ack, pipeline names for Tx.Consume). Empty:
-	// the uplink alone. Positions of other consumers never delete: when
-	// events are deleted before such a consumer processed them, they are
-	// counted as DropUnconsumed; Configure (and Open) forget the positions
-	// of consumers a stream no longer lists.
+	// Consumers lists who must process an event before it is deleted:
+	// the names they Ack under (the uplink, outbox deliverers, pipelines).
+	// Empty: DefaultConsumer alone. Positions of other consumers never
+	// delete: when events are deleted before such a consumer processed
+	// them, they are counted as DropUnconsumed; Configure (and Open)
+	// forget the positions of consumers a stream no longer lists.
 	Consumers []string
 	// Retain keeps processed events this long after they were accepted,
 	// so a consumer can be rewound to them (Rewind); bounds and TTL still

@@ -153,10 +153,14 @@ func (p *parts) run(ctx context.Context, g *Gateway, cfg *config.Config, run fun
 	if len(cfg.Pipelines) > 0 {
 		mlog := g.log.With("component", "mqtt-out")
 		deliver := deliverMQTT(g.broker.Server(), mlog)
-		run("mqtt-out", func(ctx context.Context) error { return drain(ctx, g.buf, config.MQTTOutbox(), mlog, deliver) })
+		run("mqtt-out", func(ctx context.Context) error {
+			return drain(ctx, g.buf, config.MQTTOutbox(), outboxConsumer, mlog, deliver)
+		})
 	}
 	for _, h := range p.hooks {
-		run("webhook", func(ctx context.Context) error { return drain(ctx, g.buf, h.stream, h.w.log, h.w.deliver) })
+		run("webhook", func(ctx context.Context) error {
+			return drain(ctx, g.buf, h.stream, outboxConsumer, h.w.logger, h.w.deliver)
+		})
 	}
 }
 
@@ -377,7 +381,7 @@ func bufferOptions(cfg *config.Config, log *slog.Logger) (buffer.Options, error)
 		// uplink, when it is forwarded too) has processed it.
 		if readers := cfg.PipelinesReading(s.Name); len(readers) > 0 {
 			if cfg.Forwarded(s.Name) {
-				sc.Consumers = append(sc.Consumers, buffer.UplinkConsumer)
+				sc.Consumers = append(sc.Consumers, uplink.Consumer)
 			}
 			for _, r := range readers {
 				sc.Consumers = append(sc.Consumers, (&rules.Pipeline{Name: r}).Consumer())

@@ -19,6 +19,7 @@ import (
 	"github.com/ferrygw/ferry/event"
 	"github.com/ferrygw/ferry/gateway/config"
 	"github.com/ferrygw/ferry/gateway/rules"
+	"github.com/ferrygw/ferry/uplink"
 )
 
 // Operator endpoints on the status listener, used by `ferry buffer` and
@@ -267,8 +268,8 @@ func (g *Gateway) BufferStats() []BufferStream {
 			bs.OldestAge = Duration(now.Sub(s.Oldest).Round(time.Millisecond))
 		}
 		consumers := map[string]uint64{}
-		if p := g.buf.Position(s.Name, buffer.UplinkConsumer); p > 0 || bs.Forwarded {
-			consumers[buffer.UplinkConsumer] = p
+		if p := g.buf.Position(s.Name, uplink.Consumer); p > 0 || bs.Forwarded {
+			consumers[uplink.Consumer] = p
 		}
 		for _, name := range cfg.PipelinesReading(s.Name) {
 			c := (&rules.Pipeline{Name: name}).Consumer()

@@ -29,13 +29,25 @@ import (
 // outbox is the part of the buffer a deliverer uses.
 type outbox interface {
 	Read(stream string, from uint64, max int, fn func(off uint64, ev *event.Event) error) (uint64, error)
-	Ack(stream string, through uint64) error
-	Acked(stream string) uint64
+	Ack(stream, consumer string, through uint64) error
+	Acked(stream, consumer string) uint64
 	Changed() <-chan struct{}
 	Append(ctx context.Context, ev *event.Event) error
 }
 
 var _ outbox = (*buffer.Log)(nil)
+
+// outboxConsumer is the consumer name the deliverers (local MQTT publish,
+// webhooks) ack their outbox streams under: buffer.DefaultConsumer, the
+// consumer an outbox stream requires (bufferOptions lists none for it) and
+// the name every outbox position has been stored under so far. A name of
+// their own would need a migration of every installed buffer: without
+// one, the deliverer would start again from the oldest event still
+// stored (kept by retain, or not yet deleted under disk pressure) on
+// upgrade, and a downgrade would skip or resend; and the stream would have
+// to require the new name, or acks would delete nothing. Each outbox
+// stream has one deliverer, so the shared name is unambiguous.
+const outboxConsumer = buffer.DefaultConsumer
 
 // Pauses before retrying what the buffer refused or failed: capped, so a
 // deliverer resumes soon after space was freed, and long enough that a
@@ -46,18 +58,18 @@ const (
 )
 
 // drain calls deliver for each event of stream in order, acking after each
-// one, until ctx ends. deliver returns only when the event is done with
+// one as consumer, until ctx ends. deliver returns only when the event is done with
 // (delivered, or given up on and dead-lettered) or ctx ended. Only the end
 // of ctx ends drain: a failed read or ack is logged and retried after a
 // pause, so a full or failing disk stops delivery, not the gateway.
-func drain(ctx context.Context, q outbox, stream string, log *slog.Logger, deliver func(ctx context.Context, ev *event.Event) error) error {
+func drain(ctx context.Context, q outbox, stream, consumer string, lg *slog.Logger, deliver func(ctx context.Context, ev *event.Event) error) error {
 	// After what a predecessor acknowledged (a reload restarts deliverers):
 	// an ack may still wait for its commit, and those events must not be
 	// delivered twice.
-	next := q.Acked(stream) + 1
+	next := q.Acked(stream, consumer) + 1
 	pause := outboxRetryMin
 	failed := func(msg string, err error) bool {
-		log.Error(msg, "stream", stream, "retry_in", pause, "err", err)
+		lg.Error(msg, "stream", stream, "retry_in", pause, "err", err)
 		ok := sleepCtx(ctx, pause)
 		pause = min(2*pause, outboxRetryMax)
 		return ok
@@ -77,7 +89,7 @@ func drain(ctx context.Context, q outbox, stream string, log *slog.Logger, deliv
 				return nil // only the end of ctx ends a delivery
 			}
 			for {
-				err := q.Ack(stream, offs[i])
+				err := q.Ack(stream, consumer, offs[i])
 				if err == nil {
 					break
 				}
@@ -124,10 +136,10 @@ type mqttPublisher interface {
 	Publish(topic string, payload []byte, retain bool, qos byte) error
 }
 
-func deliverMQTT(pub mqttPublisher, log *slog.Logger) func(context.Context, *event.Event) error {
+func deliverMQTT(pub mqttPublisher, lg *slog.Logger) func(context.Context, *event.Event) error {
 	return func(ctx context.Context, ev *event.Event) error {
 		if err := pub.Publish(ev.Topic, ev.Payload, false, 1); err != nil {
-			log.Warn("local publish failed: dropped", "topic", ev.Topic, "id", ev.ID.String(), "err", err)
+			lg.Warn("local publish failed: dropped", "topic", ev.Topic, "id", ev.ID.String(), "err", err)
 		}
 		return ctx.Err()
 	}
@@ -140,12 +152,12 @@ type webhook struct {
 	client     *http.Client
 	q          outbox
 	deadLetter string
-	log        *slog.Logger
+	logger     *slog.Logger
 	rand       func() float64
 }
 
-func newWebhook(cfg config.Webhook, q outbox, deadLetter string, log *slog.Logger) (*webhook, error) {
-	w := &webhook{cfg: cfg, q: q, deadLetter: deadLetter, log: log, rand: rand.Float64,
+func newWebhook(cfg config.Webhook, q outbox, deadLetter string, logger *slog.Logger) (*webhook, error) {
+	w := &webhook{cfg: cfg, q: q, deadLetter: deadLetter, logger: logger, rand: rand.Float64,
 		client: &http.Client{Timeout: cfg.Timeout}}
 	if cfg.SecretFile != "" {
 		b, err := os.ReadFile(cfg.SecretFile)
@@ -177,7 +189,7 @@ func (w *webhook) deliver(ctx context.Context, ev *event.Event) error {
 			return w.deadLetterEvent(ctx, ev, attempt, err)
 		}
 		if attempt == 1 || attempt%10 == 0 {
-			w.log.Warn("webhook delivery failed: retrying", "url", w.cfg.URL, "id", ev.ID.String(), "attempt", attempt, "err", err)
+			w.logger.Warn("webhook delivery failed: retrying", "url", w.cfg.URL, "id", ev.ID.String(), "attempt", attempt, "err", err)
 		}
 		sleep := time.Duration(float64(backoff) * (0.5 + w.rand()/2))
 		backoff = min(backoff*2, time.Minute)
@@ -205,13 +217,13 @@ func (w *webhook) deadLetterEvent(ctx context.Context, ev *event.Event, attempts
 	for {
 		err := w.q.Append(ctx, &d)
 		if err == nil {
-			w.log.Warn("webhook delivery failed: moved to dead letters", "url", w.cfg.URL, "id", ev.ID.String(), "attempts", attempts, "err", why)
+			w.logger.Warn("webhook delivery failed: moved to dead letters", "url", w.cfg.URL, "id", ev.ID.String(), "attempts", attempts, "err", why)
 			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		w.log.Error("webhook dead letter refused by the buffer: keeping the event and retrying",
+		w.logger.Error("webhook dead letter refused by the buffer: keeping the event and retrying",
 			"url", w.cfg.URL, "id", ev.ID.String(), "stream", w.deadLetter, "retry_in", pause, "err", err)
 		if !sleepCtx(ctx, time.Duration(float64(pause)*(0.5+w.rand()/2))) {
 			return ctx.Err()

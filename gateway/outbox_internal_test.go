@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/ferrygw/ferry/buffer"
+	"github.com/ferrygw/ferry/buffer/buffertest"
 	"github.com/ferrygw/ferry/event"
+	"github.com/ferrygw/ferry/uplink"
 )
 
 // msgSignal is a slog.Handler that signals once a line with msg is logged.
@@ -57,7 +59,7 @@ func TestDrainOutlivesReadErrors(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- drain(dctx, buf, "_mqtt", slog.New(h), func(context.Context, *event.Event) error {
+		done <- drain(dctx, buf, "_mqtt", outboxConsumer, slog.New(h), func(context.Context, *event.Event) error {
 			t.Error("delivered an event from a closed buffer")
 			return nil
 		})
@@ -82,5 +84,74 @@ func TestDrainOutlivesReadErrors(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("drain did not end with its context")
+	}
+}
+
+// TestOutboxPositionsKeepTheirName: outbox deliverers ack under the name
+// every outbox position has been stored under ("uplink", the default
+// consumer of a stream, which outbox streams require), so a gateway
+// upgraded with undelivered events in an outbox goes on after what it had
+// delivered: nothing is delivered twice, nothing skipped, and what it
+// delivers now is deleted.
+func TestOutboxPositionsKeepTheirName(t *testing.T) {
+	if outboxConsumer != "uplink" || uplink.Consumer != "uplink" || buffer.DefaultConsumer != "uplink" {
+		t.Fatalf("consumer names changed (outbox %q, uplink %q, default %q): installed buffers hold their positions under \"uplink\"",
+			outboxConsumer, uplink.Consumer, buffer.DefaultConsumer)
+	}
+	buf := buffertest.MustOpen(t, buffer.Options{})
+	for i := range 5 {
+		if err := buf.Append(context.Background(), &event.Event{Stream: "_mqtt", Topic: "t", Payload: []byte{byte('1' + i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// What the deliverer of an earlier version stored: Log.Ack then took
+	// no consumer and always recorded "uplink".
+	if err := buf.Ack("_mqtt", "uplink", 3); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan string, 5)
+	done := make(chan error, 1)
+	go func() {
+		done <- drain(ctx, buf, "_mqtt", outboxConsumer, slog.New(slog.DiscardHandler), func(_ context.Context, ev *event.Event) error {
+			got <- string(ev.Payload)
+			return nil
+		})
+	}()
+	for _, want := range []string{"4", "5"} {
+		select {
+		case p := <-got:
+			if p != want {
+				t.Fatalf("delivered %q, want %q (events 1 to 3 were delivered before)", p, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("event %s not delivered", want)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var first uint64
+		for _, s := range buf.Stats() {
+			if s.Name == "_mqtt" {
+				first = s.First
+			}
+		}
+		if first == 6 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("delivered outbox events not deleted: first offset %d, want 6", first)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-got:
+		t.Fatalf("delivered %q again", p)
+	default:
 	}
 }

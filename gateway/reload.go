@@ -12,6 +12,7 @@ import (
 
 	"github.com/ferrygw/ferry/gateway/config"
 	"github.com/ferrygw/ferry/internal/sdnotify"
+	"github.com/ferrygw/ferry/uplink"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -282,7 +283,7 @@ func (g *Gateway) Replay(stream string, from uint64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	req := &reloadReq{cfg: cfg, parts: p, done: make(chan struct{}), between: func() error {
-		return g.buf.Rewind(stream, buffer.UplinkConsumer, from)
+		return g.buf.Rewind(stream, uplink.Consumer, from)
 	}}
 	if err := g.handOver(ctx, req); err != nil {
 		return fmt.Errorf("gateway: replay: %w", err)

@@ -400,7 +400,7 @@ func (f *Forwarder) isolate(c *conn, s *suspect) bool {
 			}
 		}
 	}
-	if err := f.q.Ack(st.name, s.through); err != nil {
+	if err := f.q.Ack(st.name, Consumer, s.through); err != nil {
 		err = fmt.Errorf("%w: ack %s through %d: %w", ErrQueue, st.name, s.through, err)
 		f.setError(err)
 		f.log.log(slog.LevelError, "ack failed", "err", err)
