@@ -35,7 +35,7 @@ import (
 var _ uplink.Queue = (*buffer.Log)(nil)
 
 // The buffer is where the broker ingests.
-var _ broker.Log = (*buffer.Log)(nil)
+var _ broker.EventSink = (*buffer.Log)(nil)
 
 // Gateway is one running ferry.
 type Gateway struct {
