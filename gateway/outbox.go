@@ -58,10 +58,11 @@ const (
 )
 
 // drain calls deliver for each event of stream in order, acking after each
-// one as consumer, until ctx ends. deliver returns only when the event is done with
-// (delivered, or given up on and dead-lettered) or ctx ended. Only the end
-// of ctx ends drain: a failed read or ack is logged and retried after a
-// pause, so a full or failing disk stops delivery, not the gateway.
+// one as consumer, until ctx ends. deliver returns only when the event is
+// done with (delivered, or given up on and dead-lettered) or ctx ended.
+// Only the end of ctx ends drain: a failed read or ack is logged and
+// retried after a pause, so a full or failing disk stops delivery, not the
+// gateway.
 func drain(ctx context.Context, q outbox, stream, consumer string, lg *slog.Logger, deliver func(ctx context.Context, ev *event.Event) error) error {
 	// After what a predecessor acknowledged (a reload restarts deliverers):
 	// an ack may still wait for its commit, and those events must not be
