@@ -25,7 +25,7 @@ func TestAckedDuringCommit(t *testing.T) {
 		held <- l.Update(ctx, func(*buffer.Tx) error { close(holding); <-release; return nil })
 	}()
 	<-holding
-	if err := l.Ack("s", 1); err != nil {
+	if err := l.Ack("s", buffer.DefaultConsumer, 1); err != nil {
 		t.Fatal(err)
 	}
 	inCommit, done := make(chan uint64, 1), make(chan error, 1)
@@ -33,7 +33,7 @@ func TestAckedDuringCommit(t *testing.T) {
 		done <- l.Update(ctx, func(*buffer.Tx) error {
 			// Called from inside the commit that took the ack: neither
 			// pending nor installed yet.
-			inCommit <- l.Acked("s")
+			inCommit <- l.Acked("s", buffer.DefaultConsumer)
 			return nil
 		})
 	}()
@@ -48,7 +48,7 @@ func TestAckedDuringCommit(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if got := l.Acked("s"); got != 1 {
+	if got := l.Acked("s", buffer.DefaultConsumer); got != 1 {
 		t.Errorf("Acked after the commit = %d, want 1", got)
 	}
 }
@@ -78,7 +78,7 @@ func TestAckOfJustCommittedEvent(t *testing.T) {
 		})
 	}()
 	<-inTx
-	if err := l.Ack("s", 2); err != nil {
+	if err := l.Ack("s", buffer.DefaultConsumer, 2); err != nil {
 		t.Fatal(err)
 	}
 	close(release)
@@ -93,7 +93,7 @@ func TestAckOfJustCommittedEvent(t *testing.T) {
 		}
 		return false
 	})
-	if got := l.Acked("s"); got != 2 {
+	if got := l.Acked("s", buffer.DefaultConsumer); got != 2 {
 		t.Errorf("Acked = %d, want 2", got)
 	}
 }

@@ -135,7 +135,7 @@ func BenchmarkAckBacklog(b *testing.B) {
 		}
 		b.StartTimer()
 		start := time.Now()
-		if err := l.Ack("s", n); err != nil {
+		if err := l.Ack("s", buffer.DefaultConsumer, n); err != nil {
 			b.Fatal(err)
 		}
 		for l.Stats()[0].Events != 0 {

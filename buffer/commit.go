@@ -12,14 +12,8 @@ import (
 	"sort"
 	"time"
 
-	"github.com/ferrygw/ferry/event"
-	"github.com/ferrygw/ferry/internal/keyring"
 	bolt "go.etcd.io/bbolt"
 )
-
-// maxSweep bounds how many expired events one commit deletes, so a TTL
-// sweep after a long outage cannot make one transaction huge.
-const maxSweep = 10000
 
 // failLogEvery spaces the log lines of commits that keep failing.
 const failLogEvery = 10 * time.Second
@@ -217,13 +211,6 @@ func (a *arrivalRate) hold(max time.Duration) time.Duration {
 		return 0
 	}
 	return min(max, time.Duration(float64(groupTarget)/a.perSec*float64(time.Second)))
-}
-
-// acksPending reports whether acks wait for a commit.
-func (l *Log) acksPending() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.acks) > 0
 }
 
 // gather collects requests into batch until deadline, or until the batch
@@ -428,10 +415,10 @@ func (l *Log) commitGroup(batch []*appendReq, acks map[ackKey]uint64, unsaved ma
 			// the commit shows in the file although it returned an error.
 			// Its events stay refused (they may not be on disk), but the
 			// log's state follows the file.
-			l.log.Error("buffer commit failed in its last fsync but shows in the file: state re-read from the file; its events are refused and may still be forwarded",
+			l.logger.Error("buffer commit failed in its last fsync but shows in the file: state re-read from the file; its events are refused and may still be forwarded",
 				"events", len(batch), "err", err)
 			if rerr := l.reread(); rerr != nil {
-				l.log.Error("buffer state not re-read", "err", rerr)
+				l.logger.Error("buffer state not re-read", "err", rerr)
 			}
 		}
 		if noSpace(err) {
@@ -507,7 +494,7 @@ func (l *Log) committedAnyway(ts *txState) bool {
 func (l *Log) commitFailed(err error, events int) {
 	l.failures++
 	if now := time.Now(); now.Sub(l.lastFailLog) >= failLogEvery {
-		l.log.Error("buffer commit failed", "events", events, "failures", l.failures, "err", err)
+		l.logger.Error("buffer commit failed", "events", events, "failures", l.failures, "err", err)
 		l.lastFailLog, l.failures = now, 0
 	}
 }
@@ -526,7 +513,7 @@ func (l *Log) attempt(batch []*appendReq, acks map[ackKey]uint64, unsaved map[st
 		if p := recover(); p != nil {
 			if !l.damaged.Swap(true) {
 				l.setState(stateDamaged)
-				l.log.Error("buffer file damaged: bbolt failed in a commit; stopping, the next start checks the file", "path", l.path, "err", p)
+				l.logger.Error("buffer file damaged: bbolt failed in a commit; stopping, the next start checks the file", "path", l.path, "err", p)
 			}
 			failed, err = nil, errDamaged(p)
 		}
@@ -544,7 +531,7 @@ func (l *Log) attempt(batch []*appendReq, acks map[ackKey]uint64, unsaved map[st
 		}
 		// Acks first: they name offsets committed before this batch.
 		for k, through := range acks {
-			if err := ts.consume(k.stream, k.consumer, through); err != nil {
+			if err := ts.ack(k.stream, k.consumer, through); err != nil {
 				return err
 			}
 		}
@@ -582,7 +569,7 @@ func (l *Log) attempt(batch []*appendReq, acks map[ackKey]uint64, unsaved map[st
 func (l *Log) call(fn func(*Tx) error, tx *Tx) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			l.log.Error("update function panicked", "stack", string(debug.Stack()))
+			l.logger.Error("update function panicked", "stack", string(debug.Stack()))
 			err = fmt.Errorf("%w: %v", ErrUpdatePanic, p)
 		}
 	}()
@@ -727,217 +714,6 @@ func (ts *txState) deleteFirst(name string, s *stream, b *bolt.Bucket, limit uin
 		s.meta.First = s.meta.Next
 	}
 	return src, off, true, nil
-}
-
-// consume records that consumer has processed stream through an offset,
-// and deletes what every required consumer of the stream has processed.
-func (ts *txState) consume(name, consumer string, through uint64) error {
-	s, b, err := ts.get(name)
-	if err != nil {
-		return err
-	}
-	if through >= s.meta.Next {
-		through = s.meta.Next - 1
-	}
-	ts.l.mu.Lock()
-	retired := ts.l.retiredLocked(name, consumer)
-	ts.l.mu.Unlock()
-	if retired {
-		return nil // dropped by Configure: its position must not come back
-	}
-	if through > s.consumers[consumer] {
-		s.consumers[consumer] = through
-	}
-	return ts.deleteProcessed(name, s, b, s.processed(), ts.l.opts.Now())
-}
-
-// deleteProcessed deletes the events of s through offset through, keeping
-// those accepted within the stream's Retain of now.
-// An event past the position of any consumer holding one (a consumer the
-// stream does not require) is counted as DropUnconsumed.
-func (ts *txState) deleteProcessed(name string, s *stream, b *bolt.Bucket, through uint64, now time.Time) error {
-	lowest := s.lowest()
-	for s.meta.Count > 0 && s.meta.First <= through {
-		if s.cfg.Retain > 0 && !firstExpired(ts.tx, ts.l.opts.Keys, name, s.meta.First, now.Add(-s.cfg.Retain)) {
-			break // kept for replay; a later sweep deletes it
-		}
-		if !ts.mayDelete(s.avgSize()) {
-			break // the next commit goes on (see disk.go)
-		}
-		_, off, deleted, err := ts.deleteFirst(name, s, b, through, false)
-		if err != nil || !deleted {
-			return err // !deleted: the oldest event lies past through
-		}
-		if off > lowest {
-			s.drops[DropUnconsumed]++
-		}
-	}
-	return nil
-}
-
-// avgSize is the average stored size of s's events, what deleting one
-// is charged against a commit's delete budget.
-func (s *stream) avgSize() int64 {
-	return s.meta.Bytes / max(s.meta.Count, 1)
-}
-
-// processed is the offset through which every required consumer of s has
-// processed it (with none configured: the uplink).
-func (s *stream) processed() uint64 {
-	through := s.meta.Next - 1
-	for _, c := range required(s.cfg) {
-		through = min(through, s.consumers[c])
-	}
-	return through
-}
-
-// lowest is the lowest position any consumer holds on s.
-func (s *stream) lowest() uint64 {
-	low := uint64(math.MaxUint64)
-	for _, p := range s.consumers {
-		low = min(low, p)
-	}
-	return low
-}
-
-// rewind moves consumer's position on stream back so that it processes
-// again from offset to, which must still be stored.
-func (ts *txState) rewind(name, consumer string, to uint64) error {
-	s, _, err := ts.get(name)
-	if err != nil {
-		return err
-	}
-	switch {
-	case to < s.meta.First || to == 0:
-		return fmt.Errorf("%w: stream %q holds offsets %d to %d, not %d (keep forwarded events with buffer.streams[].retain)",
-			ErrOffsetGone, name, s.meta.First, s.meta.Next-1, to)
-	case to > s.meta.Next:
-		return fmt.Errorf("%w: stream %q has no offset %d yet (next is %d)", ErrOffsetGone, name, to, s.meta.Next)
-	}
-	s.consumers[consumer] = to - 1
-	return nil
-}
-
-func (ts *txState) expire(now time.Time) error {
-	ts.l.mu.Lock()
-	var names []string
-	for name, s := range ts.l.streams {
-		if s.cfg.TTL > 0 && s.meta.Count > 0 {
-			names = append(names, name)
-		}
-	}
-	ts.l.mu.Unlock()
-	for _, name := range ts.l.deletable() {
-		s, b, err := ts.get(name)
-		if err != nil {
-			return err
-		}
-		if err := ts.deleteProcessed(name, s, b, min(s.processed(), s.meta.First+maxSweep-1), now); err != nil {
-			return err
-		}
-	}
-	for _, name := range names {
-		if !firstExpired(ts.tx, ts.l.opts.Keys, name, ts.first(name), ts.cutoff(name, now)) {
-			continue // touch nothing: an idle sweep must not write
-		}
-		s, b, err := ts.get(name)
-		if err != nil {
-			return err
-		}
-		for n := 0; n < maxSweep && s.meta.Count > 0 && firstExpired(ts.tx, ts.l.opts.Keys, name, s.meta.First, now.Add(-s.cfg.TTL)) &&
-			ts.mayDelete(s.avgSize()); n++ {
-			if _, _, _, err := ts.deleteFirst(name, s, b, math.MaxUint64, false); err != nil {
-				return err
-			}
-			s.drops[DropExpired]++
-		}
-	}
-	return nil
-}
-
-// first is the committed first offset of name (the sweep's starting point).
-func (ts *txState) first(name string) uint64 {
-	ts.l.mu.Lock()
-	defer ts.l.mu.Unlock()
-	return ts.l.streams[name].meta.First
-}
-
-func (ts *txState) cutoff(name string, now time.Time) time.Time {
-	ts.l.mu.Lock()
-	defer ts.l.mu.Unlock()
-	return now.Add(-ts.l.streams[name].cfg.TTL)
-}
-
-// firstExpired reports whether the oldest event of stream was accepted
-// before cutoff. An undecodable record counts as expired so it cannot pin
-// the stream; a record sealed with a key that keys lacks does not: the
-// right key file would read it, so it is not deleted unread.
-func firstExpired(tx *bolt.Tx, keys *keyring.Ring, stream string, first uint64, cutoff time.Time) bool {
-	b := eventsBucket(tx, stream)
-	if b == nil {
-		return false
-	}
-	var key [8]byte
-	binary.BigEndian.PutUint64(key[:], first)
-	_, v := b.Cursor().Seek(key[:])
-	if v == nil {
-		return false
-	}
-	v, err := openValue(keys, nil, v, []byte(stream), "stream", stream)
-	if errors.Is(err, ErrWrongKey) {
-		return false
-	}
-	var ev event.Event
-	if err != nil || event.Unmarshal(v, &ev) != nil {
-		return true
-	}
-	return ev.Time.Before(cutoff)
-}
-
-// anyExpired reports, in a read transaction, whether a sweep would delete
-// anything, so an idle gateway does not write (and wear the SD card) every
-// sweep interval.
-func (l *Log) anyExpired(now time.Time) bool {
-	l.mu.Lock()
-	type sweep struct {
-		first  uint64
-		cutoff time.Time
-	}
-	cut := map[string]sweep{}
-	for name, s := range l.streams {
-		if s.cfg.TTL > 0 && s.meta.Count > 0 {
-			cut[name] = sweep{s.meta.First, now.Add(-s.cfg.TTL)}
-		}
-	}
-	retained := map[string]sweep{}
-	for name, s := range l.streams {
-		if s.meta.Count == 0 || s.processed() < s.meta.First {
-			continue
-		}
-		if s.cfg.Retain == 0 {
-			l.mu.Unlock()
-			return true // processed, not yet deleted (see deletable)
-		}
-		retained[name] = sweep{s.meta.First, now.Add(-s.cfg.Retain)}
-	}
-	l.mu.Unlock()
-	found := false
-	_ = l.db.View(func(tx *bolt.Tx) error {
-		for name, c := range retained {
-			if firstExpired(tx, l.opts.Keys, name, c.first, c.cutoff) {
-				found = true
-				return nil
-			}
-		}
-		for name, c := range cut {
-			if firstExpired(tx, l.opts.Keys, name, c.first, c.cutoff) {
-				found = true
-				return nil
-			}
-		}
-		return nil
-	})
-	return found
 }
 
 // writeMeta stores the metadata of every stream the transaction touched.

@@ -29,7 +29,7 @@ func commit(t testing.TB, l *buffertest.Log) {
 // file.
 func TestRemovedConsumerKeepsUplinkEvents(t *testing.T) {
 	const pipeline = "pipeline:p"
-	both := []buffer.StreamConfig{{Name: "raw", Retain: time.Hour, Consumers: []string{buffer.UplinkConsumer, pipeline}}}
+	both := []buffer.StreamConfig{{Name: "raw", Retain: time.Hour, Consumers: []string{buffer.DefaultConsumer, pipeline}}}
 	uplinkOnly := []buffer.StreamConfig{{Name: "raw", Retain: time.Hour}} // forwarded, no pipeline reads it
 	for _, how := range []string{"reload", "restart"} {
 		t.Run(how, func(t *testing.T) {
@@ -45,10 +45,10 @@ func TestRemovedConsumerKeepsUplinkEvents(t *testing.T) {
 			for i := 1; i <= 10; i++ {
 				mustAppend(t, l, ev("raw", i, 10))
 			}
-			if err := l.Ack("raw", 3); err != nil {
+			if err := l.Ack("raw", buffer.DefaultConsumer, 3); err != nil {
 				t.Fatal(err)
 			}
-			if err := l.Update(ctx, func(tx *buffer.Tx) error { return tx.Consume("raw", pipeline, 8) }); err != nil {
+			if err := l.Update(ctx, func(tx *buffer.Tx) error { return tx.Ack("raw", pipeline, 8) }); err != nil {
 				t.Fatal(err)
 			}
 
@@ -56,14 +56,14 @@ func TestRemovedConsumerKeepsUplinkEvents(t *testing.T) {
 			case "reload":
 				l.Configure(uplinkOnly)
 				// The stopping pipeline commits once more, after the reload.
-				if err := l.Update(ctx, func(tx *buffer.Tx) error { return tx.Consume("raw", pipeline, 9) }); err != nil {
+				if err := l.Update(ctx, func(tx *buffer.Tx) error { return tx.Ack("raw", pipeline, 9) }); err != nil {
 					t.Fatal(err)
 				}
 			case "restart":
 				l.Close()
 				l = buffertest.MustOpenPath(t, path, opts(uplinkOnly))
 			}
-			if err := l.Ack("raw", 4); err != nil {
+			if err := l.Ack("raw", buffer.DefaultConsumer, 4); err != nil {
 				t.Fatal(err)
 			}
 			commit(t, l)
@@ -71,7 +71,7 @@ func TestRemovedConsumerKeepsUplinkEvents(t *testing.T) {
 			now = now.Add(2 * time.Hour) // the retain sweep may delete what was processed
 			mu.Unlock()
 			waitFor(t, func() bool { return statsOf(l, "raw").First > 4 })
-			offs, _ := readAll(t, l, "raw", l.Acked("raw")+1)
+			offs, _ := readAll(t, l, "raw", l.Acked("raw", buffer.DefaultConsumer)+1)
 			if len(offs) != 6 || offs[0] != 5 || offs[5] != 10 {
 				t.Fatalf("uplink reads %v after acking 4, want offsets 5..10", offs)
 			}
@@ -88,7 +88,7 @@ func TestRemovedConsumerKeepsUplinkEvents(t *testing.T) {
 			if p := l.Position("raw", pipeline); p != 0 {
 				t.Fatalf("after another restart the pipeline's position = %d, want forgotten", p)
 			}
-			if p := l.Position("raw", buffer.UplinkConsumer); p != 4 {
+			if p := l.Position("raw", buffer.DefaultConsumer); p != 4 {
 				t.Fatalf("uplink position %d, want 4", p)
 			}
 		})
@@ -113,11 +113,11 @@ func TestDeletionPastConsumerCounted(t *testing.T) {
 		wantUnconsumed uint64
 	}{
 		{"uplink deletes past a pipeline", nil,
-			[]position{{"pipeline:audit", 2}, {buffer.UplinkConsumer, 10}}, 11, 8},
+			[]position{{"pipeline:audit", 2}, {buffer.DefaultConsumer, 10}}, 11, 8},
 		{"pipeline deletes past the uplink", []string{"pipeline:p"},
-			[]position{{buffer.UplinkConsumer, 4}, {"pipeline:p", 7}}, 8, 3},
-		{"every consumer required", []string{buffer.UplinkConsumer, "pipeline:p"},
-			[]position{{buffer.UplinkConsumer, 4}, {"pipeline:p", 7}}, 5, 0},
+			[]position{{buffer.DefaultConsumer, 4}, {"pipeline:p", 7}}, 8, 3},
+		{"every consumer required", []string{buffer.DefaultConsumer, "pipeline:p"},
+			[]position{{buffer.DefaultConsumer, 4}, {"pipeline:p", 7}}, 5, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -128,7 +128,7 @@ func TestDeletionPastConsumerCounted(t *testing.T) {
 				mustAppend(t, l, ev("s", i, 10))
 			}
 			for _, p := range tt.positions {
-				err := l.Update(context.Background(), func(tx *buffer.Tx) error { return tx.Consume("s", p.consumer, p.through) })
+				err := l.Update(context.Background(), func(tx *buffer.Tx) error { return tx.Ack("s", p.consumer, p.through) })
 				if err != nil {
 					t.Fatal(err)
 				}

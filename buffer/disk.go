@@ -183,7 +183,7 @@ func (l *Log) learnRuns(ts *txState, lim limits) {
 	_ = l.db.View(func(tx *bolt.Tx) error { hwm = tx.Size(); return nil })
 	if hwm > ts.hwm0 && !l.noRuns {
 		l.noRuns, l.freedSince = true, 0
-		l.log.Info("buffer: the file's free pages hold no run for large events; they count on the filesystem's room alone", "path", l.path)
+		l.logger.Info("buffer: the file's free pages hold no run for large events; they count on the filesystem's room alone", "path", l.path)
 	}
 }
 
@@ -255,7 +255,7 @@ func (l *Log) checkDisk() {
 	}
 	lim, err := l.measure()
 	if err != nil {
-		l.log.Warn("free disk check failed", "path", l.path, "err", err)
+		l.logger.Warn("free disk check failed", "path", l.path, "err", err)
 		return
 	}
 	switch full, r := l.diskFull.Load(), lim.total(); {
@@ -273,10 +273,10 @@ func (l *Log) setDiskFull(full bool, room int64) {
 	}
 	free, _ := l.freeDisk()
 	if full {
-		l.log.Error("no room for events above the free disk watermark: refusing new events until the backlog drains",
+		l.logger.Error("no room for events above the free disk watermark: refusing new events until the backlog drains",
 			"path", l.path, "free_bytes", free, "room_bytes", max(room, 0), "min_free_disk", l.opts.MinFreeDisk)
 	} else {
-		l.log.Info("room for events again: accepting events", "path", l.path, "free_bytes", free, "room_bytes", room)
+		l.logger.Info("room for events again: accepting events", "path", l.path, "free_bytes", free, "room_bytes", room)
 	}
 }
 

@@ -94,7 +94,7 @@ func fillDisk(t *testing.T, dir string, leave uint64) {
 // cloud is back, and waits until they are deleted and appends accepted.
 func drain(t *testing.T, l *buffertest.Log) {
 	t.Helper()
-	if err := l.Ack("s", statsOf(l, "s").Next-1); err != nil {
+	if err := l.Ack("s", buffer.DefaultConsumer, statsOf(l, "s").Next-1); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return statsOf(l, "s").Events == 0 })

@@ -2,17 +2,44 @@
 // file.
 //
 // A Log holds named streams. Each stream is a FIFO of events under
-// monotonically increasing offsets (starting at 1, never reused). Producers
-// Append; the uplink Reads from a cursor it keeps and Acks what the cloud
-// confirmed, and the Log deletes acknowledged events.
+// monotonically increasing offsets (starting at 1, never reused).
+// Producers Append; consumers Read from a position of their own and
+// acknowledge what they have processed, and the Log deletes events every
+// consumer the stream requires has processed.
 //
-// Consumers: the Log keeps each consumer's position (the uplink's Acks,
-// a pipeline's Tx.Consume) per stream, and deletes an event once every
-// consumer the stream requires (StreamConfig.Consumers; none listed: the
-// uplink alone) has processed it. Other positions never delete anything,
-// so a pipeline that got ahead of the uplink and was then removed cannot
-// take unsent events with it; Configure and Open forget the positions of
-// consumers a stream no longer requires. An event deleted before a
+// Positions (positions.go): the Log keeps, per stream, each consumer's
+// position: the offset through which it has processed the stream, stored
+// in the file under the consumer's name (the uplink, and each outbox's
+// deliverer on its own outbox stream, ack as DefaultConsumer, "uplink";
+// pipelines as "pipeline:<name>"). A consumer moves its position in one
+// of two ways:
+//
+//   - Log.Ack(stream, consumer, through) records it without waiting: the
+//     next commit applies it. A crash before then has the consumer process
+//     those events again, so a consumer that acks after delivering
+//     elsewhere (the uplink, the outbox deliverers) delivers at least
+//     once, and the receiver deduplicates by event ID.
+//   - Tx.Ack(stream, consumer, through), inside Log.Update, commits it
+//     atomically with what the same transaction appends and stores
+//     (Tx.Append, Tx.PutState): a consumer whose results stay in the log
+//     (a pipeline) processes each event exactly once as far as the log
+//     shows.
+//
+// Acked returns the latest acknowledgement, committed or still pending
+// (where a reader that restarts goes on); Position the committed one
+// (what a crash keeps). Rewind moves a position back to events still
+// stored, for a replay. Positions only move forward otherwise: an ack at
+// or below the position is a no-op, one past the newest event is cut to
+// it.
+//
+// Retention (retention.go): an event is deleted once every consumer its
+// stream requires (StreamConfig.Consumers; none listed: DefaultConsumer
+// alone) has processed it, unless StreamConfig.Retain keeps it for a
+// replay; TTL deletes events however far the consumers are. Other
+// positions never delete anything, so a pipeline that got ahead of the
+// uplink and was then removed cannot take unsent events with it;
+// Configure and Open forget the positions of consumers a stream no longer
+// requires, and ignore their late acks. An event deleted before a
 // consumer that holds a position had processed it is counted
 // (DropUnconsumed).
 //
@@ -36,6 +63,11 @@
 //
 // Ordering: within a stream, events keep the order in which their Appends
 // were queued; events appended by one goroutine keep that goroutine's order.
+// Read returns them in offset order. In a commit, pending acks are applied
+// before the appends and transactions it groups, and a transaction's
+// Tx.Ack, appends and state commit together or not at all. Deletions for
+// positions, Retain and TTL take a stream's oldest events first; only
+// overflow with fair eviction (fair.go) deletes from the middle.
 //
 // Bounds: each stream is bounded by event count and bytes, with a policy on
 // overflow (drop the oldest event of the source holding the most, drop the

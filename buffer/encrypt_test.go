@@ -300,7 +300,7 @@ func TestKeyRotation(t *testing.T) {
 	}
 
 	l = buffertest.MustOpenPath(t, path, buffer.Options{Keys: both})
-	if err := l.Ack("raw", 3); err != nil {
+	if err := l.Ack("raw", buffer.DefaultConsumer, 3); err != nil {
 		t.Fatal(err)
 	}
 	l.Close() // the commit loop applies the pending ack before it stops

@@ -280,7 +280,7 @@ func (ts *txState) evictLargest(name string, s *stream, b *bolt.Bucket, src stri
 	}
 	// The holdings disagree with the events (they cannot, short of a bug):
 	// forget them, so that everything is pooled, and drop the oldest.
-	ts.l.log.Error("buffer holdings disagree with the stream: reset", "stream", name, "holding", want, "pooled", pooled)
+	ts.l.logger.Error("buffer holdings disagree with the stream: reset", "stream", name, "holding", want, "pooled", pooled)
 	s.src.held = map[string]holding{}
 	s.src.poolHint = s.meta.First
 	s.src.dirty = true
@@ -434,7 +434,7 @@ func (l *Log) readSources(name []byte, b *bolt.Bucket, s *stream) {
 		s.src.stored = true
 		held, hint, err := decodeHoldings(v, s.meta)
 		if err != nil {
-			l.log.Warn("buffer stream holdings unusable: every stored event counts as one pooled source", "stream", string(name), "err", err)
+			l.logger.Warn("buffer stream holdings unusable: every stored event counts as one pooled source", "stream", string(name), "err", err)
 			held, hint = map[string]holding{}, s.meta.First
 			s.src.dirty = true
 		}

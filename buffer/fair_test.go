@@ -161,7 +161,7 @@ func drainAll(t *testing.T, l *buffertest.Log) {
 			break
 		}
 		from = next
-		if err := l.Ack("s", last); err != nil {
+		if err := l.Ack("s", buffer.DefaultConsumer, last); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -422,7 +422,7 @@ func TestFairConcurrent(t *testing.T) {
 				t.Error(err)
 			}
 			if last > 0 {
-				_ = l.Ack("s", last)
+				_ = l.Ack("s", buffer.DefaultConsumer, last)
 			}
 			time.Sleep(time.Millisecond)
 		}

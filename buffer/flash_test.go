@@ -24,7 +24,7 @@ func TestAcksRideAppends(t *testing.T) {
 		mustAppend(t, l, ev("s", i, 10))
 	}
 	c0, _ := l.CommitStats()
-	if err := l.Ack("s", 3); err != nil {
+	if err := l.Ack("s", buffer.DefaultConsumer, 3); err != nil {
 		t.Fatal(err)
 	}
 	mustAppend(t, l, ev("s", 3, 10))
@@ -35,7 +35,7 @@ func TestAcksRideAppends(t *testing.T) {
 	if st := statsOf(l, "s"); st.Events != 1 || st.First != 4 {
 		t.Fatalf("after the append's commit: %+v, want the acked events deleted", st)
 	}
-	if p := l.Position("s", buffer.UplinkConsumer); p != 3 {
+	if p := l.Position("s", buffer.DefaultConsumer); p != 3 {
 		t.Fatalf("committed uplink position %d, want 3", p)
 	}
 }
@@ -49,7 +49,7 @@ func TestAckIntervalAlone(t *testing.T) {
 	}
 	c0, _ := l.CommitStats()
 	for through := uint64(1); through <= 3; through++ {
-		if err := l.Ack("s", through); err != nil {
+		if err := l.Ack("s", buffer.DefaultConsumer, through); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -103,7 +103,7 @@ func TestDeferredCommittedOnStop(t *testing.T) {
 	opts := buffer.Options{AckInterval: time.Hour}
 	l := buffertest.MustOpenPath(t, path, opts)
 	mustAppend(t, l, ev("s", 0, 10))
-	if err := l.Ack("s", 1); err != nil {
+	if err := l.Ack("s", buffer.DefaultConsumer, 1); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -115,7 +115,7 @@ func TestDeferredCommittedOnStop(t *testing.T) {
 	l.Close()
 	err := <-done
 	l = buffertest.MustOpenPath(t, path, opts)
-	if p := l.Position("s", buffer.UplinkConsumer); p != 1 {
+	if p := l.Position("s", buffer.DefaultConsumer); p != 1 {
 		t.Fatalf("uplink position %d after a clean stop, want 1", p)
 	}
 	if v, _ := l.State("k"); err == nil && string(v) != "v" {

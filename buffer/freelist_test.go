@@ -23,7 +23,7 @@ func drained(t *testing.T) string {
 	if !buffer.FreelistInFile(path) {
 		t.Fatal("a file holding its backlog has no freelist: opening it would read the whole backlog")
 	}
-	if err := l.Ack("s", 3000); err != nil {
+	if err := l.Ack("s", buffer.DefaultConsumer, 3000); err != nil {
 		t.Fatal(err)
 	}
 	// The backlog deleted, then a commit that leaves the freelist out.

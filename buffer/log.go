@@ -44,10 +44,10 @@ const metaLen = 32
 
 // Log is a durable, bounded, multi-stream event log. See the package doc.
 type Log struct {
-	db   *bolt.DB
-	path string
-	opts Options
-	log  *slog.Logger
+	db     *bolt.DB
+	path   string
+	opts   Options
+	logger *slog.Logger
 
 	reqs    chan *appendReq
 	kick    chan struct{}
@@ -63,7 +63,7 @@ type Log struct {
 	committing map[ackKey]uint64
 	changed    chan struct{} // closed and replaced after a commit that appends
 	// retired lists, per stream, the consumers Configure dropped: a late
-	// Consume or Ack of theirs (a pipeline still stopping) is ignored.
+	// Ack or Tx.Ack of theirs (a pipeline still stopping) is ignored.
 	retired map[string]map[string]bool
 	cfgGen  uint64            // incremented by Configure
 	unsaved map[string]uint64 // disk_full refusals of failed commits, per stream
@@ -115,12 +115,6 @@ func (s *stream) clone() *stream {
 	return c
 }
 
-// ackKey names one consumer's position in one stream.
-type ackKey struct{ stream, consumer string }
-
-// UplinkConsumer is the consumer name Log.Ack records positions under.
-const UplinkConsumer = "uplink"
-
 type appendReq struct {
 	stream string
 	val    []byte
@@ -141,7 +135,7 @@ func Open(path string, opts Options) (*Log, error) {
 	l := &Log{
 		path:    path,
 		opts:    opts,
-		log:     opts.Logger,
+		logger:  opts.Logger,
 		reqs:    make(chan *appendReq, opts.QueueLen),
 		kick:    make(chan struct{}, 1),
 		acked:   make(chan struct{}, 1),
@@ -156,7 +150,7 @@ func Open(path string, opts Options) (*Log, error) {
 		if rerr := os.Rename(path, q); rerr != nil {
 			return nil, fmt.Errorf("quarantine %s: %w (after: %w)", path, rerr, err)
 		}
-		l.log.Error("buffer file corrupt: moved aside, starting an EMPTY buffer; events in the old file are NOT forwarded",
+		l.logger.Error("buffer file corrupt: moved aside, starting an EMPTY buffer; events in the old file are NOT forwarded",
 			"path", path, "quarantined_to", q, "err", err)
 		l.quarantined = q
 		l.streams = make(map[string]*stream)
@@ -194,7 +188,7 @@ func (l *Log) open() (err error) {
 			_ = db.Close()
 			return fmt.Errorf("open buffer %s: %w: %s: %v", l.path, ErrCorrupt, why, err)
 		}
-		l.log.Warn("buffer file checked page by page: intact", "path", l.path, "why", why)
+		l.logger.Warn("buffer file checked page by page: intact", "path", l.path, "why", why)
 	}
 	if err := l.load(db); err != nil {
 		_ = db.Close()
@@ -305,7 +299,7 @@ func (l *Log) load(db *bolt.DB) (err error) {
 					// offsets, and the uplink skip them: recount.
 					old := m
 					m = recount(ev)
-					l.log.Warn("buffer stream metadata behind its events (power cut without fsync?): recounted",
+					l.logger.Warn("buffer stream metadata behind its events (power cut without fsync?): recounted",
 						"stream", string(name), "was_next", old.Next, "next", m.Next, "events", m.Count)
 					buf := make([]byte, metaLen)
 					m.encode(buf)
@@ -565,35 +559,6 @@ func (l *Log) wait(r *appendReq) (err error, answered bool) {
 	}
 }
 
-// Ack records that the uplink delivered every event of stream up to and
-// including through, so the log may delete them (once every other consumer
-// the stream is configured with has processed them too). It does not wait,
-// and it starts no commit of its own: the next commit that appends
-// applies it, or one after Options.AckInterval when nothing is appended.
-// A crash before then forwards those events again (at-least-once).
-func (l *Log) Ack(stream string, through uint64) error {
-	select {
-	case <-l.stopped:
-		return ErrClosed
-	default:
-	}
-	// Not clamped to the committed Next here: a reader sees an event as
-	// soon as its transaction commits, before l.streams does, so the ack
-	// of a just-forwarded event would be cut back. The commit applying
-	// the ack clamps it to what its transaction holds.
-	l.mu.Lock()
-	k := ackKey{stream, UplinkConsumer}
-	if through > l.acks[k] {
-		l.acks[k] = through
-	}
-	l.mu.Unlock()
-	select {
-	case l.acked <- struct{}{}:
-	default:
-	}
-	return nil
-}
-
 // Changed returns a channel that is closed after the next commit that
 // appends at least one event.
 func (l *Log) Changed() <-chan struct{} {
@@ -648,14 +613,14 @@ func (l *Log) Read(stream string, from uint64, max int, fn func(off uint64, ev *
 				}
 				if err != nil {
 					next = off + 1
-					l.log.Error("buffer record unreadable, skipped", "stream", stream, "offset", off, "err", err)
+					l.logger.Error("buffer record unreadable, skipped", "stream", stream, "offset", off, "err", err)
 					continue
 				}
 				plain, v = p, p
 			}
 			next = off + 1
 			if err := event.Unmarshal(v, &ev); err != nil {
-				l.log.Error("buffer record unreadable, skipped", "stream", stream, "offset", off, "err", err)
+				l.logger.Error("buffer record unreadable, skipped", "stream", stream, "offset", off, "err", err)
 				continue
 			}
 			n++

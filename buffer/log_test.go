@@ -82,7 +82,7 @@ func TestAppendReadAckReopen(t *testing.T) {
 	if offs, _ := readAll(t, l, "a", 7); len(offs) != 4 || offs[0] != 7 {
 		t.Fatalf("read from 7: %v", offs)
 	}
-	if err := l.Ack("a", 4); err != nil {
+	if err := l.Ack("a", buffer.DefaultConsumer, 4); err != nil {
 		t.Fatal(err)
 	}
 	l.Close()
@@ -96,7 +96,7 @@ func TestAppendReadAckReopen(t *testing.T) {
 		t.Fatalf("after ack and reopen: %v", offs)
 	}
 	// Offsets are never reused, even after everything is acked.
-	if err := l.Ack("a", 100); err != nil {
+	if err := l.Ack("a", buffer.DefaultConsumer, 100); err != nil {
 		t.Fatal(err)
 	}
 	mustAppend(t, l, &event.Event{Stream: "a", Payload: []byte("z")})
@@ -323,7 +323,7 @@ func TestClosedErrors(t *testing.T) {
 	if err := l.Append(context.Background(), ev("s", 1, 1)); !errors.Is(err, buffer.ErrClosed) {
 		t.Fatalf("append after close: %v", err)
 	}
-	if err := l.Ack("s", 1); !errors.Is(err, buffer.ErrClosed) {
+	if err := l.Ack("s", buffer.DefaultConsumer, 1); !errors.Is(err, buffer.ErrClosed) {
 		t.Fatalf("ack after close: %v", err)
 	}
 }
@@ -417,7 +417,7 @@ func TestChurnBounded(t *testing.T) {
 			}
 		}
 		st := statsOf(l, "s")
-		if err := l.Ack("s", st.Next-1-backlog); err != nil {
+		if err := l.Ack("s", buffer.DefaultConsumer, st.Next-1-backlog); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, func() bool { return statsOf(l, "s").Events == backlog })

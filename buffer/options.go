@@ -92,13 +92,20 @@ type StreamConfig struct {
 	MaxBytes  int64
 	Overflow  Overflow
 	TTL       time.Duration
-	// Consumers lists who must process an event before it is deleted
-	// (UplinkConsumer for Log.Ack, pipeline names for Tx.Consume). Empty:
-	// the uplink alone. Positions of other consumers never delete: when
-	// events are deleted before such a consumer processed them, they are
-	// counted as DropUnconsumed; Configure (and Open) forget the positions
-	// of consumers a stream no longer lists.
+	// Consumers lists who must process an event before it is deleted:
+	// the names they Ack under (the uplink, outbox deliverers, pipelines).
+	// Empty: DefaultConsumer alone. Positions of other consumers never
+	// delete: when events are deleted before such a consumer processed
+	// them, they are counted as DropUnconsumed; Configure (and Open)
+	// forget the positions of consumers a stream no longer lists.
 	Consumers []string
+	// Inherit renames consumers without losing their place: a required
+	// consumer listed here (key) that has no position of its own starts
+	// from the position stored under its former name (value), which is
+	// then forgotten unless the stream still requires it. The new
+	// position reaches the file with the stream's next commit; until then
+	// a restart inherits again, from the same former position.
+	Inherit map[string]string
 	// Retain keeps processed events this long after they were accepted,
 	// so a consumer can be rewound to them (Rewind); bounds and TTL still
 	// apply. 0: delete once processed.

@@ -28,11 +28,11 @@ func TestRetainAndRewind(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := l.Ack(s, 5); err != nil {
+		if err := l.Ack(s, buffer.DefaultConsumer, 5); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got := l.Acked("kept"); got != 5 {
+	if got := l.Acked("kept", buffer.DefaultConsumer); got != 5 {
 		t.Fatalf("Acked before the commit = %d, want 5 (pending acks count)", got)
 	}
 	commit := func() {
@@ -54,14 +54,14 @@ func TestRetainAndRewind(t *testing.T) {
 		t.Fatalf("after the ack: kept %d events (want 5, retained), gone %d (want 0)", k, g)
 	}
 
-	if err := l.Rewind("kept", buffer.UplinkConsumer, 3); err != nil {
+	if err := l.Rewind("kept", buffer.DefaultConsumer, 3); err != nil {
 		t.Fatalf("Rewind: %v", err)
 	}
-	if got := l.Acked("kept"); got != 2 {
+	if got := l.Acked("kept", buffer.DefaultConsumer); got != 2 {
 		t.Fatalf("Acked after rewinding to 3 = %d, want 2", got)
 	}
 	var offs []uint64
-	if _, err := l.Read("kept", l.Acked("kept")+1, 10, func(off uint64, _ *event.Event) error {
+	if _, err := l.Read("kept", l.Acked("kept", buffer.DefaultConsumer)+1, 10, func(off uint64, _ *event.Event) error {
 		offs = append(offs, off)
 		return nil
 	}); err != nil || len(offs) != 3 || offs[0] != 3 {
@@ -71,13 +71,13 @@ func TestRetainAndRewind(t *testing.T) {
 		stream string
 		to     uint64
 	}{{"kept", 0}, {"kept", 7}, {"gone", 2}, {"nosuch", 1}} {
-		if err := l.Rewind(tc.stream, buffer.UplinkConsumer, tc.to); !errors.Is(err, buffer.ErrOffsetGone) {
+		if err := l.Rewind(tc.stream, buffer.DefaultConsumer, tc.to); !errors.Is(err, buffer.ErrOffsetGone) {
 			t.Errorf("Rewind(%s, %d) = %v, want ErrOffsetGone", tc.stream, tc.to, err)
 		}
 	}
 
 	// Acked again, then older than Retain: the sweep deletes them.
-	if err := l.Ack("kept", 5); err != nil {
+	if err := l.Ack("kept", buffer.DefaultConsumer, 5); err != nil {
 		t.Fatal(err)
 	}
 	commit()
@@ -91,7 +91,7 @@ func TestRetainAndRewind(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if err := l.Rewind("kept", buffer.UplinkConsumer, 3); !errors.Is(err, buffer.ErrOffsetGone) {
+	if err := l.Rewind("kept", buffer.DefaultConsumer, 3); !errors.Is(err, buffer.ErrOffsetGone) {
 		t.Fatalf("Rewind onto swept events = %v, want ErrOffsetGone", err)
 	}
 }

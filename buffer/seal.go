@@ -138,7 +138,7 @@ func (l *Log) sealState(tx *bolt.Tx) error {
 		}
 		plain, err := openValue(keys, nil, v, []byte(stateAADPrefix+name), "state", name)
 		if err != nil {
-			l.log.Error("buffer state value unreadable: left as it is", "state", name, "err", err)
+			l.logger.Error("buffer state value unreadable: left as it is", "state", name, "err", err)
 			return nil
 		}
 		puts = append(puts, [2][]byte{bytes.Clone(k), sealValue(keys, plain, stateAADPrefix, name)})
@@ -153,7 +153,7 @@ func (l *Log) sealState(tx *bolt.Tx) error {
 		}
 	}
 	if len(puts) > 0 {
-		l.log.Info("buffer state sealed with the active key", "values", len(puts), "key", keys.ActiveID())
+		l.logger.Info("buffer state sealed with the active key", "values", len(puts), "key", keys.ActiveID())
 	}
 	return nil
 }

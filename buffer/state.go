@@ -49,7 +49,7 @@ func (l *Log) checkDue() string {
 // setState replaces the state file durably.
 func (l *Log) setState(state string) {
 	if err := durable.WriteFile(l.statePath(), state+"\n"); err != nil {
-		l.log.Warn("buffer state file not written", "path", l.statePath(), "err", err)
+		l.logger.Warn("buffer state file not written", "path", l.statePath(), "err", err)
 	}
 }
 

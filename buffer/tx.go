@@ -34,14 +34,6 @@ func (tx *Tx) Append(ev *event.Event) error {
 	return res.err
 }
 
-// Consume records that consumer has processed stream through offset
-// through; events every consumer the stream requires has processed are
-// deleted (see StreamConfig.Consumers). It is ignored for a consumer that
-// Configure removed from the stream.
-func (tx *Tx) Consume(stream, consumer string, through uint64) error {
-	return tx.ts.consume(stream, consumer, through)
-}
-
 // PutState stores opaque state under name (e.g. a pipeline's stage
 // state), sealed with Options.Keys if set. Without keys, val must not
 // start with keyring.Marker (0xFE, which neither CBOR nor UTF-8 text
@@ -84,16 +76,6 @@ func (l *Log) State(name string) ([]byte, error) {
 		return err
 	})
 	return out, err
-}
-
-// Position returns how far consumer has processed stream (0: nothing).
-func (l *Log) Position(stream, consumer string) uint64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if s, ok := l.streams[stream]; ok {
-		return s.consumers[consumer]
-	}
-	return 0
 }
 
 // Update runs fn in the next group commit and returns after that commit

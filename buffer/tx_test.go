@@ -14,7 +14,7 @@ import (
 func TestUpdateAtomic(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "b.db")
 	opts := buffer.Options{Streams: []buffer.StreamConfig{
-		{Name: "raw", Consumers: []string{buffer.UplinkConsumer, "p1"}},
+		{Name: "raw", Consumers: []string{buffer.DefaultConsumer, "p1"}},
 		{Name: "small", MaxEvents: 1, Overflow: buffer.Reject},
 	}}
 	l := buffertest.MustOpenPath(t, path, opts)
@@ -23,7 +23,7 @@ func TestUpdateAtomic(t *testing.T) {
 		mustAppend(t, l, ev("raw", i, 10))
 	}
 	// The uplink alone may not delete what the pipeline has not processed.
-	if err := l.Ack("raw", 10); err != nil {
+	if err := l.Ack("raw", buffer.DefaultConsumer, 10); err != nil {
 		t.Fatal(err)
 	}
 	var refused error
@@ -38,7 +38,7 @@ func TestUpdateAtomic(t *testing.T) {
 		if err := tx.PutState("p1", []byte("state-1")); err != nil {
 			return err
 		}
-		return tx.Consume("raw", "p1", 6)
+		return tx.Ack("raw", "p1", 6)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -71,11 +71,11 @@ func TestUpdateAtomic(t *testing.T) {
 	if p := l.Position("raw", "p1"); p != 6 {
 		t.Fatalf("position %d", p)
 	}
-	if p := l.Position("raw", buffer.UplinkConsumer); p != 10 {
+	if p := l.Position("raw", buffer.DefaultConsumer); p != 10 {
 		t.Fatalf("uplink position %d", p)
 	}
 	// Once p1 catches up, everything goes.
-	if err := l.Update(ctx, func(tx *buffer.Tx) error { return tx.Consume("raw", "p1", 10) }); err != nil {
+	if err := l.Update(ctx, func(tx *buffer.Tx) error { return tx.Ack("raw", "p1", 10) }); err != nil {
 		t.Fatal(err)
 	}
 	if st := statsOf(l, "raw"); st.Events != 0 {

@@ -95,7 +95,7 @@ func wearCase(b *testing.B, rate float64, opts buffer.Options, backlog int) {
 			}
 			if last > 0 {
 				next = n
-				_ = l.Ack("s", last)
+				_ = l.Ack("s", buffer.DefaultConsumer, last)
 				continue
 			}
 			select {
@@ -106,8 +106,8 @@ func wearCase(b *testing.B, rate float64, opts buffer.Options, backlog int) {
 		}
 	})
 	const sensors = 10
-	per := time.Duration(float64(time.Second) * sensors / rate) // one sensor's interval
-	for l.Acked("s") < uint64(backlog) {                        // the backlog forwarded
+	per := time.Duration(float64(time.Second) * sensors / rate)  // one sensor's interval
+	for l.Acked("s", buffer.DefaultConsumer) < uint64(backlog) { // the backlog forwarded
 		select {
 		case <-l.Changed():
 		case <-time.After(10 * time.Millisecond):

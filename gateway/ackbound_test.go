@@ -12,8 +12,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/ferrygw/ferry/buffer"
 	"github.com/ferrygw/ferry/internal/mqtttest"
+	"github.com/ferrygw/ferry/uplink"
 )
 
 // TestKillAfterAcks kills the real ferry right after the cloud
@@ -119,7 +119,7 @@ func uplinkPosition(status string) int64 {
 	}
 	for _, s := range stats {
 		if s.Name == "telemetry" {
-			return int64(s.Consumers[buffer.UplinkConsumer])
+			return int64(s.Consumers[uplink.Consumer])
 		}
 	}
 	return 0

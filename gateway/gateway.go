@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,7 +37,7 @@ import (
 var _ uplink.Queue = (*buffer.Log)(nil)
 
 // The buffer is where the broker ingests.
-var _ broker.Log = (*buffer.Log)(nil)
+var _ broker.EventSink = (*buffer.Log)(nil)
 
 // Gateway is one running ferry.
 type Gateway struct {
@@ -384,16 +385,28 @@ func bufferOptions(cfg *config.Config, log *slog.Logger) (buffer.Options, error)
 			Name: s.Name, MaxEvents: s.MaxEvents, MaxBytes: int64(s.MaxBytes), Overflow: ov, TTL: s.TTL,
 			Retain: s.Retain,
 		}
+		// An outbox is kept until its deliverer (and the uplink, when it is
+		// forwarded too) has delivered it; the deliverer's position was
+		// stored under the default consumer before it had a name.
+		if config.IsOutbox(s.Name) {
+			sc.Consumers = append(sc.Consumers, outbox.Consumer)
+			if cfg.Forwarded(s.Name) {
+				sc.Consumers = append(sc.Consumers, uplink.Consumer)
+			}
+			sc.Inherit = map[string]string{outbox.Consumer: outbox.FormerConsumer}
+		}
 		// A stream that pipelines read is kept until each of them (and the
 		// uplink, when it is forwarded too) has processed it.
 		if readers := cfg.PipelinesReading(s.Name); len(readers) > 0 {
 			if cfg.Forwarded(s.Name) {
-				sc.Consumers = append(sc.Consumers, buffer.UplinkConsumer)
+				sc.Consumers = append(sc.Consumers, uplink.Consumer)
 			}
 			for _, r := range readers {
 				sc.Consumers = append(sc.Consumers, rules.ConsumerName(r))
 			}
 		}
+		slices.Sort(sc.Consumers)
+		sc.Consumers = slices.Compact(sc.Consumers) // an outbox pipelines read
 		o.Streams = append(o.Streams, sc)
 	}
 	return o, nil

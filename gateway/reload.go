@@ -12,6 +12,7 @@ import (
 
 	"github.com/ferrygw/ferry/gateway/config"
 	"github.com/ferrygw/ferry/internal/sdnotify"
+	"github.com/ferrygw/ferry/uplink"
 )
 
 // Sentinel errors of New, Reload and Replay.
@@ -271,7 +272,7 @@ func (g *Gateway) Replay(ctx context.Context, stream string, from uint64) error 
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	req := &reloadReq{cfg: cfg, parts: p, done: make(chan struct{}), between: func() error {
-		return g.buf.Rewind(stream, buffer.UplinkConsumer, from)
+		return g.buf.Rewind(stream, uplink.Consumer, from)
 	}}
 	if err := g.handOver(ctx, req); err != nil {
 		return fmt.Errorf("gateway: replay: %w", err)

@@ -350,7 +350,7 @@ func reloadAfterAckInCommit(t *testing.T) bool {
 	// B is the next commit: it takes the pending ack and holds it open.
 	held, releaseB := make(chan bool, 1), make(chan struct{})
 	doneB := hold(func() {
-		held <- buf.Position("telemetry", buffer.UplinkConsumer) == 0
+		held <- buf.Position("telemetry", uplink.Consumer) == 0
 		<-releaseB
 	})
 	close(releaseA)

@@ -3,9 +3,11 @@ package gateway
 import (
 	"time"
 
-	"github.com/ferrygw/ferry/buffer"
+	"github.com/ferrygw/ferry/gateway/config"
 	"github.com/ferrygw/ferry/gateway/opsapi"
+	"github.com/ferrygw/ferry/gateway/outbox"
 	"github.com/ferrygw/ferry/gateway/rules"
+	"github.com/ferrygw/ferry/uplink"
 )
 
 // The gateway is what the status listener reports on and operates.
@@ -71,8 +73,11 @@ func (g *Gateway) BufferStats() []opsapi.BufferStream {
 			bs.OldestAge = opsapi.Duration(now.Sub(s.Oldest).Round(time.Millisecond))
 		}
 		consumers := map[string]uint64{}
-		if p := g.buf.Position(s.Name, buffer.UplinkConsumer); p > 0 || bs.Forwarded {
-			consumers[buffer.UplinkConsumer] = p
+		if bs.Forwarded || (!config.IsOutbox(s.Name) && g.buf.Position(s.Name, uplink.Consumer) > 0) {
+			consumers[uplink.Consumer] = g.buf.Position(s.Name, uplink.Consumer)
+		}
+		if config.IsOutbox(s.Name) {
+			consumers[outbox.Consumer] = g.buf.Position(s.Name, outbox.Consumer)
 		}
 		for _, name := range cfg.PipelinesReading(s.Name) {
 			c := rules.ConsumerName(name)

@@ -86,9 +86,9 @@ func TestUplinkPoisonLandsInDeadLetters(t *testing.T) {
 	fdone := make(chan error, 1)
 	go func() { fdone <- fwd.Run(fctx) }()
 	deadline := time.Now().Add(30 * time.Second)
-	for buf.Acked("telemetry") != n {
+	for buf.Acked("telemetry", uplink.Consumer) != n {
 		if time.Now().After(deadline) {
-			t.Fatalf("acked %d of %d; status %+v", buf.Acked("telemetry"), n, fwd.Status())
+			t.Fatalf("acked %d of %d; status %+v", buf.Acked("telemetry", uplink.Consumer), n, fwd.Status())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -94,10 +94,13 @@ func (q *memQueue) Read(stream string, from uint64, max int, fn func(uint64, *ev
 	return next, nil
 }
 
-func (q *memQueue) Ack(stream string, through uint64) error {
+func (q *memQueue) Ack(stream, consumer string, through uint64) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.ackCalls++
+	if consumer != Consumer {
+		return fmt.Errorf("memQueue: ack %s as %q, want %q", stream, consumer, Consumer)
+	}
 	s := q.streams[stream]
 	if s == nil || through > uint64(len(s.evs)) {
 		return fmt.Errorf("memQueue: ack %s through %d beyond the end", stream, through)
@@ -106,10 +109,10 @@ func (q *memQueue) Ack(stream string, through uint64) error {
 	return nil
 }
 
-func (q *memQueue) Acked(stream string) uint64 {
+func (q *memQueue) Acked(stream, consumer string) uint64 {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if s := q.streams[stream]; s != nil {
+	if s := q.streams[stream]; s != nil && consumer == Consumer {
 		return s.acked
 	}
 	return 0

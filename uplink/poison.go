@@ -399,7 +399,7 @@ func (f *Forwarder) isolate(c *conn, s *suspect) bool {
 			}
 		}
 	}
-	if err := f.q.Ack(st.name, s.through); err != nil {
+	if err := f.q.Ack(st.name, Consumer, s.through); err != nil {
 		err = fmt.Errorf("%w: ack %s through %d: %w", ErrQueue, st.name, s.through, err)
 		f.setError(err)
 		f.log.Error("ack failed", "err", err)

@@ -88,7 +88,7 @@ func (f *Forwarder) refreshStreams() {
 		st := f.streams[name]
 		if st == nil {
 			st = &streamState{name: name, dirty: true}
-			if through := f.q.Acked(name); through > 0 {
+			if through := f.q.Acked(name, Consumer); through > 0 {
 				st.next, st.ackedNext = through+1, through+1
 			}
 			f.mu.Lock()

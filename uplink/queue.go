@@ -6,6 +6,12 @@ import (
 	"github.com/ferrygw/ferry/event"
 )
 
+// Consumer is the name the Forwarder records its positions under in the
+// Queue. Buffer files hold the uplink's positions under it, and it is the
+// consumer the buffer requires of a stream whose configuration names none
+// (buffer.DefaultConsumer): it must not change.
+const Consumer = "uplink"
+
 // Queue is the durable log the Forwarder drains. Implementations must be safe for concurrent use.
 type Queue interface {
 	// Streams lists the streams currently in the log.
@@ -14,12 +20,13 @@ type Queue interface {
 	// (events below the oldest kept offset are skipped, not an error). It returns the offset after the last event passed to fn
 	// (or from, when there was none). fn must not retain ev past the call.
 	Read(stream string, from uint64, max int, fn func(off uint64, ev *event.Event) error) (next uint64, err error)
-	// Ack records that every event of stream up to and including offset through reached the cloud; the log may delete them.
-	// It must not wait for disk I/O: the log commits acks with its next group commit. Acking an already-acked offset is a no-op.
-	Ack(stream string, through uint64) error
-	// Acked returns the offset through which Ack has recorded delivery on stream, committed or not (0: none).
+	// Ack records that every event of stream up to and including offset through reached the cloud, as the position of
+	// consumer (the Forwarder passes Consumer); the log may delete them. It must not wait for disk I/O: the log commits
+	// acks with its next group commit. Acking an already-acked offset is a no-op.
+	Ack(stream, consumer string, through uint64) error
+	// Acked returns the offset through which Ack has recorded consumer's delivery on stream, committed or not (0: none).
 	// The Forwarder starts each stream after it, so a restarted Forwarder does not resend what its predecessor delivered.
-	Acked(stream string) uint64
+	Acked(stream, consumer string) uint64
 	// Changed returns a channel that is closed after the next commit that appends events.
 	Changed() <-chan struct{}
 }

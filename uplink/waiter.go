@@ -117,7 +117,7 @@ func (f *Forwarder) complete(c *conn, r *record, err error) {
 		// An earlier message of the stream failed in this session: acking
 		// this one would skip it. Both are resent on the next connection.
 	default:
-		if aerr := f.q.Ack(st.name, r.through); aerr != nil {
+		if aerr := f.q.Ack(st.name, Consumer, r.through); aerr != nil {
 			aerr = fmt.Errorf("%w: ack %s through %d: %w", ErrQueue, st.name, r.through, aerr)
 			f.setError(aerr)
 			f.log.Error("ack failed", "err", aerr)

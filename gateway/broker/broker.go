@@ -25,8 +25,10 @@ import (
 	"go.etcd.io/bbolt"
 )
 
-// Log is where ingested events go; *buffer.Log satisfies it.
-type Log interface {
+// EventSink is where the broker hands the events it accepts: the durable
+// log, whose answer decides each PUBLISH's acknowledgement;
+// *buffer.Log satisfies it.
+type EventSink interface {
 	// Enqueue queues ev for the log's next commit and returns without
 	// waiting for it; the Pending's Wait returns once ev is stored durably
 	// (per the log's durability) or says why it was not. Events are
@@ -34,7 +36,7 @@ type Log interface {
 	Enqueue(ctx context.Context, ev *event.Event) (buffer.Pending, error)
 }
 
-var _ Log = (*buffer.Log)(nil)
+var _ EventSink = (*buffer.Log)(nil)
 
 // Route sends PUBLISHes whose topic matches any of Topics to Stream.
 type Route struct {
@@ -123,9 +125,9 @@ const DefaultMaxPendingWrites = 256
 // Broker is the embedded MQTT broker plus the ingest hook.
 type Broker struct {
 	cfg    Config
-	log    *slog.Logger
+	logger *slog.Logger
 	server *mqtt.Server
-	store  Log
+	sink   EventSink
 	tls    *tlsReloader // nil without a TLS listener
 	// sessions marks the session store clean after a clean stop (nil
 	// without one).
@@ -204,7 +206,7 @@ type Stats struct {
 }
 
 // New configures the broker and its listeners; Run serves them.
-func New(cfg Config, store Log) (*Broker, error) {
+func New(cfg Config, sink EventSink) (*Broker, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -227,7 +229,7 @@ func New(cfg Config, store Log) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Broker{cfg: cfg, log: cfg.Logger, store: store}
+	b := &Broker{cfg: cfg, logger: cfg.Logger, sink: sink}
 	if b.budget, err = newBudget(cfg.Budget, cfg.Audit, cfg.Now); err != nil {
 		return nil, err
 	}
@@ -482,7 +484,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	if err := b.server.Serve(); err != nil {
 		return fmt.Errorf("broker: serve: %w", err)
 	}
-	b.log.Info("broker listening", "tcp", b.Addr(), "tls", b.TLSAddr(), "websocket", b.WebsocketAddr())
+	b.logger.Info("broker listening", "tcp", b.Addr(), "tls", b.TLSAddr(), "websocket", b.WebsocketAddr())
 	<-ctx.Done()
 	b.stopAppends()
 	if err := b.server.Close(); err != nil {
@@ -554,7 +556,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 			}
 		}
 	}
-	p, err := b.store.Enqueue(b.appendCtx, &ev)
+	p, err := b.sink.Enqueue(b.appendCtx, &ev)
 	if err != nil {
 		return pk, b.refuse(cl, pk.TopicName, pk.FixedHeader.Qos, r.Stream, err)
 	}
@@ -611,7 +613,7 @@ func (w *commitWait) Wait() error {
 // by the number of sensors.
 func (b *Broker) refuse(cl *mqtt.Client, topic string, qos byte, stream string, err error) error {
 	n := b.refused.Add(1)
-	b.log.Warn("publish refused: event not stored, not acknowledged",
+	b.logger.Warn("publish refused: event not stored, not acknowledged",
 		"stream", stream, "client_id", cl.ID, "topic", topic, "err", err, "refused_total", n)
 	if cl.Properties.ProtocolVersion == 5 && qos > 0 {
 		if errors.Is(err, context.Canceled) {

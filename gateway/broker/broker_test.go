@@ -18,7 +18,7 @@ import (
 )
 
 // start runs a broker on a free port, ingesting into l.
-func start(t testing.TB, l broker.Log, mod func(*broker.Config)) *broker.Broker {
+func start(t testing.TB, l broker.EventSink, mod func(*broker.Config)) *broker.Broker {
 	t.Helper()
 	cfg := broker.Config{
 		Listen:         "127.0.0.1:0",

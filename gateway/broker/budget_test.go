@@ -357,7 +357,7 @@ func sortStrings(s []string) {
 var runs sync.Map // *testing.T → chan error
 
 // run starts a broker that stops when ctx ends; waitRun waits for that.
-func run(t *testing.T, ctx context.Context, l broker.Log, mod func(*broker.Config)) *broker.Broker {
+func run(t *testing.T, ctx context.Context, l broker.EventSink, mod func(*broker.Config)) *broker.Broker {
 	t.Helper()
 	cfg := broker.Config{AllowAnonymous: true, MaxPacketSize: 8192,
 		Routes: []broker.Route{{Topics: []string{"sensors/#"}, Stream: "telemetry"}}}

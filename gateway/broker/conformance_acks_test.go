@@ -196,7 +196,7 @@ func (s wireStep) check(t *testing.T, c *wireConn) {
 // wireBrokers returns the addresses to run an exchange against: ferry's
 // broker (ingesting every topic into l's stream "all"), also returned, and
 // Mosquitto.
-func wireBrokers(t *testing.T, l broker.Log) (map[string]string, *broker.Broker) {
+func wireBrokers(t *testing.T, l broker.EventSink) (map[string]string, *broker.Broker) {
 	mqtttest.RequireMosquitto(t)
 	b := start(t, l, func(c *broker.Config) {
 		c.Routes = []broker.Route{{Topics: []string{"#"}, Stream: "all"}}

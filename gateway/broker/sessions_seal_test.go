@@ -51,7 +51,7 @@ func secret(t *testing.T, what string) string {
 
 // runBroker starts a broker for one phase of a test; stop closes it (and
 // its session file) and waits.
-func runBroker(t *testing.T, l broker.Log, cfg broker.Config) (b *broker.Broker, stop func()) {
+func runBroker(t *testing.T, l broker.EventSink, cfg broker.Config) (b *broker.Broker, stop func()) {
 	t.Helper()
 	b, err := broker.New(cfg, l)
 	if err != nil {

@@ -140,6 +140,12 @@ func MQTTOutbox() string { return "_mqtt" }
 // WebhookOutbox is the outbox stream of output i of pipeline p.
 func WebhookOutbox(p string, i int) string { return fmt.Sprintf("_webhook.%s.%d", p, i) }
 
+// IsOutbox reports whether stream is an outbox (MQTTOutbox or a
+// WebhookOutbox), drained by a deliverer rather than forwarded.
+func IsOutbox(stream string) bool {
+	return stream == MQTTOutbox() || strings.HasPrefix(stream, "_webhook.")
+}
+
 func (c *Config) setPipelineDefaults() {
 	setString(&c.DeadLetters.Stream, DefaultDeadLetterStream)
 	if c.DeadLetters.MaxPayload == 0 && !c.explicit("dead_letters.max_payload") {

@@ -13,13 +13,24 @@ import (
 // reads and acknowledges, and the dead-letter stream it appends to.
 type Log interface {
 	Read(stream string, from uint64, max int, fn func(off uint64, ev *event.Event) error) (uint64, error)
-	Ack(stream string, through uint64) error
-	Acked(stream string) uint64
+	Ack(stream, consumer string, through uint64) error
+	Acked(stream, consumer string) uint64
 	Changed() <-chan struct{}
 	Append(ctx context.Context, ev *event.Event) error
 }
 
 var _ Log = (*buffer.Log)(nil)
+
+// Consumer is the name a deliverer acknowledges its outbox stream under;
+// each outbox stream has exactly one deliverer. Before ferry named it,
+// outbox positions were stored under FormerConsumer (the buffer's default
+// consumer, shared with the uplink); the gateway configures outbox
+// streams to inherit that position (buffer.StreamConfig.Inherit), so an
+// upgraded gateway neither delivers twice nor skips.
+const (
+	Consumer       = "outbox"
+	FormerConsumer = buffer.DefaultConsumer
+)
 
 // Deliver delivers one event. It returns only once the event is done with
 // (delivered, or given up on and dead-lettered), or with the error of ctx.
@@ -41,7 +52,7 @@ func Drain(ctx context.Context, q Log, stream string, log *slog.Logger, deliver 
 	// After what a predecessor acknowledged (a reload restarts deliverers):
 	// an ack may still wait for its commit, and those events must not be
 	// delivered twice.
-	next := q.Acked(stream) + 1
+	next := q.Acked(stream, Consumer) + 1
 	pause := retryMin
 	failed := func(msg string, err error) bool {
 		log.Error(msg, "stream", stream, "retry_in", pause, "err", err)
@@ -64,7 +75,7 @@ func Drain(ctx context.Context, q Log, stream string, log *slog.Logger, deliver 
 				return nil // only the end of ctx ends a delivery
 			}
 			for {
-				err := q.Ack(stream, offs[i])
+				err := q.Ack(stream, Consumer, offs[i])
 				if err == nil {
 					break
 				}

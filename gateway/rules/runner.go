@@ -567,7 +567,7 @@ func (r *Runner) commit(ctx context.Context, through uint64, deferred bool) erro
 		if err := tx.PutState(r.stateKey(), state); err != nil {
 			return err
 		}
-		return tx.Consume(r.p.Input, r.p.Consumer(), through)
+		return tx.Ack(r.p.Input, r.p.Consumer(), through)
 	})
 	if err != nil {
 		return fmt.Errorf("pipeline %s: commit: %w", r.p.Name, err)

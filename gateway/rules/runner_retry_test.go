@@ -290,7 +290,7 @@ func TestRunnerOutputRefused(t *testing.T) {
 					// Acked on every poll, not once: Ack bounds its offset
 					// by the committed stream state, which a Read can run
 					// ahead of for a moment.
-					if err := l.Ack("out", from-1); err != nil {
+					if err := l.Ack("out", buffer.DefaultConsumer, from-1); err != nil {
 						t.Fatal(err)
 					}
 					return len(outs) >= n
