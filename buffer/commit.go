@@ -15,9 +15,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// failLogEvery spaces the log lines of commits that keep failing.
-const failLogEvery = 10 * time.Second
-
 // Run is the commit loop: it groups queued appends and pending acks into
 // one transaction each time around, starting the next commit as soon as the
 // previous one ended. It returns nil after ctx ends, once what was already
@@ -488,15 +485,12 @@ func (l *Log) committedAnyway(ts *txState) bool {
 	return seen
 }
 
-// commitFailed logs a failed commit, at most once per failLogEvery while
-// they keep failing (acks retry every commit, and a full SD card should
-// not fill with the log's complaints about it).
+// commitFailed logs a failed commit. Commits that keep failing (acks
+// retry every commit) log a line each: the gateway's one rate-limited
+// handler (internal/logging) keeps a full SD card from filling with them,
+// as it does for every component.
 func (l *Log) commitFailed(err error, events int) {
-	l.failures++
-	if now := time.Now(); now.Sub(l.lastFailLog) >= failLogEvery {
-		l.logger.Error("buffer commit failed", "events", events, "failures", l.failures, "err", err)
-		l.lastFailLog, l.failures = now, 0
-	}
+	l.logger.Error("buffer commit failed", "events", events, "err", err)
 }
 
 // attempt runs one transaction over batch. failed is the request whose

@@ -71,8 +71,6 @@ type Log struct {
 	diskFull    atomic.Bool
 	damaged     atomic.Bool // bbolt panicked in a commit (see state.go)
 	behind      atomic.Bool // a commit left deletions for the next one
-	lastFailLog time.Time   // commit loop only
-	failures    int         // failed commits since lastFailLog
 	pageSize    int
 	growStep    int
 	noRuns      bool     // commit loop only: see learnRuns

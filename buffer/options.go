@@ -201,7 +201,10 @@ type Options struct {
 	// process (see state.go); "" if unknown.
 	BootID string
 
-	Now    func() time.Time
+	Now func() time.Time
+	// Logger receives the log's lines. It logs each failed commit, and
+	// while the disk fails that is every commit: give it a rate-limited
+	// handler (the gateway's, internal/logging). Nil: discarded.
 	Logger *slog.Logger
 }
 

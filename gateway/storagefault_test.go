@@ -357,8 +357,7 @@ status:
 		t.Errorf("phase 2: ferry did not log the failing commits")
 	}
 	// Bounded: hundreds of refusals and failed commits in a few lines
-	// (the logger passes 5 lines of a kind a minute, and the buffer logs
-	// failing commits once every 10 s).
+	// (the logger passes 5 lines of a kind a minute).
 	if len(lines) > 40 {
 		t.Errorf("phase 2: ferry logged %d WARN/ERROR lines for %d refused readings: not bounded", len(lines), refusedCount(codes))
 	}
