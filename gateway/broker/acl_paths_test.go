@@ -208,6 +208,7 @@ func (c *rawClient) sub(filters ...string) []byte {
 		if ack.FixedHeader.Type == packets.Suback {
 			return ack.ReasonCodes
 		}
+		c.hold(ack)
 	}
 }
 
@@ -217,7 +218,7 @@ func (c *rawClient) collect(quiet time.Duration) []string {
 	c.t.Helper()
 	var got []string
 	for {
-		pk, err := c.read(quiet)
+		pk, err := c.next(quiet)
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			return got
@@ -239,7 +240,7 @@ func (c *rawClient) collect(quiet time.Duration) []string {
 func (c *rawClient) expectPublish(topic string) packets.Packet {
 	c.t.Helper()
 	for {
-		pk, err := c.read(hangDeadline)
+		pk, err := c.next(hangDeadline)
 		if err != nil {
 			c.t.Fatalf("waiting for a PUBLISH to %s: %v", topic, err)
 		}
@@ -262,6 +263,7 @@ func (c *rawClient) pub(id uint16, pk packets.Packet) byte {
 		if ack.FixedHeader.Type == packets.Puback && ack.PacketID == id {
 			return ack.ReasonCode
 		}
+		c.hold(ack)
 	}
 }
 

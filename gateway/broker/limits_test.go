@@ -26,6 +26,29 @@ type rawClient struct {
 	conn net.Conn
 	r    *bufio.Reader
 	ver  byte
+	// held are PUBLISHes read while waiting for an acknowledgement (pub,
+	// sub): a client's own delivery may come before or after its PUBACK
+	// (the broker queues it for subscribers first, then acknowledges; the
+	// two are written by different goroutines). expectPublish and collect
+	// read them first.
+	held []packets.Packet
+}
+
+// next returns a held PUBLISH, else the next packet read.
+func (c *rawClient) next(timeout time.Duration) (packets.Packet, error) {
+	if len(c.held) > 0 {
+		pk := c.held[0]
+		c.held = c.held[1:]
+		return pk, nil
+	}
+	return c.read(timeout)
+}
+
+// hold keeps pk for expectPublish and collect if it is a PUBLISH.
+func (c *rawClient) hold(pk packets.Packet) {
+	if pk.FixedHeader.Type == packets.Publish {
+		c.held = append(c.held, pk)
+	}
 }
 
 // dialRaw connects to addr and sends CONNECT with protocol version ver (4
