@@ -341,6 +341,12 @@ func TestQueuedMessageExpiry(t *testing.T) {
 			}
 		})
 		t.Run(tg.name+"/restart", func(t *testing.T) {
+			if tg.name == "mosquitto" {
+				// Mosquitto 2.0.11 delivered the expired message after its
+				// restart in 2 of our CI runs under qemu load (README,
+				// "What differs from Mosquitto and why").
+				return
+			}
 			q := tg.start(t)
 			c := connectFlow(t, q.addr, "exp-restart", 0)
 			c.subscribe("exp/r")
@@ -533,8 +539,13 @@ func TestWriteBufferFull(t *testing.T) {
 	sub.subscribe("wb/#")
 	pub := connectFlow(t, q.addr, "wb-pub", 0)
 	big := strings.Repeat("x", 32<<10)
+	// Until 50 drops: the buffer stays full, so the subscriber's writer
+	// is blocked in a network write. Upstream mochi held the client's
+	// lock through that write and took it again for each QoS 1 message's
+	// packet ID, so the publisher below got no PUBACK until the write
+	// deadline (1.5 times the keep-alive).
 	sent := 0
-	for q.ferry.Stats().Budget.WriteBufferFull == 0 {
+	for q.ferry.Stats().Budget.WriteBufferFull < 50 {
 		if sent == 20000 {
 			t.Fatal("20,000 QoS 0 messages to a client not reading and no write_buffer drop counted")
 		}
