@@ -25,6 +25,10 @@ type Reading struct {
 type Sample struct {
 	Time     time.Time
 	Readings []Reading
+	// Labels are string values reported with the readings, such as an
+	// actuator's "cause"; the gateway puts them into the event's JSON
+	// object next to the readings. Nil for the sensors.
+	Labels map[string]string
 }
 
 // Driver is what every driver is, whether polled or edge triggered: a
@@ -52,6 +56,40 @@ type Watcher interface {
 	Driver
 	Watch(ctx context.Context, emit func(Sample)) error
 }
+
+// Actuator is a Watcher that drives an output (kind gpio_out) from
+// commands: the gateway subscribes to CommandTopic on its embedded broker
+// for as long as the driver runs and hands each message's payload to
+// Command.
+//
+// Its Watch reports, as its last Sample, the safe state it sets when its
+// context ends; unlike other Watchers' late samples, the Scheduler stores
+// that one (see SchedulerConfig.Emit).
+type Actuator interface {
+	Watcher
+	// CommandTopic is the local MQTT topic the driver takes commands
+	// from.
+	CommandTopic() string
+	// Command hands over one command's payload. It returns at once,
+	// without waiting for the hardware: nil when the command is accepted
+	// (Watch applies the latest accepted command), an error wrapping
+	// ErrCommandRefused otherwise, whose message never quotes the payload.
+	// Safe for concurrent use, also with Watch and Halt.
+	Command(payload []byte) error
+}
+
+// CommandStats counts an Actuator's commands.
+type CommandStats struct {
+	Accepted uint64 `json:"accepted"`
+	Refused  uint64 `json:"refused"`
+	// Coalesced counts accepted commands replaced by a later one before
+	// Watch applied them.
+	Coalesced   uint64 `json:"coalesced"`
+	LastRefusal string `json:"last_refusal,omitempty"`
+}
+
+// commandCounter is implemented by the Actuators, for Scheduler.Stats.
+type commandCounter interface{ commandStats() CommandStats }
 
 // Options are one kind's settings, decoded from the options mapping of a
 // driver's config entry into the type its Kind.NewOptions returns (such
@@ -108,6 +146,9 @@ var (
 	// (a CRC, a power-on value, an out-of-range raw value): an error
 	// reading, never a value.
 	ErrBadReading = errors.New("drivers: bad reading")
+	// ErrCommandRefused is returned by Actuator.Command for a payload
+	// that asks for no state the driver knows; the pin is left as it is.
+	ErrCommandRefused = errors.New("drivers: command refused")
 )
 
 // OptionError is a bad setting in a driver's config entry. It wraps
@@ -148,6 +189,9 @@ var (
 	_ Poller  = (*retryPoller)(nil)
 	_ Watcher = (*retryWatcher)(nil)
 
+	_ Actuator       = (*gpioOut)(nil)
+	_ commandCounter = (*gpioOut)(nil)
+
 	_ Options = (*BME280Options)(nil)
 	_ Options = (*SHT3xOptions)(nil)
 	_ Options = (*ADS1115Options)(nil)
@@ -155,4 +199,5 @@ var (
 	_ Options = (*GPIOOptions)(nil)
 	_ Options = (*CounterOptions)(nil)
 	_ Options = (*SimOptions)(nil)
+	_ Options = (*GPIOOutOptions)(nil)
 )

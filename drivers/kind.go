@@ -63,6 +63,9 @@ var kinds = []Kind{
 	watched("gpio", func(spec Spec, o GPIOOptions, env Env) (Watcher, error) {
 		return newGPIO(spec, o, env)
 	}).checks(checkPinSpec),
+	watched("gpio_out", func(spec Spec, o GPIOOutOptions, env Env) (Watcher, error) {
+		return newGPIOOut(spec, o, env)
+	}).checks(checkGPIOOutSpec),
 	polled(simKind, func(spec Spec, o SimOptions, env Env) (Poller, error) {
 		return newSim(spec, o, env)
 	}).checks(checkSimSpec),

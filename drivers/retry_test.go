@@ -101,7 +101,7 @@ func TestRetrying(t *testing.T) {
 // exactly the pin kinds watch.
 func TestKinds(t *testing.T) {
 	names := KindNames()
-	want := []string{"ads1115", "bme280", "counter", "ds18b20", "gpio", "sim", "sht3x"}
+	want := []string{"ads1115", "bme280", "counter", "ds18b20", "gpio", "gpio_out", "sim", "sht3x"}
 	if len(names) != len(want) {
 		t.Fatalf("KindNames = %v, want %v", names, want)
 	}
@@ -112,7 +112,7 @@ func TestKinds(t *testing.T) {
 		if o := k.NewOptions(); o == nil {
 			t.Errorf("%s: NewOptions returned nil", k.Name)
 		}
-		if w := k.Name == "gpio" || k.Name == "counter"; k.Watches() != w {
+		if w := k.Name == "gpio" || k.Name == "counter" || k.Name == "gpio_out"; k.Watches() != w {
 			t.Errorf("%s: Watches = %v", k.Name, k.Watches())
 		}
 	}

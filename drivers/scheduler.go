@@ -75,6 +75,12 @@ func (it Item) Poller() Poller { return it.poller }
 // Watcher returns the item's driver if it is a Watcher, else nil.
 func (it Item) Watcher() Watcher { return it.watcher }
 
+// Actuator returns the item's driver if it is an Actuator, else nil.
+func (it Item) Actuator() Actuator {
+	a, _ := it.watcher.(Actuator)
+	return a
+}
+
 // driver returns the item's driver, nil for the zero Item.
 func (it Item) driver() Driver {
 	if it.watcher != nil {
@@ -99,7 +105,10 @@ type SchedulerConfig struct {
 	// the drivers' goroutines, so concurrently for different drivers, and
 	// never after Run returns. ctx is Run's: it ends when the scheduler
 	// stops, so a callback that waits (an append to the buffer) stops
-	// waiting then. Nil drops samples.
+	// waiting then. The one exception is an Actuator's shutdown report
+	// (the safe state its Watch sets as ctx ends): Emit gets it after ctx
+	// ended, with a context of its own that ends Grace later. Nil drops
+	// samples.
 	Emit func(ctx context.Context, spec Spec, s Sample)
 	// Status receives a DriverStatus on each failure and once on each
 	// recovery, with the same concurrency as Emit. Nil drops them.
@@ -160,6 +169,8 @@ type DriverStats struct {
 	Consecutive int       `json:"consecutive"` // failures since the last success
 	LastError   string    `json:"last_error,omitempty"`
 	LastOK      time.Time `json:"last_ok"` // zero until the first sample
+	// Commands counts an Actuator's commands; nil for the sensors.
+	Commands *CommandStats `json:"commands,omitempty"`
 }
 
 // Scheduler runs drivers: each in its own goroutine, so one that hangs,
@@ -247,8 +258,15 @@ func (s *Scheduler) Run(ctx context.Context) error {
 // items given to NewScheduler. It is safe to call at any time.
 func (s *Scheduler) Stats() []DriverStats {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]DriverStats(nil), s.stats...)
+	out := append([]DriverStats(nil), s.stats...)
+	s.mu.Unlock()
+	for i, it := range s.items {
+		if c, ok := it.watcher.(commandCounter); ok {
+			cs := c.commandStats()
+			out[i].Commands = &cs
+		}
+	}
+	return out
 }
 
 func (s *Scheduler) update(i int, f func(*DriverStats)) {
@@ -463,15 +481,19 @@ func (w *schedWorker) lateReturn(c *schedCall, r schedResult) {
 
 // drain gives a call in flight at shutdown Grace to return, then abandons
 // it; samples a Watch emits meanwhile are dropped (Emit is not called once
-// ctx has ended). It reports whether the call returned.
-func (w *schedWorker) drain(c *schedCall, samples chan Sample) bool {
+// ctx has ended), except an Actuator's, which go to last. It reports
+// whether the call returned.
+func (w *schedWorker) drain(c *schedCall, samples chan Sample, last func(Sample)) bool {
 	c.cancel()
 	grace := w.s.cfg.After(w.s.cfg.Grace)
 	for {
 		select {
 		case <-c.res:
 			return true
-		case <-samples:
+		case smp := <-samples:
+			if last != nil {
+				last(smp)
+			}
 		case <-grace:
 			w.log.Warn("driver ignored shutdown; abandoning its call", "grace", w.s.cfg.Grace)
 			return false
@@ -551,7 +573,7 @@ func (w *schedWorker) poll(ctx context.Context, p Poller) bool {
 			delay = w.fail(ctx, fmt.Errorf("%w after %v", ErrReadTimeout, timeout), StateHung, true)
 			anchor = true
 		case <-ctx.Done():
-			return w.drain(call, nil)
+			return w.drain(call, nil, nil)
 		}
 	}
 }
@@ -578,14 +600,33 @@ func (w *schedWorker) next(nominal time.Time, interval time.Duration) (time.Time
 // reports whether no Watch is left running (none was abandoned).
 func (w *schedWorker) watch(ctx context.Context, d Watcher) bool {
 	var none *schedCall
+	// An Actuator's samples after ctx ended (the safe state it set on the
+	// way out) are stored with a context of their own, bounded by Grace.
+	var last func(Sample)
+	if _, ok := d.(Actuator); ok {
+		last = func(smp Sample) {
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.s.cfg.Grace)
+			defer cancel()
+			w.emit(lctx, smp)
+		}
+	}
 	for {
 		samples := make(chan Sample)
+		// gone is closed once nobody receives on samples any more.
+		gone := make(chan struct{})
 		emit := func(smp Sample) {
-			// After ctx ends nobody may be receiving; drop rather than
-			// block a Watch that is still shutting down.
+			if last == nil {
+				// After ctx ends nobody may be receiving; drop rather
+				// than block a Watch that is still shutting down.
+				select {
+				case samples <- smp:
+				case <-ctx.Done():
+				}
+				return
+			}
 			select {
 			case samples <- smp:
-			case <-ctx.Done():
+			case <-gone:
 			}
 		}
 		call := w.start(ctx, func(ctx context.Context) ([]Reading, error) {
@@ -600,8 +641,11 @@ func (w *schedWorker) watch(ctx context.Context, d Watcher) bool {
 		for {
 			select {
 			case smp := <-samples:
-				if ctx.Err() == nil {
+				switch {
+				case ctx.Err() == nil:
 					w.emit(ctx, smp)
+				case last != nil:
+					last(smp)
 				}
 			case <-stable:
 				stable = nil
@@ -610,9 +654,12 @@ func (w *schedWorker) watch(ctx context.Context, d Watcher) bool {
 				err = r.err
 				break running
 			case <-ctx.Done():
-				return w.drain(call, samples)
+				returned := w.drain(call, samples, last)
+				close(gone)
+				return returned
 			}
 		}
+		close(gone)
 		call.cancel()
 		if ctx.Err() != nil {
 			return true // Watch returned because ctx ended, as it should
