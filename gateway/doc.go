@@ -1,7 +1,8 @@
 // Package gateway wires ferry together and supervises it: the embedded
 // broker ingests into the durable buffer, pipelines and their outbox
 // deliverers (package outbox) process it, the uplink drains it to the
-// cloud, drivers feed it, and the status listener (package opsapi) reports
+// cloud, drivers feed it (and actuator drivers take commands from topics
+// of the embedded broker), and the status listener (package opsapi) reports
 // on all of them. gateway builds these from the configuration, owns their
 // lifecycle and swaps the replaceable ones on a reload; the work itself is
 // done in those packages.

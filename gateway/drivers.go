@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferrygw/ferry/buffer"
 	"github.com/ferrygw/ferry/drivers"
 	"github.com/ferrygw/ferry/event"
 	"github.com/ferrygw/ferry/gateway/config"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/onewire"
@@ -106,10 +109,15 @@ func (de *driverEvents) stream(name string) string {
 }
 
 // emit stores one sample: a JSON object of quantity -> value, with the
-// units in the event's attributes ("unit.temperature": "Cel").
-// ctx is the scheduler's: an append waiting for room stops with it.
+// units in the event's attributes ("unit.temperature": "Cel"), and the
+// sample's labels as strings in the same object (a gpio_out's
+// {"state":1,"cause":"command"}; a reading wins over a label of the same
+// name). ctx is the scheduler's: an append waiting for room stops with it.
 func (de *driverEvents) emit(ctx context.Context, spec drivers.Spec, s drivers.Sample) {
-	fields := make(map[string]float64, len(s.Readings))
+	fields := make(map[string]any, len(s.Readings)+len(s.Labels))
+	for k, v := range s.Labels {
+		fields[k] = v
+	}
 	attrs := map[string]string{"driver": spec.Kind}
 	for _, r := range s.Readings {
 		fields[r.Name] = r.Value
@@ -145,6 +153,91 @@ func (de *driverEvents) status(ctx context.Context, st drivers.DriverStatus) {
 	if err := de.buf.Append(ctx, ev); err != nil && ctx.Err() == nil {
 		de.log.Warn("driver status not stored", "driver", st.Name, "err", err)
 	}
+}
+
+// runDrivers runs p's drivers: the scheduler, with each actuator
+// (gpio_out) subscribed to its command topic on the embedded broker for
+// as long as the scheduler runs, so a reload, which stops the old parts
+// before it starts the new ones, unsubscribes the old drivers first.
+func (g *Gateway) runDrivers(p *parts) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if len(p.actuators) > 0 {
+			unsubscribe, err := subscribeActuators(g.broker.Server(), p.actuators, g.log.With("component", "drivers"), g.now)
+			if err != nil {
+				return err
+			}
+			defer unsubscribe()
+		}
+		return p.sched.Run(ctx)
+	}
+}
+
+// actuatorSubID numbers the inline subscriptions of command topics. Mochi
+// keys an inline subscription by its filter and this ID, so IDs are never
+// reused: the Unsubscribe of one driver cannot remove another's
+// subscription to the same topic. They start high, clear of small
+// constants other inline subscribers may pick.
+var actuatorSubID atomic.Int64
+
+func init() { actuatorSubID.Store(1 << 20) }
+
+// subscribeActuators subscribes an inline handler for each actuator to
+// its command topic, and returns the function that unsubscribes them all.
+//
+// The subscriptions go straight into mochi's topic index
+// (Topics.InlineSubscribe), not through Server.Subscribe, which would run
+// the broker's hooks for the inline client: the session store would
+// persist the subscription as a client's (and be written after it closed,
+// at shutdown), and the retained message on the topic would be replayed
+// as a command. So a retained message on a command topic is no command:
+// the pin starts in its safe state after every start and reload, whatever
+// the broker retains.
+//
+// Mochi calls an inline handler in the publishing client's goroutine, so
+// the handler only hands the payload to Command, which parses it and
+// leaves the state in the driver's one-slot mailbox without blocking. A
+// refused command is logged with driver, topic and publishing client, not
+// its payload; a command whose MQTT 5 message expiry has passed is
+// ignored (logged likewise).
+//
+// The broker's ACL applies to network clients only: any client the ACL
+// lets publish on a command topic (and the gateway's own inline client,
+// such as a pipeline's mqtt output) drives the pin.
+func subscribeActuators(srv *mqtt.Server, items []drivers.Item, log *slog.Logger, now func() time.Time) (func(), error) {
+	type sub struct {
+		topic string
+		id    int
+	}
+	var subs []sub
+	unsubscribe := func() {
+		for _, s := range subs {
+			srv.Topics.InlineUnsubscribe(s.id, s.topic)
+		}
+	}
+	for _, it := range items {
+		act, name := it.Actuator(), it.Spec.Name
+		topic := act.CommandTopic()
+		if !mqtt.IsValidFilter(topic, false) {
+			unsubscribe()
+			return nil, fmt.Errorf("driver %s: command topic %q is not a valid topic filter", name, topic)
+		}
+		handler := func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+			if pk.Expiry > 0 && now().Unix() > pk.Expiry {
+				log.Warn("driver command expired: ignored", "driver", name, "topic", pk.TopicName, "client_id", pk.Origin)
+				return
+			}
+			if err := act.Command(pk.Payload); err != nil {
+				log.Warn("driver command refused", "driver", name, "topic", pk.TopicName, "client_id", pk.Origin, "err", err)
+			}
+		}
+		id := int(actuatorSubID.Add(1))
+		srv.Topics.InlineSubscribe(mqtt.InlineSubscription{
+			Subscription: packets.Subscription{Filter: topic, Identifier: id},
+			Handler:      handler,
+		})
+		subs = append(subs, sub{topic, id})
+	}
+	return unsubscribe, nil
 }
 
 // Local names for periph's bus types, to keep the no-hardware stubs short.

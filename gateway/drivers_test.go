@@ -3,8 +3,10 @@ package gateway_test
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -14,8 +16,11 @@ import (
 	"github.com/ferrygw/ferry/drivers"
 	"github.com/ferrygw/ferry/event"
 	"github.com/ferrygw/ferry/gateway"
+	"github.com/ferrygw/ferry/gateway/config"
 	"github.com/ferrygw/ferry/internal/mqtttest"
 	"github.com/ferrygw/ferry/uplink"
+	"periph.io/x/conn/v3/gpio"
+	"periph.io/x/conn/v3/gpio/gpiotest"
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2ctest"
 	"periph.io/x/conn/v3/physic"
@@ -196,5 +201,198 @@ drivers:
 	}
 	if err != nil || !strings.Contains(air, `"error":`) {
 		t.Fatalf("driver_status stream: %q %v", status, err)
+	}
+}
+
+// TestGPIOOutOverMQTT drives two gpio_out drivers by publishing on their
+// command topics over MQTT to the embedded broker: the gpiotest pins
+// follow, every state change is an event in the buffer that reaches the
+// cloud, a bad payload leaves the pin alone, and a reload puts the pins
+// in their safe state and re-subscribes once, ignoring a retained
+// command.
+func TestGPIOOutOverMQTT(t *testing.T) {
+	cloud := mqtttest.Start(t)
+	atCloud := make(chan string, 100)
+	sub := paho.NewClient(paho.NewClientOptions().AddBroker(cloud.URL()).SetClientID("gpio-out-cloud"))
+	if tok := sub.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer sub.Disconnect(50)
+	if tok := sub.Subscribe("gw1/#", 1, func(_ paho.Client, m paho.Message) {
+		evs, err := uplink.DecodeMessage(m.Payload())
+		if err != nil {
+			atCloud <- "undecodable: " + err.Error()
+			return
+		}
+		for _, e := range evs {
+			atCloud <- fmt.Sprintf("%s %s %s", m.Topic(), e.Source, e.Payload)
+		}
+	}); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+
+	drv := `
+buffer:
+  streams:
+    - {name: telemetry, retain: 1h} # forwarded events stay, for the test to read
+drivers:
+  - {name: relay, kind: gpio_out, options: {pin: GPIO23, field: state, command_topic: cmd/gw1/relay}}
+  - {name: lamp, kind: gpio_out, options: {pin: GPIO24, active_low: true}}
+`
+	dir := t.TempDir()
+	yaml, addr := testConfig(t, dir, cloud.URL(), drv)
+	relayPin := &gpiotest.Pin{N: "GPIO23", L: gpio.High} // not safe before the start
+	lampPin := &gpiotest.Pin{N: "GPIO24", L: gpio.Low}   // active low: on
+	env := drivers.Env{Pin: func(name string) (gpio.PinIn, error) {
+		switch name {
+		case relayPin.N:
+			return relayPin, nil
+		case lampPin.N:
+			return lampPin, nil
+		}
+		return nil, fmt.Errorf("no pin %q", name)
+	}}
+	g, err := gateway.New(loadConfig(t, yaml), nil, gateway.WithHardware(env),
+		gateway.WithReload(func() (*config.Config, error) { return config.LoadBytes([]byte(yaml), "test.yaml") }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+
+	// causes returns "<state> <cause>" of a driver's events in the buffer.
+	causes := func(source string) []string {
+		var out []string
+		_, err := g.Buffer().Read("telemetry", 0, 1000, func(_ uint64, e *event.Event) error {
+			if e.Source != source {
+				return nil
+			}
+			var p struct {
+				State *float64
+				Cause string
+			}
+			if err := json.Unmarshal(e.Payload, &p); err != nil || p.State == nil || e.Topic != "drivers/"+source ||
+				e.Attrs["driver"] != "gpio_out" {
+				t.Errorf("event %s %s %q %v", e.Source, e.Topic, e.Payload, e.Attrs)
+				return nil
+			}
+			out = append(out, fmt.Sprintf("%v %s", *p.State, p.Cause))
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	expect := func(source string, want ...string) {
+		t.Helper()
+		waitUntil(t, 10*time.Second, fmt.Sprintf("%s's events %q", source, want), func() bool {
+			return slices.Equal(causes(source), want)
+		})
+	}
+	stats := func(name string) drivers.CommandStats {
+		for _, d := range g.Status().Drivers {
+			if d.Name == name && d.Commands != nil {
+				return *d.Commands
+			}
+		}
+		return drivers.CommandStats{}
+	}
+	level := func(p *gpiotest.Pin, want gpio.Level) func() bool {
+		return func() bool { return p.Read() == want }
+	}
+
+	// Safe state on start: the relay off (low), the active-low lamp off
+	// (high), before any command.
+	waitUntil(t, 10*time.Second, "the relay pin low", level(relayPin, gpio.Low))
+	waitUntil(t, 10*time.Second, "the lamp pin high", level(lampPin, gpio.High))
+	expect("relay", "0 start")
+	expect("lamp", "0 start")
+
+	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("operator").SetAutoReconnect(false))
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer func() {
+		if c.IsConnected() {
+			c.Disconnect(50)
+		}
+	}()
+	publish := func(topic, payload string, retained bool) {
+		t.Helper()
+		if tok := c.Publish(topic, 1, retained, payload); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %s: %v", topic, tok.Error())
+		}
+	}
+
+	publish("cmd/gw1/relay", `{"state": "on", "by": "ops"}`, false)
+	waitUntil(t, 10*time.Second, "the relay pin high", level(relayPin, gpio.High))
+	expect("relay", "0 start", "1 command")
+
+	// A bad payload is refused and counted; the pin stays.
+	publish("cmd/gw1/relay", "on", false) // not a JSON object: the relay has field: state
+	waitUntil(t, 10*time.Second, "the refusal counted", func() bool { return stats("relay").Refused == 1 })
+	if relayPin.Read() != gpio.High || stats("relay").Accepted != 1 {
+		t.Fatalf("after a refused command: pin %v, stats %+v", relayPin.Read(), stats("relay"))
+	}
+
+	// The lamp, on its default topic, with a retained command.
+	publish("actuators/lamp/set", "ON", true)
+	waitUntil(t, 10*time.Second, "the lamp pin low (on)", level(lampPin, gpio.Low))
+	expect("lamp", "0 start", "1 command")
+
+	// The state changes go up like any reading.
+	deadline := time.After(15 * time.Second)
+	for want := `gw1/telemetry/relay relay {"cause":"command","state":1}`; ; {
+		select {
+		case m := <-atCloud:
+			if m == want {
+				goto reload
+			}
+		case <-deadline:
+			t.Fatalf("the cloud did not get %q", want)
+		}
+	}
+reload:
+	// A reload stops the drivers (safe state, reported) and starts new
+	// ones (safe state again): the retained "ON" is not a command to the
+	// new lamp, and each topic has one subscription, the new driver's.
+	if err := g.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	expect("relay", "0 start", "1 command", "0 shutdown", "0 start")
+	expect("lamp", "0 start", "1 command", "0 shutdown", "0 start")
+	if relayPin.Read() != gpio.Low || lampPin.Read() != gpio.High {
+		t.Fatalf("after the reload: relay %v, lamp %v; want both safe", relayPin.Read(), lampPin.Read())
+	}
+	if st := stats("lamp"); st.Accepted != 0 {
+		t.Fatalf("the new lamp took the retained command: %+v", st)
+	}
+	for _, topic := range []string{"cmd/gw1/relay", "actuators/lamp/set"} {
+		if n := gateway.InlineSubscribers(g, topic); n != 1 {
+			t.Errorf("%s: %d inline subscriptions after the reload, want 1", topic, n)
+		}
+	}
+	publish("actuators/lamp/set", "1", false)
+	waitUntil(t, 10*time.Second, "the lamp on again", level(lampPin, gpio.Low))
+	expect("lamp", "0 start", "1 command", "0 shutdown", "0 start", "1 command")
+
+	// Shutdown leaves both pins safe and unsubscribed.
+	c.Disconnect(50)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	done <- nil // for the deferred wait
+	if relayPin.Read() != gpio.Low || lampPin.Read() != gpio.High {
+		t.Fatalf("after shutdown: relay %v, lamp %v; want both safe", relayPin.Read(), lampPin.Read())
+	}
+	if n := gateway.InlineSubscribers(g, "actuators/lamp/set"); n != 0 {
+		t.Errorf("%d inline subscriptions after shutdown", n)
 	}
 }

@@ -85,6 +85,8 @@ type parts struct {
 	runners []*rules.Runner
 	hooks   []webhookOutbox
 	sched   *drivers.Scheduler // nil without drivers
+	// actuators are the drivers of sched that take commands (gpio_out).
+	actuators []drivers.Item
 }
 
 // webhookOutbox is one webhook output and the outbox stream it drains.
@@ -106,6 +108,11 @@ func (g *Gateway) buildParts(cfg *config.Config) (*parts, error) {
 		}
 		dlog := logger.With("component", "drivers")
 		devs := &driverEvents{cfg: cfg, buf: g.buf, log: dlog}
+		for _, it := range items {
+			if it.Actuator() != nil {
+				p.actuators = append(p.actuators, it)
+			}
+		}
 		p.sched = drivers.NewScheduler(items, drivers.SchedulerConfig{
 			Emit:       devs.emit,
 			Status:     devs.status,
@@ -161,7 +168,7 @@ func (p *parts) components(g *Gateway, cfg *config.Config) []component {
 		comps = append(comps, component{"pipeline", r.Run})
 	}
 	if p.sched != nil {
-		comps = append(comps, component{"drivers", p.sched.Run})
+		comps = append(comps, component{"drivers", g.runDrivers(p)})
 	}
 	if len(cfg.Pipelines) > 0 {
 		mlog := g.log.With("component", "mqtt-out")

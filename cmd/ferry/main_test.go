@@ -299,7 +299,7 @@ func TestREADMEDriverStanzas(t *testing.T) {
 	if code := run([]string{"check", "-c", path}, nil, &out, &errb); code != 0 {
 		t.Fatalf("README driver stanzas fail ferry check:\n%s%s", out.String(), errb.String())
 	}
-	for _, kind := range []string{"bme280", "sht3x", "ads1115", "ds18b20", "gpio", "counter", "sim"} {
+	for _, kind := range []string{"bme280", "sht3x", "ads1115", "ds18b20", "gpio", "gpio_out", "counter", "sim"} {
 		if !strings.Contains(cfg, "kind: "+kind) {
 			t.Errorf("README has no stanza for %s", kind)
 		}

@@ -11,10 +11,10 @@ import (
 // Driver configures one sensor wired to the board.
 type Driver struct {
 	Name     string        `yaml:"name"`     // the events' source; unique
-	Kind     string        `yaml:"kind"`     // bme280, sht3x, ads1115, ds18b20, gpio, counter, sim
+	Kind     string        `yaml:"kind"`     // bme280, sht3x, ads1115, ds18b20, gpio, gpio_out, counter, sim
 	Bus      string        `yaml:"bus"`      // I2C bus ("1" for /dev/i2c-1) or 1-Wire bus; see README wiring
 	Address  uint16        `yaml:"address"`  // I2C address (0x76); 0: the kind's default
-	Interval time.Duration `yaml:"interval"` // polling interval (not for gpio)
+	Interval time.Duration `yaml:"interval"` // polling interval (not for gpio, gpio_out)
 	Stream   string        `yaml:"stream"`   // default: the stream routes give topic drivers/<name>
 	// Options are of the kind's own type (drivers.Kind.NewOptions, such
 	// as *drivers.BME280Options): the loader decodes the options mapping
@@ -56,7 +56,7 @@ func (c *Config) setDriverDefaults() {
 	setString(&c.DriverSettings.StatusStream, DefaultDriverStatus)
 	for i := range c.Drivers {
 		d := &c.Drivers[i]
-		if d.Interval == 0 && d.Kind != "gpio" {
+		if d.Interval == 0 && !untimed(d.Kind) {
 			d.Interval = DefaultDriverInterval
 		}
 		if k, ok := drivers.Lookup(d.Kind); ok {
@@ -76,6 +76,10 @@ func (c *Config) setDriverDefaults() {
 		c.addStream(c.DriverSettings.StatusStream)
 	}
 }
+
+// untimed reports whether drivers of kind take no interval: gpio reports
+// edges, gpio_out follows commands.
+func untimed(kind string) bool { return kind == "gpio" || kind == "gpio_out" }
 
 // routeStream is the stream of the first route matching topic, else the
 // first route's stream.
@@ -128,7 +132,7 @@ func (c *Config) validateDrivers(k *checker) {
 				Address: d.Address, Interval: d.Interval, Options: d.Options}))
 		}
 		k.nonNegative(p+".interval", d.Interval)
-		if d.Kind != "gpio" && d.Interval <= 0 {
+		if !untimed(d.Kind) && d.Interval <= 0 {
 			k.add(p+".interval", "must be a positive duration")
 		}
 		if !validStreamName(d.Stream) {

@@ -103,6 +103,37 @@ drivers:
 			}
 		}
 	})
+	t.Run("gpio_out", func(t *testing.T) {
+		// The actuator's options as ferry check reports them: each at its
+		// key and line, every one in one pass; no interval is defaulted.
+		c := load(t, "drivers:\n  - {name: relay, kind: gpio_out, options: {pin: GPIO23}}\n"+
+			"  - {name: valve, kind: gpio_out, options: {pin: GPIO5, safe_state: on, field: state, dead_man: 1m}}\n")
+		for i, want := range []*drivers.GPIOOutOptions{
+			{Pin: "GPIO23", SafeState: "off"},
+			{Pin: "GPIO5", SafeState: "on", Field: "state", DeadMan: time.Minute}, // on, unquoted, is a string
+		} {
+			if d := c.Drivers[i]; !reflect.DeepEqual(d.Options, want) || d.Interval != 0 {
+				t.Errorf("drivers[%d] = %+v, options %#v; want %#v and no interval", i, d, d.Options, want)
+			}
+		}
+		yml := "drivers:\n" +
+			"  - name: a\n    kind: gpio_out\n    options:\n      pin: GPIO 23\n" +
+			"  - name: b\n    kind: gpio_out\n    options:\n      pin: GPIO24\n      safe_state: open\n" +
+			"  - name: c\n    kind: gpio_out\n    options:\n      pin: GPIO25\n      dead_man: -5s\n" +
+			"  - name: d\n    kind: gpio_out\n    interval: 1s\n    options:\n      pin: GPIO26\n      command_topic: cmd/#\n"
+		_, err := LoadBytes([]byte(yml), "ferry.yaml")
+		for _, want := range []string{
+			`ferry.yaml:5: drivers[0].options.pin: driver a (gpio_out): drivers: bad option: option "pin" is "GPIO 23": a pin name has 1 to 64 letters, digits`,
+			`ferry.yaml:10: drivers[1].options.safe_state: driver b (gpio_out): drivers: bad option: option "safe_state" is "open", want off or on`,
+			`ferry.yaml:15: drivers[2].options.dead_man: driver c (gpio_out): drivers: bad option: option "dead_man" is -5s, want 0 (off) or a positive duration`,
+			`ferry.yaml:21: drivers[3].options.command_topic: driver d (gpio_out): drivers: bad option: option "command_topic" is "cmd/#": a topic name, without the wildcards + and #`,
+			`ferry.yaml:18: drivers[3].interval: driver d (gpio_out): drivers: bad option: "interval" does not apply to gpio_out`,
+		} {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("LoadBytes: %v\nwant it to contain %q", err, want)
+			}
+		}
+	})
 	t.Run("merge keys", func(t *testing.T) {
 		// The mapping's own options replace a merged one's, and they are
 		// decoded for the kind the driver ends up with.
