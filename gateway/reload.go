@@ -15,17 +15,17 @@ import (
 	"github.com/ferrygw/ferry/uplink"
 )
 
-// Sentinel errors of New, Reload and Replay.
+// Sentinel errors of New, Reload, Apply and Replay.
 var (
 	// ErrReloadUnavailable is returned by Reload when the gateway was not
 	// given a way to re-read its configuration (see WithReload).
 	ErrReloadUnavailable = errors.New("gateway: reload: no configuration source")
-	// ErrReloadRefused is returned by Reload when the new configuration is
-	// invalid or changes a key that needs a restart; the running
-	// configuration stays in force.
+	// ErrReloadRefused is returned by Reload and Apply when the new
+	// configuration is invalid or changes a key that needs a restart; the
+	// running configuration stays in force.
 	ErrReloadRefused = errors.New("gateway: reload refused")
-	// ErrNotRunning is returned by Reload and Replay when the gateway is
-	// not running.
+	// ErrNotRunning is returned by Reload, Apply and Replay when the
+	// gateway is not running.
 	ErrNotRunning = errors.New("gateway: not running")
 	// ErrListen is returned by New when a listener's address cannot be
 	// bound (taken, or not an address of this machine); the error names

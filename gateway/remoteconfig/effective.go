@@ -76,7 +76,7 @@ func AtStart(local *config.Config, o Options) (*config.Config, uint64) {
 	st, err := s.loadState()
 	if err != nil {
 		o.Logger.Warn("remote configuration state unreadable; rebuilt from the stored envelopes", "component", "remote-config", "err", err)
-		st = s.recover()
+		st = s.rebuild()
 	}
 	if st.Pending {
 		st.Boots++

@@ -99,7 +99,7 @@ func New(c Config) (*Manager, error) {
 	st, err := m.store.loadState()
 	if err != nil {
 		m.log.Warn("remote configuration state unreadable; rebuilt from the stored envelopes", "err", err)
-		st = m.store.recover()
+		st = m.store.rebuild()
 	}
 	m.state = st
 	if b, err := m.store.read(candidateFile); err == nil {

@@ -105,7 +105,7 @@ func (s *fakeStatus) SetRetained(topic string, payload []byte) {
 }
 
 // latest returns the last status on topic and how many there were.
-func (s *fakeStatus) latest(t *testing.T, topic string) (remoteconfig.Status, int) {
+func (s *fakeStatus) latest(t testing.TB, topic string) (remoteconfig.Status, int) {
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -174,7 +174,7 @@ status:
 
 // env is the test's gateway: its local file and a Manager over it.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	local   *config.Config                // as the test goroutine sees it
 	cur     atomic.Pointer[config.Config] // as the Manager sees it (Local)
@@ -187,7 +187,7 @@ type env struct {
 	stop    func()
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	dir := t.TempDir()
 	e := &env{t: t, dir: dir, key: key(1), applier: &fakeApplier{}, uplink: &fakeUplink{}, status: &fakeStatus{},
@@ -294,7 +294,7 @@ func (e *env) waitStatus(version uint64, st string) (remoteconfig.Status, int) {
 }
 
 // waitUntil polls cond until it holds or the deadline passes.
-func waitUntil(t *testing.T, what string, cond func() bool) {
+func waitUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {

@@ -127,10 +127,10 @@ func (s store) loadState() (state, error) {
 	return st, nil
 }
 
-// recover rebuilds a state from the envelopes on disk, for a state.json
+// rebuild rebuilds a state from the envelopes on disk, for a state.json
 // that cannot be read: nothing at or below a version found is applied
 // again.
-func (s store) recover() state {
+func (s store) rebuild() state {
 	var st state
 	version := func(name string) uint64 {
 		b, err := s.read(name)
