@@ -18,4 +18,13 @@
 // from the contracts: the broker stops taking PUBLISHes (a refused append
 // is never acknowledged), the uplink disconnects, and the buffer commits
 // whatever was queued before it closes.
+//
+// Remote configuration (remote.go): with remote_config enabled in the
+// local file, New starts from the stored pushed configuration in force
+// (remoteconfig.AtStart) and Reload re-reads the file and applies it with
+// that configuration (remoteconfig.Effective). The remote configuration
+// manager runs under the gateway's supervisor, not the parts', so a reload
+// does not restart it; it applies through Apply, which Reload shares, so
+// a pushed configuration passes the same checks and hand-over as a reload,
+// one at a time with reloads and replays.
 package gateway

@@ -27,6 +27,7 @@ import (
 	"github.com/ferrygw/ferry/gateway/config"
 	"github.com/ferrygw/ferry/gateway/opsapi"
 	"github.com/ferrygw/ferry/gateway/outbox"
+	"github.com/ferrygw/ferry/gateway/remoteconfig"
 	"github.com/ferrygw/ferry/gateway/rules"
 	"github.com/ferrygw/ferry/internal/audit"
 	"github.com/ferrygw/ferry/internal/keyring"
@@ -71,6 +72,13 @@ type Gateway struct {
 	alerts alertRing  // recent pipeline outputs, for the status page
 
 	metrics *opsapi.Metrics // what GET /metrics reports beyond Status
+
+	// Remote configuration (remote.go): local is the local file as last
+	// loaded (guarded by mu); remote is nil unless it enables remote_config.
+	local        *config.Config
+	remote       *remoteconfig.Manager
+	remoteStatus remoteconfig.StatusSink
+	remotePoll   time.Duration
 }
 
 // Test hooks (statuslimits_export_test.go): the status listener's idle
@@ -195,6 +203,8 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (g *Gateway, e
 	for _, o := range opts {
 		o(g)
 	}
+	cfg = g.startRemote(cfg) // the stored remote configuration, if one is in force
+	g.cfg = cfg
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("gateway: data_dir: %w", err)
 	}
@@ -243,6 +253,9 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (g *Gateway, e
 		}
 	}()
 	if g.parts, err = g.buildParts(cfg); err != nil {
+		return nil, err
+	}
+	if err = g.newRemote(); err != nil {
 		return nil, err
 	}
 	bc, err := brokerConfig(cfg, logger.With("component", "broker"))
@@ -317,6 +330,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 			return nil
 		}
 	}}, component{"parts", g.runParts}, component{"systemd", g.notifySystemd})
+	comps = append(comps, g.remoteComponents()...)
 	if g.demo != nil {
 		comps = append(comps, component{"demo", func(ctx context.Context) error { return g.demo.Run(ctx, g.broker.Addr()) }})
 	}

@@ -15,17 +15,17 @@ import (
 	"github.com/ferrygw/ferry/uplink"
 )
 
-// Sentinel errors of New, Reload and Replay.
+// Sentinel errors of New, Reload, Apply and Replay.
 var (
 	// ErrReloadUnavailable is returned by Reload when the gateway was not
 	// given a way to re-read its configuration (see WithReload).
 	ErrReloadUnavailable = errors.New("gateway: reload: no configuration source")
-	// ErrReloadRefused is returned by Reload when the new configuration is
-	// invalid or changes a key that needs a restart; the running
-	// configuration stays in force.
+	// ErrReloadRefused is returned by Reload and Apply when the new
+	// configuration is invalid or changes a key that needs a restart; the
+	// running configuration stays in force.
 	ErrReloadRefused = errors.New("gateway: reload refused")
-	// ErrNotRunning is returned by Reload and Replay when the gateway is
-	// not running.
+	// ErrNotRunning is returned by Reload, Apply and Replay when the
+	// gateway is not running.
 	ErrNotRunning = errors.New("gateway: not running")
 	// ErrListen is returned by New when a listener's address cannot be
 	// bound (taken, or not an address of this machine); the error names
@@ -135,7 +135,9 @@ func (g *Gateway) settle(ctx context.Context) {
 // pipeline resumes from its committed position. A configuration that does
 // not load, does not validate, or changes a key that needs a restart is
 // refused (errors.Is ErrReloadRefused) with every reason, and the running
-// one stays in force.
+// one stays in force. With remote_config enabled in the file, what is
+// applied is the file with the stored remote configuration in force
+// (remoteconfig.Effective), not the file alone.
 func (g *Gateway) Reload(ctx context.Context) error {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
@@ -146,35 +148,62 @@ func (g *Gateway) Reload(ctx context.Context) error {
 	// refused reload leaves the running configuration in force.
 	_ = sdnotify.Reloading()
 	defer func() { _ = sdnotify.Ready() }()
-	refuse := func(err error) error {
-		g.log.Error("config reload refused; the running configuration stays", "err", err)
-		g.auditConfig("config_refused", err.Error())
-		return fmt.Errorf("%w: %w", ErrReloadRefused, err)
-	}
-	cfg, err := g.load()
+	local, err := g.load()
 	if err != nil {
-		return refuse(err)
+		return g.refuse(err)
 	}
+	if err := g.apply(ctx, g.effective(local)); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.local = local
+	g.mu.Unlock()
+	return nil
+}
+
+// Apply applies cfg, a configuration loaded and validated (config.Load,
+// config.LoadRemote), exactly as Reload applies the file it reads: the
+// same checks, the same refusals (errors.Is ErrReloadRefused, with every
+// reason; the running configuration stays), the same hand-over. The
+// remote configuration manager applies pushed configurations with it.
+func (g *Gateway) Apply(ctx context.Context, cfg *config.Config) error {
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	_ = sdnotify.Reloading()
+	defer func() { _ = sdnotify.Ready() }()
+	return g.apply(ctx, cfg)
+}
+
+// refuse logs and audits a refused configuration and returns err as a
+// refusal.
+func (g *Gateway) refuse(err error) error {
+	g.log.Error("config reload refused; the running configuration stays", "err", err)
+	g.auditConfig("config_refused", err.Error())
+	return fmt.Errorf("%w: %w", ErrReloadRefused, err)
+}
+
+// apply puts cfg in force, or refuses it; the caller holds reloadMu.
+func (g *Gateway) apply(ctx context.Context, cfg *config.Config) error {
 	old, _ := g.current()
 	if keys := restartKeys(old, cfg); len(keys) > 0 {
-		return refuse(fmt.Errorf("these keys need a restart to change: %s", strings.Join(keys, ", ")))
+		return g.refuse(fmt.Errorf("these keys need a restart to change: %s", strings.Join(keys, ", ")))
 	}
 	bc, err := brokerConfig(cfg, g.log.With("component", "broker"))
 	if err != nil {
-		return refuse(err)
+		return g.refuse(err)
 	}
 	// The new TLS files must load, or the broker would keep serving the
 	// old certificate while the reload says ok.
 	if err := g.broker.CheckReconfigure(bc); err != nil {
-		return refuse(err)
+		return g.refuse(err)
 	}
 	bopts, err := bufferOptions(cfg, g.log.With("component", "buffer"))
 	if err != nil {
-		return refuse(err)
+		return g.refuse(err)
 	}
 	p, err := g.buildParts(cfg)
 	if err != nil {
-		return refuse(err)
+		return g.refuse(err)
 	}
 	// From here on the new configuration is applied. Streams first, so a
 	// new pipeline's position keeps its events from being deleted.
@@ -246,6 +275,11 @@ func restartKeys(old, new *config.Config) []string {
 	diff("status", old.Status, new.Status)
 	diff("audit", old.Audit, new.Audit)
 	diff("demo", old.Demo, new.Demo)
+	// The downlink subscribes to the remote configuration's topics when
+	// it starts; the trusted keys and rollback_after reload.
+	diff("remote_config.enabled", old.RemoteConfig.Enabled, new.RemoteConfig.Enabled)
+	diff("remote_config.topic", old.RemoteConfig.Topic, new.RemoteConfig.Topic)
+	diff("remote_config.status_topic", old.RemoteConfig.StatusTopic, new.RemoteConfig.StatusTopic)
 	return keys
 }
 

@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"sort"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -50,6 +49,8 @@ commands:
   passwd -f FILE USER  set USER's broker password in a users file (asked
                      twice on a terminal, else one line read from stdin)
   key new|list -f FILE  add (rotate) or list the buffer encryption keys
+  config keygen|sign|verify  sign configurations for remote_config and
+                     check signed ones (ferry config -h)
   version            print the version
 `
 
@@ -81,6 +82,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdPasswd(args[1:], stdin, stderr)
 	case "key":
 		return runKey(args[1:], stdout, stderr)
+	case "config":
+		return runConfig(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
@@ -248,34 +251,13 @@ func checkFile(path, root string, stdout, stderr io.Writer) bool {
 		}
 		return false
 	}
+	warnings, err := gateway.CheckConfig(cfg, gateway.HostCheck{Root: root})
 	var problems config.Errors
-	// collect keeps the problems of err; any other error ends the check.
-	collect := func(err error) bool {
-		var es config.Errors
-		switch {
-		case err == nil:
-		case errors.As(err, &es):
-			problems = append(problems, es...)
-		default:
-			fmt.Fprintf(stderr, "%s: %v\n", path, err)
-			return false
-		}
-		return true
-	}
-	if !collect(gateway.Check(cfg)) {
-		return false
-	}
-	warnings, err := gateway.CheckHost(cfg, gateway.HostCheck{Root: root})
-	if !collect(err) {
-		return false
-	}
-	if len(problems) > 0 {
-		// In file order, as Load reports its own.
-		sort.SliceStable(problems, func(i, j int) bool {
-			li, lj := problems[i].Line, problems[j].Line
-			return li != 0 && (lj == 0 || li < lj)
-		})
+	if errors.As(err, &problems) {
 		printProblems(stderr, path, problems)
+		return false
+	} else if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", path, err)
 		return false
 	}
 	for _, w := range append(cfg.Warnings(), warnings...) {

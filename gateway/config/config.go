@@ -28,6 +28,8 @@ type Config struct {
 	Drivers        []Driver       `yaml:"drivers"`
 	DriverSettings DriverSettings `yaml:"driver_settings"`
 	Demo           Demo           `yaml:"demo"`
+	// RemoteConfig lets the cloud push signed configurations (remote.go).
+	RemoteConfig RemoteConfig `yaml:"remote_config"`
 
 	// src records the file and the line of every key written in it, for
 	// error messages and for telling explicit zeros from absent keys; nil

@@ -166,6 +166,8 @@ func TestDefaults(t *testing.T) {
 		DeadLetters:    DeadLetters{Stream: DefaultDeadLetterStream, MaxPayload: DefaultDeadLetterMaxPayload},
 		DriverSettings: DriverSettings{BackoffMax: DefaultDriverBackoffMax, StatusStream: DefaultDriverStatus},
 		Demo:           Demo{Interval: time.Second, Topic: "demo/sensor"},
+		RemoteConfig: RemoteConfig{Topic: "{gateway_id}/config", StatusTopic: "{gateway_id}/config/status",
+			RollbackAfter: 2 * time.Minute},
 	}
 	for _, tc := range []struct{ name, yml string }{
 		{"empty", ""},
@@ -649,7 +651,7 @@ func TestParseOnly(t *testing.T) {
 	if c.Uplink.QoS != 7 || c.DataDir != "" {
 		t.Errorf("Parse changed values: %+v", c)
 	}
-	if _, err := Parse([]byte("nope: 1\n"), "x.yaml"); err == nil || err.Error() != `x.yaml:1: nope: unknown key; known keys here: audit, broker, buffer, data_dir, dead_letters, demo, driver_settings, drivers, gateway_id, ingest, log, pipelines, status, uplink` {
+	if _, err := Parse([]byte("nope: 1\n"), "x.yaml"); err == nil || err.Error() != `x.yaml:1: nope: unknown key; known keys here: audit, broker, buffer, data_dir, dead_letters, demo, driver_settings, drivers, gateway_id, ingest, log, pipelines, remote_config, status, uplink` {
 		t.Errorf("Parse error = %v", err)
 	}
 }

@@ -59,6 +59,11 @@ const (
 	DefaultAuditMaxSize   = 1 * MiB
 	DefaultAuditMaxFiles  = 3
 
+	// remote_config (remote.go).
+	DefaultRemoteConfigTopic  = "{gateway_id}/config"
+	DefaultRemoteStatusTopic  = "{gateway_id}/config/status"
+	DefaultRemoteRollbackTime = 2 * time.Minute
+
 	// The broker's memory budget (README, "Limits"): with these, what
 	// clients can make it hold stays within a few tens of MB, so the
 	// gateway fits a 512 MB board whatever they send. Kept equal to
@@ -224,6 +229,11 @@ func (c *Config) SetDefaults() {
 	if c.Status.LogInterval == 0 && !c.explicit("status.log_interval") {
 		c.Status.LogInterval = DefaultLogInterval
 	}
+
+	rc := &c.RemoteConfig
+	setString(&rc.Topic, DefaultRemoteConfigTopic)
+	setString(&rc.StatusTopic, DefaultRemoteStatusTopic)
+	setDuration(&rc.RollbackAfter, DefaultRemoteRollbackTime)
 
 	setDuration(&c.Demo.Interval, DefaultDemoInterval)
 	setString(&c.Demo.Topic, DefaultDemoTopic)

@@ -99,6 +99,15 @@ func LoadBytes(data []byte, name string) (*Config, error) {
 		return nil, errs // the config is only partly decoded
 	}
 	c.SetDefaults()
+	if err := finish(c, errs, name); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// finish validates c, loaded from name with the problems errs, and returns
+// every problem sorted by line, or nil.
+func finish(c *Config, errs Errors, name string) error {
 	// A key that failed to decode is reported once, not again by Validate.
 	for _, v := range c.validate() {
 		if len(errs) >= maxErrors {
@@ -111,9 +120,9 @@ func LoadBytes(data []byte, name string) (*Config, error) {
 	}
 	if len(errs) > 0 {
 		errs.sortByLine()
-		return nil, errs
+		return errs
 	}
-	return c, nil
+	return nil
 }
 
 // under reports whether path is, or is inside, the path of one of errs.

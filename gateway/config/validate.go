@@ -123,6 +123,7 @@ func (c *Config) validate() Errors {
 	c.validateUplink(k, streams)
 	c.validatePipelines(k, streams)
 	c.validateDrivers(k)
+	c.validateRemote(k)
 
 	if c.Status.Listen != "" {
 		if err := checkHostPort(c.Status.Listen); err != nil {
