@@ -322,10 +322,13 @@ func (s *session) subscribe() error {
 	if len(subs) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(s.link, cfg.ConnectTimeout)
+	ctx, cancel := context.WithTimeout(s.work, cfg.ConnectTimeout)
 	defer cancel()
 	sa, err := s.pc.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs})
 	if sa == nil {
+		if s.work.Err() != nil {
+			return nil // shutting down, or already lost
+		}
 		return fmt.Errorf("%w: %s: subscribe: %v", ErrConnectionLost, s.url, err)
 	}
 	for i, code := range sa.Reasons {

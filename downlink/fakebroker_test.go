@@ -1,6 +1,7 @@
 package downlink
 
 import (
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -122,4 +123,60 @@ func TestOversizePacketEndsTheConnection(t *testing.T) {
 	waitFor(t, 10*time.Second, "the connection to end", func() bool {
 		return strings.Contains(c.Status().LastError, "exceeds the announced maximum size")
 	})
+}
+
+// A resumed session's messages may come right after the CONNACK, before
+// the client subscribed again: they are routed by topic all the same, and
+// each PUBACK follows its sink's return.
+func TestMessagesBeforeSubscribe(t *testing.T) {
+	var mu sync.Mutex
+	var seq []string
+	note := func(s string) { mu.Lock(); seq = append(seq, s); mu.Unlock() }
+	f := startFakeBroker(t, func(c net.Conn, cp *packets.Connect) {
+		_, _ = (&packets.Connack{SessionPresent: true, Properties: &packets.Properties{}}).WriteTo(c)
+		for i, topic := range []string{"gw1/cmd/a", "gw1/cmd/b"} {
+			pub := &packets.Publish{QoS: 1, PacketID: uint16(10 + i), Topic: topic, Payload: []byte(topic), Properties: &packets.Properties{}}
+			_, _ = (&packets.ControlPacket{FixedHeader: packets.FixedHeader{Type: packets.PUBLISH}, Content: pub}).WriteTo(c)
+		}
+		for {
+			p, err := packets.ReadPacket(c)
+			if err != nil {
+				return
+			}
+			switch x := p.Content.(type) {
+			case *packets.Puback:
+				note(fmt.Sprintf("puback %d", x.PacketID))
+			case *packets.Subscribe:
+				note("subscribe")
+				// Never answered: the client gives up on it later.
+			}
+		}
+	})
+	s := newSink()
+	s.after = func(c *Command) error { note("sink " + c.CloudTopic); return nil }
+	cfg := cmdConfig(t, "gw1-cmd", s, f.url())
+	startClient(t, cfg)
+	waitFor(t, 10*time.Second, "both PUBACKs", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, s := range seq {
+			if strings.HasPrefix(s, "puback") {
+				n++
+			}
+		}
+		return n == 2
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	at := map[string]int{}
+	for i, s := range seq {
+		at[s] = i + 1
+	}
+	// Each PUBACK after its sink returned, in order. The broker sent both
+	// messages before reading the SUBSCRIBE, which it never answers.
+	if at["sink gw1/cmd/a"] == 0 || at["sink gw1/cmd/b"] == 0 ||
+		at["puback 10"] < at["sink gw1/cmd/a"] || at["puback 11"] < at["sink gw1/cmd/b"] || at["puback 11"] < at["puback 10"] {
+		t.Errorf("sequence %q", seq)
+	}
 }
