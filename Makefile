@@ -66,6 +66,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendString$$' -fuzztime $(FUZZTIME) ./internal/audit/
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendQuoted$$' -fuzztime $(FUZZTIME) ./internal/jsonstr/
 	$(GO) test -run '^$$' -fuzz '^FuzzGPIOOutCommand$$' -fuzztime $(FUZZTIME) ./drivers/
+	$(GO) test -run '^$$' -fuzz '^FuzzMapTopic$$' -fuzztime $(FUZZTIME) ./downlink/
+	$(GO) test -run '^$$' -fuzz '^FuzzFilters$$' -fuzztime $(FUZZTIME) ./downlink/
+	$(GO) test -run '^$$' -fuzz '^FuzzWire$$' -fuzztime $(FUZZTIME) ./downlink/
+	$(GO) test -run '^$$' -fuzz '^FuzzReply$$' -fuzztime $(FUZZTIME) ./downlink/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./buffer/ ./event/ ./uplink/ ./gateway/rules/...
