@@ -32,10 +32,17 @@ type Client struct {
 	log       *slog.Logger
 	maxPacket int // announced Maximum Packet Size
 	running   atomic.Bool
+	handover  atomic.Bool // see Handover
 
 	mu     sync.Mutex // guards status
 	status Status
 }
+
+// Handover makes the next stop of Run disconnect without the will: the
+// presence stays online. The gateway calls it when a reload replaces this
+// Client with one that publishes the same presence, so that a reload does
+// not show the board offline for a moment.
+func (c *Client) Handover() { c.handover.Store(true) }
 
 // New validates cfg (errors wrap ErrConfig), applies defaults and returns
 // a Client.
@@ -284,7 +291,7 @@ func (c *Client) runSession(ctx context.Context, s *session) error {
 		waitGroup(&s.wg, shutdownDrain)
 		s.cancelLink(context.Canceled)
 		reason := byte(0x00)
-		if c.cfg.Presence.Topic != "" {
+		if c.cfg.Presence.Topic != "" && !c.handover.Load() {
 			reason = disconnectWithWill
 		}
 		_ = s.pc.Disconnect(&paho.Disconnect{ReasonCode: reason})

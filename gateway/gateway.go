@@ -22,8 +22,10 @@ import (
 	"time"
 
 	"github.com/ferrygw/ferry/buffer"
+	"github.com/ferrygw/ferry/downlink"
 	"github.com/ferrygw/ferry/drivers"
 	"github.com/ferrygw/ferry/gateway/broker"
+	"github.com/ferrygw/ferry/gateway/commands"
 	"github.com/ferrygw/ferry/gateway/config"
 	"github.com/ferrygw/ferry/gateway/opsapi"
 	"github.com/ferrygw/ferry/gateway/outbox"
@@ -79,6 +81,14 @@ type Gateway struct {
 	remote       *remoteconfig.Manager
 	remoteStatus remoteconfig.StatusSink
 	remotePoll   time.Duration
+
+	version  string             // WithVersion, for presence
+	id       string             // gateway_id (a key that needs a restart)
+	since    time.Time          // when New ran, for presence
+	retained *downlink.Retained // status messages the downlink keeps publishing
+	// configVersion is the remote configuration version in force (0: the
+	// local file), for presence.
+	configVersion atomic.Uint64
 }
 
 // Test hooks (statuslimits_export_test.go): the status listener's idle
@@ -95,6 +105,7 @@ type parts struct {
 	sched   *drivers.Scheduler // nil without drivers
 	// actuators are the drivers of sched that take commands (gpio_out).
 	actuators []drivers.Item
+	dl        *downlinkPart // nil without a downlink session
 }
 
 // webhookOutbox is one webhook output and the outbox stream it drains.
@@ -162,6 +173,9 @@ func (g *Gateway) buildParts(cfg *config.Config) (*parts, error) {
 			return nil, fmt.Errorf("gateway: uplink: %w", err)
 		}
 	}
+	if p.dl, err = g.buildDownlink(cfg); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
 	return p, nil
 }
 
@@ -177,6 +191,9 @@ func (p *parts) components(g *Gateway, cfg *config.Config) []component {
 	}
 	if p.sched != nil {
 		comps = append(comps, component{"drivers", g.runDrivers(p)})
+	}
+	if p.dl != nil {
+		comps = append(comps, p.dl.components(g)...)
 	}
 	if len(cfg.Pipelines) > 0 {
 		mlog := g.log.With("component", "mqtt-out")
@@ -203,6 +220,9 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (g *Gateway, e
 	for _, o := range opts {
 		o(g)
 	}
+	g.since = g.now().UTC().Truncate(time.Second)
+	g.id = cfg.GatewayID
+	g.retained = downlink.NewRetained()
 	cfg = g.startRemote(cfg) // the stored remote configuration, if one is in force
 	g.cfg = cfg
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
@@ -252,10 +272,11 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (g *Gateway, e
 			_ = buf.Close()
 		}
 	}()
-	if g.parts, err = g.buildParts(cfg); err != nil {
+	// The manager first: the downlink, a part, hands it configurations.
+	if err = g.newRemote(); err != nil {
 		return nil, err
 	}
-	if err = g.newRemote(); err != nil {
+	if g.parts, err = g.buildParts(cfg); err != nil {
 		return nil, err
 	}
 	bc, err := brokerConfig(cfg, logger.With("component", "broker"))
@@ -416,6 +437,14 @@ func bufferOptions(cfg *config.Config, log *slog.Logger) (buffer.Options, error)
 			}
 			sc.Inherit = map[string]string{outbox.Consumer: outbox.FormerConsumer}
 		}
+		// Commands are kept until delivered locally, replies until sent.
+		if cfg.IsDownlinkStream(s.Name) {
+			if s.Name == cfg.Downlink.Stream {
+				sc.Consumers = append(sc.Consumers, commands.Consumer)
+			} else {
+				sc.Consumers = append(sc.Consumers, downlink.Consumer)
+			}
+		}
 		// A stream that pipelines read is kept until each of them (and the
 		// uplink, when it is forwarded too) has processed it.
 		if readers := cfg.PipelinesReading(s.Name); len(readers) > 0 {
@@ -485,6 +514,10 @@ func brokerConfig(cfg *config.Config, log *slog.Logger) (broker.Config, error) {
 	if cfg.Broker.PersistSessions == nil || *cfg.Broker.PersistSessions {
 		bc.SessionPath = filepath.Join(cfg.DataDir, "sessions.db")
 		bc.BootID = bootID()
+	}
+	// Replies first: the first route a topic matches takes it.
+	if r, ok := replyRoute(cfg); ok {
+		bc.Routes = append(bc.Routes, r)
 	}
 	for _, r := range cfg.Ingest.Routes {
 		bc.Routes = append(bc.Routes, broker.Route{Topics: r.Topics, Stream: r.Stream, ContentType: r.ContentType})

@@ -87,6 +87,9 @@ func (g *Gateway) runParts(ctx context.Context) error {
 				}
 				return nil
 			case req = <-g.reloads:
+				if old, next := p.dl, req.parts.dl; old != nil && next != nil && old.presence != "" && old.presence == next.presence {
+					old.client.Handover()
+				}
 				break wait
 			}
 		}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -13,13 +14,13 @@ import (
 // The gateway is what the remote configuration manager applies
 // configurations with and watches the uplink of.
 var (
-	_ remoteconfig.Applier = (*Gateway)(nil)
+	_ remoteconfig.Applier = remoteApplier{}
 	_ remoteconfig.Uplink  = (*Gateway)(nil)
 )
 
 // WithRemoteStatus sets where the remote configuration manager publishes
-// its status (remote_config.status_topic): the downlink. Without it the
-// outcomes are only logged.
+// its status (remote_config.status_topic) instead of the downlink, which
+// publishes it retained on the cloud; for tests.
 func WithRemoteStatus(s remoteconfig.StatusSink) Option {
 	return func(g *Gateway) { g.remoteStatus = s }
 }
@@ -29,11 +30,6 @@ func WithRemoteStatus(s remoteconfig.StatusSink) Option {
 func WithRemotePoll(d time.Duration) Option {
 	return func(g *Gateway) { g.remotePoll = d }
 }
-
-// noStatus is the status sink of a gateway given none.
-type noStatus struct{}
-
-func (noStatus) SetRetained(string, []byte) {}
 
 // remoteOptions are the options of remoteconfig.Effective and AtStart.
 func (g *Gateway) remoteOptions() remoteconfig.Options {
@@ -49,6 +45,7 @@ func (g *Gateway) startRemote(local *config.Config) *config.Config {
 	if v > 0 {
 		g.log.Info("running a remote configuration", "component", "remote-config", "version", v)
 	}
+	g.configVersion.Store(v)
 	return cfg
 }
 
@@ -69,13 +66,13 @@ func (g *Gateway) newRemote() error {
 	}
 	sink := g.remoteStatus
 	if sink == nil {
-		sink = noStatus{}
+		sink = remoteStatus{g}
 	}
 	m, err := remoteconfig.New(remoteconfig.Config{
 		Dir:     remoteconfig.Dir(g.local),
 		Local:   g.localConfig,
 		Check:   CheckRemote,
-		Applier: g,
+		Applier: remoteApplier{g},
 		Uplink:  g,
 		Status:  sink,
 		Now:     g.now,
@@ -191,4 +188,18 @@ func CheckRemote(local, cand *config.Config) error {
 		return problems
 	}
 	return nil
+}
+
+// remoteApplier applies the remote configuration manager's choices: the
+// version in force is updated first, so that the downlink the new parts
+// start announces it (presence), and put back if the gateway refuses.
+type remoteApplier struct{ g *Gateway }
+
+func (a remoteApplier) Apply(ctx context.Context, cfg *config.Config, version uint64) error {
+	old := a.g.configVersion.Swap(version)
+	err := a.g.Apply(ctx, cfg)
+	if err != nil {
+		a.g.configVersion.CompareAndSwap(version, old)
+	}
+	return err
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -153,7 +154,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 		}
 		return config.Load(*path)
 	}
-	g, err := gateway.New(cfg, logger, gateway.WithHardware(hw.env()), gateway.WithReload(reload))
+	g, err := gateway.New(cfg, logger, gateway.WithHardware(hw.env()), gateway.WithReload(reload),
+		gateway.WithVersion(strings.TrimPrefix(versionString(), "ferry ")))
 	if err != nil {
 		logger.Error("cannot start", "err", err)
 		return 1

@@ -357,6 +357,17 @@ func New(cfg Config, sink EventSink) (*Broker, error) {
 // Server returns the mochi server, e.g. for inline publishes.
 func (b *Broker) Server() *mqtt.Server { return b.server }
 
+// Inject publishes pk, a PUBLISH with its MQTT 5 properties, as the
+// broker's inline client: delivered to local subscribers (their ACL
+// applies), never ingested.
+func (b *Broker) Inject(pk packets.Packet) error {
+	cl, ok := b.server.Clients.Get(mqtt.InlineClientId)
+	if !ok {
+		return mqtt.ErrInlineClientNotEnabled
+	}
+	return b.server.InjectPacket(cl, pk)
+}
+
 // Addr returns the plain TCP listener's address (useful with port 0), or
 // "" without one.
 func (b *Broker) Addr() string {

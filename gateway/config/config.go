@@ -19,8 +19,10 @@ type Config struct {
 	Ingest  Ingest `yaml:"ingest"`
 	Buffer  Buffer `yaml:"buffer"`
 	Uplink  Uplink `yaml:"uplink"`
-	Status  Status `yaml:"status"`
-	Audit   Audit  `yaml:"audit"`
+	// Downlink carries commands from the cloud to local topics.
+	Downlink Downlink `yaml:"downlink"`
+	Status   Status   `yaml:"status"`
+	Audit    Audit    `yaml:"audit"`
 	// Pipelines turn ingested events into results (rules pipeline).
 	Pipelines   []Pipeline  `yaml:"pipelines"`
 	DeadLetters DeadLetters `yaml:"dead_letters"`

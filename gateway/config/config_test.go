@@ -161,6 +161,8 @@ func TestDefaults(t *testing.T) {
 			Format: "json", QoS: 1, Inflight: 100, Keepalive: 30 * time.Second, ConnectTimeout: 10 * time.Second,
 			Backoff: Backoff{Min: time.Second, Max: time.Minute, ProbeInterval: 2 * time.Second, StableAfter: 10 * time.Second},
 			Batch:   Batch{MaxEvents: 1, MaxBytes: 128 * KiB}, MaxMessage: 128 * KiB, MaxTopic: 256, PoisonAttempts: 3},
+		Downlink: Downlink{ClientID: host + "-cmd", SessionExpiry: 24 * time.Hour, Stream: "commands", ReplyStream: "replies",
+			MaxPayload: 256 * KiB, Presence: Presence{Topic: "{gateway_id}/presence"}},
 		Status:         Status{Listen: "127.0.0.1:8080", LogInterval: 30 * time.Second},
 		Audit:          Audit{Enabled: ptr(true), File: "/var/lib/ferry/audit.log", MaxSize: MiB, MaxFiles: 3},
 		DeadLetters:    DeadLetters{Stream: DefaultDeadLetterStream, MaxPayload: DefaultDeadLetterMaxPayload},
@@ -492,6 +494,37 @@ status:
 			{17, "uplink.extra"},
 			{19, "status.listen"},
 		}, "log.level"},
+
+		// Downlink.
+		{"downlink without uplink", "downlink:\n  subscriptions:\n    - {cloud_prefix: 'gw/cmd/', local_prefix: 'cmd/'}\n",
+			[]problem{{1, "downlink"}}, "needs the uplink"},
+		{"downlink subscription errors", `uplink:
+  endpoints: [{url: "tcp://h:1883"}]
+  client_id: gw
+  streams: [commands]
+downlink:
+  client_id: gw
+  subscriptions:
+    - cloud_prefix: "gw/+/"
+      local_prefix: "cmd/#"
+      qos: 2
+    - topic: "a/#/b"
+      local_prefix: "ferry/reply/x/"
+    - topic: "#"
+`, []problem{
+			{4, "uplink.streams"},
+			{6, "downlink.client_id"},
+			{8, "downlink.subscriptions[0].cloud_prefix"},
+			{9, "downlink.subscriptions[0].local_prefix"},
+			{10, "downlink.subscriptions[0].qos"},
+			{11, "downlink.subscriptions[1].topic"},
+			{12, "downlink.subscriptions[1].local_prefix"},
+			{13, "downlink.subscriptions[2].local_prefix"},
+		}, "uplink.streams"},
+		{"downlink stream written by a route", "ingest:\n  routes: [{topics: ['#'], stream: commands}]\nuplink:\n  endpoints: [{url: 'tcp://h:1883'}]\ndownlink:\n  presence: {enabled: true}\n",
+			[]problem{{5, "downlink.stream"}}, "streams of their own"},
+		{"downlink ok", "uplink:\n  endpoints: [{url: 'tcp://h:1883'}]\ndownlink:\n  subscriptions:\n    - {cloud_prefix: '{gateway_id}/cmd/', local_prefix: 'cmd/', reply_topic: '{gateway_id}/reply'}\n",
+			nil, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -651,7 +684,7 @@ func TestParseOnly(t *testing.T) {
 	if c.Uplink.QoS != 7 || c.DataDir != "" {
 		t.Errorf("Parse changed values: %+v", c)
 	}
-	if _, err := Parse([]byte("nope: 1\n"), "x.yaml"); err == nil || err.Error() != `x.yaml:1: nope: unknown key; known keys here: audit, broker, buffer, data_dir, dead_letters, demo, driver_settings, drivers, gateway_id, ingest, log, pipelines, remote_config, status, uplink` {
+	if _, err := Parse([]byte("nope: 1\n"), "x.yaml"); err == nil || err.Error() != `x.yaml:1: nope: unknown key; known keys here: audit, broker, buffer, data_dir, dead_letters, demo, downlink, driver_settings, drivers, gateway_id, ingest, log, pipelines, remote_config, status, uplink` {
 		t.Errorf("Parse error = %v", err)
 	}
 }

@@ -222,6 +222,7 @@ func (c *Config) SetDefaults() {
 	if u.PoisonAttempts == 0 {
 		u.PoisonAttempts = DefaultPoisonAttempts
 	}
+	c.setDownlinkDefaults()
 
 	if c.Status.Listen == "" && !c.explicit("status.listen") {
 		c.Status.Listen = DefaultStatusListen

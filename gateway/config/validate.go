@@ -121,6 +121,7 @@ func (c *Config) validate() Errors {
 	streams := c.validateBuffer(k)
 	c.validateIngest(k, streams)
 	c.validateUplink(k, streams)
+	c.validateDownlink(k)
 	c.validatePipelines(k, streams)
 	c.validateDrivers(k)
 	c.validateRemote(k)

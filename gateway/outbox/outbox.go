@@ -49,10 +49,20 @@ const (
 // Only the end of ctx ends it: a failed read or acknowledgement is logged
 // and retried after a pause.
 func Drain(ctx context.Context, q Log, stream string, log *slog.Logger, deliver Deliver) error {
+	return DrainAs(ctx, q, stream, Consumer, log, func(ctx context.Context, _ uint64, ev *event.Event) error {
+		return deliver(ctx, ev)
+	})
+}
+
+// DrainAs is Drain for another reader of the log than the outbox
+// deliverers: it acknowledges as consumer, and deliver is also given each
+// event's offset.
+func DrainAs(ctx context.Context, q Log, stream, consumer string, log *slog.Logger,
+	deliver func(ctx context.Context, off uint64, ev *event.Event) error) error {
 	// After what a predecessor acknowledged (a reload restarts deliverers):
 	// an ack may still wait for its commit, and those events must not be
 	// delivered twice.
-	next := q.Acked(stream, Consumer) + 1
+	next := q.Acked(stream, consumer) + 1
 	pause := retryMin
 	failed := func(msg string, err error) bool {
 		log.Error(msg, "stream", stream, "retry_in", pause, "err", err)
@@ -71,11 +81,11 @@ func Drain(ctx context.Context, q Log, stream string, log *slog.Logger, deliver 
 		})
 		// What was read before a failure is delivered first.
 		for i := range evs {
-			if err := deliver(ctx, &evs[i]); err != nil {
+			if err := deliver(ctx, offs[i], &evs[i]); err != nil {
 				return nil // only the end of ctx ends a delivery
 			}
 			for {
-				err := q.Ack(stream, Consumer, offs[i])
+				err := q.Ack(stream, consumer, offs[i])
 				if err == nil {
 					break
 				}

@@ -16,8 +16,10 @@ import (
 // Applier applies a configuration to the running gateway as a reload
 // does (the gateway's Apply): it returns once the configuration is in
 // force, or refuses it with every reason, the running one staying.
+// version is the configuration's (0: the local file), for what the
+// gateway announces about itself while it starts the new parts.
 type Applier interface {
-	Apply(ctx context.Context, cfg *config.Config) error
+	Apply(ctx context.Context, cfg *config.Config, version uint64) error
 }
 
 // Uplink reports on the uplink of the configuration in force.
@@ -298,7 +300,7 @@ func (m *Manager) applyCandidate(ctx context.Context) {
 	// configuration's forwarder: Apply replaces it.
 	since := m.cfg.Now()
 	if err == nil {
-		err = m.cfg.Applier.Apply(ctx, cfg)
+		err = m.cfg.Applier.Apply(ctx, cfg, v)
 		if err != nil && ctx.Err() != nil {
 			return // stopped meanwhile: the next start tries again
 		}
@@ -386,11 +388,11 @@ func (m *Manager) rollback(ctx context.Context, local *config.Config, v uint64, 
 	if err != nil {
 		m.log.Warn("last good remote configuration not usable; rolling back to the local file", "err", err)
 	}
-	err = m.cfg.Applier.Apply(ctx, cfg)
+	err = m.cfg.Applier.Apply(ctx, cfg, target)
 	if err != nil && target != 0 && ctx.Err() == nil {
 		m.log.Warn("last good remote configuration refused; rolling back to the local file", "version", target, "err", err)
 		cfg, target, doc = local, 0, nil
-		err = m.cfg.Applier.Apply(ctx, cfg)
+		err = m.cfg.Applier.Apply(ctx, cfg, 0)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,11 +38,12 @@ func pub(k ed25519.PrivateKey) string {
 type fakeApplier struct {
 	mu      sync.Mutex
 	applied []*config.Config
+	vers    []uint64 // the version of each applied configuration
 	fail    func(*config.Config) error
 	block   bool // wait for ctx to end, as if the gateway stopped meanwhile
 }
 
-func (a *fakeApplier) Apply(ctx context.Context, cfg *config.Config) error {
+func (a *fakeApplier) Apply(ctx context.Context, cfg *config.Config, version uint64) error {
 	a.mu.Lock()
 	fail, block := a.fail, a.block
 	a.mu.Unlock()
@@ -57,6 +59,7 @@ func (a *fakeApplier) Apply(ctx context.Context, cfg *config.Config) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.applied = append(a.applied, cfg)
+	a.vers = append(a.vers, version)
 	return nil
 }
 
@@ -514,6 +517,12 @@ func TestRollback(t *testing.T) {
 	}
 	if topic, calls := e.applier.last(); topic != "v1/{stream}" || calls != 3 {
 		t.Fatalf("after the rollback: topic %q after %d applies, want v1/{stream} after 3", topic, calls)
+	}
+	e.applier.mu.Lock()
+	vers := slices.Clone(e.applier.vers)
+	e.applier.mu.Unlock()
+	if !slices.Equal(vers, []uint64{1, 2, 1}) {
+		t.Fatalf("applied versions %v, want [1 2 1]: the gateway is told the version it applies", vers)
 	}
 	if e.m.Version() != 1 {
 		t.Fatalf("Version = %d", e.m.Version())
