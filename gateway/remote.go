@@ -108,16 +108,30 @@ func (g *Gateway) localConfig() *config.Config {
 	return g.local
 }
 
-// UplinkConnected reports whether the uplink of the configuration in
-// force is connected, and when it last connected (zero: not since it was
-// started, or the uplink is off).
+// UplinkConnected reports whether the cloud links of the configuration in
+// force are connected, and when they last were (zero: not since they were
+// started, or the uplink is off). With a downlink session both must be:
+// a configuration under which the board takes no more configurations
+// (the cloud refuses the downlink's client ID, say) must be rolled back
+// as much as one under which it sends no events.
 func (g *Gateway) UplinkConnected() (bool, time.Time) {
 	_, p := g.current()
 	if p.fwd == nil {
 		return false, time.Time{}
 	}
 	s := p.fwd.Status()
-	return s.Connected, s.LastConnected
+	up, last := s.Connected, s.LastConnected
+	if p.dl != nil {
+		d := p.dl.client.Status()
+		up = up && d.Connected
+		switch {
+		case last.IsZero() || d.LastConnected.IsZero():
+			last = time.Time{} // one of them never connected
+		case d.LastConnected.After(last):
+			last = d.LastConnected // both were up from then on
+		}
+	}
+	return up, last
 }
 
 // CheckConfig checks cfg as `ferry check` does after config.Load: Check

@@ -37,7 +37,9 @@ func ferryCLI(t *testing.T, bin string, args ...string) string {
 // refused or rolled back, and each outcome is on the status topic.
 func TestRemoteConfigEndToEnd(t *testing.T) {
 	bin := buildFerry(t)
-	cloud := mqtttest.Start(t)
+	// The cloud lets in only client IDs of gw1 (its uplink, gw1-cmd, and
+	// the test's gw1-ops).
+	cloud := mqtttest.StartWith(t, mqtttest.Options{Extra: "clientid_prefixes gw1\n"})
 	dir := t.TempDir()
 	pub := strings.TrimSpace(ferryCLI(t, bin, "config", "keygen", "-out", filepath.Join(dir, "fleet.key")))
 	ferryCLI(t, bin, "config", "keygen", "-out", filepath.Join(dir, "other.key"))
@@ -71,7 +73,7 @@ func TestRemoteConfigEndToEnd(t *testing.T) {
 	}
 	v1 := sign("fleet.key", 1, doc("v1", v1Topic))
 
-	svc := dial5(t, cloud.URL(), "ops", nil)
+	svc := dial5(t, cloud.URL(), "gw1-ops", nil)
 	svc.subscribe("gw1/config/status", 1)
 	svc.subscribe("gw1/presence", 1)
 	svc.subscribe("gw1/+/+/+", 1) // telemetry under v1's topic
@@ -105,6 +107,21 @@ func TestRemoteConfigEndToEnd(t *testing.T) {
 			}
 		}
 		dev.close()
+	}
+
+	rolledBack := func(version uint64) {
+		t.Helper()
+		for {
+			m := svc.next("gw1/config/status", 60*time.Second)
+			var s remoteconfig.Status
+			_ = json.Unmarshal(m.Payload, &s)
+			if s.Version == version && s.Status == remoteconfig.StatusRolledBack {
+				if s.Running != 1 {
+					t.Errorf("rolled back to %d, want 1", s.Running)
+				}
+				return
+			}
+		}
 	}
 
 	cmd := startFerry(t, bin, cfgPath, logPath)
@@ -141,18 +158,16 @@ func TestRemoteConfigEndToEnd(t *testing.T) {
 	// the board reports once it is back.
 	dead := fmt.Sprintf("tcp://127.0.0.1:%d", mqtttest.FreePort(t))
 	push(sign("fleet.key", 4, doc("v4", func(s string) string { return strings.Replace(v1Topic(s), cloud.URL(), dead, 1) })))
-	for {
-		m := svc.next("gw1/config/status", 60*time.Second)
-		var s remoteconfig.Status
-		_ = json.Unmarshal(m.Payload, &s)
-		if s.Version == 4 && s.Status == remoteconfig.StatusRolledBack {
-			if s.Running != 1 {
-				t.Errorf("rolled back to %d, want 1", s.Running)
-			}
-			break
-		}
-	}
+	rolledBack(4)
 	telemetryOnV1("after-rollback")
+	// One under which the uplink connects but the downlink, the way
+	// configurations come, does not (the cloud refuses its client ID):
+	// rolled back too.
+	push(sign("fleet.key", 5, doc("v5", func(s string) string {
+		return strings.Replace(v1Topic(s), "downlink:\n", "downlink:\n  client_id: other-cmd\n", 1)
+	})))
+	rolledBack(5)
+	telemetryOnV1("after-rollback-5")
 
 	// A restart keeps v1 (and does not take the retained v4 again).
 	_ = cmd.Process.Signal(syscall.SIGTERM)

@@ -38,6 +38,11 @@ func (g *Gateway) Status() opsapi.Status {
 		ls := p.fwd.Status()
 		st.Link = &ls
 	}
+	if p.dl != nil {
+		ds := p.dl.deliver.Stats()
+		st.Downlink = &opsapi.DownlinkStatus{Status: p.dl.client.Status(),
+			Delivered: ds.Delivered, Expired: ds.Expired, Failed: ds.Failed, ConfigVersion: g.configVersion.Load()}
+	}
 	var total time.Duration
 	st.Commits, total = g.buf.CommitStats()
 	if st.Commits > 0 {

@@ -423,6 +423,17 @@ func printStatus(w io.Writer, st *opsapi.Status, rates statusRates, now time.Tim
 	} else {
 		fmt.Fprintln(w, "link     disabled (uplink off: events are kept, not forwarded)")
 	}
+	if d := st.Downlink; d != nil {
+		state := "DOWN"
+		if d.Connected {
+			state = "up"
+		}
+		fmt.Fprintf(w, "downlink %s %s   commands %d (delivered %d, expired %d, failed %d)   replies %d   configs %d   config version %d\n",
+			state, d.Endpoint, d.Commands, d.Delivered, d.Expired, d.Failed, d.Replies, d.ConfigsReceived, d.ConfigVersion)
+		if d.LastError != "" {
+			fmt.Fprintf(w, "         last error: %s\n", d.LastError)
+		}
+	}
 	ingest := "ingest -"
 	if rates.ingest >= 0 {
 		ingest = fmt.Sprintf("ingest %.1f/s (over %s)", rates.ingest, rates.over.Round(100*time.Millisecond))
@@ -466,6 +477,14 @@ func printStatus(w io.Writer, st *opsapi.Status, rates statusRates, now time.Tim
 	if st.Link != nil {
 		for k, v := range st.Link.Dropped {
 			drops["uplink_"+k] += v
+		}
+	}
+	if d := st.Downlink; d != nil {
+		for k, v := range d.Dropped {
+			drops["downlink_"+k] += v
+		}
+		if d.RepliesDropped > 0 {
+			drops["downlink_replies"] += d.RepliesDropped
 		}
 	}
 	if len(drops) == 0 {

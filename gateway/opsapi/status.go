@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ferrygw/ferry/buffer"
+	"github.com/ferrygw/ferry/downlink"
 	"github.com/ferrygw/ferry/drivers"
 	"github.com/ferrygw/ferry/event"
 	"github.com/ferrygw/ferry/gateway/broker"
@@ -19,9 +20,11 @@ import (
 // Status is the gateway's health at one moment: what `ferry status` prints
 // and GET /status returns.
 type Status struct {
-	GatewayID string                `json:"gateway_id"`
-	Uptime    Duration              `json:"uptime"`
-	Link      *uplink.Status        `json:"link,omitempty"` // nil when the uplink is disabled
+	GatewayID string         `json:"gateway_id"`
+	Uptime    Duration       `json:"uptime"`
+	Link      *uplink.Status `json:"link,omitempty"` // nil when the uplink is disabled
+	// Downlink is the downlink session and its commands; nil without one.
+	Downlink  *DownlinkStatus       `json:"downlink,omitempty"`
 	Ingest    broker.Stats          `json:"ingest"`
 	Streams   []StreamStatus        `json:"streams"`
 	Pipelines []rules.RunnerStats   `json:"pipelines,omitempty"`
@@ -34,6 +37,21 @@ type Status struct {
 	Quarantined string `json:"quarantined,omitempty"`
 	// Listener is the status listener's connections and refusals.
 	Listener ListenerStats `json:"status_listener"`
+}
+
+// DownlinkStatus is the downlink session (commands, replies, remote
+// configurations, presence) and the local delivery of its commands.
+type DownlinkStatus struct {
+	downlink.Status
+	// Delivered, Expired and Failed count commands published locally,
+	// dropped because their expiry passed before their turn, and dropped
+	// because the broker refused them.
+	Delivered uint64 `json:"delivered"`
+	Expired   uint64 `json:"expired"`
+	Failed    uint64 `json:"failed"`
+	// ConfigVersion is the version of the configuration in force (0: the
+	// local file).
+	ConfigVersion uint64 `json:"config_version"`
 }
 
 // StreamStatus is one stream's backlog.

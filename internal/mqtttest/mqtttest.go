@@ -132,6 +132,9 @@ type Options struct {
 	// StartAgain (Mosquitto's persistence file), so a subscriber with a
 	// persistent session misses nothing during an outage.
 	Persistent bool
+	// Extra is appended to Mosquitto's configuration (the mochi fallback
+	// ignores it).
+	Extra string
 }
 
 // Start starts a cloud broker on a free loopback port and stops it when the
@@ -164,7 +167,7 @@ func StartWith(t testing.TB, o Options) *Broker {
 				persist += "user root\n"
 			}
 		}
-		conf := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\n%smax_inflight_messages 0\nmax_queued_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nlog_type subscribe\n", port, persist)
+		conf := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\n%smax_inflight_messages 0\nmax_queued_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nlog_type subscribe\n%s", port, persist, o.Extra)
 		if err := os.WriteFile(b.conf, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)
 		}
