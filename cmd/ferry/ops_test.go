@@ -15,6 +15,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/ferrygw/ferry/buffer"
+	"github.com/ferrygw/ferry/downlink"
 	"github.com/ferrygw/ferry/drivers"
 	"github.com/ferrygw/ferry/gateway"
 	"github.com/ferrygw/ferry/gateway/broker"
@@ -240,6 +241,9 @@ func TestPrintStatus(t *testing.T) {
 			Reconnects: 2, Inflight: 3, ForwardedEvents: 1000, ForwardedMessages: 100, ForwardedBytes: 2048,
 			Dropped: map[string]uint64{"oversize": 1}, EventsPerSecond: 12.5, LastError: "connection lost: EOF",
 			RefusingAll: true, RefusedAll: 4, LastPoison: "telemetry 17: connection ended\x01"},
+		Downlink: &opsapi.DownlinkStatus{Status: downlink.Status{Connected: true, Endpoint: "ssl://cloud:8883", Commands: 9,
+			Replies: 4, ConfigsReceived: 2, RepliesDropped: 1, Dropped: map[string]uint64{"oversize": 2}},
+			Delivered: 7, Expired: 1, Failed: 1, ConfigVersion: 3},
 		Ingest: broker.Stats{Ingested: 1200, Refused: 4, Ignored: 1, Clients: 7},
 		Streams: []opsapi.StreamStatus{{StreamStats: buffer.StreamStats{Name: "telemetry", Events: 200, Bytes: 3 << 20,
 			Drops: map[string]uint64{"overflow": 3, "expired": 2}}, OldestAge: opsapi.Duration(125 * time.Second)}},
@@ -258,7 +262,8 @@ func TestPrintStatus(t *testing.T) {
 		"rates ingest 20.0/s (over 1s) forward 12.5/s (10 s average)\n",
 		"ingest 1200 events clients 7 refused 4 matching no route 1 ",
 		"forward 1000 events in 100 messages (2.0 KiB) resent 0\n",
-		"drops expired=2 overflow=3 uplink_oversize=1\n",
+		"downlink up ssl://cloud:8883 commands 9 (delivered 7, expired 1, failed 1) replies 4 configs 2 config version 3\n",
+		"drops downlink_oversize=2 downlink_replies=1 expired=2 overflow=3 uplink_oversize=1\n",
 		"telemetry 200 3.0 MiB 2m5s expired=2 overflow=3\n",
 		"avg 1200 20 5 1190\n",
 		"air bme280 failing 0 9 i2c: no device\n",
