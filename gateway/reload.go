@@ -155,7 +155,10 @@ func (g *Gateway) Reload(ctx context.Context) error {
 	if err != nil {
 		return g.refuse(err)
 	}
-	if err := g.apply(ctx, g.effective(local)); err != nil {
+	cfg, version := g.effective(local)
+	old := g.configVersion.Swap(version) // announced by the new parts' presence
+	if err := g.apply(ctx, cfg); err != nil {
+		g.configVersion.CompareAndSwap(version, old)
 		return err
 	}
 	g.mu.Lock()

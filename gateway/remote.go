@@ -49,13 +49,14 @@ func (g *Gateway) startRemote(local *config.Config) *config.Config {
 	return cfg
 }
 
-// effective is what Reload applies for the local file local.
-func (g *Gateway) effective(local *config.Config) *config.Config {
+// effective is what Reload applies for the local file local, and its
+// version (0: the file).
+func (g *Gateway) effective(local *config.Config) (*config.Config, uint64) {
 	cfg, v := remoteconfig.Effective(local, g.remoteOptions())
 	if v > 0 {
 		g.log.Info("a remote configuration is in force: of the file, only remote_config applies", "component", "remote-config", "version", v)
 	}
-	return cfg
+	return cfg, v
 }
 
 // newRemote makes the remote configuration manager when the local file
