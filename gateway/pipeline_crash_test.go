@@ -156,13 +156,17 @@ status: {listen: "", log_interval: 0s}
 func runUntilProcessed(t *testing.T, bin, cfgPath, bufPath string, n uint64, kills int, rng *rand.Rand) int {
 	t.Helper()
 	landed := 0
+	// The work takes what the machine gives it (a loaded CI machine, qemu):
+	// the clean rounds after the kills grow longer, and only a deadline
+	// ends the test.
+	deadline := time.Now().Add(5 * time.Minute)
 	for round := 0; ; round++ {
 		cmd := startFerry(t, bin, cfgPath, bufPath+".log")
 		if round < kills {
 			time.Sleep(time.Duration(150+rng.IntN(500)) * time.Millisecond)
 			_ = cmd.Process.Signal(syscall.SIGKILL)
 		} else {
-			time.Sleep(1500 * time.Millisecond)
+			time.Sleep(min(time.Duration(round-kills+1)*1500*time.Millisecond, 10*time.Second))
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 		}
 		_ = cmd.Wait()
@@ -178,8 +182,8 @@ func runUntilProcessed(t *testing.T, bin, cfgPath, bufPath string, n uint64, kil
 		if round < kills {
 			landed++
 		}
-		if round > kills+20 {
-			t.Fatalf("pipelines did not finish the input")
+		if time.Now().After(deadline) {
+			t.Fatalf("pipelines did not finish the input in 5 min (%d rounds)", round+1)
 		}
 	}
 }
