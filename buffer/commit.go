@@ -683,6 +683,10 @@ func (ts *txState) deleteFirst(name string, s *stream, b *bolt.Bucket, limit uin
 		s.meta.Count, s.meta.Bytes, s.meta.First = 0, 0, s.meta.Next
 		return "", 0, false, nil
 	}
+	if len(k) != 8 {
+		// Damage (see dropMalformedKeys): not an event; remove it.
+		return "", s.meta.First, false, c.Delete()
+	}
 	off = binary.BigEndian.Uint64(k)
 	if off > limit {
 		// A gap left by fair eviction (see fair.go): First is exact again.

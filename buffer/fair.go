@@ -252,6 +252,9 @@ func (ts *txState) evictLargest(name string, s *stream, b *bolt.Bucket, src stri
 	binary.BigEndian.PutUint64(key[:], max(hint, s.meta.First))
 	c := b.Cursor()
 	for k, v := c.Seek(key[:]); k != nil; k, v = c.Next() {
+		if len(k) != 8 {
+			continue // damage (see dropMalformedKeys)
+		}
 		off := binary.BigEndian.Uint64(k)
 		evSrc, err := ts.sourceOf(name, v)
 		if err != nil {
@@ -484,6 +487,9 @@ func (l *Log) checkSources(tx *bolt.Tx, name string, s *stream) error {
 	if b != nil {
 		ts := &txState{l: l}
 		err := b.ForEach(func(k, v []byte) error {
+			if len(k) != 8 {
+				return nil // damage (see dropMalformedKeys)
+			}
 			off := binary.BigEndian.Uint64(k)
 			src, err := ts.sourceOf(name, v)
 			if err != nil {
