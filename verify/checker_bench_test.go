@@ -143,6 +143,35 @@ func TestFleetScale(t *testing.T) {
 	var scrapeGW countingWriter
 	_ = c.WritePrometheus(&scrapeGW, LabelsGateway)
 
+	// Decoding (DecodeJSON) and checking, in CPU time: 20,000 single
+	// envelopes, then 20,000 envelopes in batches of 10.
+	var singles, batches [][]byte
+	for i := range 20000 {
+		e := envs[i%len(envs)]
+		e.Seq = uint64(101 + i/len(envs))
+		singles = append(singles, encodeJSON(&e))
+	}
+	for i := range 2000 {
+		group := make([]Envelope, 10)
+		for k := range group {
+			group[k] = envs[i%len(envs)]
+			group[k].Seq = uint64(103 + i/len(envs)*10 + k)
+		}
+		batches = append(batches, encodeBatch(group...))
+	}
+	start = cpuNow()
+	for _, m := range singles {
+		c.Handle(m)
+	}
+	perSingle := (cpuNow() - start) / 20000
+	start = cpuNow()
+	for _, m := range batches {
+		c.Handle(m)
+	}
+	perBatched := (cpuNow() - start) / 20000
+	t.Logf("decode and check, CPU per event: %v single (%d B a message), %v in batches of 10 (%d B a message)",
+		perSingle, len(singles[0]), perBatched, len(batches[0]))
+
 	if r.Streams != fleetGateways*fleetStreams || r.Totals.Received != uint64(n) ||
 		r.Totals.Missing != fleetGateways*fleetStreams || r.Totals.Dropped != 2*fleetGateways*fleetStreams {
 		t.Fatalf("streams %d received %d missing %d dropped %d", r.Streams, r.Totals.Received, r.Totals.Missing, r.Totals.Dropped)
