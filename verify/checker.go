@@ -2,6 +2,7 @@ package verify
 
 import (
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -273,7 +274,50 @@ func (c *Checker) observe(e *Envelope, now time.Time) {
 		if !e.Replay {
 			sp.c.Duplicates++
 		}
+		if n > 0 {
+			c.explainLate(sp, e, n)
+		}
 	}
+}
+
+// explainLate applies the gap a further copy of an event announces: the
+// first copy may have announced less (the buffer dropped events between
+// the two sends, before the cloud acknowledged them). The holes it
+// explains count as dropped; their reasons are taken from the
+// announcement's, in name order, as far as they go.
+func (c *Checker) explainLate(sp *space, e *Envelope, n uint64) {
+	a := e.Seq - n
+	var open, lost uint64
+	sp.open, open = cut(sp.open, a, e.Seq)
+	sp.lost, lost = cut(sp.lost, a, e.Seq)
+	sp.c.Missing -= lost
+	left := open + lost
+	if left == 0 {
+		return
+	}
+	sp.c.Dropped += left
+	for _, r := range slices.Sorted(maps.Keys(e.Gap.Reasons)) {
+		k := min(e.Gap.Reasons[r], left)
+		if k > 0 {
+			c.addReason(sp, r, k)
+			left -= k
+		}
+	}
+	if left > 0 {
+		c.addReason(sp, "other", left)
+	}
+}
+
+// addReason adds k drops for reason r, keeping at most 16 reasons (the
+// rest go to "other") of at most 64 bytes.
+func (c *Checker) addReason(sp *space, r string, k uint64) {
+	if sp.c.DroppedBy == nil {
+		sp.c.DroppedBy = map[string]uint64{}
+	}
+	if len(r) > 64 || (len(sp.c.DroppedBy) >= maxReasons && sp.c.DroppedBy[r] == 0) {
+		r = "other"
+	}
+	sp.c.DroppedBy[r] += k
 }
 
 // fresh records the first copy of event e at sequence number e.Seq, which
@@ -290,14 +334,13 @@ func (c *Checker) fresh(sp *space, e *Envelope, n uint64, now time.Time) {
 		return
 	}
 	sp.c.Dropped += n
-	if sp.c.DroppedBy == nil {
-		sp.c.DroppedBy = map[string]uint64{}
-	}
+	var sum uint64
 	for r, k := range e.Gap.Reasons {
-		if len(r) > 64 || (len(sp.c.DroppedBy) >= maxReasons && sp.c.DroppedBy[r] == 0) {
-			r = "other"
-		}
-		sp.c.DroppedBy[r] += k
+		c.addReason(sp, r, k)
+		sum += k
+	}
+	if sum < n {
+		c.addReason(sp, "unspecified", n-sum)
 	}
 	a := e.Seq - n
 	sp.open, _ = cut(sp.open, a, e.Seq)

@@ -127,6 +127,24 @@ func TestCheckerLateAnnouncementExplainsHole(t *testing.T) {
 		UnexplainedGaps: 1, Unexplained: 4, Missing: 1, Repaired: 1})
 }
 
+// TestCheckerLateAnnouncementOnACopy: the first copy of 16 announced
+// nothing (10..15 were sent, and lost at the cloud); the buffer then
+// dropped them before their PUBACK, and the resent 16 announces them.
+func TestCheckerLateAnnouncementOnACopy(t *testing.T) {
+	clk := newClock()
+	c := newTestChecker(t, clk, time.Second)
+	feed(c, seqs("g", "s", e1, 1, 11)...)
+	feed(c, ev("g", "s", e1, 16))
+	clk.Add(time.Second)
+	c.Tick() // 12..15 unexplained
+	feed(c, ev("g", "s", e1, 16, gap(6, "overflow", 1, "ttl", 5)))
+	feed(c, ev("g", "t", e1, 3, gap(2))) // no reasons given
+	c.Finish()
+	wantCounts(t, counts(t, c, "g", "s"), Counts{Received: 12, Duplicates: 1, Dropped: 4,
+		DroppedBy: map[string]uint64{"overflow": 1, "ttl": 3}, UnexplainedGaps: 1, Unexplained: 4})
+	wantCounts(t, counts(t, c, "g", "t"), Counts{Received: 1, Dropped: 2, DroppedBy: map[string]uint64{"unspecified": 2}})
+}
+
 func TestCheckerDuplicatesAndReplays(t *testing.T) {
 	clk := newClock()
 	c := newTestChecker(t, clk, time.Second)

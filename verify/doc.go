@@ -44,9 +44,14 @@
 //     (the checker started while a gateway was resending); after it, an
 //     offset below the lowest is a duplicate (replays apart).
 //   - A gap announcement counts once, on the first copy of the event
-//     carrying it; it explains its offsets whether they were open,
-//     unexplained, or not yet reached. An announced offset that arrives
-//     anyway later is counted as a duplicate.
+//     carrying it (reasons missing from it count as "unspecified"); it
+//     explains its offsets whether they were open, unexplained, or not
+//     yet reached. A further copy can announce more than the first (the
+//     buffer dropped events sent once but not acknowledged): the holes it
+//     explains then count as dropped, their reasons taken from its own in
+//     name order. An announced offset that arrives anyway later is
+//     counted as a duplicate; an event received and then announced is
+//     both received and dropped.
 //   - An envelope without seq (a gateway older than sequence numbers) is
 //     unsequenced: checked for duplicate event IDs among its stream's last
 //     128, nothing else.

@@ -85,6 +85,7 @@ type Range struct {
 	To   uint64 `json:"to"`
 }
 
+// String is "from-to", or the number alone for a range of one.
 func (r Range) String() string {
 	if r.From == r.To {
 		return strconv.FormatUint(r.From, 10)
