@@ -70,6 +70,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzFilters$$' -fuzztime $(FUZZTIME) ./downlink/
 	$(GO) test -run '^$$' -fuzz '^FuzzWire$$' -fuzztime $(FUZZTIME) ./downlink/
 	$(GO) test -run '^$$' -fuzz '^FuzzReply$$' -fuzztime $(FUZZTIME) ./downlink/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime $(FUZZTIME) ./verify/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeReply$$' -fuzztime $(FUZZTIME) ./verify/
+	$(GO) test -run '^$$' -fuzz '^FuzzChecker$$' -fuzztime $(FUZZTIME) ./verify/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./buffer/ ./event/ ./uplink/ ./gateway/rules/...

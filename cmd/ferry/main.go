@@ -47,6 +47,8 @@ commands:
                      gateway's buffer (ferry buffer -h)
   reload [-addr A]   make a running gateway re-read its config
   bench  [flags]     load-test an MQTT broker (ferry bench -h)
+  verify -url URL    check a fleet's streams at the cloud broker: gaps,
+                     duplicates, drops, lag (ferry verify -h)
   passwd -f FILE USER  set USER's broker password in a users file (asked
                      twice on a terminal, else one line read from stdin)
   key new|list -f FILE  add (rotate) or list the buffer encryption keys
@@ -79,6 +81,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdReload(args[1:], stdout, stderr)
 	case "bench":
 		return cmdBench(args[1:], stdout, stderr)
+	case "verify":
+		return cmdVerify(args[1:], stdout, stderr)
 	case "passwd":
 		return cmdPasswd(args[1:], stdin, stderr)
 	case "key":
