@@ -58,4 +58,7 @@ const (
 	// position on the stream but is not among its required consumers had
 	// processed them (see StreamConfig.Consumers).
 	DropUnconsumed = "unconsumed"
+	// DropRollup counts events replaced by aggregates (Overflow Rollup):
+	// their data lives on, at a coarser resolution, in the aggregates.
+	DropRollup = "rollup"
 )

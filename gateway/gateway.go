@@ -425,7 +425,7 @@ func bufferOptions(cfg *config.Config, log *slog.Logger) (buffer.Options, error)
 		}
 		sc := buffer.StreamConfig{
 			Name: s.Name, MaxEvents: s.MaxEvents, MaxBytes: int64(s.MaxBytes), Overflow: ov, TTL: s.TTL,
-			Retain: s.Retain,
+			Retain: s.Retain, RollupInterval: s.Rollup.Interval,
 		}
 		// An outbox is kept until its deliverer (and the uplink, when it is
 		// forwarded too) has delivered it; the deliverer's position was
