@@ -22,24 +22,11 @@ var (
 
 const epochLen = 8
 
-// newEpoch draws an epoch for a file that has none, before the file is
-// read: a failure of the randomness is then not taken for a damaged file.
-func (l *Log) newEpoch() ([]byte, error) {
-	r := l.opts.Rand
-	if r == nil {
-		r = rand.Reader
-	}
-	e := make([]byte, epochLen)
-	if _, err := io.ReadFull(r, e); err != nil {
-		return nil, fmt.Errorf("buffer: epoch: %w", err)
-	}
-	return e, nil
-}
-
-// loadEpoch reads the file's epoch, storing fresh (from newEpoch) if the
-// file has none (or one that is not 8 bytes: an epoch nobody can have
-// seen intact).
-func (l *Log) loadEpoch(tx *bolt.Tx, fresh []byte) error {
+// loadEpoch reads the file's epoch, drawing and storing one if the file
+// has none (or one that is not 8 bytes: an epoch nobody can have seen
+// intact). A failure to draw wraps errNoEpoch: the randomness failed, not
+// the file.
+func (l *Log) loadEpoch(tx *bolt.Tx) error {
 	b, err := tx.CreateBucketIfNotExists(bktMeta)
 	if err != nil {
 		return err
@@ -52,8 +39,16 @@ func (l *Log) loadEpoch(tx *bolt.Tx, fresh []byte) error {
 	if v != nil {
 		l.logger.Warn("buffer epoch record malformed: a new epoch starts", "path", l.path, "bytes", len(v))
 	}
-	l.epoch = hex.EncodeToString(fresh)
-	return b.Put(keyEpoch, fresh)
+	r := l.opts.Rand
+	if r == nil {
+		r = rand.Reader
+	}
+	e := make([]byte, epochLen)
+	if _, err := io.ReadFull(r, e); err != nil {
+		return fmt.Errorf("%w: %w", errNoEpoch, err)
+	}
+	l.epoch = hex.EncodeToString(e)
+	return b.Put(keyEpoch, e)
 }
 
 // Epoch returns the buffer file's epoch: 16 lowercase hex digits, the

@@ -2,6 +2,7 @@ package buffer_test
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -27,7 +28,7 @@ func TestEpoch(t *testing.T) {
 	l.Close()
 
 	// Reopened: the same epoch; Rand is not read (it is empty).
-	l = buffertest.MustOpenPath(t, path, buffer.Options{Rand: bytes.NewReader([]byte{9, 9, 9, 9, 9, 9, 9, 9})})
+	l = buffertest.MustOpenPath(t, path, buffer.Options{Rand: bytes.NewReader(nil)})
 	if got := l.Epoch(); got != "01020304050607ab" {
 		t.Fatalf("epoch after reopen = %q, want the file's 01020304050607ab", got)
 	}
@@ -48,6 +49,20 @@ func TestEpoch(t *testing.T) {
 	}
 	if got := l.Epoch(); got != "fedcba9876543210" {
 		t.Fatalf("epoch of the file replacing a quarantined one = %q, want fedcba9876543210", got)
+	}
+}
+
+// TestEpochNoRandomness: a new file whose epoch cannot be drawn is not
+// opened, and the error does not call the file corrupt (nothing is
+// quarantined).
+func TestEpochNoRandomness(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "b.db")
+	_, err := buffer.Open(path, buffer.Options{Rand: bytes.NewReader([]byte{1, 2})})
+	if err == nil || errors.Is(err, buffer.ErrCorrupt) {
+		t.Fatalf("Open with 2 bytes of randomness: %v, want an error that is not ErrCorrupt", err)
+	}
+	if q, _ := filepath.Glob(path + ".corrupt-*"); len(q) > 0 {
+		t.Fatalf("quarantined %v", q)
 	}
 }
 

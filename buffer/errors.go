@@ -62,3 +62,8 @@ const (
 	// their data lives on, at a coarser resolution, in the aggregates.
 	DropRollup = "rollup"
 )
+
+// errNoEpoch wraps a failure to draw a new file's epoch from
+// Options.Rand: Open returns it as it is, never as ErrCorrupt (the file
+// is fine).
+var errNoEpoch = errors.New("buffer: no randomness for the file's epoch")

@@ -205,8 +205,11 @@ func (s *stream) pruneFloor() uint64 {
 // the records every consumer has passed. A commit that dropped nothing
 // and has nothing to prune touches nothing.
 func writeGaps(sb *bolt.Bucket, s *stream) error {
+	if len(s.dropping) == 0 && s.gaps.n == 0 {
+		return nil // the path of every append: nothing to look at
+	}
 	floor := s.pruneFloor()
-	if len(s.dropping) == 0 && (s.gaps.n == 0 || s.gaps.firstTo > floor) {
+	if len(s.dropping) == 0 && s.gaps.firstTo > floor {
 		return nil
 	}
 	gb, err := sb.CreateBucketIfNotExists(bktGaps)
@@ -402,15 +405,18 @@ func readGapIndex(b *bolt.Bucket) gapIndex {
 
 // Dropped returns how many offsets strictly between after and before the
 // log deleted by policy before they were processed, and how many for each
-// reason (DropOverflow, DropExpired, DropUnconsumed, DropRollup). A reader
-// that reads event after and then event before calls it to tell a gap
-// from a loss: for a consumer the stream requires (or that holds a
-// position), reading in order, before-after-1 equals the events it read
-// in between plus n. Records are pruned once every consumer is past
-// them, so ask about offsets past your own position. n is exact; the
-// split by reason is exact unless the stream's drops outgrew its records
-// (see the bound above), where it is apportioned. A record that does not
-// decode is logged and counts nothing.
+// reason (DropOverflow, DropExpired, DropUnconsumed, DropRollup; nil when
+// none). A reader that has read event after and now reads event before
+// calls it to tell a gap from a loss: for a consumer the stream requires
+// (or that holds a position), reading in order and asking as it reads,
+// before-after-1 equals the events it read in between plus n (an event it
+// read that was deleted by policy afterwards is no gap for it, but counts
+// in n if asked later). Records are pruned once every consumer is past
+// them, so ask about offsets past your own position. n is exact; the split
+// by reason is exact unless the stream's drops outgrew its records (see
+// the bound above), where it is apportioned. It is one read transaction
+// (none when before is after+1); a record that does not decode is logged
+// and counts nothing.
 func (l *Log) Dropped(stream string, after, before uint64) (n uint64, reasons map[string]uint64) {
 	if before <= after || before-after < 2 {
 		return 0, nil

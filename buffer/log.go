@@ -188,11 +188,6 @@ func (l *Log) open() (err error) {
 		}
 		return fmt.Errorf("open buffer %s: %w: %v", l.path, ErrCorrupt, err)
 	}
-	fresh, err := l.newEpoch()
-	if err != nil {
-		_ = db.Close()
-		return err
-	}
 	l.growStep = growStep(l.opts.MinFreeDisk)
 	db.AllocSize = l.growStep
 	l.pageSize = db.Info().PageSize
@@ -203,9 +198,9 @@ func (l *Log) open() (err error) {
 		}
 		l.logger.Warn("buffer file checked page by page: intact", "path", l.path, "why", why)
 	}
-	if err := l.load(db, fresh); err != nil {
+	if err := l.load(db); err != nil {
 		_ = db.Close()
-		if errors.Is(err, ErrWrongKey) { // the file is fine: the key file is not
+		if errors.Is(err, ErrWrongKey) || errors.Is(err, errNoEpoch) { // the file is fine
 			return fmt.Errorf("open buffer %s: %w", l.path, err)
 		}
 		return fmt.Errorf("open buffer %s: %w: %v", l.path, ErrCorrupt, err)
@@ -280,8 +275,8 @@ func boltOpen(path string, opts *bolt.Options) (db *bolt.DB, err error) {
 // own metadata says, or whose pages make bbolt panic, is reported as corrupt
 // instead of crashing the gateway later. It then checks that Options.Keys
 // can open what the file holds (checkKeys: ErrWrongKey), and reads the
-// file's epoch, storing fresh as the epoch of a file that has none.
-func (l *Log) load(db *bolt.DB, fresh []byte) (err error) {
+// file's epoch (creating it for a file that has none).
+func (l *Log) load(db *bolt.DB) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("reading metadata: %v", r)
@@ -333,7 +328,7 @@ func (l *Log) load(db *bolt.DB, fresh []byte) (err error) {
 		if err != nil {
 			return err
 		}
-		if err := l.loadEpoch(tx, fresh); err != nil {
+		if err := l.loadEpoch(tx); err != nil {
 			return err
 		}
 		return l.checkKeys(tx)

@@ -217,8 +217,8 @@ type Options struct {
 	// process (see state.go); "" if unknown.
 	BootID string
 
-	// Rand is the randomness of a new file's epoch (Log.Epoch) and of the
-	// IDs of rollup aggregates; nil: crypto/rand.
+	// Rand is the randomness of a new file's epoch (Log.Epoch); nil:
+	// crypto/rand.
 	Rand io.Reader
 
 	Now func() time.Time

@@ -181,7 +181,11 @@ func (ts *txState) rollup(name string, s *stream, b *bolt.Bucket, size int64) (b
 		}
 	}
 	for d := 0; d <= maxRollupDoublings; d++ {
-		vals, srcs, ok := ts.aggregate(name, chunk, iv<<d, maxOut)
+		window := iv << d
+		if window>>d != iv {
+			break // past what a Duration holds
+		}
+		vals, srcs, ok := ts.aggregate(name, chunk, window, maxOut)
 		if !ok {
 			continue
 		}
