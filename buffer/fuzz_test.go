@@ -65,7 +65,7 @@ func FuzzRollupPayload(f *testing.F) {
 	t0 := time.Unix(1_700_000_000, 0)
 	f.Fuzz(func(t *testing.T, contentType string, p []byte) {
 		for _, fields := range []map[string]fieldAgg{
-			func() map[string]fieldAgg { m, _ := numericFields(contentType, p, t0); return m }(),
+			func() map[string]fieldAgg { m, _ := numericFields(nil, contentType, p, t0); return m }(),
 			func() map[string]fieldAgg { m, _ := aggregateFields(p, t0); return m }(),
 		} {
 			if len(fields) == 0 {

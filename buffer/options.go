@@ -221,6 +221,10 @@ type Options struct {
 	// crypto/rand.
 	Rand io.Reader
 
+	// Numbers reads the numeric fields of payloads for the rollup
+	// overflow policy; nil: JSONNumbers.
+	Numbers Numbers
+
 	Now func() time.Time
 	// Logger receives the log's lines. It logs each failed commit, and
 	// while the disk fails that is every commit: give it a rate-limited

@@ -1,8 +1,10 @@
 package buffer
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"maps"
 	"math"
 	"slices"
@@ -11,8 +13,6 @@ import (
 	"time"
 
 	"github.com/ferrygw/ferry/event"
-	"github.com/ferrygw/ferry/gateway/rules/payload"
-	"github.com/ferrygw/ferry/gateway/rules/record"
 	"github.com/ferrygw/ferry/internal/jsonstr"
 	bolt "go.etcd.io/bbolt"
 )
@@ -241,27 +241,51 @@ func (ts *txState) rollupInput(stream string, off uint64, v []byte) (rollupIn, b
 		}
 		return in, true
 	}
-	in.fields, ok = numericFields(ev.ContentType, ev.Payload, ev.Time)
+	in.fields, ok = numericFields(ts.l.opts.Numbers, ev.ContentType, ev.Payload, ev.Time)
 	return in, ok
 }
 
-// numericFields returns the numeric fields of a raw event's payload.
-func numericFields(contentType string, p []byte, t time.Time) (map[string]fieldAgg, bool) {
-	f, err := payload.FormatFor(payload.FormatAuto, contentType, p)
-	if err != nil {
-		return nil, false
+// Numbers reports the numeric fields of an event's payload, for the rollup
+// overflow policy: it calls yield for each (a name may come more than once,
+// as in a SenML pack) and returns false when the payload is not numeric
+// data. Options.Numbers; the default, JSONNumbers, reads the top-level
+// numbers of a JSON object or a bare JSON number; the gateway passes its
+// payload decoders (JSON, CBOR, SenML), which the buffer does not import.
+type Numbers func(contentType string, payload []byte, yield func(name string, v float64) bool) bool
+
+// JSONNumbers is the default Numbers: a JSON object's top-level numbers,
+// or a bare JSON number as field "value".
+func JSONNumbers(_ string, p []byte, yield func(string, float64) bool) bool {
+	var v any
+	d := json.NewDecoder(bytes.NewReader(p))
+	if d.Decode(&v) != nil || d.More() {
+		return false
 	}
-	recs, err := payload.Decode(f, contentType, p, record.Record{Time: t})
-	if err != nil {
-		return nil, false
+	switch x := v.(type) {
+	case float64:
+		return yield("value", x)
+	case map[string]any:
+		for _, k := range slices.Sorted(maps.Keys(x)) {
+			if f, ok := x[k].(float64); ok && !yield(k, f) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// numericFields returns the numeric fields of a raw event's payload.
+func numericFields(numbers Numbers, contentType string, p []byte, t time.Time) (map[string]fieldAgg, bool) {
+	if numbers == nil {
+		numbers = JSONNumbers
 	}
 	out := map[string]fieldAgg{}
-	add := func(name string, v any) bool {
-		x, ok := v.(float64)
-		if !ok || name == "" {
+	ok := numbers(contentType, p, func(name string, x float64) bool {
+		if name == "" || math.IsNaN(x) || math.IsInf(x, 0) {
 			return true
 		}
-		if len(out) >= maxRollupFields {
+		if _, dup := out[name]; !dup && len(out) >= maxRollupFields {
 			return false
 		}
 		a := fieldAgg{count: 1, min: x, max: x, avg: x, last: x, lastT: t}
@@ -271,34 +295,20 @@ func numericFields(contentType string, p []byte, t time.Time) (map[string]fieldA
 		}
 		out[name] = a
 		return true
-	}
-	senml := f == payload.FormatSenMLJSON || f == payload.FormatSenMLCBOR
-	for _, r := range recs {
-		if senml {
-			name, _ := r.Fields["name"].(string)
-			if !add(name, r.Fields["value"]) {
-				return nil, false
-			}
-			continue
-		}
-		for _, k := range slices.Sorted(maps.Keys(r.Fields)) {
-			if !add(k, r.Fields[k]) {
-				return nil, false
-			}
-		}
-	}
-	return out, len(out) > 0
+	})
+	return out, ok && len(out) > 0 && len(out) <= maxRollupFields
 }
 
 // aggregateFields parses an aggregate's payload (what encodeAggregate
 // writes); ok is false for anything else.
 func aggregateFields(p []byte, t time.Time) (map[string]fieldAgg, bool) {
-	recs, err := payload.Decode(payload.FormatJSON, "application/json", p, record.Record{})
-	if err != nil || len(recs) != 1 || len(recs[0].Fields) == 0 || len(recs[0].Fields) > maxRollupFields {
+	var fields map[string]any
+	d := json.NewDecoder(bytes.NewReader(p))
+	if d.Decode(&fields) != nil || d.More() || len(fields) == 0 || len(fields) > maxRollupFields {
 		return nil, false
 	}
-	out := make(map[string]fieldAgg, len(recs[0].Fields))
-	for name, v := range recs[0].Fields {
+	out := make(map[string]fieldAgg, len(fields))
+	for name, v := range fields {
 		m, ok := v.(map[string]any)
 		if !ok || name == "" {
 			return nil, false

@@ -13,6 +13,7 @@ import (
 	"github.com/ferrygw/ferry/buffer"
 	"github.com/ferrygw/ferry/buffer/buffertest"
 	"github.com/ferrygw/ferry/event"
+	"github.com/ferrygw/ferry/gateway/rules/payload"
 )
 
 // tally is what a reader learns of one source's field from a rollup
@@ -196,7 +197,9 @@ func TestRollupBytes(t *testing.T) {
 func TestRollupFormats(t *testing.T) {
 	clock := &testClock{now: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
 	keys := buffertest.MustKeys(t) // sealed at rest: rounds open and seal
-	l := buffertest.MustOpen(t, buffer.Options{Now: clock.Now, Keys: keys,
+	// The gateway's payload decoders (a test-only import: the buffer
+	// itself takes them as Options.Numbers).
+	l := buffertest.MustOpen(t, buffer.Options{Now: clock.Now, Keys: keys, Numbers: payload.Numbers,
 		Streams: []buffer.StreamConfig{{Name: "s", MaxEvents: 4, Overflow: buffer.Rollup, RollupInterval: time.Minute}}})
 	events := []*event.Event{
 		{Source: "a", ContentType: "application/senml+json", Payload: []byte(`[{"bn":"dev/","n":"temp","u":"Cel","v":21.5},{"n":"hum","v":40}]`)},
