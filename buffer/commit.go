@@ -637,29 +637,55 @@ func (ts *txState) append(stream, src string, val []byte) (appendResult, error) 
 		return appendResult{err: ErrDiskFull}, nil
 	}
 	for over(s, size) {
+		if s.cfg.Overflow == Rollup {
+			rolled, err := ts.rollup(stream, s, b, size)
+			if err != nil {
+				return appendResult{}, err
+			}
+			if rolled {
+				continue
+			}
+			// Nothing to roll up: the oldest event goes, as with
+			// drop_oldest.
+		}
 		var victim string
+		var off uint64
+		deleted := true
 		if fair(s.cfg) {
-			victim, err = ts.evictLargest(stream, s, b, src, size)
+			victim, off, err = ts.evictLargest(stream, s, b, src, size)
 		} else {
-			victim, _, _, err = ts.deleteFirst(stream, s, b, math.MaxUint64, true)
+			victim, off, deleted, err = ts.deleteFirst(stream, s, b, math.MaxUint64, true)
 		}
 		if err != nil {
 			return appendResult{}, err
 		}
 		s.drops[DropOverflow]++
 		s.dropped(victim)
+		if deleted {
+			s.recordDrop(off, DropOverflow)
+		}
 	}
+	if err := ts.put(stream, s, b, src, val); err != nil {
+		return appendResult{}, err
+	}
+	ts.appended++
+	return appendResult{ok: true}, nil
+}
+
+// put stores val as the next event of s (stream name, events bucket b),
+// of source src, outside the bounds (append checked them).
+func (ts *txState) put(stream string, s *stream, b *bolt.Bucket, src string, val []byte) error {
 	var key [8]byte
 	binary.BigEndian.PutUint64(key[:], s.meta.Next)
 	if err := b.Put(key[:], val); err != nil {
-		return appendResult{}, fmt.Errorf("stream %q: put: %w", stream, err)
+		return fmt.Errorf("stream %q: put: %w", stream, err)
 	}
+	size := int64(len(val))
 	s.added(src, s.meta.Next, size)
 	s.meta.Next++
 	s.meta.Count++
 	s.meta.Bytes += size
-	ts.appended++
-	return appendResult{ok: true}, nil
+	return nil
 }
 
 func over(s *stream, size int64) bool {
@@ -739,6 +765,12 @@ func (ts *txState) writeMeta() error {
 			return err
 		}
 		if err := writeSources(sb, s); err != nil {
+			return err
+		}
+		if err := writeGaps(sb, s); err != nil {
+			return fmt.Errorf("stream %q drop records: %w", name, err)
+		}
+		if err := writeReplay(sb, s); err != nil {
 			return err
 		}
 	}

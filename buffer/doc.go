@@ -63,7 +63,8 @@
 //
 // Ordering: within a stream, events keep the order in which their Appends
 // were queued; events appended by one goroutine keep that goroutine's order.
-// Read returns them in offset order. In a commit, pending acks are applied
+// Read returns them in offset order. Rollup aggregates take offsets at the
+// tail, after events newer than those they summarise (rollup.go). In a commit, pending acks are applied
 // before the appends and transactions it groups, and a transaction's
 // Tx.Ack, appends and state commit together or not at all. Deletions for
 // positions, Retain and TTL take a stream's oldest events first; only
@@ -71,9 +72,21 @@
 //
 // Bounds: each stream is bounded by event count and bytes, with a policy on
 // overflow (drop the oldest event of the source holding the most, drop the
-// oldest, or reject the new event; see fair.go), and an optional TTL.
-// Every event that is dropped or refused is counted by reason in the file
-// itself.
+// oldest, reject the new event, or replace the oldest events by
+// per-interval aggregates; see fair.go and rollup.go), and an optional
+// TTL. Every event that is dropped or refused is counted by reason in the
+// file itself.
+//
+// Gap-proof streams: offsets are contiguous and never reused within the
+// file's epoch (Epoch, epoch.go: a random id stored in the file; a file
+// replacing a quarantined one has a new one). Every event deleted before a
+// consumer processed it (by overflow, TTL, rollup, or unconsumed) is
+// recorded, as an offset range and reason, in the transaction that deletes
+// it (gaps.go), so a reader finding offsets missing between two events asks
+// Dropped how many and why: a gap it cannot explain is a loss, or a bug.
+// Events refused at append take no offset and leave no gap. Rewind keeps
+// where the consumer was (ReplayedThrough, replay.go), so the events it
+// reads again are known as replays, also after a restart.
 //
 // Disk: with Options.MinFreeDisk, every commit checks, before it writes,
 // that its appends cannot take the filesystem's free space below the
@@ -95,8 +108,9 @@
 // filesystem is entirely full, acknowledgements wait (they are kept, not
 // lost) until some space is freed.
 //
-// Start-up reads one small metadata record per stream: reopening a log with
-// millions of events does not scan them.
+// Start-up reads one small metadata record per stream (and its drop
+// records, at most a little over 1,024): reopening a log with millions of
+// events does not scan them.
 //
 // Encryption at rest: with Options.Keys, event and state values are sealed
 // (XChaCha20-Poly1305, see internal/keyring) with the stream or state name

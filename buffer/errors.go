@@ -58,4 +58,12 @@ const (
 	// position on the stream but is not among its required consumers had
 	// processed them (see StreamConfig.Consumers).
 	DropUnconsumed = "unconsumed"
+	// DropRollup counts events replaced by aggregates (Overflow Rollup):
+	// their data lives on, at a coarser resolution, in the aggregates.
+	DropRollup = "rollup"
 )
+
+// errNoEpoch wraps a failure to draw a new file's epoch from
+// Options.Rand: Open returns it as it is, never as ErrCorrupt (the file
+// is fine).
+var errNoEpoch = errors.New("buffer: no randomness for the file's epoch")

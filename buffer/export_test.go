@@ -55,3 +55,21 @@ func MakeCycle(path string) (bool, error) {
 	}
 	return false, nil
 }
+
+// SetMaxGapRecords bounds the drop records of a stream to n until the
+// returned function restores the bound (tests of coarsening).
+func SetMaxGapRecords(n int) (restore func()) {
+	old := maxGapRecords
+	maxGapRecords = n
+	return func() { maxGapRecords = old }
+}
+
+// GapRecords returns how many drop records stream has.
+func (l *Log) GapRecords(stream string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s, ok := l.streams[stream]; ok {
+		return s.gaps.n
+	}
+	return 0
+}

@@ -244,9 +244,10 @@ func (s *stream) victim(src string, size int64) (name string, hint uint64, poole
 
 // evictLargest deletes the oldest event of the largest holding of s to
 // make room for an append of size bytes by src, and returns the deleted
-// event's source. The scan starts at the holding's hint, which only moves
-// forward, so events passed over are passed over once per holding.
-func (ts *txState) evictLargest(name string, s *stream, b *bolt.Bucket, src string, size int64) (string, error) {
+// event's source and offset. The scan starts at the holding's hint, which
+// only moves forward, so events passed over are passed over once per
+// holding.
+func (ts *txState) evictLargest(name string, s *stream, b *bolt.Bucket, src string, size int64) (string, uint64, error) {
 	want, hint, pooled := s.victim(src, size)
 	var key [8]byte
 	binary.BigEndian.PutUint64(key[:], max(hint, s.meta.First))
@@ -267,7 +268,7 @@ func (ts *txState) evictLargest(name string, s *stream, b *bolt.Bucket, src stri
 		}
 		vlen := int64(len(v))
 		if err := c.Delete(); err != nil {
-			return "", err
+			return "", 0, err
 		}
 		ts.freed += vlen
 		s.meta.Count--
@@ -279,7 +280,7 @@ func (ts *txState) evictLargest(name string, s *stream, b *bolt.Bucket, src stri
 		case off == s.meta.First:
 			s.meta.First = off + 1
 		}
-		return evSrc, nil
+		return evSrc, off, nil
 	}
 	// The holdings disagree with the events (they cannot, short of a bug):
 	// forget them, so that everything is pooled, and drop the oldest.
@@ -287,8 +288,8 @@ func (ts *txState) evictLargest(name string, s *stream, b *bolt.Bucket, src stri
 	s.src.held = map[string]holding{}
 	s.src.poolHint = s.meta.First
 	s.src.dirty = true
-	evSrc, _, _, err := ts.deleteFirst(name, s, b, math.MaxUint64, true)
-	return evSrc, err
+	evSrc, off, _, err := ts.deleteFirst(name, s, b, math.MaxUint64, true)
+	return evSrc, off, err
 }
 
 // sourceOf reads the source of a stored event value.

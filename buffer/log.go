@@ -27,7 +27,10 @@ import (
 //	streams/<name>/drops/<why>   count(8)
 //	streams/<name>/consumers/<c> offset(8) processed through
 //	streams/<name>/holdings, srcdrops/<source>  per-source state (fair.go)
+//	streams/<name>/gaps/<from>   to(8) dropped reasons: offsets deleted unprocessed (gaps.go)
+//	streams/<name>/replay/<c>    offset(8): c's position before its last Rewind (replay.go)
 //	state/<name>                 opaque bytes written with Tx.PutState, sealed likewise
+//	meta/epoch                   8 random bytes: the file's epoch (epoch.go)
 //
 // A sealed value starts with keyring.Marker, which no CBOR event starts
 // with: values written in the clear before encryption was turned on are
@@ -78,6 +81,7 @@ type Log struct {
 	freedSince  int64    // commit loop only: bytes deleted since noRuns was set
 	statFile    *os.File // the bbolt file again, for fstatfs (nil where unused)
 	quarantined string
+	epoch       string // see epoch.go
 	commits     atomic.Uint64
 	commitNanos atomic.Uint64
 }
@@ -96,6 +100,11 @@ type stream struct {
 	consumers map[string]uint64 // consumer -> processed through offset
 	prune     bool              // positions were forgotten: rewrite them in the file
 	src       sources           // per-source holdings and drops (fair.go)
+	gaps      gapIndex          // the stream's drop records (gaps.go)
+	// dropping lists the offsets this transaction deleted unprocessed
+	// (gaps.go); always empty in the committed state.
+	dropping []dropRun
+	replay   replayState // positions before rewinds (replay.go)
 }
 
 func newStream(cfg StreamConfig) *stream {
@@ -104,7 +113,8 @@ func newStream(cfg StreamConfig) *stream {
 
 func (s *stream) clone() *stream {
 	c := &stream{cfg: s.cfg, meta: s.meta, prune: s.prune, drops: make(map[string]uint64, len(s.drops)+1),
-		consumers: make(map[string]uint64, len(s.consumers)+1), src: s.src.clone()}
+		consumers: make(map[string]uint64, len(s.consumers)+1), src: s.src.clone(), gaps: s.gaps,
+		replay: s.replay.clone()}
 	for k, v := range s.drops {
 		c.drops[k] = v
 	}
@@ -192,7 +202,7 @@ func (l *Log) open() (err error) {
 	}
 	if err := l.load(db, why != ""); err != nil {
 		_ = db.Close()
-		if errors.Is(err, ErrWrongKey) { // the file is fine: the key file is not
+		if errors.Is(err, ErrWrongKey) || errors.Is(err, errNoEpoch) { // the file is fine
 			return fmt.Errorf("open buffer %s: %w", l.path, err)
 		}
 		return fmt.Errorf("open buffer %s: %w: %v", l.path, ErrCorrupt, err)
@@ -266,7 +276,9 @@ func boltOpen(path string, opts *bolt.Options) (db *bolt.DB, err error) {
 // start-up does not depend on the backlog's size. A file shorter than its
 // own metadata says, or whose pages make bbolt panic, is reported as corrupt
 // instead of crashing the gateway later. It then checks that Options.Keys
-// can open what the file holds (checkKeys: ErrWrongKey).
+// can open what the file holds (checkKeys: ErrWrongKey), and reads the
+// file's epoch (creating it for a file that has none). deep (after an
+// unclean stop) also removes records with malformed keys.
 func (l *Log) load(db *bolt.DB, deep bool) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -336,12 +348,18 @@ func (l *Log) load(db *bolt.DB, deep bool) (err error) {
 		if err != nil {
 			return err
 		}
+		if err := l.loadEpoch(tx); err != nil {
+			return err
+		}
 		return l.checkKeys(tx)
 	})
 }
 
-// readCounters reads a stream's consumer positions and drop counts.
+// readCounters reads a stream's consumer positions, drop counts, the
+// index of its drop records and its replay marks.
 func readCounters(b *bolt.Bucket, s *stream) {
+	s.gaps = readGapIndex(b)
+	s.replay = readReplay(b)
 	if c := b.Bucket(bktConsumers); c != nil {
 		_ = c.ForEach(func(k, v []byte) error {
 			if len(v) == 8 {
@@ -779,6 +797,12 @@ func (l *Log) Check() error {
 				return fmt.Errorf("stream %q: meta %+v, file has %d events, %d bytes, first %d", name, s.meta, n, bytes, first)
 			}
 			if err := l.checkSources(tx, name, s); err != nil {
+				return err
+			}
+			if err := checkGaps(tx, name, s); err != nil {
+				return err
+			}
+			if err := checkReplay(tx, name, s); err != nil {
 				return err
 			}
 		}

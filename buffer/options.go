@@ -2,6 +2,7 @@ package buffer
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
@@ -41,6 +42,9 @@ const (
 	DefaultBatchInterval  = 2 * time.Second
 	DefaultCommitInterval = 500 * time.Millisecond
 	DefaultPageSize       = 1024
+	// DefaultRollupInterval is the aggregation interval of a Rollup
+	// stream whose StreamConfig.RollupInterval is 0.
+	DefaultRollupInterval = 5 * time.Minute
 )
 
 // Overflow is what a stream does when an append would exceed its bounds.
@@ -58,10 +62,17 @@ const (
 	DropOldest
 	// Reject refuses the new event with ErrFull.
 	Reject
+	// Rollup replaces the oldest events by per-interval aggregates
+	// (count, min, max, avg and last of each numeric field, per source
+	// and topic) until the new event fits, so a long outage costs
+	// resolution rather than data; see rollup.go. Events without numeric
+	// fields, and a stream whose oldest events cannot be made smaller,
+	// fall back to DropOldest.
+	Rollup
 )
 
 // ParseOverflow parses "drop_largest" (the default, also for ""),
-// "drop_oldest" or "reject".
+// "drop_oldest", "reject" or "rollup".
 func ParseOverflow(s string) (Overflow, error) {
 	switch s {
 	case "drop_largest", "":
@@ -70,8 +81,10 @@ func ParseOverflow(s string) (Overflow, error) {
 		return DropOldest, nil
 	case "reject":
 		return Reject, nil
+	case "rollup":
+		return Rollup, nil
 	}
-	return 0, fmt.Errorf("buffer: unknown overflow policy %q (want drop_largest, drop_oldest or reject)", s)
+	return 0, fmt.Errorf("buffer: unknown overflow policy %q (want drop_largest, drop_oldest, reject or rollup)", s)
 }
 
 // CorruptPolicy is what Open does with a file it cannot read.
@@ -110,6 +123,9 @@ type StreamConfig struct {
 	// so a consumer can be rewound to them (Rewind); bounds and TTL still
 	// apply. 0: delete once processed.
 	Retain time.Duration
+	// RollupInterval is the aggregation interval of Overflow Rollup
+	// (0: DefaultRollupInterval); other policies ignore it.
+	RollupInterval time.Duration
 }
 
 // Options configure a Log. The zero value is usable: sync durability, no
@@ -200,6 +216,14 @@ type Options struct {
 	// /proc/sys/kernel/random/boot_id), to tell a power cut from a killed
 	// process (see state.go); "" if unknown.
 	BootID string
+
+	// Rand is the randomness of a new file's epoch (Log.Epoch); nil:
+	// crypto/rand.
+	Rand io.Reader
+
+	// Numbers reads the numeric fields of payloads for the rollup
+	// overflow policy; nil: JSONNumbers.
+	Numbers Numbers
 
 	Now func() time.Time
 	// Logger receives the log's lines. It logs each failed commit, and

@@ -105,18 +105,23 @@ func (l *Log) Position(stream, consumer string) uint64 {
 // of a consumer rejoining the log. The offset must still be stored (see
 // StreamConfig.Retain), else the error wraps ErrOffsetGone. The caller
 // stops the consumer first: an acknowledgement of the old position
-// arriving after the rewind would move it forward again.
+// arriving after the rewind would move it forward again. The position it
+// had reached, pending acknowledgements included, is kept as its replay
+// mark (ReplayedThrough).
 func (l *Log) Rewind(stream, consumer string, to uint64) error {
 	l.mu.Lock()
-	if _, ok := l.streams[stream]; !ok {
+	s, ok := l.streams[stream]
+	if !ok {
 		l.mu.Unlock()
 		return fmt.Errorf("%w: no stream %q", ErrOffsetGone, stream)
 	}
-	delete(l.acks, ackKey{stream, consumer}) // pending acks of the old position
+	k := ackKey{stream, consumer}
+	reached := max(s.consumers[consumer], l.acks[k], l.committing[k])
+	delete(l.acks, k) // pending acks of the old position
 	l.mu.Unlock()
 	var rerr error // a refusal must not abort the others' group commit
 	if err := l.Update(context.Background(), func(tx *Tx) error {
-		rerr = tx.ts.rewind(stream, consumer, to)
+		rerr = tx.ts.rewind(stream, consumer, to, reached)
 		return nil
 	}); err != nil {
 		return err
@@ -151,12 +156,14 @@ func (ts *txState) ack(name, consumer string, through uint64) error {
 	if through > s.consumers[consumer] {
 		s.consumers[consumer] = through
 	}
+	s.replay.passed(consumer, s.consumers[consumer])
 	return ts.deleteProcessed(name, s, b, s.processed(), ts.l.opts.Now())
 }
 
 // rewind moves consumer's position on stream back so that it processes
-// again from offset to, which must still be stored.
-func (ts *txState) rewind(name, consumer string, to uint64) error {
+// again from offset to, which must still be stored; reached is where it
+// was (with pending acks), kept as its replay mark.
+func (ts *txState) rewind(name, consumer string, to, reached uint64) error {
 	s, _, err := ts.get(name)
 	if err != nil {
 		return err
@@ -167,6 +174,10 @@ func (ts *txState) rewind(name, consumer string, to uint64) error {
 			ErrOffsetGone, name, s.meta.First, s.meta.Next-1, to)
 	case to > s.meta.Next:
 		return fmt.Errorf("%w: stream %q has no offset %d yet (next is %d)", ErrOffsetGone, name, to, s.meta.Next)
+	}
+	reached = min(max(reached, s.consumers[consumer]), s.meta.Next-1)
+	if reached >= to {
+		s.replay.mark(consumer, reached)
 	}
 	s.consumers[consumer] = to - 1
 	return nil
@@ -212,6 +223,7 @@ func (s *stream) forgetUnrequired() {
 			s.prune = true
 		}
 	}
+	s.replay.forget(func(c string) bool { return requires(s.cfg, c) })
 }
 
 // retiredLocked reports whether Configure dropped consumer from stream.

@@ -43,6 +43,7 @@ func (ts *txState) deleteProcessed(name string, s *stream, b *bolt.Bucket, throu
 		}
 		if off > lowest {
 			s.drops[DropUnconsumed]++
+			s.recordDrop(off, DropUnconsumed)
 		}
 	}
 	return nil
@@ -100,10 +101,14 @@ func (ts *txState) expire(now time.Time) error {
 		}
 		for n := 0; n < maxSweep && s.meta.Count > 0 && firstExpired(ts.tx, ts.l.opts.Keys, name, s.meta.First, now.Add(-s.cfg.TTL)) &&
 			ts.mayDelete(s.avgSize()); n++ {
-			if _, _, _, err := ts.deleteFirst(name, s, b, math.MaxUint64, false); err != nil {
+			_, off, deleted, err := ts.deleteFirst(name, s, b, math.MaxUint64, false)
+			if err != nil {
 				return err
 			}
 			s.drops[DropExpired]++
+			if deleted {
+				s.recordDrop(off, DropExpired)
+			}
 		}
 	}
 	return nil

@@ -31,6 +31,7 @@ import (
 	"github.com/ferrygw/ferry/gateway/outbox"
 	"github.com/ferrygw/ferry/gateway/remoteconfig"
 	"github.com/ferrygw/ferry/gateway/rules"
+	"github.com/ferrygw/ferry/gateway/rules/payload"
 	"github.com/ferrygw/ferry/internal/audit"
 	"github.com/ferrygw/ferry/internal/keyring"
 	"github.com/ferrygw/ferry/uplink"
@@ -414,6 +415,7 @@ func bufferOptions(cfg *config.Config, log *slog.Logger) (buffer.Options, error)
 		MinFreeDisk:    uint64(cfg.Buffer.MinFreeDisk),
 		Logger:         log,
 		DefaultStream:  buffer.StreamConfig{MaxEvents: 1_000_000, MaxBytes: 256 << 20},
+		Numbers:        payload.Numbers, // rollup reads JSON, CBOR and SenML like the pipelines
 	}
 	if cfg.Buffer.OnCorrupt == "fail" {
 		o.OnCorrupt = buffer.CorruptFail
@@ -425,7 +427,7 @@ func bufferOptions(cfg *config.Config, log *slog.Logger) (buffer.Options, error)
 		}
 		sc := buffer.StreamConfig{
 			Name: s.Name, MaxEvents: s.MaxEvents, MaxBytes: int64(s.MaxBytes), Overflow: ov, TTL: s.TTL,
-			Retain: s.Retain,
+			Retain: s.Retain, RollupInterval: s.Rollup.Interval,
 		}
 		// An outbox is kept until its deliverer (and the uplink, when it is
 		// forwarded too) has delivered it; the deliverer's position was

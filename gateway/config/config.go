@@ -181,11 +181,20 @@ type Stream struct {
 	Name      string        `yaml:"name"`
 	MaxEvents int64         `yaml:"max_events"`
 	MaxBytes  ByteSize      `yaml:"max_bytes"`
-	Overflow  string        `yaml:"overflow"` // drop_largest, drop_oldest or reject
+	Overflow  string        `yaml:"overflow"` // drop_largest, drop_oldest, reject or rollup
 	TTL       time.Duration `yaml:"ttl"`      // 0: keep until forwarded
 	// Retain keeps forwarded events this long after they were accepted,
 	// so `ferry buffer replay` can send them again; 0: delete once sent.
 	Retain time.Duration `yaml:"retain"`
+	// Rollup configures overflow: rollup.
+	Rollup Rollup `yaml:"rollup"`
+}
+
+// Rollup configures the rollup overflow policy of a stream.
+type Rollup struct {
+	// Interval is the aggregation window of the oldest events replaced
+	// by aggregates when the stream is full.
+	Interval time.Duration `yaml:"interval"`
 }
 
 // Uplink configures forwarding to the cloud.

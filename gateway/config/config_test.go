@@ -265,6 +265,12 @@ buffer:
 			t.Errorf("merged stream = %+v", s)
 		}
 	})
+	t.Run("rollup interval", func(t *testing.T) {
+		c := load(t, "buffer:\n  streams:\n    - {name: a, overflow: rollup}\n    - {name: b, overflow: rollup, rollup: {interval: 1m}}\n")
+		if a, b := c.Buffer.Streams[0], c.Buffer.Streams[1]; a.Rollup.Interval != DefaultRollupInterval || b.Rollup.Interval != time.Minute {
+			t.Errorf("rollup intervals %s and %s, want %s (default) and 1m", a.Rollup.Interval, b.Rollup.Interval, DefaultRollupInterval)
+		}
+	})
 	t.Run("yaml number forms", func(t *testing.T) {
 		c := load(t, "ingest: {max_batch: 0x10}\nbuffer: {min_free_disk: 1_000_000}\nuplink: {rate: {messages_per_second: 2.5}}\n")
 		if c.Ingest.MaxBatch != 16 || c.Buffer.MinFreeDisk != 1_000_000 || c.Uplink.Rate.MessagesPerSecond != 2.5 {
@@ -366,6 +372,10 @@ func TestBadConfigs(t *testing.T) {
 			[]problem{{2, "ingest.durability"}}, `must be one of sync, batch, none, not "fsync"`},
 		{"bad overflow", "buffer:\n  streams:\n    - name: a\n      overflow: drop_newest\n",
 			[]problem{{4, "buffer.streams[0].overflow"}}, "drop_oldest, reject"},
+		{"rollup interval without rollup", "buffer:\n  streams:\n    - name: a\n      overflow: drop_oldest\n      rollup:\n        interval: 1m\n",
+			[]problem{{6, "buffer.streams[0].rollup.interval"}}, `applies to overflow: rollup only, not "drop_oldest"`},
+		{"negative rollup interval", "buffer:\n  streams:\n    - name: a\n      overflow: rollup\n      rollup: {interval: -1m}\n",
+			[]problem{{5, "buffer.streams[0].rollup.interval"}}, "must be a positive duration"},
 		{"bad on_corrupt", "buffer:\n  on_corrupt: ignore\n",
 			[]problem{{2, "buffer.on_corrupt"}}, "quarantine, fail"},
 		{"bad log level", "log:\n  level: verbose\n",

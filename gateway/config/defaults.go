@@ -27,7 +27,8 @@ const (
 	DefaultOnCorrupt      = "quarantine"
 	DefaultStreamEvents   = 1_000_000
 	DefaultStreamBytes    = 256 * MiB
-	DefaultOverflow       = "drop_largest" // one source cannot evict the others' events
+	DefaultOverflow       = "drop_largest"  // one source cannot evict the others' events
+	DefaultRollupInterval = 5 * time.Minute // overflow: rollup
 	DefaultTopic          = "{gateway_id}/{stream}/{source}"
 	DefaultFormat         = "json"
 	DefaultQoS            = 1
@@ -189,6 +190,9 @@ func (c *Config) SetDefaults() {
 		}
 		setSize(&s.MaxBytes, DefaultStreamBytes)
 		setString(&s.Overflow, DefaultOverflow)
+		if s.Overflow == "rollup" {
+			setDuration(&s.Rollup.Interval, DefaultRollupInterval)
+		}
 	}
 
 	c.setDriverDefaults()

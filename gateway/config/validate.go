@@ -323,7 +323,13 @@ func (c *Config) validateBuffer(k *checker) map[string]bool {
 		if s.MaxBytes <= 0 {
 			k.add(p+".max_bytes", "must be positive, not %s", s.MaxBytes)
 		}
-		k.oneOf(p+".overflow", s.Overflow, "drop_largest", "drop_oldest", "reject")
+		k.oneOf(p+".overflow", s.Overflow, "drop_largest", "drop_oldest", "reject", "rollup")
+		switch {
+		case s.Overflow == "rollup":
+			k.positive(p+".rollup.interval", s.Rollup.Interval)
+		case s.Rollup.Interval != 0:
+			k.add(p+".rollup.interval", "applies to overflow: rollup only, not %q", s.Overflow)
+		}
 		k.nonNegative(p+".ttl", s.TTL)
 		k.nonNegative(p+".retain", s.Retain)
 	}
