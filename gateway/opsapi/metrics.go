@@ -111,7 +111,7 @@ func (m *Metrics) writeTo(e *expo) {
 // an increase instead of as a new series (which rate() and increase()
 // cannot see).
 var (
-	bufferDropReasons = []string{buffer.DropOverflow, buffer.DropFull, buffer.DropDiskFull, buffer.DropExpired, buffer.DropTooLarge, buffer.DropUnconsumed}
+	bufferDropReasons = []string{buffer.DropOverflow, buffer.DropFull, buffer.DropDiskFull, buffer.DropExpired, buffer.DropTooLarge, buffer.DropUnconsumed, buffer.DropRollup}
 	uplinkDropReasons = []string{"oversize", "unencodable", "poison"} // see uplink.Status.Dropped
 )
 
