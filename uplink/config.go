@@ -53,8 +53,12 @@ type Config struct {
 	// MaxTopicBytes bounds a rendered topic (default DefaultMaxTopicBytes,
 	// 256, at least 32); a longer one is shortened (see appendTopic).
 	MaxTopicBytes int
-	// Format is FormatJSON (the default when empty) or FormatCBOR.
+	// Format is FormatJSON (the default when empty), FormatCBOR or
+	// FormatSenMLCBOR.
 	Format Format
+	// Compression is CompressionNone (the default when empty) or
+	// CompressionZstd (see "Compression" in the package doc).
+	Compression Compression
 	// QoS is 1 (at least once) or 0 (at most once: an event is acked as
 	// soon as it was written to the socket and is lost if the connection
 	// drops before the broker has it). Zero means QoS 0, as configured.
@@ -156,9 +160,16 @@ func (c Config) normalize() (Config, error) {
 	switch c.Format {
 	case "":
 		c.Format = FormatJSON
-	case FormatJSON, FormatCBOR:
+	case FormatJSON, FormatCBOR, FormatSenMLCBOR:
 	default:
 		return c, fmt.Errorf("%w: format %q", ErrConfig, c.Format)
+	}
+	switch c.Compression {
+	case "":
+		c.Compression = CompressionNone
+	case CompressionNone, CompressionZstd:
+	default:
+		return c, fmt.Errorf("%w: compression %q", ErrConfig, c.Compression)
 	}
 	if c.QoS != 0 && c.QoS != 1 {
 		return c, fmt.Errorf("%w: QoS %d (0 or 1)", ErrConfig, c.QoS)

@@ -38,7 +38,13 @@ type Forwarder struct {
 	slots   chan *record // free window slots, each with a reusable buffer
 	running atomic.Bool
 
+	seq     Sequenced   // the Queue's sequence support; nil when it has none
+	comp    *Compressor // nil: CompressionNone
+
 	// Owned by the goroutine running Run (the publisher).
+	epoch     string // the Queue's epoch, read at the start of each session
+	fields    [senmlMaxFields]senmlField
+	firstPack senmlPack // encodes an event as a pack's first (Forwarder.encode)
 	streams   map[string]*streamState
 	active    []*streamState
 	rr        int
@@ -65,12 +71,24 @@ type streamState struct {
 	dirty          bool   // may have unread events
 	lastTopic      string // cache: the string of lastTopicBytes
 	lastTopicBytes []byte
+	prev           uint64            // offset of the last event published this session, or the acked one before it
+	drops          map[string]uint64 // events after prev not sent, by reason: announced with the next one
+	replayed       uint64            // events through this offset are replays (Sequenced.ReplayedThrough)
 
 	// Waiter only.
 	failedIn uint64 // session in which a publish of this stream failed
 
 	// Guarded by Forwarder.mu.
-	ackedNext uint64 // offset after the last acked event (0: none acked)
+	ackedNext   uint64 // offset after the last acked event (0: none acked)
+	dropCounted uint64 // the last event counted in Status.Dropped (drops are read again after a reconnect)
+	poisoned    poisonRun
+}
+
+// poisonRun is a run of events isolated as poison and acked whose
+// announcement (in the gap of the stream's next event) the cloud has not
+// yet acknowledged: every new session announces it again.
+type poisonRun struct {
+	from, through, n uint64
 }
 
 // New validates cfg, applies defaults and returns a Forwarder for q.
@@ -99,6 +117,12 @@ func New(q Queue, cfg Config) (*Forwarder, error) {
 	}
 	for range cfg.Inflight {
 		f.slots <- &record{}
+	}
+	f.seq, _ = q.(Sequenced)
+	if cfg.Compression == CompressionZstd {
+		if f.comp, err = NewCompressor(); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.QoS == 0 {
 		f.log.Warn("uplink uses QoS 0: events are acked when written and are lost if the connection drops")

@@ -43,3 +43,21 @@ type DeadLetterer interface {
 	// would feed it back to the uplink); the Forwarder then drops it.
 	DeadLetter(ctx context.Context, ev *event.Event, reason string) error
 }
+
+// Sequenced is what a Queue offers, optionally, for the sequence fields of
+// cloud messages (see "Sequences" in the package doc). The Forwarder finds
+// it with a type assertion on its Queue; without it messages carry seq
+// (the offset) but no epoch, and gaps announce only the uplink's own drops.
+// *buffer.Log implements it.
+type Sequenced interface {
+	// Epoch identifies the log's file: 16 lowercase hex digits, new with
+	// every new file.
+	Epoch() string
+	// Dropped returns how many offsets of stream strictly between after and
+	// before the log deleted by policy (not because consumers were done
+	// with them), in total and per reason.
+	Dropped(stream string, after, before uint64) (n uint64, reasons map[string]uint64)
+	// ReplayedThrough returns consumer's position on stream before the last
+	// Rewind, while the consumer has not yet passed it (0: no replay).
+	ReplayedThrough(stream, consumer string) uint64
+}
