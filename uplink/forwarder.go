@@ -38,8 +38,8 @@ type Forwarder struct {
 	slots   chan *record // free window slots, each with a reusable buffer
 	running atomic.Bool
 
-	seq     Sequenced   // the Queue's sequence support; nil when it has none
-	comp    *Compressor // nil: CompressionNone
+	seq  Sequenced   // the Queue's sequence support; nil when it has none
+	comp *Compressor // nil: CompressionNone
 
 	// Owned by the goroutine running Run (the publisher).
 	epoch     string // the Queue's epoch, read at the start of each session

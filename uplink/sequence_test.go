@@ -336,4 +336,3 @@ func TestForwarderWithoutSequenced(t *testing.T) {
 		}
 	}
 }
-
