@@ -25,6 +25,8 @@ require (
 	periph.io/x/host/v3 v3.8.5
 )
 
+require github.com/kr/text v0.2.0 // indirect
+
 require (
 	github.com/gorilla/websocket v1.5.3
 	github.com/rs/xid v1.4.0 // indirect
