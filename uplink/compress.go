@@ -15,9 +15,10 @@ type Compression string
 const (
 	// CompressionNone sends messages as they are.
 	CompressionNone Compression = "none"
-	// CompressionZstd sends a message that is at least MinCompressBytes
-	// long as its zstd frame (RFC 8878) when that is smaller; see
-	// "Compression" in the package doc.
+	// CompressionZstd sends a batch or SenML pack that is at least
+	// MinCompressBytes long as its zstd frame (RFC 8878) when that is
+	// smaller; single envelopes go as they are. See "Compression" in the
+	// package doc.
 	CompressionZstd Compression = "zstd"
 )
 
@@ -103,4 +104,13 @@ func decompress(msg []byte) ([]byte, error) {
 		return nil, malformed("zstd: %v", err)
 	}
 	return out, nil
+}
+
+// Decompress returns the message a compressed message carries, bounded by
+// MaxDecompressedBytes; msg itself when it is not compressed.
+func Decompress(msg []byte) ([]byte, error) {
+	if !IsCompressed(msg) {
+		return msg, nil
+	}
+	return decompress(msg)
 }

@@ -89,6 +89,13 @@ type Config struct {
 	// one rendered topic; 0 or 1 turns batching off. With batching on every
 	// message is an array, even of one event; off, a single envelope.
 	BatchMaxEvents int
+	// BatchMaxDelay, with batching on, is how long a stream's oldest
+	// unsent event (by its Time) may wait for more events to fill a batch
+	// of BatchMaxEvents before a smaller one is sent; 0 sends what there
+	// is at once. A live stream of a few events a second is then sent in
+	// one message per BatchMaxDelay instead of one per event (see "Wire
+	// size" in README); a backlog, whose batches are full, never waits.
+	BatchMaxDelay time.Duration
 	// BatchMaxBytes caps the size of a batch message; 0 means
 	// MaxMessageBytes. An event alone is still sent when it exceeds
 	// BatchMaxBytes but not MaxMessageBytes.
@@ -222,6 +229,9 @@ func (c Config) normalize() (Config, error) {
 	if c.MaxMessageBytes < 64 || c.BatchMaxEvents < 1 || c.BatchMaxEvents > MaxBatchEvents || c.BatchMaxBytes < 1 {
 		return c, fmt.Errorf("%w: MaxMessageBytes %d (>= 64), batch %d events (1..%d), %d bytes",
 			ErrConfig, c.MaxMessageBytes, c.BatchMaxEvents, MaxBatchEvents, c.BatchMaxBytes)
+	}
+	if c.BatchMaxDelay < 0 {
+		return c, fmt.Errorf("%w: BatchMaxDelay %v (>= 0)", ErrConfig, c.BatchMaxDelay)
 	}
 	if c.MessagesPerSecond < 0 || c.BytesPerSecond < 0 {
 		return c, fmt.Errorf("%w: negative rate", ErrConfig)

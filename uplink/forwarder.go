@@ -52,6 +52,7 @@ type Forwarder struct {
 	scratch   []byte
 	topicBuf  []byte
 	suspects  map[*streamState]*suspect // messages suspected of poisoning the connection (poison.go)
+	lingerT   *time.Timer               // fires when a lingering stream's batch is due (linger.go)
 	heldUntil time.Time                 // isolation failed: when to try it again
 
 	mu      sync.Mutex // guards status, meter, pubacks, good and streamState.acked*
@@ -74,6 +75,8 @@ type streamState struct {
 	prev           uint64            // offset of the last event published this session, or the acked one before it
 	drops          map[string]uint64 // events after prev not sent, by reason: announced with the next one
 	replayed       uint64            // events through this offset are replays (Sequenced.ReplayedThrough)
+	lingerUntil    time.Time         // waiting for a batch to fill until then (linger.go); zero: not waiting
+	backlog        bool              // the last read filled its share of the window: more were waiting
 
 	// Waiter only.
 	failedIn uint64 // session in which a publish of this stream failed

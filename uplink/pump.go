@@ -50,6 +50,9 @@ func (f *Forwarder) pump(c *conn) {
 				continue
 			case <-f.evidenceWait(c): // nil unless a poison verdict awaits a PUBACK
 				continue
+			case <-f.lingerWait(): // nil unless a stream waits for its batch to fill
+				f.lingerDue()
+				continue
 			}
 		}
 		// Wait for one free slot, then take every other free one.
@@ -143,8 +146,13 @@ func (f *Forwarder) fill(recs []*record) (int, error) {
 			if !st.dirty || f.held(st) {
 				continue
 			}
+			if f.linger(st) {
+				st.dirty = false // until more events come or its delay ends
+				continue
+			}
 			k := min(quantum, len(recs)-used)
 			got, more, err := f.readStream(st, recs[used:used+k], f.cfg.BatchMaxEvents)
+			st.backlog = more
 			used += got
 			if err != nil {
 				return used, err

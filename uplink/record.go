@@ -110,8 +110,8 @@ func (r *record) add(f Format, item []byte, items int, off uint64) {
 	r.through = off
 }
 
-// seal frames the message and, with comp, compresses it when that pays
-// (see Compressor.Compress).
+// seal frames the message and, with comp, compresses an array (a batch or
+// a SenML pack) when that pays (see Compressor.Compress).
 func (r *record) seal(f Format, comp *Compressor) {
 	switch {
 	case !r.framed:
@@ -127,7 +127,9 @@ func (r *record) seal(f Format, comp *Compressor) {
 		copy(r.buf[start:batchHead], head)
 		r.msg = r.buf[start:]
 	}
-	if comp != nil {
+	if comp != nil && r.framed {
+		// Batches and SenML packs only: a single envelope gains under 1%
+		// (README, "Wire size"), not worth a consumer's decompression.
 		if z, ok := comp.Compress(r.zbuf[:0], r.msg); ok {
 			r.zbuf, r.msg = z, z
 		}

@@ -2,8 +2,10 @@ package uplink
 
 import (
 	"bytes"
+	"encoding/hex"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -35,7 +37,8 @@ const (
 	senmlSeq     = "_sq" // event: its seq, when not the previous event's + 1
 	senmlGap     = "_gp" // event: the gap before it, [dropped, {reason: count}]
 	senmlReplay  = "_rp" // event: true when replayed
-	senmlTopic   = "_tp" // event: its MQTT topic, when not the previous event's
+	senmlTopic   = "_tp" // event: its MQTT topic, when it follows from neither the previous topic nor _tt
+	senmlTopicT  = "_tt" // event: [prefix, suffix]: its topic, and the next ones', is prefix + source + suffix
 	senmlCT      = "_ct" // event: its content type, when not the previous event's
 )
 
@@ -243,16 +246,45 @@ func senmlRecords(envs []Envelope) int {
 type senmlPack struct {
 	started bool
 	source  []byte
-	topic   []byte
-	ct      []byte
-	nextSeq uint64
+	// The topic an event without _tp or _tt has: topic, or with template
+	// set prefix + its source + suffix.
+	template       bool
+	topic          []byte
+	prefix, suffix []byte
+	ct             []byte
+	nextSeq        uint64
 }
 
 // reset starts a new pack, keeping the buffers.
 func (p *senmlPack) reset() {
-	p.started = false
-	p.source, p.topic, p.ct = p.source[:0], p.topic[:0], p.ct[:0]
+	p.started, p.template = false, false
+	p.source, p.topic, p.prefix, p.suffix, p.ct = p.source[:0], p.topic[:0], p.prefix[:0], p.suffix[:0], p.ct[:0]
 	p.nextSeq = 0
+}
+
+// Ways an event's topic is written.
+const (
+	tmplImplied  = iota // as the pack's state says
+	tmplAround        // _tt: prefix and suffix around the source
+	tmplExplicit        // _tp: the topic
+)
+
+// topicMode returns how ev's topic is written and, for topicTemplate, the
+// split of the topic around its source.
+func (p *senmlPack) topicMode(ev *event.Event) (mode, at int) {
+	t, src := ev.Topic, ev.Source
+	if p.template {
+		if len(t) == len(p.prefix)+len(src)+len(p.suffix) && strings.HasPrefix(t, string(p.prefix)) &&
+			strings.HasSuffix(t, string(p.suffix)) && t[len(p.prefix):len(t)-len(p.suffix)] == src {
+			return tmplImplied, 0
+		}
+	} else if string(p.topic) == t {
+		return tmplImplied, 0
+	}
+	if i := strings.Index(t, src); i >= 0 {
+		return tmplAround, i
+	}
+	return tmplExplicit, 0
 }
 
 // appendEvent appends the records of ev, which must be eligible, to dst,
@@ -264,13 +296,12 @@ func (p *senmlPack) appendEvent(dst []byte, gatewayID string, ev *event.Event, m
 	return dst
 }
 
-// news reports what ev's first record must set: base name, topic, content
-// type, seq.
-func (p *senmlPack) news(ev *event.Event, m *seqMeta) (source, topic, ct, seq bool) {
+// news reports what ev's first record must set: base name, content type,
+// seq.
+func (p *senmlPack) news(ev *event.Event, m *seqMeta) (source, ct, seq bool) {
 	first := !p.started
 	source = first || string(p.source) != ev.Source
-	topic = (first && ev.Topic != "") || (!first && string(p.topic) != ev.Topic)
-	ct = (first && ev.ContentType != "") || (!first && string(p.ct) != ev.ContentType)
+	ct = string(p.ct) != ev.ContentType
 	seq = m.seq != 0 && (first || m.seq != p.nextSeq)
 	return
 }
@@ -284,7 +315,8 @@ func (p *senmlPack) encode(dst []byte, gatewayID string, ev *event.Event, m *seq
 		return dst, 0
 	}
 	first := !p.started
-	newSource, newTopic, newCT, withSeq := p.news(ev, m)
+	newSource, newCT, withSeq := p.news(ev, m)
+	topicMode, at := p.topicMode(ev)
 	pairs := 2 // bt, v or vb
 	if !bare {
 		pairs++ // n
@@ -295,7 +327,7 @@ func (p *senmlPack) encode(dst []byte, gatewayID string, ev *event.Event, m *seq
 			pairs++
 		}
 	}
-	for _, b := range []bool{newSource, withSeq, m.gap != nil, m.replay, newTopic, newCT} {
+	for _, b := range []bool{newSource, withSeq, m.gap != nil, m.replay, topicMode != tmplImplied, newCT} {
 		if b {
 			pairs++
 		}
@@ -322,7 +354,7 @@ func (p *senmlPack) encode(dst []byte, gatewayID string, ev *event.Event, m *seq
 		dst = appendCBORText(dst, ev.Stream)
 		if m.epoch != "" {
 			dst = appendCBORText(dst, senmlEpoch)
-			dst = appendCBORText(dst, m.epoch)
+			dst = appendEpoch(dst, m.epoch)
 		}
 	}
 	if withSeq {
@@ -337,7 +369,13 @@ func (p *senmlPack) encode(dst []byte, gatewayID string, ev *event.Event, m *seq
 		dst = appendCBORText(dst, senmlReplay)
 		dst = append(dst, cborTrue)
 	}
-	if newTopic {
+	switch topicMode {
+	case tmplAround:
+		dst = appendCBORText(dst, senmlTopicT)
+		dst = append(dst, cborArray|2)
+		dst = appendCBORText(dst, ev.Topic[:at])
+		dst = appendCBORText(dst, ev.Topic[at+len(ev.Source):])
+	case tmplExplicit:
 		dst = appendCBORText(dst, senmlTopic)
 		dst = appendCBORText(dst, ev.Topic)
 	}
@@ -354,13 +392,19 @@ func (p *senmlPack) encode(dst []byte, gatewayID string, ev *event.Event, m *seq
 
 // commit records that ev's records (as encode wrote them) are in the pack.
 func (p *senmlPack) commit(ev *event.Event, m *seqMeta) {
-	newSource, newTopic, newCT, _ := p.news(ev, m)
+	newSource, newCT, _ := p.news(ev, m)
+	switch mode, at := p.topicMode(ev); mode {
+	case tmplAround:
+		p.template = true
+		p.prefix = append(p.prefix[:0], ev.Topic[:at]...)
+		p.suffix = append(p.suffix[:0], ev.Topic[at+len(ev.Source):]...)
+	case tmplExplicit:
+		p.template = false
+		p.topic = append(p.topic[:0], ev.Topic...)
+	}
 	p.started = true
 	if newSource {
 		p.source = append(p.source[:0], ev.Source...)
-	}
-	if newTopic {
-		p.topic = append(p.topic[:0], ev.Topic...)
 	}
 	if newCT {
 		p.ct = append(p.ct[:0], ev.ContentType...)
@@ -408,6 +452,8 @@ func decodeSenML(b []byte) ([]Envelope, error) {
 		cur               *senmlEvent
 		gw, stream, epoch string
 		bn, topic, ct     string
+		template          bool   // topic is tprefix + source + tsuffix
+		tprefix, tsuffix  string
 		payload           []byte
 		nextSeq           uint64
 		haveBN            bool
@@ -460,7 +506,7 @@ func decodeSenML(b []byte) ([]Envelope, error) {
 				case senmlStream:
 					stream = r.text(maxTextField)
 				case senmlEpoch:
-					epoch = r.text(maxTextField)
+					epoch = r.epoch()
 				case senmlSeq:
 					seq, hasSeq = r.uint(), true
 				case senmlGap:
@@ -468,7 +514,12 @@ func decodeSenML(b []byte) ([]Envelope, error) {
 				case senmlReplay:
 					replay = r.bool()
 				case senmlTopic:
-					topic = r.text(maxTextField)
+					topic, template = r.text(maxTextField), false
+				case senmlTopicT:
+					if r.arrayLen(2) != 2 {
+						r.fail("_tt is not a pair")
+					}
+					tprefix, tsuffix, template = r.text(maxTextField), r.text(maxTextField), true
 				case senmlCT:
 					ct = r.text(maxTextField)
 				default:
@@ -523,9 +574,14 @@ func decodeSenML(b []byte) ([]Envelope, error) {
 			if !haveBN || len(bn) == 0 || bn[len(bn)-1] != '/' {
 				return nil, malformed("SenML base name %q is not a ferry source", bn)
 			}
+			source := bn[:len(bn)-1]
+			evTopic := topic
+			if template {
+				evTopic = tprefix + source + tsuffix
+			}
 			cur = &senmlEvent{env: Envelope{
 				Event: event.Event{
-					Stream: stream, Source: bn[:len(bn)-1], Topic: topic, Time: ts, ContentType: ct,
+					Stream: stream, Source: source, Topic: evTopic, Time: ts, ContentType: ct,
 				},
 				Gateway: gw, Epoch: epoch, Gap: gap, Replay: replay,
 			}, bare: !hasName}
@@ -678,3 +734,41 @@ func (r *cborReader) gap() *Gap {
 
 // maxGapReasons bounds the reasons of a gap a decoder reads.
 const maxGapReasons = 32
+
+// appendEpoch appends an epoch as its 8 bytes when it is 16 lowercase hex
+// digits (as the buffer makes them), else as text.
+func appendEpoch(dst []byte, epoch string) []byte {
+	if len(epoch) != 16 {
+		return appendCBORText(dst, epoch)
+	}
+	var b [8]byte
+	for i := range b {
+		hi, lo := lowerHex(epoch[2*i]), lowerHex(epoch[2*i+1])
+		if hi < 0 || lo < 0 {
+			return appendCBORText(dst, epoch)
+		}
+		b[i] = byte(hi<<4 | lo)
+	}
+	dst = append(dst, cborBytes|8)
+	return append(dst, b[:]...)
+}
+
+// lowerHex returns the value of a lowercase hex digit, or -1.
+func lowerHex(c byte) int {
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0')
+	case c >= 'a' && c <= 'f':
+		return int(c-'a') + 10
+	default:
+		return -1
+	}
+}
+
+// epoch reads an epoch: 8 bytes (rendered as 16 lowercase hex digits) or text.
+func (r *cborReader) epoch() string {
+	if major, _, ok := r.peek(); ok && major == cborBytes {
+		return hex.EncodeToString(r.bytesOf(r.length(cborBytes, 8)))
+	}
+	return r.text(maxTextField)
+}

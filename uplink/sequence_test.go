@@ -336,3 +336,36 @@ func TestForwarderWithoutSequenced(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchMaxDelay: a live stream's few events wait up to BatchMaxDelay
+// for more and go as one message; a full batch goes at once.
+func TestBatchMaxDelay(t *testing.T) {
+	leakCheck(t)
+	b := mqtttest.Start(t)
+	sub := subscribe(t, b.URL())
+	q := newMemQueue()
+	cfg := testConfig(t, b.URL())
+	cfg.BatchMaxEvents, cfg.BatchMaxDelay = 10, 700*time.Millisecond
+	_, stop := startForwarder(t, q, cfg)
+	defer stop()
+
+	start := time.Now()
+	evs := mkEvents(t, "s", 1, 13)
+	q.append("s", evs[:2]...)
+	q.append("s", evs[2]) // another commit: the batch still waits
+	waitFor(t, 10*time.Second, "3 acked", func() bool { return q.acked("s") == 3 })
+	if d := time.Since(start); d < 600*time.Millisecond {
+		t.Errorf("3 events sent after %v: they should have waited for the batch", d)
+	}
+	if m := sub.messages(); len(m) != 1 {
+		t.Fatalf("%d messages, want the 3 events in one", len(m))
+	}
+	start = time.Now()
+	q.append("s", evs[3:13]...)
+	waitFor(t, 10*time.Second, "13 acked", func() bool { return q.acked("s") == 13 })
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("a full batch waited %v", d)
+	}
+	waitFor(t, 10*time.Second, "2 messages", func() bool { return len(sub.messages()) == 2 })
+	checkInOrder(t, sub.events(), "s", 1, 13)
+}
