@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/ferrygw/ferry/event"
 )
 
@@ -515,4 +517,102 @@ func sensorBatch(sensors int) []Envelope {
 		envs = append(envs, Envelope{Event: ev, Gateway: "gw-0042", Seq: uint64(1000 + i), Epoch: goldenEpoch})
 	}
 	return envs
+}
+
+// zstdBombs returns small zstd frames that inflate past
+// MaxDecompressedBytes: one that declares its size and one that does not.
+func zstdBombs(t testing.TB) [][]byte {
+	t.Helper()
+	big := bytes.Repeat([]byte{'['}, MaxDecompressedBytes+4096)
+	c, err := NewCompressor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	declared := c.Append(nil, big)
+	var streamed bytes.Buffer
+	w, err := zstd.NewWriter(&streamed, zstd.WithEncoderCRC(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(big); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return [][]byte{declared, streamed.Bytes()}
+}
+
+func TestZstdBombsRefused(t *testing.T) {
+	for i, b := range zstdBombs(t) {
+		if _, err := DecodeEnvelopes(b); !errors.Is(err, ErrMalformedMessage) {
+			t.Errorf("bomb %d (%d bytes): err = %v", i, len(b), err)
+		}
+	}
+}
+
+// FuzzDecodeEnvelopes checks that DecodeEnvelopes never panics, that it
+// refuses with ErrMalformedMessage only, and that whatever it accepts
+// re-encodes, in JSON and in CBOR, to messages that decode to envelopes
+// with the same sequence fields.
+func FuzzDecodeEnvelopes(f *testing.F) {
+	c, err := NewCompressor()
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, g := range goldenEnvelopes {
+		msg, err := EncodeEnvelopes(nil, g.format, g.envs, g.batch)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(msg)
+		f.Add(c.Append(nil, msg))
+	}
+	for _, m := range zstdBombs(f) {
+		f.Add(m)
+	}
+	f.Add(encodeOrNil(FormatSenMLCBOR, sensorBatch(3)))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		envs, err := DecodeEnvelopes(b)
+		if err != nil {
+			if !errors.Is(err, ErrMalformedMessage) {
+				t.Fatalf("error %v does not wrap ErrMalformedMessage", err)
+			}
+			return
+		}
+		if len(envs) == 0 || len(envs) > MaxBatchEvents {
+			t.Fatalf("%d envelopes", len(envs))
+		}
+		for _, fm := range []Format{FormatJSON, FormatCBOR} {
+			msg, err := EncodeEnvelopes(nil, fm, envs, true)
+			if err != nil {
+				continue // e.g. a time CBOR cannot carry
+			}
+			again, err := DecodeEnvelopes(msg)
+			if err != nil {
+				if y := envs[0].Event.Time.Year(); fm == FormatJSON && (y < 0 || y > 9999) {
+					continue
+				}
+				t.Fatalf("%s re-encoding does not decode: %v", fm, err)
+			}
+			if len(again) != len(envs) {
+				t.Fatalf("%s: %d envelopes became %d", fm, len(envs), len(again))
+			}
+			for i := range envs {
+				a, b := envs[i], again[i]
+				if a.Seq != b.Seq || a.Replay != b.Replay || (a.Gap == nil) != (b.Gap == nil) {
+					t.Fatalf("%s #%d: sequence fields changed: %+v → %+v", fm, i, a, b)
+				}
+			}
+		}
+	})
+}
+
+// encodeOrNil is EncodeEnvelopes for seeds: nil on error.
+func encodeOrNil(f Format, envs []Envelope) []byte {
+	b, err := EncodeEnvelopes(nil, f, envs, true)
+	if err != nil {
+		return nil
+	}
+	return b
 }

@@ -211,9 +211,11 @@ func FuzzDecodeMessage(f *testing.F) {
 }
 
 func TestFuzzCorpusPresent(t *testing.T) {
-	ents, err := os.ReadDir(filepath.Join("testdata", "fuzz", "FuzzDecodeMessage"))
-	if err != nil || len(ents) == 0 {
-		t.Fatalf("seed corpus missing: %v", err)
+	for _, name := range []string{"FuzzDecodeMessage", "FuzzDecodeEnvelopes"} {
+		ents, err := os.ReadDir(filepath.Join("testdata", "fuzz", name))
+		if err != nil || len(ents) == 0 {
+			t.Fatalf("%s seed corpus missing: %v", name, err)
+		}
 	}
 }
 
