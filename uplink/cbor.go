@@ -374,13 +374,3 @@ func (r *cborReader) skipDepth(depth int) {
 		r.skipDepth(depth + 1)
 	}
 }
-
-// item returns the bytes of the next whole item and skips it.
-func (r *cborReader) item() []byte {
-	start := r.off
-	r.skip()
-	if r.err != nil {
-		return nil
-	}
-	return r.b[start:r.off]
-}
