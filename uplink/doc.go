@@ -22,19 +22,19 @@
 // names an event, and seq is contiguous within (gateway, stream, epoch)
 // except where an envelope announces a gap. The forwarder announces, on
 // the first event it sends after a hole, how many offsets between the
-// previous event it sent (or, at the start of a session, its acked
-// position) and this one were dropped, and why: the Queue's policy drops
-// (Sequenced.Dropped) and its own (events it cannot send, "oversize" and
-// "unencodable", and "poison"). So every hole the cloud sees is announced
-// or a bug. The announcement is made again whenever the event is resent.
-// An event it cannot send is not acked on its own but with the next
-// message of its stream, which carries its announcement, so a restart in
-// between reads it, and announces it, again. A poison run is acked when
-// isolated; its announcement is repeated in every session of this
-// Forwarder until the cloud acknowledges the event after it, but a
-// gateway restart in that window loses it (its events are in the dead
-// letters). Events at or below Sequenced.ReplayedThrough when the stream
-// is first read carry replay: they were sent before (`ferry buffer
+// previous event it sent (at the start of a session: its acked position,
+// less the dropped events that position ends with) and this one were
+// dropped, and why: the Queue's policy drops (Sequenced.Dropped) and its
+// own (events it acks without sending: "oversize", "unencodable",
+// "poison"). So every hole the cloud sees is announced or a bug. The
+// announcement is made again whenever the event is resent. A Queue that
+// is a DropRecorder keeps the uplink's drops with its own, so a restarted
+// or reloaded Forwarder announces them too; without one the Forwarder
+// keeps them in memory until the cloud acknowledges the event that
+// announces them, and a restart or reload in that window loses the
+// announcement (the hole then looks unexplained; poison events are in the
+// dead letters). Events at or below Sequenced.ReplayedThrough when the
+// stream is first read carry replay: they were sent before (`ferry buffer
 // replay`).
 //
 // # SenML

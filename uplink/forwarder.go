@@ -38,8 +38,9 @@ type Forwarder struct {
 	slots   chan *record // free window slots, each with a reusable buffer
 	running atomic.Bool
 
-	seq  Sequenced   // the Queue's sequence support; nil when it has none
-	comp *Compressor // nil: CompressionNone
+	seq  Sequenced    // the Queue's sequence support; nil when it has none
+	drec DropRecorder // the Queue's record of the uplink's drops; nil when it has none
+	comp *Compressor  // nil: CompressionNone
 
 	// Owned by the goroutine running Run (the publisher).
 	epoch     string // the Queue's epoch, read at the start of each session
@@ -83,15 +84,26 @@ type streamState struct {
 
 	// Guarded by Forwarder.mu.
 	ackedNext   uint64 // offset after the last acked event (0: none acked)
-	dropCounted uint64 // the last event counted in Status.Dropped (drops are read again after a reconnect)
-	poisoned    poisonRun
+	unannounced dropRun
 }
 
-// poisonRun is a run of events isolated as poison and acked whose
-// announcement (in the gap of the stream's next event) the cloud has not
-// yet acknowledged: every new session announces it again.
-type poisonRun struct {
-	from, through, n uint64
+// dropRun is a run of events the forwarder acked without sending them
+// (oversize, unencodable, poison) whose announcement, in the gap of the
+// stream's next event, the cloud has not yet acknowledged: every new
+// session of this Forwarder announces it again. Used only when the Queue
+// is not a DropRecorder, which keeps them durably instead.
+type dropRun struct {
+	from, through uint64
+	reasons       map[string]uint64
+}
+
+// add merges the events from..through, dropped for reason, into d.
+func (d *dropRun) add(from, through uint64, reason string) {
+	if len(d.reasons) == 0 || from > d.through+1 {
+		*d = dropRun{from: from, reasons: map[string]uint64{}}
+	}
+	d.through = max(d.through, through)
+	d.reasons[reason] += through - from + 1
 }
 
 // New validates cfg, applies defaults and returns a Forwarder for q.
@@ -122,6 +134,9 @@ func New(q Queue, cfg Config) (*Forwarder, error) {
 		f.slots <- &record{}
 	}
 	f.seq, _ = q.(Sequenced)
+	if f.seq != nil {
+		f.drec, _ = q.(DropRecorder)
+	}
 	if cfg.Compression == CompressionZstd {
 		if f.comp, err = NewCompressor(); err != nil {
 			return nil, err

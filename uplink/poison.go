@@ -401,6 +401,14 @@ func (f *Forwarder) isolate(c *conn, s *suspect) bool {
 			}
 		}
 	}
+	if f.drec != nil {
+		if err := f.drec.RecordDrop(st.name, s.from, s.through, poisonReason); err != nil {
+			err = fmt.Errorf("%w: record the drop of %s %d..%d: %w", ErrQueue, st.name, s.from, s.through, err)
+			f.setError(err)
+			f.log.Error("cannot record a poison message's drop; holding its stream", "err", err)
+			return false
+		}
+	}
 	if err := f.q.Ack(st.name, Consumer, s.through); err != nil {
 		err = fmt.Errorf("%w: ack %s through %d: %w", ErrQueue, st.name, s.through, err)
 		f.setError(err)
@@ -411,15 +419,13 @@ func (f *Forwarder) isolate(c *conn, s *suspect) bool {
 	st.ackedNext = max(st.ackedNext, s.through+1)
 	f.status.Acked[st.name] = max(f.status.Acked[st.name], s.through)
 	f.status.Dropped[poisonReason] += uint64(len(evs))
-	// Announced in the gap of the stream's next event, in every session
-	// until the cloud acknowledges that one.
-	n := uint64(len(evs))
-	if p := &st.poisoned; p.n > 0 && p.through+1 >= s.from {
-		p.through, p.n = s.through, p.n+n
-	} else {
-		*p = poisonRun{from: s.from, through: s.through, n: n}
+	if f.drec == nil {
+		// Announced in the gap of the stream's next event, in every
+		// session until the cloud acknowledges that one. (A DropRecorder
+		// has it, and Dropped reports it.)
+		st.unannounced.add(s.from, s.through, poisonReason)
+		st.drops[poisonReason] += s.through - s.from + 1
 	}
-	st.drops[poisonReason] += n
 	f.status.LastPoison = fmt.Sprintf("%s offsets %d..%d: %s", st.name, s.from, s.through, reason)
 	f.mu.Unlock()
 	st.next = max(st.next, s.through+1)

@@ -26,6 +26,9 @@ func (f *Forwarder) pump(c *conn) {
 		st.dirty = true
 	}
 	f.mu.Unlock()
+	for _, st := range f.streams {
+		f.skipDroppedTail(st)
+	}
 	recs := make([]*record, 0, f.cfg.Inflight)
 	for c.ctx.Err() == nil {
 		if len(f.suspects) > 0 && f.poisonStep(c) {
@@ -99,6 +102,7 @@ func (f *Forwarder) refreshStreams() {
 				st.next, st.ackedNext = through+1, through+1
 			}
 			st.rewindGap()
+			f.skipDroppedTail(st)
 			if f.seq != nil {
 				st.replayed = f.seq.ReplayedThrough(name, Consumer)
 			}
@@ -204,7 +208,7 @@ func (f *Forwarder) readStream(st *streamState, recs []*record, perRecord int) (
 			r.reset(st)
 			r.drop, r.from, r.through, r.events = reason, off, off, 1
 			st.next = off + 1
-			st.drops[reason]++ // announced with the next event sent
+			f.dropped(st, off, reason) // announced with the next event sent
 			f.log.Warn("dropping an event that cannot be sent",
 				"reason", reason, "stream", st.name, "offset", off, "id", ev.ID.String(),
 				"bytes", len(f.scratch), "max_message_bytes", f.cfg.MaxMessageBytes, "err", encErr)
@@ -316,18 +320,61 @@ func (f *Forwarder) gapBefore(st *streamState, off uint64) *Gap {
 	return g
 }
 
+// skipDroppedTail moves st.prev, at the start of a session, back over the
+// dropped events the acked position ends with (the uplink acks the events
+// it drops, and the DropRecorder keeps them): the gap of the next event
+// counts from the last one sent, so it announces them again in every
+// session, as it must until the cloud has acknowledged it.
+func (f *Forwarder) skipDroppedTail(st *streamState) {
+	acked := st.prev
+	if f.drec == nil || acked == 0 {
+		return
+	}
+	if n, _ := f.seq.Dropped(st.name, acked-1, acked+1); n == 0 {
+		return // the acked event was sent: the common case, one call
+	}
+	// The most k for which the k offsets up to acked are all dropped.
+	lo, hi := uint64(1), acked
+	for lo < hi {
+		mid := lo + (hi-lo+1)/2
+		if n, _ := f.seq.Dropped(st.name, acked-mid, acked+1); n == mid {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	st.prev = acked - lo
+}
+
+// dropped records that the event at off of st will not be sent, for
+// reason: in the Queue when it is a DropRecorder (Dropped then reports it),
+// else in st.drops, for the next event's gap.
+func (f *Forwarder) dropped(st *streamState, off uint64, reason string) {
+	if f.drec != nil {
+		err := f.drec.RecordDrop(st.name, off, off, reason)
+		if err == nil {
+			return
+		}
+		f.setError(fmt.Errorf("%w: record the drop of %s %d: %w", ErrQueue, st.name, off, err))
+		f.log.Error("cannot record a dropped event in the queue; announcing it from memory", "err", err)
+	}
+	st.drops[reason]++
+}
+
 // rewindGap sets where a new session resumes announcing gaps: after the
-// last acked event, or before a poison run whose announcement the cloud
-// has not acknowledged. The caller holds f.mu.
+// last acked event, or before the events the uplink dropped whose
+// announcement the cloud has not acknowledged. The caller holds f.mu.
 func (st *streamState) rewindGap() {
 	st.prev = 0
 	if st.ackedNext > 0 {
 		st.prev = st.ackedNext - 1
 	}
 	clear(st.drops)
-	if p := st.poisoned; p.n > 0 && p.through == st.prev {
-		st.prev = p.from - 1
-		st.drops[poisonReason] = p.n
+	if u := st.unannounced; len(u.reasons) > 0 && u.through == st.prev {
+		st.prev = u.from - 1
+		for r, n := range u.reasons {
+			st.drops[r] = n
+		}
 	}
 }
 

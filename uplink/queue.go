@@ -61,3 +61,19 @@ type Sequenced interface {
 	// Rewind, while the consumer has not yet passed it (0: no replay).
 	ReplayedThrough(stream, consumer string) uint64
 }
+
+// DropRecorder is what a Sequenced Queue offers, optionally, to keep the
+// uplink's own drops (events it acks without sending: "oversize",
+// "unencodable", "poison") with its policy drops, so that Dropped reports
+// them too, across restarts and reloads. Without it the Forwarder keeps
+// them in memory until the cloud acknowledges the event that announces
+// them, and a new Forwarder (a restart, a reload) in that window does not
+// announce them.
+type DropRecorder interface {
+	// RecordDrop records that the events of stream from through through
+	// are dropped for reason. It must not wait for disk I/O; the record
+	// must be committed no later than an Ack of those offsets, and count
+	// in Dropped at once, committed or not. Recording a range again is a
+	// no-op.
+	RecordDrop(stream string, from, through uint64, reason string) error
+}

@@ -214,42 +214,57 @@ func TestSequenceFieldsReachTheCloud(t *testing.T) {
 	}
 }
 
+// recQueue is a seqQueue that is also a DropRecorder: the uplink's drops
+// count in Dropped like the queue's own.
+type recQueue struct{ *seqQueue }
+
+var _ DropRecorder = recQueue{}
+
+func (q recQueue) RecordDrop(stream string, from, through uint64, reason string) error {
+	q.drop(stream, from, through, reason)
+	return nil
+}
+
 // TestUnsendableEventIsAnnounced: an event the uplink cannot send is
-// announced in the gap of the next one and acked only with it, so that a
-// restart in between sends the announcement all the same.
+// acked and announced in the gap of the next one, by the same forwarder
+// from memory, and by a new one (a restart) when the queue records it.
 func TestUnsendableEventIsAnnounced(t *testing.T) {
-	leakCheck(t)
-	b := mqtttest.Start(t)
-	sub := subscribe(t, b.URL())
-	q := newSeqQueue()
-	evs := mkEvents(t, "s", 1, 3)
-	evs[1].Payload = bytes.Repeat([]byte("x"), 1000)
-	q.append("s", evs[:2]...)
-	cfg := testConfig(t, b.URL())
-	cfg.MaxMessageBytes = 512
-	f, stop := startForwarder(t, q, cfg)
-	waitFor(t, 10*time.Second, "event 1 acked and event 2 dropped", func() bool {
-		return q.acked("s") == 1 && f.Status().Dropped["oversize"] == 1
-	})
-	stop()
-	if q.acked("s") != 1 {
-		t.Fatalf("acked %d: the dropped event must wait for the next one", q.acked("s"))
-	}
-	// A new forwarder (a restart) reads it again and announces it.
-	q.append("s", evs[2])
-	f, stop = startForwarder(t, q, cfg)
-	waitFor(t, 10*time.Second, "all acked", func() bool { return q.acked("s") == 3 })
-	waitFor(t, 10*time.Second, "2 received", func() bool { return len(lastCopies(envelopes(t, sub), "s")) == 2 })
-	stop()
-	got := lastCopies(envelopes(t, sub), "s")
-	if g := gapString(got[3].Gap); g != "1 map[oversize:1]" {
-		t.Errorf("event 3: gap %s, want the oversize event announced", g)
-	}
-	if g := gapString(got[1].Gap); g != "none" {
-		t.Errorf("event 1: gap %s", g)
-	}
-	if st := f.Status(); st.Dropped["oversize"] != 1 {
-		t.Errorf("dropped %v: counted once per forwarder", st.Dropped)
+	for _, recorded := range []bool{false, true} {
+		t.Run(fmt.Sprintf("recorded=%v", recorded), func(t *testing.T) {
+			leakCheck(t)
+			b := mqtttest.Start(t)
+			sub := subscribe(t, b.URL())
+			sq := newSeqQueue()
+			var q Queue = sq
+			if recorded {
+				q = recQueue{sq}
+			}
+			evs := mkEvents(t, "s", 1, 3)
+			evs[1].Payload = bytes.Repeat([]byte("x"), 1000)
+			sq.append("s", evs[:2]...)
+			cfg := testConfig(t, b.URL())
+			cfg.MaxMessageBytes = 512
+			f, stop := startForwarder(t, q, cfg)
+			waitFor(t, 10*time.Second, "2 acked", func() bool { return sq.acked("s") == 2 })
+			if st := f.Status(); st.Dropped["oversize"] != 1 {
+				t.Errorf("dropped %v", st.Dropped)
+			}
+			if recorded {
+				stop() // a restart: only the queue remembers the drop
+				_, stop = startForwarder(t, q, cfg)
+			}
+			sq.append("s", evs[2])
+			waitFor(t, 10*time.Second, "all acked", func() bool { return sq.acked("s") == 3 })
+			waitFor(t, 10*time.Second, "2 received", func() bool { return len(lastCopies(envelopes(t, sub), "s")) == 2 })
+			stop()
+			got := lastCopies(envelopes(t, sub), "s")
+			if g := gapString(got[3].Gap); g != "1 map[oversize:1]" {
+				t.Errorf("event 3: gap %s, want the oversize event announced", g)
+			}
+			if g := gapString(got[1].Gap); g != "none" {
+				t.Errorf("event 1: gap %s", g)
+			}
+		})
 	}
 }
 
@@ -290,30 +305,38 @@ func TestGapAfterReconnect(t *testing.T) {
 }
 
 // TestPoisonIsAnnounced: the event after an isolated poison message
-// carries its announcement.
+// carries its announcement, from memory or from the queue's record.
 func TestPoisonIsAnnounced(t *testing.T) {
-	leakCheck(t)
-	url := startMosquittoWith(t, "max_packet_size 2048\n")
-	sub := subscribe(t, url)
-	q := newSeqQueue()
-	const n, poison = 12, 6
-	evs := mkEvents(t, "s", 1, n)
-	evs[poison-1].Payload = fmt.Appendf(nil, `{"seq":%d,"pad":"%s"}`, poison, bytes.Repeat([]byte("x"), 4000))
-	q.append("s", evs...)
-	cfg := testConfig(t, url)
-	cfg.DeadLetters = &memDeadLetters{}
-	_, stop := startForwarder(t, q, cfg)
-	waitFor(t, 30*time.Second, "acked", func() bool { return q.acked("s") == n })
-	waitFor(t, 10*time.Second, "received", func() bool { return len(lastCopies(envelopes(t, sub), "s")) == n-1 })
-	stop()
-	got := lastCopies(envelopes(t, sub), "s")
-	if g := gapString(got[poison+1].Gap); g != "1 map[poison:1]" {
-		t.Errorf("event after the poison: gap %s", g)
-	}
-	for off, e := range got {
-		if off != poison+1 && e.Gap != nil {
-			t.Errorf("event %d: gap %s", off, gapString(e.Gap))
-		}
+	for _, recorded := range []bool{false, true} {
+		t.Run(fmt.Sprintf("recorded=%v", recorded), func(t *testing.T) {
+			leakCheck(t)
+			url := startMosquittoWith(t, "max_packet_size 2048\n")
+			sub := subscribe(t, url)
+			sq := newSeqQueue()
+			var q Queue = sq
+			if recorded {
+				q = recQueue{sq}
+			}
+			const n, poison = 12, 6
+			evs := mkEvents(t, "s", 1, n)
+			evs[poison-1].Payload = fmt.Appendf(nil, `{"seq":%d,"pad":"%s"}`, poison, bytes.Repeat([]byte("x"), 4000))
+			sq.append("s", evs...)
+			cfg := testConfig(t, url)
+			cfg.DeadLetters = &memDeadLetters{}
+			_, stop := startForwarder(t, q, cfg)
+			waitFor(t, 30*time.Second, "acked", func() bool { return sq.acked("s") == n })
+			waitFor(t, 10*time.Second, "received", func() bool { return len(lastCopies(envelopes(t, sub), "s")) == n-1 })
+			stop()
+			got := lastCopies(envelopes(t, sub), "s")
+			if g := gapString(got[poison+1].Gap); g != "1 map[poison:1]" {
+				t.Errorf("event after the poison: gap %s", g)
+			}
+			for off, e := range got {
+				if off != poison+1 && e.Gap != nil {
+					t.Errorf("event %d: gap %s", off, gapString(e.Gap))
+				}
+			}
+		})
 	}
 }
 

@@ -113,16 +113,6 @@ func (f *Forwarder) complete(c *conn, r *record, err error) {
 		if err != errUnsent {
 			c.fail(fmt.Errorf("%w: publish to %s: %v", ErrConnectionLost, c.url, err))
 		}
-	case r.drop != "":
-		// Not acked on its own: the next message of the stream announces
-		// it and its ack covers it, so a restart before then reads it
-		// again and the announcement is not lost. Counted once.
-		f.mu.Lock()
-		if r.through > st.dropCounted {
-			st.dropCounted = r.through
-			f.status.Dropped[r.drop] += uint64(r.events)
-		}
-		f.mu.Unlock()
 	case st.failedIn == c.id:
 		// An earlier message of the stream failed in this session: acking
 		// this one would skip it. Both are resent on the next connection.
@@ -137,13 +127,21 @@ func (f *Forwarder) complete(c *conn, r *record, err error) {
 		f.mu.Lock()
 		st.ackedNext = r.through + 1
 		f.status.Acked[st.name] = r.through
-		if st.poisoned.n > 0 && r.through > st.poisoned.through {
-			st.poisoned = poisonRun{} // its announcement reached the cloud
+		switch {
+		case r.drop != "":
+			f.status.Dropped[r.drop] += uint64(r.events)
+			if f.drec == nil {
+				st.unannounced.add(r.from, r.through, r.drop)
+			}
+		default:
+			if len(st.unannounced.reasons) > 0 && r.through > st.unannounced.through {
+				st.unannounced = dropRun{} // its announcement reached the cloud
+			}
+			f.status.ForwardedEvents += uint64(r.events)
+			f.status.ForwardedMessages++
+			f.status.ForwardedBytes += uint64(r.bytes)
+			f.meter.add(now, uint64(r.events))
 		}
-		f.status.ForwardedEvents += uint64(r.events)
-		f.status.ForwardedMessages++
-		f.status.ForwardedBytes += uint64(r.bytes)
-		f.meter.add(now, uint64(r.events))
 		f.mu.Unlock()
 	}
 	if published {
