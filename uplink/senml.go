@@ -265,7 +265,7 @@ func (p *senmlPack) reset() {
 // Ways an event's topic is written.
 const (
 	tmplImplied  = iota // as the pack's state says
-	tmplAround        // _tt: prefix and suffix around the source
+	tmplAround          // _tt: prefix and suffix around the source
 	tmplExplicit        // _tp: the topic
 )
 
@@ -452,7 +452,7 @@ func decodeSenML(b []byte) ([]Envelope, error) {
 		cur               *senmlEvent
 		gw, stream, epoch string
 		bn, topic, ct     string
-		template          bool   // topic is tprefix + source + tsuffix
+		template          bool // topic is tprefix + source + tsuffix
 		tprefix, tsuffix  string
 		payload           []byte
 		nextSeq           uint64
