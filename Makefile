@@ -7,7 +7,7 @@ COMMIT   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN      := bin
 
-.PHONY: all build run test test-short test-abuse vet lint fuzz bench bench-spine bench-wear bench-ingest cross deb test-deb test-arm clean FORCE
+.PHONY: all build run test test-short test-abuse vet lint fuzz bench bench-spine bench-wear bench-wire bench-ingest cross deb test-deb test-arm clean FORCE
 
 all: build
 
@@ -55,6 +55,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeGap$$' -fuzztime $(FUZZTIME) ./buffer/
 	$(GO) test -run '^$$' -fuzz '^FuzzRollupPayload$$' -fuzztime $(FUZZTIME) ./buffer/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMessage$$' -fuzztime $(FUZZTIME) ./uplink/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEnvelopes$$' -fuzztime $(FUZZTIME) ./uplink/
 	$(GO) test -run '^$$' -fuzz '^FuzzTopic$$' -fuzztime $(FUZZTIME) ./uplink/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./gateway/config/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./gateway/config/signed/
@@ -96,6 +97,16 @@ bench-ingest: build
 # also measures its own copy of bin/ferry).
 bench-wear: build
 	PATH="$$PATH:/usr/sbin" $(GO) run ./cmd/ferry-wear -ferry $(BIN)/ferry
+
+# Bytes on the wire per sensor reading, MQTT and TLS framing included, for
+# each cloud message form (JSON single and batched, CBOR and SenML-CBOR
+# batched, each plain and zstd): 10 sensors × 3 quantities every 10 s
+# through the real uplink to Mosquitto over TCP and TLS, counted at a TCP
+# proxy (internal/bench/wire; README, "Wire size"). WIRE_PERIODS=360 is an
+# hour of readings (simulated time: about a minute); `make test` runs 6.
+WIRE_PERIODS ?= 360
+bench-wire:
+	WIRE_PERIODS=$(WIRE_PERIODS) $(GO) test -count=1 -v -run '^TestWireSize$$' ./internal/bench/wire/
 
 # ---- Builds for the boards ------------------------------------------------
 #

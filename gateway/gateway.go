@@ -43,6 +43,9 @@ var _ uplink.Queue = (*buffer.Log)(nil)
 // The buffer is where the broker ingests.
 var _ broker.EventSink = (*buffer.Log)(nil)
 
+// The uplink announces drops and replays with the buffer's records.
+var _ uplink.Sequenced = (*buffer.Log)(nil)
+
 // Gateway is one running ferry.
 type Gateway struct {
 	cfg     *config.Config
@@ -546,6 +549,7 @@ func uplinkConfig(cfg *config.Config, log *slog.Logger) (uplink.Config, error) {
 		GatewayID:         cfg.GatewayID,
 		Topic:             u.Topic,
 		Format:            uplink.Format(u.Format),
+		Compression:       uplink.Compression(u.Compression),
 		QoS:               byte(u.QoS),
 		Inflight:          u.Inflight,
 		Keepalive:         u.Keepalive,
@@ -556,6 +560,7 @@ func uplinkConfig(cfg *config.Config, log *slog.Logger) (uplink.Config, error) {
 		StableAfter:       u.Backoff.StableAfter,
 		BatchMaxEvents:    u.Batch.MaxEvents,
 		BatchMaxBytes:     int(u.Batch.MaxBytes),
+		BatchMaxDelay:     u.Batch.MaxDelay,
 		MaxMessageBytes:   int(u.MaxMessage),
 		MaxTopicBytes:     int(u.MaxTopic),
 		PoisonAttempts:    u.PoisonAttempts,

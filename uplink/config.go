@@ -53,8 +53,12 @@ type Config struct {
 	// MaxTopicBytes bounds a rendered topic (default DefaultMaxTopicBytes,
 	// 256, at least 32); a longer one is shortened (see appendTopic).
 	MaxTopicBytes int
-	// Format is FormatJSON (the default when empty) or FormatCBOR.
+	// Format is FormatJSON (the default when empty), FormatCBOR or
+	// FormatSenMLCBOR.
 	Format Format
+	// Compression is CompressionNone (the default when empty) or
+	// CompressionZstd (see "Compression" in the package doc).
+	Compression Compression
 	// QoS is 1 (at least once) or 0 (at most once: an event is acked as
 	// soon as it was written to the socket and is lost if the connection
 	// drops before the broker has it). Zero means QoS 0, as configured.
@@ -85,6 +89,13 @@ type Config struct {
 	// one rendered topic; 0 or 1 turns batching off. With batching on every
 	// message is an array, even of one event; off, a single envelope.
 	BatchMaxEvents int
+	// BatchMaxDelay, with batching on, is how long a stream's oldest
+	// unsent event (by its Time) may wait for more events to fill a batch
+	// of BatchMaxEvents before a smaller one is sent; 0 sends what there
+	// is at once. A live stream of a few events a second is then sent in
+	// one message per BatchMaxDelay instead of one per event (see "Wire
+	// size" in README); a backlog, whose batches are full, never waits.
+	BatchMaxDelay time.Duration
 	// BatchMaxBytes caps the size of a batch message; 0 means
 	// MaxMessageBytes. An event alone is still sent when it exceeds
 	// BatchMaxBytes but not MaxMessageBytes.
@@ -156,9 +167,16 @@ func (c Config) normalize() (Config, error) {
 	switch c.Format {
 	case "":
 		c.Format = FormatJSON
-	case FormatJSON, FormatCBOR:
+	case FormatJSON, FormatCBOR, FormatSenMLCBOR:
 	default:
 		return c, fmt.Errorf("%w: format %q", ErrConfig, c.Format)
+	}
+	switch c.Compression {
+	case "":
+		c.Compression = CompressionNone
+	case CompressionNone, CompressionZstd:
+	default:
+		return c, fmt.Errorf("%w: compression %q", ErrConfig, c.Compression)
 	}
 	if c.QoS != 0 && c.QoS != 1 {
 		return c, fmt.Errorf("%w: QoS %d (0 or 1)", ErrConfig, c.QoS)
@@ -211,6 +229,9 @@ func (c Config) normalize() (Config, error) {
 	if c.MaxMessageBytes < 64 || c.BatchMaxEvents < 1 || c.BatchMaxEvents > MaxBatchEvents || c.BatchMaxBytes < 1 {
 		return c, fmt.Errorf("%w: MaxMessageBytes %d (>= 64), batch %d events (1..%d), %d bytes",
 			ErrConfig, c.MaxMessageBytes, c.BatchMaxEvents, MaxBatchEvents, c.BatchMaxBytes)
+	}
+	if c.BatchMaxDelay < 0 {
+		return c, fmt.Errorf("%w: BatchMaxDelay %v (>= 0)", ErrConfig, c.BatchMaxDelay)
 	}
 	if c.MessagesPerSecond < 0 || c.BytesPerSecond < 0 {
 		return c, fmt.Errorf("%w: negative rate", ErrConfig)

@@ -6,34 +6,18 @@ import (
 	"encoding/json"
 	"time"
 
-	"github.com/fxamacker/cbor/v2"
-
 	"github.com/ferrygw/ferry/event"
 )
 
-// batchDecMode decodes the outer array of a CBOR message; the elements are
-// then decoded by event.Unmarshal, which applies its own limits.
-var batchDecMode cbor.DecMode
-
-func init() {
-	var err error
-	batchDecMode, err = cbor.DecOptions{
-		IndefLength:      cbor.IndefLengthForbidden,
-		TagsMd:           cbor.TagsForbidden,
-		MaxNestedLevels:  8,
-		MaxArrayElements: MaxBatchEvents,
-		MaxMapPairs:      event.MaxAttrs,
-	}.DecMode()
-	if err != nil {
-		panic(err) // static options: a failure is a programming error
-	}
-}
-
-// envelope is the decoded form of one JSON envelope (see AppendJSON).
+// envelope is the decoded form of one JSON envelope (see AppendEnvelopeJSON).
 type envelope struct {
 	ID          string            `json:"id"`
 	Gateway     string            `json:"gateway"`
 	Stream      string            `json:"stream"`
+	Seq         uint64            `json:"seq"`
+	Epoch       string            `json:"epoch"`
+	Gap         *jsonGap          `json:"gap"`
+	Replay      bool              `json:"replay"`
 	Source      string            `json:"source"`
 	Topic       string            `json:"topic"`
 	TS          string            `json:"ts"`
@@ -43,13 +27,50 @@ type envelope struct {
 	Attrs       map[string]string `json:"attrs"`
 }
 
-// DecodeMessage decodes a cloud message in any of its four forms (JSON
-// envelope, JSON array of envelopes, CBOR event, CBOR array of events) back
-// to its events, payloads restored to their original bytes. The input is
-// untrusted: DecodeMessage never panics, bounds every size, and returns an
-// error wrapping ErrMalformedMessage for anything else. The gateway field of
-// JSON envelopes is not part of an Event and is dropped.
+type jsonGap struct {
+	Dropped uint64            `json:"dropped"`
+	Reasons map[string]uint64 `json:"reasons"`
+}
+
+// DecodeMessage decodes a cloud message in any of its forms (see
+// DecodeEnvelopes) back to its events. The gateway and sequence fields are
+// dropped; a SenML pack's events have a zero ID.
 func DecodeMessage(b []byte) ([]event.Event, error) {
+	envs, err := DecodeEnvelopes(b)
+	if err != nil {
+		return nil, err
+	}
+	evs := make([]event.Event, len(envs))
+	for i := range envs {
+		evs[i] = envs[i].Event
+	}
+	return evs, nil
+}
+
+// DecodeEnvelopes decodes a cloud message in any of its forms: a JSON
+// envelope, a JSON array of them, a CBOR envelope (with or without the
+// sequence fields), a CBOR array of them, a SenML pack in CBOR, and the
+// zstd frame of any of these (see the package doc). Payloads are restored
+// to their original bytes, except a SenML pack's, which come back as
+// compact JSON with the numbers' digits as sent. Fields a message does not
+// carry are zero: Seq 0 and Epoch "" in messages from before sequence
+// numbers, Gateway "" in CBOR messages from before them, the ID in SenML.
+//
+// The input is untrusted: DecodeEnvelopes never panics, bounds every size
+// (a compressed message inflates to at most MaxDecompressedBytes, a batch
+// holds at most MaxBatchEvents events) and returns an error wrapping
+// ErrMalformedMessage for anything else. It is safe for concurrent use.
+func DecodeEnvelopes(b []byte) ([]Envelope, error) {
+	if IsCompressed(b) {
+		raw, err := decompress(b)
+		if err != nil {
+			return nil, err
+		}
+		if IsCompressed(raw) {
+			return nil, malformed("compressed twice")
+		}
+		b = raw
+	}
 	trimmed := bytes.TrimLeft(b, " \t\r\n")
 	if len(trimmed) == 0 {
 		return nil, malformed("empty message")
@@ -60,21 +81,21 @@ func DecodeMessage(b []byte) ([]event.Event, error) {
 		if err := json.Unmarshal(b, &env); err != nil {
 			return nil, malformed("json: %v", err)
 		}
-		ev, err := env.event()
+		e, err := env.envelope()
 		if err != nil {
 			return nil, err
 		}
-		return []event.Event{ev}, nil
+		return []Envelope{e}, nil
 	case c == '[':
 		return decodeJSONBatch(b)
-	case c>>5 == 4: // CBOR array
+	case c&0xe0 == cborArray:
 		return decodeCBOR(b)
 	default:
 		return nil, malformed("neither JSON nor a CBOR array (first byte %#x)", c)
 	}
 }
 
-func decodeJSONBatch(b []byte) ([]event.Event, error) {
+func decodeJSONBatch(b []byte) ([]Envelope, error) {
 	var envs []envelope
 	if err := json.Unmarshal(b, &envs); err != nil {
 		return nil, malformed("json batch: %v", err)
@@ -82,14 +103,32 @@ func decodeJSONBatch(b []byte) ([]event.Event, error) {
 	if len(envs) == 0 || len(envs) > MaxBatchEvents {
 		return nil, malformed("json batch of %d events", len(envs))
 	}
-	evs := make([]event.Event, len(envs))
+	out := make([]Envelope, len(envs))
 	for i := range envs {
 		var err error
-		if evs[i], err = envs[i].event(); err != nil {
+		if out[i], err = envs[i].envelope(); err != nil {
 			return nil, err
 		}
 	}
-	return evs, nil
+	return out, nil
+}
+
+func (env *envelope) envelope() (Envelope, error) {
+	ev, err := env.event()
+	if err != nil {
+		return Envelope{}, err
+	}
+	out := Envelope{Event: ev, Gateway: env.Gateway, Seq: env.Seq, Epoch: env.Epoch, Replay: env.Replay}
+	if env.Gap != nil {
+		if len(env.Gap.Reasons) > maxGapReasons {
+			return Envelope{}, malformed("gap with %d reasons", len(env.Gap.Reasons))
+		}
+		out.Gap = &Gap{Dropped: env.Gap.Dropped, Reasons: env.Gap.Reasons}
+		if out.Gap.Reasons == nil {
+			out.Gap.Reasons = map[string]uint64{}
+		}
+	}
+	return out, nil
 }
 
 func (env *envelope) event() (event.Event, error) {
@@ -134,26 +173,88 @@ func (env *envelope) event() (event.Event, error) {
 	return ev, nil
 }
 
-func decodeCBOR(b []byte) ([]event.Event, error) {
-	var items []cbor.RawMessage
-	if err := batchDecMode.Unmarshal(b, &items); err != nil {
-		return nil, malformed("cbor: %v", err)
+// decodeCBOR decodes a CBOR message: an envelope (its first item the ID, a
+// byte string), an array of envelopes, or a SenML pack (an array of maps).
+func decodeCBOR(b []byte) ([]Envelope, error) {
+	r := &cborReader{b: b}
+	n := r.arrayLen(MaxBatchEvents * senmlMaxFields)
+	major, _, _ := r.peek()
+	if r.err != nil {
+		return nil, r.err
 	}
-	if len(items) == 0 {
+	switch {
+	case n == 0:
 		return nil, malformed("empty cbor batch")
-	}
-	if len(items[0]) > 0 && items[0][0]>>5 == 2 { // byte string: the event ID
-		var ev event.Event
-		if err := event.Unmarshal(b, &ev); err != nil {
-			return nil, malformed("cbor event: %v", err)
+	case major == cborBytes: // the ID: one envelope
+		r.off = 0
+		env := r.envelope()
+		if r.err == nil && !r.done() {
+			r.fail("trailing bytes")
 		}
-		return []event.Event{ev}, nil
-	}
-	evs := make([]event.Event, len(items))
-	for i, it := range items {
-		if err := event.Unmarshal(it, &evs[i]); err != nil {
-			return nil, malformed("cbor batch item %d: %v", i, err)
+		if r.err != nil {
+			return nil, r.err
 		}
+		return []Envelope{env}, nil
+	case major == cborMap:
+		return decodeSenML(b)
+	case major != cborArray:
+		return nil, malformed("cbor array of neither envelopes nor SenML records")
+	case n > MaxBatchEvents:
+		return nil, malformed("cbor batch of %d events", n)
 	}
-	return evs, nil
+	envs := make([]Envelope, 0, min(n, 1024))
+	for i := 0; i < n && r.err == nil; i++ {
+		envs = append(envs, r.envelope())
+	}
+	if r.err == nil && !r.done() {
+		r.fail("trailing bytes")
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	return envs, nil
+}
+
+// envelope reads a CBOR envelope (see AppendEnvelopeCBOR): the event's
+// 8 items, decoded by event.Unmarshal with its limits, then the sequence
+// fields when present.
+func (r *cborReader) envelope() Envelope {
+	start := r.off
+	n := r.arrayLen(13)
+	if r.err != nil {
+		return Envelope{}
+	}
+	if n != 8 && (n < 11 || n > 13) {
+		r.fail("envelope of %d items (8, 11, 12 or 13)", n)
+		return Envelope{}
+	}
+	itemsStart := r.off
+	for range 8 {
+		r.skip()
+	}
+	if r.err != nil {
+		return Envelope{}
+	}
+	var env Envelope
+	evBytes := r.b[start:r.off]
+	if n != 8 {
+		evBytes = append([]byte{cborArray | 8}, r.b[itemsStart:r.off]...)
+	}
+	if err := event.Unmarshal(evBytes, &env.Event); err != nil {
+		r.err = malformed("cbor event: %v", err)
+		return Envelope{}
+	}
+	if n == 8 {
+		return env
+	}
+	env.Gateway = r.text(maxTextField)
+	env.Seq = r.uint()
+	env.Epoch = r.text(maxTextField)
+	if n >= 12 && !r.null() {
+		env.Gap = r.gap()
+	}
+	if n == 13 {
+		env.Replay = r.bool()
+	}
+	return env
 }

@@ -4,10 +4,80 @@
 //
 // # Messages
 //
-// An event travels as a JSON envelope (see AppendJSON) or as its CBOR
-// encoding (event.Marshal); with batching on, a message is a JSON or CBOR
-// array of them. Every envelope carries the event ID. DecodeMessage reads
-// all four forms back.
+// An event travels in an envelope: JSON (AppendEnvelopeJSON), CBOR
+// (AppendEnvelopeCBOR: event.Marshal's array extended by the sequence
+// fields) or, with FormatSenMLCBOR and a numeric payload, records of a
+// SenML pack. With batching on, a message is a JSON or CBOR array of
+// envelopes of one stream and one rendered topic (a SenML pack is always
+// an array). With CompressionZstd an array is sent as its zstd frame when
+// that is smaller (see Compression). DecodeEnvelopes reads every form
+// back, messages from before sequence numbers included; DecodeMessage
+// returns just the events.
+//
+// # Sequences
+//
+// Every envelope carries seq, the event's offset in its stream (offsets
+// are contiguous and never reused), and, when the Queue implements
+// Sequenced, epoch, the buffer file's ID: (gateway, stream, epoch, seq)
+// names an event, and seq is contiguous within (gateway, stream, epoch)
+// except where an envelope announces a gap. The forwarder announces, on
+// the first event it sends after a hole, how many offsets between the
+// previous event it sent (at the start of a session: its acked position,
+// less the dropped events that position ends with) and this one were
+// dropped, and why: the Queue's policy drops (Sequenced.Dropped) and its
+// own (events it acks without sending: "oversize", "unencodable",
+// "poison"). So every hole the cloud sees is announced or a bug. The
+// announcement is made again whenever the event is resent. A Queue that
+// is a DropRecorder keeps the uplink's drops with its own, so a restarted
+// or reloaded Forwarder announces them too; without one the Forwarder
+// keeps them in memory until the cloud acknowledges the event that
+// announces them, and a restart or reload in that window loses the
+// announcement (the hole then looks unexplained; poison events are in the
+// dead letters). Events at or below Sequenced.ReplayedThrough when the
+// stream is first read carry replay: they were sent before (`ferry buffer
+// replay`).
+//
+// # SenML
+//
+// With FormatSenMLCBOR an event whose payload is a JSON object of numbers
+// (without exponent, at most 18 digits) and booleans with SenML-name keys,
+// or a bare number or boolean, and that has a source usable as a SenML
+// name, a time after 1978 and no attrs, goes in a SenML pack (RFC 8428 §6,
+// CBOR with integer labels): one record per member, the first carrying
+// bn = source + "/" (when it changes), bt = the event's time in seconds
+// (a decimal fraction, to the millisecond), n and v (a decimal fraction
+// with the digits sent: 21.370 stays 21.370) or vb; a bare value has no
+// n. Other events of the stream go as CBOR envelopes, in messages of their
+// own. ferry's fields use text labels (RFC 8428 §6: the integer labels
+// are conclusive, extensions use text), beginning with '_' and not ending
+// with '_' (not must-understand, so a generic SenML reader ignores them):
+// on a pack's first record _gw (gateway), _st (stream), _ep (epoch, 8
+// bytes when it is 16 hex digits); on an event's first record _sq (seq,
+// when it is not the previous event's + 1, always on the first), _gp
+// (gap: [dropped, {reason: count}]), _rp (replay: true), _tp (topic) or
+// _tt ([prefix, suffix]: this and the following events' topic is prefix +
+// source + suffix), and _ct (content type) when they change. A record with
+// bt starts an event. A pack carries no event IDs: (gateway, stream,
+// epoch, seq) identifies its events; DecodeEnvelopes returns them with a
+// zero ID, their times to the millisecond and their payloads as compact
+// JSON.
+//
+// # Compression
+//
+// With CompressionZstd a batch or SenML pack of at least MinCompressBytes
+// is sent as its zstd frame (RFC 8878, no checksum, content size in the
+// header) when that is smaller; single envelopes never are (they gain
+// under 1%). A compressed message starts with the zstd magic number 28 B5
+// 2F FD, which no JSON or CBOR message starts with, so a consumer tells
+// the forms apart by the first bytes. Messages larger than
+// MaxDecompressedBytes are never compressed, and DecodeEnvelopes inflates
+// no message beyond it.
+//
+// # Batching a live stream
+//
+// Config.BatchMaxDelay lets a stream whose unsent events would not fill a
+// batch wait, up to that long after its oldest unsent event, for more:
+// a live stream then goes out as one message per delay.
 //
 // # Delivery guarantees
 //

@@ -8,13 +8,14 @@ import (
 // Sentinel errors. Callers test for them with errors.Is; the package wraps
 // them with detail once, at the layer that detects the condition.
 var (
-	// ErrMalformedMessage is returned by DecodeMessage for bytes that are not
-	// one of the four message forms.
+	// ErrMalformedMessage is returned by DecodeEnvelopes and DecodeMessage
+	// for bytes that are not one of the message forms.
 	ErrMalformedMessage = errors.New("uplink: malformed message")
 	// ErrBatchShape is returned by EncodeMessage for an empty event list, or
 	// for several events when batch is false.
 	ErrBatchShape = errors.New("uplink: a single message needs exactly one event")
-	// ErrFormat is returned for a Format other than FormatJSON or FormatCBOR.
+	// ErrFormat is returned for a Format other than FormatJSON, FormatCBOR
+	// or FormatSenMLCBOR.
 	ErrFormat = errors.New("uplink: unknown message format")
 	// ErrEncode is returned when an event cannot be encoded.
 	ErrEncode = errors.New("uplink: cannot encode event")
@@ -55,6 +56,7 @@ var (
 	errUnsent       = errors.New("not published: the session ended first")
 	errTokenTimeout = errors.New("paho did not complete the publish token after the connection ended")
 	errNoPuback     = errors.New("no PUBACK in time on a live connection")
+	errEventShape   = errors.New("event encoding is not an 8-item array")
 )
 
 func wrapEncode(err error) error { return fmt.Errorf("%w: %v", ErrEncode, err) }

@@ -38,7 +38,14 @@ type Forwarder struct {
 	slots   chan *record // free window slots, each with a reusable buffer
 	running atomic.Bool
 
+	seq  Sequenced    // the Queue's sequence support; nil when it has none
+	drec DropRecorder // the Queue's record of the uplink's drops; nil when it has none
+	comp *Compressor  // nil: CompressionNone
+
 	// Owned by the goroutine running Run (the publisher).
+	epoch     string // the Queue's epoch, read at the start of each session
+	fields    [senmlMaxFields]senmlField
+	firstPack senmlPack // encodes an event as a pack's first (Forwarder.encode)
 	streams   map[string]*streamState
 	active    []*streamState
 	rr        int
@@ -46,6 +53,7 @@ type Forwarder struct {
 	scratch   []byte
 	topicBuf  []byte
 	suspects  map[*streamState]*suspect // messages suspected of poisoning the connection (poison.go)
+	lingerT   *time.Timer               // fires when a lingering stream's batch is due (linger.go)
 	heldUntil time.Time                 // isolation failed: when to try it again
 
 	mu      sync.Mutex // guards status, meter, pubacks, good and streamState.acked*
@@ -65,12 +73,37 @@ type streamState struct {
 	dirty          bool   // may have unread events
 	lastTopic      string // cache: the string of lastTopicBytes
 	lastTopicBytes []byte
+	prev           uint64            // offset of the last event published this session, or the acked one before it
+	drops          map[string]uint64 // events after prev not sent, by reason: announced with the next one
+	replayed       uint64            // events through this offset are replays (Sequenced.ReplayedThrough)
+	lingerUntil    time.Time         // waiting for a batch to fill until then (linger.go); zero: not waiting
+	backlog        bool              // the last read filled its share of the window: more were waiting
 
 	// Waiter only.
 	failedIn uint64 // session in which a publish of this stream failed
 
 	// Guarded by Forwarder.mu.
-	ackedNext uint64 // offset after the last acked event (0: none acked)
+	ackedNext   uint64 // offset after the last acked event (0: none acked)
+	unannounced dropRun
+}
+
+// dropRun is a run of events the forwarder acked without sending them
+// (oversize, unencodable, poison) whose announcement, in the gap of the
+// stream's next event, the cloud has not yet acknowledged: every new
+// session of this Forwarder announces it again. Used only when the Queue
+// is not a DropRecorder, which keeps them durably instead.
+type dropRun struct {
+	from, through uint64
+	reasons       map[string]uint64
+}
+
+// add merges the events from..through, dropped for reason, into d.
+func (d *dropRun) add(from, through uint64, reason string) {
+	if len(d.reasons) == 0 || from > d.through+1 {
+		*d = dropRun{from: from, reasons: map[string]uint64{}}
+	}
+	d.through = max(d.through, through)
+	d.reasons[reason] += through - from + 1
 }
 
 // New validates cfg, applies defaults and returns a Forwarder for q.
@@ -99,6 +132,15 @@ func New(q Queue, cfg Config) (*Forwarder, error) {
 	}
 	for range cfg.Inflight {
 		f.slots <- &record{}
+	}
+	f.seq, _ = q.(Sequenced)
+	if f.seq != nil {
+		f.drec, _ = q.(DropRecorder)
+	}
+	if cfg.Compression == CompressionZstd {
+		if f.comp, err = NewCompressor(); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.QoS == 0 {
 		f.log.Warn("uplink uses QoS 0: events are acked when written and are lost if the connection drops")

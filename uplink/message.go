@@ -18,8 +18,13 @@ type Format string
 const (
 	// FormatJSON sends JSON envelopes (see AppendJSON); a batch is a JSON array.
 	FormatJSON Format = "json"
-	// FormatCBOR sends event.Marshal bytes; a batch is a CBOR array of them.
+	// FormatCBOR sends CBOR envelopes (see AppendEnvelopeCBOR); a batch is
+	// a CBOR array of them.
 	FormatCBOR Format = "cbor"
+	// FormatSenMLCBOR sends the events of numeric streams as SenML packs in
+	// CBOR (RFC 8428 §6, see "SenML" in the package doc), and every other
+	// event as FormatCBOR does.
+	FormatSenMLCBOR Format = "senml+cbor"
 )
 
 // MaxBatchEvents is the most events DecodeMessage accepts in one batch.
@@ -43,6 +48,12 @@ func EncodeMessage(dst []byte, f Format, gatewayID string, evs []event.Event, ba
 			return AppendCBORBatch(dst, evs)
 		}
 		return AppendCBOR(dst, &evs[0])
+	case FormatSenMLCBOR:
+		envs := make([]Envelope, len(evs))
+		for i := range evs {
+			envs[i] = Envelope{Event: evs[i], Gateway: gatewayID}
+		}
+		return EncodeEnvelopes(dst, f, envs, batch)
 	default:
 		return dst, ErrFormat
 	}
@@ -61,12 +72,21 @@ func EncodeMessage(dst []byte, f Format, gatewayID string, evs []event.Event, ba
 // per RFC 8259; invalid UTF-8 in them (which event decoding already rejects)
 // is replaced by U+FFFD. AppendJSON does not allocate when dst has room.
 func AppendJSON(dst []byte, gatewayID string, ev *event.Event) []byte {
+	return appendJSON(dst, gatewayID, ev, nil)
+}
+
+// appendJSON appends the JSON envelope of ev with the sequence fields of m
+// (none when m is nil) after "stream".
+func appendJSON(dst []byte, gatewayID string, ev *event.Event, m *seqMeta) []byte {
 	dst = append(dst, `{"id":"`...)
 	dst = ev.ID.AppendText(dst)
 	dst = append(dst, `","gateway":`...)
 	dst = jsonstr.AppendQuoted(dst, gatewayID)
 	dst = append(dst, `,"stream":`...)
 	dst = jsonstr.AppendQuoted(dst, ev.Stream)
+	if m != nil {
+		dst = appendJSONSeq(dst, m)
+	}
 	dst = append(dst, `,"source":`...)
 	dst = jsonstr.AppendQuoted(dst, ev.Source)
 	dst = append(dst, `,"topic":`...)
@@ -145,21 +165,7 @@ func AppendCBORBatch(dst []byte, evs []event.Event) ([]byte, error) {
 // appendCBORArrayHead appends the head of a CBOR array of n items in its
 // shortest (deterministic) form.
 func appendCBORArrayHead(dst []byte, n int) []byte {
-	const major = 4 << 5
-	u := uint64(n)
-	switch {
-	case u < 24:
-		return append(dst, major|byte(u))
-	case u <= 0xff:
-		return append(dst, major|24, byte(u))
-	case u <= 0xffff:
-		return append(dst, major|25, byte(u>>8), byte(u))
-	case u <= 0xffffffff:
-		return append(dst, major|26, byte(u>>24), byte(u>>16), byte(u>>8), byte(u))
-	default:
-		return append(dst, major|27, byte(u>>56), byte(u>>48), byte(u>>40), byte(u>>32),
-			byte(u>>24), byte(u>>16), byte(u>>8), byte(u))
-	}
+	return appendCBORHead(dst, cborArray, uint64(n))
 }
 
 // embeddable reports whether p can be embedded in an envelope verbatim and

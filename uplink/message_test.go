@@ -211,9 +211,11 @@ func FuzzDecodeMessage(f *testing.F) {
 }
 
 func TestFuzzCorpusPresent(t *testing.T) {
-	ents, err := os.ReadDir(filepath.Join("testdata", "fuzz", "FuzzDecodeMessage"))
-	if err != nil || len(ents) == 0 {
-		t.Fatalf("seed corpus missing: %v", err)
+	for _, name := range []string{"FuzzDecodeMessage", "FuzzDecodeEnvelopes"} {
+		ents, err := os.ReadDir(filepath.Join("testdata", "fuzz", name))
+		if err != nil || len(ents) == 0 {
+			t.Fatalf("%s seed corpus missing: %v", name, err)
+		}
 	}
 }
 
@@ -225,6 +227,12 @@ func BenchmarkEncode(b *testing.B) {
 	}
 	bin := ev
 	bin.Payload = bytes.Repeat([]byte{0xfe}, 64)
+	env := Envelope{Event: ev, Gateway: "gw", Seq: 123456, Epoch: "00c0ffee12345678"}
+	sensors := sensorBatch(10)
+	comp, err := NewCompressor()
+	if err != nil {
+		b.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		fn   func(dst []byte) ([]byte, error)
@@ -234,6 +242,13 @@ func BenchmarkEncode(b *testing.B) {
 		{"json-batch50", func(dst []byte) ([]byte, error) { return AppendJSONBatch(dst, "gw", evs), nil }},
 		{"cbor", func(dst []byte) ([]byte, error) { return AppendCBOR(dst, &ev) }},
 		{"cbor-batch50", func(dst []byte) ([]byte, error) { return AppendCBORBatch(dst, evs) }},
+		{"json-seq", func(dst []byte) ([]byte, error) { return AppendEnvelopeJSON(dst, &env), nil }},
+		{"cbor-seq", func(dst []byte) ([]byte, error) { return AppendEnvelopeCBOR(dst, &env) }},
+		{"senml-batch10", func(dst []byte) ([]byte, error) { return EncodeEnvelopes(dst, FormatSenMLCBOR, sensors, true) }},
+		{"senml-batch10-zstd", func(dst []byte) ([]byte, error) {
+			msg, err := EncodeEnvelopes(dst, FormatSenMLCBOR, sensors, true)
+			return comp.Append(msg[len(msg):], msg), err
+		}},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
@@ -247,5 +262,30 @@ func BenchmarkEncode(b *testing.B) {
 			}
 			b.SetBytes(int64(len(buf)))
 		})
+	}
+}
+
+// TestEncodeAllocs: the forwarder's encoders stay allocation-free when the
+// buffer has room (a gap's reasons aside).
+func TestEncodeAllocs(t *testing.T) {
+	ev := fixedEvent(t)
+	env := Envelope{Event: ev, Gateway: "gw", Seq: 123456, Epoch: "00c0ffee12345678", Replay: true}
+	buf := make([]byte, 0, 4096)
+	if n := testing.AllocsPerRun(100, func() { buf = AppendEnvelopeJSON(buf[:0], &env) }); n != 0 {
+		t.Errorf("AppendEnvelopeJSON: %v allocations", n)
+	}
+	sensors := sensorBatch(10)
+	var p senmlPack
+	var fields [senmlMaxFields]senmlField
+	m := seqMeta{seq: 7, epoch: "00c0ffee12345678"}
+	if n := testing.AllocsPerRun(100, func() {
+		p.reset()
+		buf = buf[:0]
+		for i := range sensors {
+			buf, _ = p.encode(buf, "gw", &sensors[i].Event, &m, &fields)
+			p.commit(&sensors[i].Event, &m)
+		}
+	}); n != 0 {
+		t.Errorf("SenML records: %v allocations", n)
 	}
 }

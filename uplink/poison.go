@@ -176,10 +176,12 @@ func (f *Forwarder) probe(c *conn, s *suspect) bool {
 	if n > 0 {
 		r.msg, r.bytes, r.topicS = r.buf, len(r.buf), topic
 	} else {
-		next := st.next
+		// Read ahead of the suspect, then put the stream's position and
+		// gap accounting back: the probe is not part of the stream yet.
+		next, prev, drops := st.next, st.prev, maps.Clone(st.drops)
 		st.next = s.through + 1 + s.probeAhead
 		used, _, err := f.readStream(st, []*record{r}, 1)
-		st.next = next
+		st.next, st.prev, st.drops = next, prev, drops
 		if used == 0 || err != nil || r.drop != "" {
 			if used > 0 && r.drop != "" {
 				s.probeAhead = min(s.probeAhead+1, maxProbeAhead) // cannot be sent: try the one after
@@ -399,6 +401,14 @@ func (f *Forwarder) isolate(c *conn, s *suspect) bool {
 			}
 		}
 	}
+	if f.drec != nil {
+		if err := f.drec.RecordDrop(st.name, s.from, s.through, poisonReason); err != nil {
+			err = fmt.Errorf("%w: record the drop of %s %d..%d: %w", ErrQueue, st.name, s.from, s.through, err)
+			f.setError(err)
+			f.log.Error("cannot record a poison message's drop; holding its stream", "err", err)
+			return false
+		}
+	}
 	if err := f.q.Ack(st.name, Consumer, s.through); err != nil {
 		err = fmt.Errorf("%w: ack %s through %d: %w", ErrQueue, st.name, s.through, err)
 		f.setError(err)
@@ -409,6 +419,13 @@ func (f *Forwarder) isolate(c *conn, s *suspect) bool {
 	st.ackedNext = max(st.ackedNext, s.through+1)
 	f.status.Acked[st.name] = max(f.status.Acked[st.name], s.through)
 	f.status.Dropped[poisonReason] += uint64(len(evs))
+	if f.drec == nil {
+		// Announced in the gap of the stream's next event, in every
+		// session until the cloud acknowledges that one. (A DropRecorder
+		// has it, and Dropped reports it.)
+		st.unannounced.add(s.from, s.through, poisonReason)
+		st.drops[poisonReason] += s.through - s.from + 1
+	}
 	f.status.LastPoison = fmt.Sprintf("%s offsets %d..%d: %s", st.name, s.from, s.through, reason)
 	f.mu.Unlock()
 	st.next = max(st.next, s.through+1)

@@ -15,13 +15,20 @@ var errSlotsFull = errors.New("window full")
 // slots and publishes them, until the session ends. It runs in Run's goroutine.
 func (f *Forwarder) pump(c *conn) {
 	changed := f.q.Changed()
+	if f.seq != nil {
+		f.epoch = f.seq.Epoch()
+	}
 	f.refreshStreams()
 	f.mu.Lock()
 	for _, st := range f.streams {
 		st.next = st.ackedNext // rewind: resend everything not acked, in order
+		st.rewindGap()
 		st.dirty = true
 	}
 	f.mu.Unlock()
+	for _, st := range f.streams {
+		f.skipDroppedTail(st)
+	}
 	recs := make([]*record, 0, f.cfg.Inflight)
 	for c.ctx.Err() == nil {
 		if len(f.suspects) > 0 && f.poisonStep(c) {
@@ -45,6 +52,9 @@ func (f *Forwarder) pump(c *conn) {
 			case <-f.heldTimer(): // nil unless a poison waits for a retry
 				continue
 			case <-f.evidenceWait(c): // nil unless a poison verdict awaits a PUBACK
+				continue
+			case <-f.lingerWait(): // nil unless a stream waits for its batch to fill
+				f.lingerDue()
 				continue
 			}
 		}
@@ -87,9 +97,14 @@ func (f *Forwarder) refreshStreams() {
 	for _, name := range names {
 		st := f.streams[name]
 		if st == nil {
-			st = &streamState{name: name, dirty: true}
+			st = &streamState{name: name, dirty: true, drops: map[string]uint64{}}
 			if through := f.q.Acked(name, Consumer); through > 0 {
 				st.next, st.ackedNext = through+1, through+1
+			}
+			st.rewindGap()
+			f.skipDroppedTail(st)
+			if f.seq != nil {
+				st.replayed = f.seq.ReplayedThrough(name, Consumer)
 			}
 			f.mu.Lock()
 			f.streams[name] = st
@@ -135,8 +150,13 @@ func (f *Forwarder) fill(recs []*record) (int, error) {
 			if !st.dirty || f.held(st) {
 				continue
 			}
+			if f.linger(st) {
+				st.dirty = false // until more events come or its delay ends
+				continue
+			}
 			k := min(quantum, len(recs)-used)
 			got, more, err := f.readStream(st, recs[used:used+k], f.cfg.BatchMaxEvents)
+			st.backlog = more
 			used += got
 			if err != nil {
 				return used, err
@@ -159,29 +179,22 @@ func (f *Forwarder) readStream(st *streamState, recs []*record, perRecord int) (
 	used, seen, full := 0, 0, false
 	seal := func() {
 		if cur != nil {
-			cur.seal(f.cfg.Format, batch)
+			cur.seal(f.cfg.Format, f.comp)
 			cur = nil
 		}
 	}
 	next, err := f.q.Read(st.name, st.next, maxEvents, func(off uint64, ev *event.Event) error {
 		seen++
-		var encErr error
-		f.scratch = f.scratch[:0]
-		switch {
-		case len(ev.Payload) > f.cfg.MaxMessageBytes:
-			// Oversize whatever the encoding: do not even encode it.
-		case f.cfg.Format == FormatCBOR:
-			f.scratch, encErr = AppendCBOR(f.scratch, ev)
-		default:
-			f.scratch = AppendJSON(f.scratch, f.cfg.GatewayID, ev)
-		}
+		m := seqMeta{seq: off, epoch: f.epoch, gap: f.gapBefore(st, off), replay: off <= st.replayed}
+		kind, items, encErr := f.encode(nil, ev, &m)
 		f.topicBuf = f.topic.appendTopic(f.topicBuf[:0], ev)
+		framed := batch || kind == kindSenML
 		reason := ""
 		switch {
 		case encErr != nil:
 			reason = "unencodable"
 		case len(ev.Payload) > f.cfg.MaxMessageBytes ||
-			aloneSize(f.cfg.Format, batch, len(f.scratch)) > f.cfg.MaxMessageBytes:
+			aloneSize(f.cfg.Format, framed, len(f.scratch), items) > f.cfg.MaxMessageBytes:
 			reason = "oversize"
 		}
 		if reason != "" {
@@ -195,14 +208,24 @@ func (f *Forwarder) readStream(st *streamState, recs []*record, perRecord int) (
 			r.reset(st)
 			r.drop, r.from, r.through, r.events = reason, off, off, 1
 			st.next = off + 1
+			f.dropped(st, off, reason) // announced with the next event sent
 			f.log.Warn("dropping an event that cannot be sent",
 				"reason", reason, "stream", st.name, "offset", off, "id", ev.ID.String(),
 				"bytes", len(f.scratch), "max_message_bytes", f.cfg.MaxMessageBytes, "err", encErr)
 			return nil
 		}
-		if cur != nil && (cur.events >= perRecord || !bytes.Equal(cur.topic, f.topicBuf) ||
-			cur.sizeWith(f.cfg.Format, batch, len(f.scratch)) > f.cfg.BatchMaxBytes) {
+		if cur != nil && (cur.events >= perRecord || cur.kind != kind || !bytes.Equal(cur.topic, f.topicBuf)) {
 			seal()
+		}
+		if cur != nil && kind == kindSenML {
+			// Records after the pack's first repeat less: encode against it.
+			_, items, _ = f.encode(cur, ev, &m)
+		}
+		if cur != nil && cur.sizeWith(f.cfg.Format, len(f.scratch), items) > f.cfg.BatchMaxBytes {
+			seal()
+			if kind == kindSenML {
+				_, items, _ = f.encode(nil, ev, &m)
+			}
 		}
 		if cur == nil {
 			if used == len(recs) {
@@ -211,13 +234,18 @@ func (f *Forwarder) readStream(st *streamState, recs []*record, perRecord int) (
 			}
 			cur = recs[used]
 			used++
-			cur.open(st, f.topicBuf, batch)
+			cur.open(st, f.topicBuf, batch, kind)
 		}
-		cur.add(f.cfg.Format, batch, f.scratch, off)
+		if kind == kindSenML {
+			cur.pack.commit(ev, &m)
+		}
+		cur.add(f.cfg.Format, f.scratch, items, off)
 		if off < st.sentNext {
 			cur.resent++
 		}
 		st.next = off + 1
+		st.prev = off
+		clear(st.drops)
 		return nil
 	})
 	seal()
@@ -232,6 +260,122 @@ func (f *Forwarder) readStream(st *streamState, recs []*record, perRecord int) (
 		st.next = next // past records the queue skipped after the last event
 	}
 	return used, full || seen >= maxEvents, nil
+}
+
+// encode encodes ev with its sequence fields m into f.scratch: as a JSON
+// or CBOR envelope, or, with FormatSenMLCBOR and a numeric event, as SenML
+// records, following those of pack (nil: as a pack's first event). It
+// returns the kind of message the event goes in and the array items it
+// takes.
+func (f *Forwarder) encode(pack *record, ev *event.Event, m *seqMeta) (kind, items int, err error) {
+	f.scratch = f.scratch[:0]
+	switch {
+	case len(ev.Payload) > f.cfg.MaxMessageBytes:
+		// Oversize whatever the encoding: do not even encode it.
+		return kindEnvelope, 1, nil
+	case f.cfg.Format == FormatSenMLCBOR:
+		var p *senmlPack
+		if pack != nil {
+			p = &pack.pack
+		} else {
+			f.firstPack.reset()
+			p = &f.firstPack
+		}
+		var n int
+		if f.scratch, n = p.encode(f.scratch, f.cfg.GatewayID, ev, m, &f.fields); n > 0 {
+			return kindSenML, n, nil
+		}
+		fallthrough
+	case f.cfg.Format == FormatCBOR:
+		f.scratch, err = appendCBOREnvelope(f.scratch, f.cfg.GatewayID, ev, m)
+		return kindEnvelope, 1, err
+	default:
+		f.scratch = appendJSON(f.scratch, f.cfg.GatewayID, ev, m)
+		return kindEnvelope, 1, nil
+	}
+}
+
+// gapBefore returns the gap to announce on the event at off of st: the
+// offsets after st.prev the queue dropped by policy and those the uplink
+// could not send; nil when there are none.
+func (f *Forwarder) gapBefore(st *streamState, off uint64) *Gap {
+	if off <= st.prev+1 && len(st.drops) == 0 {
+		return nil
+	}
+	g := &Gap{Reasons: map[string]uint64{}}
+	if f.seq != nil && off > st.prev+1 {
+		n, reasons := f.seq.Dropped(st.name, st.prev, off)
+		g.Dropped = n
+		for r, k := range reasons {
+			g.Reasons[r] += k
+		}
+	}
+	for r, k := range st.drops {
+		g.Reasons[r] += k
+		g.Dropped += k
+	}
+	if g.Dropped == 0 {
+		return nil
+	}
+	return g
+}
+
+// skipDroppedTail moves st.prev, at the start of a session, back over the
+// dropped events the acked position ends with (the uplink acks the events
+// it drops, and the DropRecorder keeps them): the gap of the next event
+// counts from the last one sent, so it announces them again in every
+// session, as it must until the cloud has acknowledged it.
+func (f *Forwarder) skipDroppedTail(st *streamState) {
+	acked := st.prev
+	if f.drec == nil || acked == 0 {
+		return
+	}
+	if n, _ := f.seq.Dropped(st.name, acked-1, acked+1); n == 0 {
+		return // the acked event was sent: the common case, one call
+	}
+	// The most k for which the k offsets up to acked are all dropped.
+	lo, hi := uint64(1), acked
+	for lo < hi {
+		mid := lo + (hi-lo+1)/2
+		if n, _ := f.seq.Dropped(st.name, acked-mid, acked+1); n == mid {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	st.prev = acked - lo
+}
+
+// dropped records that the event at off of st will not be sent, for
+// reason: in the Queue when it is a DropRecorder (Dropped then reports it),
+// else in st.drops, for the next event's gap.
+func (f *Forwarder) dropped(st *streamState, off uint64, reason string) {
+	if f.drec != nil {
+		err := f.drec.RecordDrop(st.name, off, off, reason)
+		if err == nil {
+			return
+		}
+		f.setError(fmt.Errorf("%w: record the drop of %s %d: %w", ErrQueue, st.name, off, err))
+		f.log.Error("cannot record a dropped event in the queue; announcing it from memory", "err", err)
+	}
+	st.drops[reason]++
+}
+
+// rewindGap sets where a new session resumes announcing gaps: after the
+// last acked event, or before the events the uplink dropped whose
+// announcement the cloud has not acknowledged. The caller holds f.mu.
+func (st *streamState) rewindGap() {
+	st.prev = 0
+	if st.ackedNext > 0 {
+		st.prev = st.ackedNext - 1
+	}
+	clear(st.drops)
+	if u := st.unannounced; len(u.reasons) > 0 && u.through == st.prev {
+		st.prev = u.from - 1
+		for r, n := range u.reasons {
+			st.drops[r] = n
+		}
+	}
 }
 
 // send publishes the filled records in order and hands them to the waiter.

@@ -43,3 +43,37 @@ type DeadLetterer interface {
 	// would feed it back to the uplink); the Forwarder then drops it.
 	DeadLetter(ctx context.Context, ev *event.Event, reason string) error
 }
+
+// Sequenced is what a Queue offers, optionally, for the sequence fields of
+// cloud messages (see "Sequences" in the package doc). The Forwarder finds
+// it with a type assertion on its Queue; without it messages carry seq
+// (the offset) but no epoch, and gaps announce only the uplink's own drops.
+// *buffer.Log implements it.
+type Sequenced interface {
+	// Epoch identifies the log's file: 16 lowercase hex digits, new with
+	// every new file.
+	Epoch() string
+	// Dropped returns how many offsets of stream strictly between after and
+	// before the log deleted by policy (not because consumers were done
+	// with them), in total and per reason.
+	Dropped(stream string, after, before uint64) (n uint64, reasons map[string]uint64)
+	// ReplayedThrough returns consumer's position on stream before the last
+	// Rewind, while the consumer has not yet passed it (0: no replay).
+	ReplayedThrough(stream, consumer string) uint64
+}
+
+// DropRecorder is what a Sequenced Queue offers, optionally, to keep the
+// uplink's own drops (events it acks without sending: "oversize",
+// "unencodable", "poison") with its policy drops, so that Dropped reports
+// them too, across restarts and reloads. Without it the Forwarder keeps
+// them in memory until the cloud acknowledges the event that announces
+// them, and a new Forwarder (a restart, a reload) in that window does not
+// announce them.
+type DropRecorder interface {
+	// RecordDrop records that the events of stream from through through
+	// are dropped for reason. It must not wait for disk I/O; the record
+	// must be committed no later than an Ack of those offsets, and count
+	// in Dropped at once, committed or not. Recording a range again is a
+	// no-op.
+	RecordDrop(stream string, from, through uint64, reason string) error
+}

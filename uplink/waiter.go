@@ -127,9 +127,16 @@ func (f *Forwarder) complete(c *conn, r *record, err error) {
 		f.mu.Lock()
 		st.ackedNext = r.through + 1
 		f.status.Acked[st.name] = r.through
-		if r.drop != "" {
+		switch {
+		case r.drop != "":
 			f.status.Dropped[r.drop] += uint64(r.events)
-		} else {
+			if f.drec == nil {
+				st.unannounced.add(r.from, r.through, r.drop)
+			}
+		default:
+			if len(st.unannounced.reasons) > 0 && r.through > st.unannounced.through {
+				st.unannounced = dropRun{} // its announcement reached the cloud
+			}
 			f.status.ForwardedEvents += uint64(r.events)
 			f.status.ForwardedMessages++
 			f.status.ForwardedBytes += uint64(r.bytes)

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ferrygw/ferry/uplink"
 )
 
 // Defaults, in one place.
@@ -147,7 +149,8 @@ type Config struct {
 	MaxStreams, MaxHoles int
 	// Partition selects the gateways to check (checker).
 	Partition Partition
-	// Decode decodes a message's payload (checker); nil: DecodeJSON.
+	// Decode decodes a message's payload (checker); nil:
+	// uplink.DecodeEnvelopes (every form a gateway sends).
 	// Wire uplink.DecodeEnvelopes here to read every form.
 	Decode func([]byte) ([]Envelope, error)
 
@@ -205,7 +208,7 @@ func (c Config) normalize() (Config, error) {
 		return c, fmt.Errorf("%w: share group %q: no '/', '+' or '#'", ErrConfig, c.Share)
 	}
 	if c.Decode == nil {
-		c.Decode = DecodeJSON
+		c.Decode = uplink.DecodeEnvelopes
 	}
 	if c.Now == nil {
 		c.Now = time.Now

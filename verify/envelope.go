@@ -7,39 +7,17 @@ import (
 	"time"
 
 	"github.com/ferrygw/ferry/event"
+	"github.com/ferrygw/ferry/uplink"
 )
 
 // Envelope is one event as a cloud message carries it, with the fields
-// the gateway adds for the cloud: its field names and types are those of
-// uplink.Envelope, which uplink.DecodeEnvelopes returns, so that a Decode
-// for Config is a field-by-field copy.
-type Envelope struct {
-	// Event is the event. The Checker reads its ID, Stream and Time.
-	Event event.Event
-	// Gateway is the gateway ID of the envelope.
-	Gateway string
-	// Seq is the event's offset in its stream's buffer: contiguous and
-	// never reused within an epoch. 0: the message carries none (a
-	// gateway older than sequence numbers).
-	Seq uint64
-	// Epoch identifies the buffer file (16 hex digits): a new file after
-	// quarantine starts a new sequence space.
-	Epoch string
-	// Gap, when not nil, announces that the Gap.Dropped offsets right
-	// before Seq were deleted by the gateway's buffer on purpose.
-	Gap *Gap
-	// Replay is set on events resent by ferry buffer replay or a resend
-	// request: copies of events sent before.
-	Replay bool
-}
+// the gateway adds for the cloud (sequence, epoch, gap, replay): what
+// uplink.DecodeEnvelopes returns.
+type Envelope = uplink.Envelope
 
 // Gap is an announced drop: Dropped offsets before the event carrying it,
-// deleted by the buffer's policy, with how many for each reason
-// (overflow, ttl, disk_full, unconsumed, rollup, ...).
-type Gap struct {
-	Dropped uint64
-	Reasons map[string]uint64
-}
+// deleted by the gateway's policy, with how many for each reason.
+type Gap = uplink.Gap
 
 // MaxMessageBytes is the largest message DecodeJSON reads; MaxBatch the
 // most envelopes it takes from one message; maxReasons the most reasons

@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/ferrygw/ferry/internal/logging"
+	"github.com/ferrygw/ferry/uplink"
 	"github.com/ferrygw/ferry/verify"
 )
 
@@ -152,7 +153,6 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	return 0
 }
 
-// decodeEnvelopes decodes a cloud message for the checker. It reads the
-// JSON forms (verify.DecodeJSON); uplink.DecodeEnvelopes, which also reads
-// CBOR, SenML-CBOR and compressed messages, takes its place.
-func decodeEnvelopes(b []byte) ([]verify.Envelope, error) { return verify.DecodeJSON(b) }
+// decodeEnvelopes decodes a cloud message for the checker: every form a
+// gateway sends (JSON, CBOR, SenML-CBOR, batched, compressed).
+func decodeEnvelopes(b []byte) ([]verify.Envelope, error) { return uplink.DecodeEnvelopes(b) }

@@ -206,8 +206,9 @@ type Uplink struct {
 	Password       string        `yaml:"password"`
 	PasswordFile   string        `yaml:"password_file"`
 	TLS            TLS           `yaml:"tls"`
-	Topic          string        `yaml:"topic"`  // template: {gateway_id} {stream} {source} {topic} {id}
-	Format         string        `yaml:"format"` // json or cbor
+	Topic          string        `yaml:"topic"`       // template: {gateway_id} {stream} {source} {topic} {id}
+	Format         string        `yaml:"format"`      // json, cbor or senml+cbor
+	Compression    string        `yaml:"compression"` // none or zstd (batches and SenML packs)
 	QoS            int           `yaml:"qos"`
 	Inflight       int           `yaml:"inflight"`
 	Keepalive      time.Duration `yaml:"keepalive"`
@@ -254,6 +255,9 @@ type Backoff struct {
 type Batch struct {
 	MaxEvents int      `yaml:"max_events"` // 1: no batching
 	MaxBytes  ByteSize `yaml:"max_bytes"`
+	// MaxDelay is how long a stream's oldest unsent event may wait for
+	// more to fill a batch; 0: send what there is at once.
+	MaxDelay time.Duration `yaml:"max_delay"`
 }
 
 // Rate caps the uplink; zero means no cap.

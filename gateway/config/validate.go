@@ -406,7 +406,11 @@ func (c *Config) validateUplink(k *checker, streams map[string]bool) {
 	if err := checkTemplate(u.Topic); err != nil {
 		k.add("uplink.topic", "%v", err)
 	}
-	k.oneOf("uplink.format", u.Format, "json", "cbor")
+	k.oneOf("uplink.format", u.Format, "json", "cbor", "senml+cbor")
+	k.oneOf("uplink.compression", u.Compression, "none", "zstd")
+	if u.Compression == "zstd" && u.Batch.MaxEvents == 1 && u.Format != "senml+cbor" {
+		k.add("uplink.compression", "zstd compresses batches only (a single event gains under 1%%); set uplink.batch.max_events above 1")
+	}
 	switch u.QoS {
 	case 0, 1:
 	case 2:
@@ -438,6 +442,12 @@ func (c *Config) validateUplink(k *checker, streams map[string]bool) {
 	}
 	if u.Batch.MaxEvents < 1 {
 		k.add("uplink.batch.max_events", "must be at least 1 (1 means no batching), not %d", u.Batch.MaxEvents)
+	}
+	switch {
+	case u.Batch.MaxDelay < 0:
+		k.add("uplink.batch.max_delay", "must not be negative, got %s", u.Batch.MaxDelay)
+	case u.Batch.MaxDelay > 0 && u.Batch.MaxEvents == 1:
+		k.add("uplink.batch.max_delay", "waits for a batch to fill, but uplink.batch.max_events is 1 (no batching)")
 	}
 	if u.MaxMessage <= 0 || u.MaxMessage > mqttMaxPacket {
 		k.add("uplink.max_message_size", "must be between 1B and %s (the MQTT limit), not %s", ByteSize(mqttMaxPacket), u.MaxMessage)
