@@ -38,8 +38,10 @@ type Endpoint struct {
 
 // Config configures a Forwarder. Zero fields take the defaults noted.
 type Config struct {
-	// Endpoints are tried in order on every (re)connection: on a connect
-	// failure the next one is tried; when all failed the forwarder backs off.
+	// Endpoints are tried in rounds, each once, in order, starting with
+	// the first or, after a lost connection, with the one after it (see
+	// "Reconnecting" in the package doc); when all of a round failed the
+	// forwarder backs off.
 	Endpoints []Endpoint
 	// ClientID is the MQTT client ID; empty means "ferry-" + GatewayID.
 	ClientID string

@@ -119,7 +119,10 @@
 // forwarder isolates it after Config.PoisonAttempts (default 3) sessions,
 // without mistaking an outage for poison (see poison.go): only sessions
 // the cloud had accepted count; the message is then sent alone, nothing
-// else in flight, on a connection that stood a second without it; and it
+// else in flight, on a connection that stood a second without it and on
+// which the cloud has just acknowledged a copy of a message it took before
+// (a cluster node that cannot store while its cluster recovers holds the
+// copy too); and it
 // is judged poison only when that session also ends before its PUBACK, the
 // very next connection attempt succeeds and, on that connection, the cloud
 // acknowledges another message (other streams' traffic, or a probe: a copy
@@ -138,10 +141,19 @@
 // # Reconnecting
 //
 // The Forwarder runs its own reconnect loop: paho's auto-reconnect and
-// connect retry are off, and each attempt is a fresh client that tries the
-// endpoints in order. The pause before the next attempt depends on why the
-// last one failed, so that a returning cloud is found within seconds while
-// a fleet neither hammers a cloud that refuses it nor comes back in step:
+// connect retry are off, and each attempt is a fresh client. Endpoints
+// are tried in rounds: every endpoint once, in the configured order,
+// starting with the first, or, after a connection was lost, with the
+// endpoint after the one lost (the likeliest to be gone, so it is tried
+// last; a clustered cloud's nodes are its endpoints). A connection lost
+// less than StableAfter after it was accepted, while endpoints of the
+// round remain, is followed by the next endpoint at once (a random pause
+// below ProbeInterval/4, no backoff step): that is a node dying or a
+// cluster moving what the connection needs. Only a round in which every
+// endpoint failed counts as a failure below. The pause before the next
+// round depends on why the last one failed, so that a returning cloud is
+// found within seconds while a fleet neither hammers a cloud that refuses
+// it nor comes back in step:
 //
 //   - No endpoint could be dialled (ErrUnreachable: connection refused,
 //     dial timeout, no route, name not resolved): retrying costs the cloud
@@ -152,8 +164,8 @@
 //   - An endpoint answered but did not accept (ErrRefused: a CONNACK
 //     refusal such as bad credentials, not authorized or server
 //     unavailable, or a TLS or MQTT handshake that failed or timed out), or
-//     a connection was lost less than StableAfter (default 10 s) after it
-//     was accepted: capped exponential backoff with full jitter, a random
+//     the connection to the round's last endpoint was lost less than
+//     StableAfter (default 10 s) after it was accepted: capped exponential backoff with full jitter, a random
 //     pause below a cap doubling from BackoffMin to BackoffMax (1 s to
 //     60 s). Probes of an unreachable cloud in between neither grow nor
 //     reset it.

@@ -157,12 +157,14 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	}
 	defer f.running.Store(false)
 	rc := newReconnect(f.cfg)
+	rd := newRound(0, len(f.cfg.Endpoints))
 	for ctx.Err() == nil {
-		c, err := f.connect(ctx)
+		c, err := f.connect(ctx, &rd)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
 			}
+			rd = newRound(rd.first, len(f.cfg.Endpoints)) // the next round in the same order
 			f.setError(err)
 			f.connectFailed()
 			d := rc.afterConnectFailure(err)
@@ -184,9 +186,22 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		}
 		f.judge(c, err)
 		upFor := f.cfg.Now().Sub(up)
-		d := rc.afterSession(upFor)
+		var d time.Duration
+		if upFor < f.cfg.StableAfter && rd.left > 0 {
+			// Lost soon after it was accepted, with endpoints of this
+			// round not tried yet: the node may have died (or the cluster
+			// moved what the connection needed elsewhere); fail over to
+			// the next one now, not after a backoff step. The round goes
+			// on from the endpoint after c.
+			d = rc.failover()
+		} else {
+			d = rc.afterSession(upFor)
+			// A new round, starting after the endpoint just lost: it is
+			// the likeliest to be gone, and is tried last.
+			rd = newRound(c.ep+1, len(f.cfg.Endpoints))
+		}
 		f.log.Warn("disconnected", "endpoint", c.url, "up_for", upFor.Round(time.Millisecond),
-			"retry_in", d.Round(time.Millisecond), "err", err)
+			"retry_in", d.Round(time.Millisecond), "next_endpoint", f.cfg.Endpoints[rd.next].URL, "err", err)
 		sleep(ctx, d)
 	}
 	f.mu.Lock()
@@ -208,10 +223,36 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
+// round is where the forwarder is in a round of connection attempts:
+// every endpoint is tried once per round, in the configured order
+// starting with first, wrapping around. A round ends when every endpoint
+// was tried without a connection that stood StableAfter; only then does
+// the backoff take a step (see Run).
+type round struct {
+	first int // the endpoint the round started with
+	next  int // the endpoint to try next
+	left  int // endpoints not tried yet in this round
+}
+
+// newRound returns a round of n endpoints starting with endpoint first (mod n).
+func newRound(first, n int) round {
+	first %= n
+	return round{first: first, next: first, left: n}
+}
+
+// take returns the endpoint to try next and counts it as tried.
+func (r *round) take(n int) int {
+	i := r.next
+	r.next = (i + 1) % n
+	r.left--
+	return i
+}
+
 // conn is one cloud connection and the session state that lives with it.
 type conn struct {
 	client mqtt.Client
 	url    string
+	ep     int // index in Config.Endpoints
 	id     uint64
 
 	ctx    context.Context // cancelled when the session must end
@@ -229,6 +270,9 @@ type conn struct {
 	acked    chan struct{}             // signalled on each PUBACK, wakes a pump awaiting evidence (poison.go)
 	settled  bool                      // publisher only: stood soloSettle idle (poison.go)
 	probed   bool                      // publisher only: a probe was sent (poison.go)
+	// Publisher only (poison.go): the cloud acknowledged a copy of a
+	// message it took before on this connection, or did not.
+	preProbed, preProbeFailed bool
 }
 
 func (c *conn) markDead() { c.deadOnce.Do(func() { close(c.dead) }) }
@@ -245,12 +289,15 @@ func (c *conn) isDead() bool {
 // fail ends the session because of err.
 func (c *conn) fail(err error) { c.cancel(err) }
 
-// connect tries each endpoint in order and returns the first connection.
-func (f *Forwarder) connect(ctx context.Context) (*conn, error) {
+// connect tries the endpoints left in round rd, in order, and returns the
+// first connection; it fails once none is left.
+func (f *Forwarder) connect(ctx context.Context, rd *round) (*conn, error) {
 	var errs []error
-	for _, ep := range f.cfg.Endpoints {
+	for rd.left > 0 {
+		i := rd.take(len(f.cfg.Endpoints))
+		ep := f.cfg.Endpoints[i]
 		f.sessionID++
-		c := &conn{url: ep.URL, id: f.sessionID, dead: make(chan struct{})}
+		c := &conn{url: ep.URL, ep: i, id: f.sessionID, dead: make(chan struct{})}
 		c.ctx, c.cancel = context.WithCancelCause(ctx)
 		opts := mqtt.NewClientOptions().
 			AddBroker(ep.URL).

@@ -22,14 +22,24 @@ import (
 //     failed publishes, from the oldest unacknowledged one to the last
 //     (see judge: the suspect range narrows with each such session);
 //  2. then it is sent alone, nothing else in flight, on a connection that
-//     had stayed up for soloSettle with nothing in flight, and that session
-//     ends before its PUBACK too (a cloud that drops every connection, as
-//     one restarting or behind a failing proxy does, fails this step: it
-//     drops the connection before the message is sent);
+//     had stayed up for soloSettle with nothing in flight and on which the
+//     cloud has just acknowledged a copy of the last small message it took
+//     (Forwarder.good; see preProbe), and that session ends before its
+//     PUBACK too (a cloud that drops every connection, as one restarting
+//     or behind a failing proxy does, fails this step: it drops the
+//     connection before the message is sent; so does a cluster node that
+//     cannot store messages while its cluster recovers, as NATS JetStream
+//     does for seconds after losing a stream leader: it holds the copy, and
+//     then closes the connection, as it would on the suspect);
 //  3. then the very next connection attempt succeeds: the cloud is up;
 //  4. and on that connection the cloud acknowledges another message (any
 //     stream's traffic, or a probe, see probe): it accepts messages, just
 //     not this one.
+//
+// Without a copy (nothing acknowledged since the start) step 2 goes
+// without it. A connection on which the cloud does not acknowledge the
+// copy is counted like a withdrawn verdict (Status.RefusedAll) and is
+// no evidence against the suspect.
 //
 // Only then are its events handed to Config.DeadLetters and acked, and the
 // stream goes on after it, in order. A connection that fails to come back
@@ -228,6 +238,18 @@ func (f *Forwarder) judge(c *conn, why error) {
 		}
 	}
 	pubacks := f.pubackCount()
+	if c.preProbeFailed {
+		// The cloud did not take a copy of a message it took before: it
+		// refuses (or cannot store) everything now; the suspect was not
+		// sent, and the session is no evidence against it.
+		f.mu.Lock()
+		f.status.RefusingAll = true
+		f.status.RefusedAll++
+		n := f.status.RefusedAll
+		f.mu.Unlock()
+		f.log.Warn("cloud did not acknowledge a message it took before: not sending the suspected poison alone yet, retrying",
+			"refused_all", n, "err", boundErr(why))
+	}
 	for _, s := range f.suspects {
 		if !s.verdict || s.confirmed {
 			continue
@@ -460,6 +482,9 @@ func (f *Forwarder) sendAlone(c *conn, s *suspect) {
 		}
 		c.settled = true
 	}
+	if !f.preProbe(c, s) {
+		return
+	}
 	var r *record
 	select {
 	case r = <-f.slots:
@@ -486,6 +511,51 @@ func (f *Forwarder) sendAlone(c *conn, s *suspect) {
 	case <-c.soloDone:
 	case <-c.ctx.Done():
 	}
+}
+
+// preProbe shows, before the suspect s is sent alone on c, that the cloud
+// stores messages on this connection now (step 2): it publishes a copy of
+// the last small message the cloud acknowledged (Forwarder.good; the cloud
+// drops the duplicate by event ID) and waits for its PUBACK. It reports
+// whether the suspect may be sent: true once the copy was acknowledged or
+// when there is no copy to send; false when the session ended first
+// (c.preProbeFailed is then set, see judge). Once per connection.
+func (f *Forwarder) preProbe(c *conn, s *suspect) bool {
+	if c.preProbed {
+		return true
+	}
+	var r *record
+	select {
+	case r = <-f.slots:
+	case <-c.ctx.Done():
+		return false
+	}
+	f.mu.Lock()
+	topic, n, before := f.good.topic, len(f.good.msg), f.pubacks
+	if n > 0 {
+		r.reset(s.stream)
+		r.buf = append(r.buf, f.good.msg...)
+	}
+	f.mu.Unlock()
+	c.preProbed = true
+	if n == 0 {
+		f.slots <- r
+		return true
+	}
+	r.msg, r.bytes, r.topicS = r.buf, len(r.buf), topic
+	r.probe = true
+	f.log.Info("probing whether the cloud takes messages before sending a suspected poison alone",
+		"stream", s.stream.name, "offset", s.from, "through", s.through)
+	f.send(c, []*record{r})
+	for f.pubackCount() <= before {
+		select {
+		case <-c.acked:
+		case <-c.ctx.Done():
+			c.preProbeFailed = true
+			return false
+		}
+	}
+	return true
 }
 
 // cloneEvent copies ev so that it outlives a Queue.Read callback.

@@ -40,7 +40,9 @@ type Status struct {
 	// then the next publish too, and has acknowledged nothing since: an
 	// outage or a policy that denies every publish, not poison, so nothing
 	// is dead-lettered and the forwarder keeps retrying with backoff.
-	// RefusedAll counts the times a poison verdict was withdrawn that way.
+	// RefusedAll counts the times a poison verdict was withdrawn that way,
+	// and the connections on which the cloud did not acknowledge a copy of
+	// a message it took before, sent ahead of a suspect (see poison.go).
 	RefusingAll bool
 	RefusedAll  uint64
 	// EventsPerSecond is the forwarded-event rate over the last complete
