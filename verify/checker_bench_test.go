@@ -43,7 +43,7 @@ func BenchmarkObserve(b *testing.B) {
 	}
 }
 
-// BenchmarkHandleJSON: decoding (DecodeJSON) and checking, one envelope
+// BenchmarkHandleJSON: decoding (uplink.DecodeEnvelopes) and checking, one envelope
 // a message, as a gateway without batching sends.
 func BenchmarkHandleJSON(b *testing.B) {
 	benchHandle(b, 1)
@@ -143,7 +143,7 @@ func TestFleetScale(t *testing.T) {
 	var scrapeGW countingWriter
 	_ = c.WritePrometheus(&scrapeGW, LabelsGateway)
 
-	// Decoding (DecodeJSON) and checking, in CPU time: 20,000 single
+	// Decoding (uplink.DecodeEnvelopes) and checking, in CPU time: 20,000 single
 	// envelopes, then 20,000 envelopes in batches of 10.
 	var singles, batches [][]byte
 	for i := range 20000 {

@@ -19,7 +19,7 @@ var (
 	// ErrRunning is returned by Run when the Verifier is already running
 	// or has run (a Verifier runs once: its report is final).
 	ErrRunning = errors.New("verify: already run")
-	// ErrUndecodable wraps every error of DecodeJSON and DecodeReply:
+	// ErrUndecodable wraps every error of DecodeReply:
 	// the bytes are not a message of the expected form.
 	ErrUndecodable = errors.New("verify: undecodable message")
 )

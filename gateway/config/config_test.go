@@ -271,6 +271,22 @@ buffer:
 			t.Errorf("rollup intervals %s and %s, want %s (default) and 1m", a.Rollup.Interval, b.Rollup.Interval, DefaultRollupInterval)
 		}
 	})
+	t.Run("batching follows the format", func(t *testing.T) {
+		for _, tc := range []struct {
+			yaml string
+			want int
+		}{
+			{"uplink: {format: json}\n", DefaultBatchEvents},
+			{"uplink: {format: cbor}\n", DefaultBatchEventsCBOR},
+			{"uplink: {format: senml+cbor}\n", DefaultBatchEventsCBOR},
+			{"uplink: {format: cbor, batch: {max_events: 1}}\n", 1},
+			{"uplink: {batch: {max_events: 7}}\n", 7},
+		} {
+			if got := load(t, tc.yaml).Uplink.Batch.MaxEvents; got != tc.want {
+				t.Errorf("%q: batch.max_events = %d, want %d", tc.yaml, got, tc.want)
+			}
+		}
+	})
 	t.Run("yaml number forms", func(t *testing.T) {
 		c := load(t, "ingest: {max_batch: 0x10}\nbuffer: {min_free_disk: 1_000_000}\nuplink: {rate: {messages_per_second: 2.5}}\n")
 		if c.Ingest.MaxBatch != 16 || c.Buffer.MinFreeDisk != 1_000_000 || c.Uplink.Rate.MessagesPerSecond != 2.5 {

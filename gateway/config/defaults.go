@@ -43,26 +43,30 @@ const (
 	DefaultBackoffMax     = 60 * time.Second
 	DefaultProbeInterval  = 2 * time.Second // or backoff.max when shorter
 	DefaultStableAfter    = 10 * time.Second
-	DefaultBatchEvents    = 1
-	DefaultBatchBytes     = 128 * KiB
-	DefaultMaxMessage     = 128 * KiB // AWS IoT Core's message size limit
-	DefaultMaxTopic       = 256       // AWS IoT Core's topic size limit
-	DefaultPoisonAttempts = 3         // two drops as the oldest unacked message, one sent alone
-	DefaultStatusListen   = "127.0.0.1:8080"
-	DefaultLogInterval    = 30 * time.Second
-	DefaultDemoInterval   = 1 * time.Second
-	DefaultDemoTopic      = "demo/sensor"
-	DefaultMaxInflight    = 32
-	DefaultMaxQueued      = 1000 // as Mosquitto's max_queued_messages
-	DefaultMaxKeepalive   = 5 * time.Minute
-	DefaultUsernameFrom   = "cn"
-	DefaultTLSMinVersion  = "1.2"
-	DefaultLoginFailures  = 5
-	DefaultLoginWindow    = time.Minute
-	DefaultLoginBlock     = time.Minute
-	DefaultAuditFile      = "audit.log" // in DataDir
-	DefaultAuditMaxSize   = 1 * MiB
-	DefaultAuditMaxFiles  = 3
+	DefaultBatchEvents    = 1 // format json: one event per message
+	// DefaultBatchEventsCBOR batches formats cbor and senml+cbor: a cloud
+	// that stores each message with a replicated write (NATS JetStream)
+	// drains 20× faster with 100 events a message (README, Running a fleet).
+	DefaultBatchEventsCBOR = 100
+	DefaultBatchBytes      = 128 * KiB
+	DefaultMaxMessage      = 128 * KiB // AWS IoT Core's message size limit
+	DefaultMaxTopic        = 256       // AWS IoT Core's topic size limit
+	DefaultPoisonAttempts  = 3         // two drops as the oldest unacked message, one sent alone
+	DefaultStatusListen    = "127.0.0.1:8080"
+	DefaultLogInterval     = 30 * time.Second
+	DefaultDemoInterval    = 1 * time.Second
+	DefaultDemoTopic       = "demo/sensor"
+	DefaultMaxInflight     = 32
+	DefaultMaxQueued       = 1000 // as Mosquitto's max_queued_messages
+	DefaultMaxKeepalive    = 5 * time.Minute
+	DefaultUsernameFrom    = "cn"
+	DefaultTLSMinVersion   = "1.2"
+	DefaultLoginFailures   = 5
+	DefaultLoginWindow     = time.Minute
+	DefaultLoginBlock      = time.Minute
+	DefaultAuditFile       = "audit.log" // in DataDir
+	DefaultAuditMaxSize    = 1 * MiB
+	DefaultAuditMaxFiles   = 3
 
 	// remote_config (remote.go).
 	DefaultRemoteConfigTopic  = "{gateway_id}/config"
@@ -224,6 +228,12 @@ func (c *Config) SetDefaults() {
 	setDuration(&u.Backoff.StableAfter, DefaultStableAfter)
 	if u.Batch.MaxEvents == 0 {
 		u.Batch.MaxEvents = DefaultBatchEvents
+		if u.Format != "json" {
+			// A CBOR consumer decodes arrays anyway (SenML packs are
+			// arrays); a JSON one (AWS IoT rules SQL, Azure IoT Hub
+			// routing queries) addresses fields of one object.
+			u.Batch.MaxEvents = DefaultBatchEventsCBOR
+		}
 	}
 	setSize(&u.Batch.MaxBytes, DefaultBatchBytes)
 	setSize(&u.MaxMessage, DefaultMaxMessage)

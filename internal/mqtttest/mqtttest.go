@@ -25,6 +25,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/ferrygw/ferry/internal/testbin"
 )
 
 // Broker is a running (or stopped) test broker on a fixed loopback port.
@@ -102,28 +104,17 @@ func ephemeralStart() int {
 	return v
 }
 
+// mosquittoCandidates are where Debian and a manual install put mosquitto.
+var mosquittoCandidates = []string{"mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"}
+
 // MosquittoPath returns the mosquitto binary, or "" when it is not installed.
-func MosquittoPath() string {
-	for _, p := range []string{"mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	return ""
-}
+func MosquittoPath() string { return testbin.Find(mosquittoCandidates...) }
 
 // RequireMosquitto returns the mosquitto binary path; it fails the test
 // under CI=true when the binary is missing and skips it otherwise.
 func RequireMosquitto(t testing.TB) string {
 	t.Helper()
-	p := MosquittoPath()
-	if p == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("mqtttest: mosquitto is not installed; .ci/run must apt-get install mosquitto")
-		}
-		t.Skip("mosquitto not installed (apt-get install mosquitto); this test needs the real broker")
-	}
-	return p
+	return testbin.Require(t, "mqtttest", "mosquitto", mosquittoCandidates...)
 }
 
 // Options tune the Mosquitto instance.

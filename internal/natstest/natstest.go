@@ -43,33 +43,23 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/ferrygw/ferry/internal/mqtttest"
+	"github.com/ferrygw/ferry/internal/testbin"
 )
 
 // maxLogBytes bounds the output kept per node (the newest is kept).
 const maxLogBytes = 1 << 20
 
+// candidates are where Debian and a manual install put nats-server.
+var candidates = []string{"nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"}
+
 // Path returns the nats-server binary, or "" when it is not installed.
-func Path() string {
-	for _, p := range []string{"nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	return ""
-}
+func Path() string { return testbin.Find(candidates...) }
 
 // Require returns the nats-server binary; it fails the test under CI=true
 // when the binary is missing and skips it otherwise.
 func Require(t testing.TB) string {
 	t.Helper()
-	p := Path()
-	if p == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("natstest: nats-server is not installed; .ci/run must apt-get install nats-server")
-		}
-		t.Skip("nats-server not installed (apt-get install nats-server); this test needs a real NATS cluster")
-	}
-	return p
+	return testbin.Require(t, "natstest", "nats-server", candidates...)
 }
 
 // Cluster is a running NATS cluster.
