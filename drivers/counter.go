@@ -68,6 +68,9 @@ type CounterOptions struct {
 }
 
 // SetDefaults implements Options.
+// PinName returns the pin the driver owns (PinUser).
+func (o *CounterOptions) PinName() string { return o.Pin }
+
 func (o *CounterOptions) SetDefaults() {
 	setPinDefaults(&o.Pull, &o.Edge, &o.Debounce, "falling")
 }

@@ -105,6 +105,15 @@ type Options interface {
 	Validate() error
 }
 
+// PinUser is implemented by the options of the kinds that own a GPIO pin
+// (gpio, counter, gpio_out): a pin has one owner, so ferry check refuses
+// two drivers on the same pin (one would read or drive what the other
+// configured).
+type PinUser interface {
+	// PinName is the pin's name as configured ("GPIO17").
+	PinName() string
+}
+
 // Spec configures one driver instance.
 type Spec struct {
 	Name     string        // unique; the events' source

@@ -57,6 +57,9 @@ type GPIOOptions struct {
 }
 
 // SetDefaults implements Options.
+// PinName returns the pin the driver owns (PinUser).
+func (o *GPIOOptions) PinName() string { return o.Pin }
+
 func (o *GPIOOptions) SetDefaults() {
 	setPinDefaults(&o.Pull, &o.Edge, &o.Debounce, "both")
 }

@@ -98,6 +98,9 @@ type GPIOOutOptions struct {
 // SetDefaults implements Options. The command topic's default depends on
 // the driver's name, so it is left empty here and resolved by the driver
 // (GPIOOutCommandTopic).
+// PinName returns the pin the driver owns (PinUser).
+func (o *GPIOOutOptions) PinName() string { return o.Pin }
+
 func (o *GPIOOutOptions) SetDefaults() {
 	if o.SafeState == "" {
 		o.SafeState = "off"

@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ferrygw/ferry/drivers"
@@ -77,6 +79,15 @@ func (c *Config) setDriverDefaults() {
 	}
 }
 
+// pinKey names a pin as periph does whatever the spelling: "gpio17",
+// "GPIO17" and "17" are one pin.
+func pinKey(name string) string {
+	if n, err := strconv.Atoi(name); err == nil {
+		return "GPIO" + strconv.Itoa(n)
+	}
+	return strings.ToUpper(name)
+}
+
 // untimed reports whether drivers of kind take no interval: gpio reports
 // edges, gpio_out follows commands.
 func untimed(kind string) bool { return kind == "gpio" || kind == "gpio_out" }
@@ -110,6 +121,7 @@ func (c *Config) addStream(name string) {
 
 func (c *Config) validateDrivers(k *checker) {
 	names := map[string]bool{}
+	pins := map[string]string{} // pin -> the driver that owns it
 	for i, d := range c.Drivers {
 		p := fmt.Sprintf("drivers[%d]", i)
 		switch {
@@ -130,6 +142,14 @@ func (c *Config) validateDrivers(k *checker) {
 			// that ferry check reports them with everything else.
 			k.driverErr(p, d, kind.CheckSpec(drivers.Spec{Name: d.Name, Kind: d.Kind, Bus: d.Bus,
 				Address: d.Address, Interval: d.Interval, Options: d.Options}))
+		}
+		if pu, ok := d.Options.(drivers.PinUser); ok && pu.PinName() != "" {
+			pin := pinKey(pu.PinName())
+			if owner, taken := pins[pin]; taken {
+				k.add(p+".options.pin", "pin %s is already used by driver %q", pu.PinName(), owner)
+			} else {
+				pins[pin] = d.Name
+			}
 		}
 		k.nonNegative(p+".interval", d.Interval)
 		if !untimed(d.Kind) && d.Interval <= 0 {

@@ -75,6 +75,10 @@ drivers:
 				`ferry.yaml:4: drivers[0].options.pin: driver d (gpio): drivers: bad option: option "pin" is required`},
 			{"drivers:\n  - name: s\n    kind: sim\n    options:\n      min: abc\n",
 				`ferry.yaml:5: drivers[0].options.min: must be a number, not the string "abc"`},
+			{"drivers:\n  - {name: door, kind: gpio, options: {pin: GPIO17}}\n  - name: relay\n    kind: gpio_out\n    options:\n      pin: \"17\"\n",
+				`ferry.yaml:6: drivers[1].options.pin: pin 17 is already used by driver "door"`},
+			{"drivers:\n  - {name: flow, kind: counter, options: {pin: gpio5}}\n  - {name: valve, kind: gpio_out, options: {pin: GPIO5}}\n",
+				`ferry.yaml:3: drivers[1].options.pin: pin GPIO5 is already used by driver "flow"`},
 			{"drivers:\n  - name: s\n    kind: nope\n    options: {mode: x}\n",
 				`ferry.yaml:3: drivers[0].kind: unknown driver kind "nope"`},
 		} {
