@@ -190,14 +190,17 @@ test-deb: deb
 #       command on loopback, a host experience; under emulation on a loaded
 #       machine the stand-in cloud (mochi) was seen to lose one queued
 #       message of a reconnecting persistent session (issue 13).
-# and the package ./deploy (packaging; host tools only).
+# and the packages ./deploy (packaging; host tools only) and
+# ./internal/fleet with ./internal/natstest (the fleet test `go build`s
+# ferry and runs 20 of it into a NATS cluster: host code only, and the
+# harness's own cluster test starts host nats-server processes).
 ARM_VARIANTS     ?= arm64 armv6
 ARM_TEST_JOBS    ?= 3
 # A hang detector: the ARMv6 gateway package takes 2–6 min under load.
 ARM_TEST_TIMEOUT ?= 10m
 ARM_TEST_DIR     := $(BIN)/test-arm
 ARM_SKIP         := ^(TestKill9|TestFairKill9|TestCrashKill9|TestPipelineCrashExactlyOnce|TestKillAfterAcks|TestPowerCut|TestStorageFaults|TestSystemdNotifyAndReload|TestMetricsEndpoint|TestDemoWatcherSeesReplays|TestAbuse)$$
-ARM_SKIP_PKGS    := github.com/ferrygw/ferry/deploy
+ARM_SKIP_PKGS    := github.com/ferrygw/ferry/deploy github.com/ferrygw/ferry/internal/fleet github.com/ferrygw/ferry/internal/natstest
 # Started first, so the long ones do not end up running alone at the end.
 ARM_SLOW_FIRST   := buffer gateway rules broker
 qemu.arm64 := qemu-aarch64-static
