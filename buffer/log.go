@@ -65,7 +65,11 @@ type Log struct {
 	// committing holds the acks the running commit took from acks until
 	// they are in streams (or back in acks), so Acked never goes back.
 	committing map[ackKey]uint64
-	changed    chan struct{} // closed and replaced after a commit that appends
+	// usage holds the links' usage saved since the last commit took it
+	// (usage.go); usageTx what the running commit writes (set and cleared
+	// by the commit loop under mu).
+	usage, usageTx map[string]linkUsage
+	changed        chan struct{} // closed and replaced after a commit that appends
 	// retired lists, per stream, the consumers Configure dropped: a late
 	// Ack or Tx.Ack of theirs (a pipeline still stopping) is ignored.
 	retired map[string]map[string]bool

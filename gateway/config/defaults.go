@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -48,21 +49,26 @@ const (
 	DefaultMaxMessage     = 128 * KiB // AWS IoT Core's message size limit
 	DefaultMaxTopic       = 256       // AWS IoT Core's topic size limit
 	DefaultPoisonAttempts = 3         // two drops as the oldest unacked message, one sent alone
-	DefaultStatusListen   = "127.0.0.1:8080"
-	DefaultLogInterval    = 30 * time.Second
-	DefaultDemoInterval   = 1 * time.Second
-	DefaultDemoTopic      = "demo/sensor"
-	DefaultMaxInflight    = 32
-	DefaultMaxQueued      = 1000 // as Mosquitto's max_queued_messages
-	DefaultMaxKeepalive   = 5 * time.Minute
-	DefaultUsernameFrom   = "cn"
-	DefaultTLSMinVersion  = "1.2"
-	DefaultLoginFailures  = 5
-	DefaultLoginWindow    = time.Minute
-	DefaultLoginBlock     = time.Minute
-	DefaultAuditFile      = "audit.log" // in DataDir
-	DefaultAuditMaxSize   = 1 * MiB
-	DefaultAuditMaxFiles  = 3
+	// DefaultDefaultPriority is the priority of streams uplink.priorities
+	// does not list: "normal", between alerts (0) and bulk (2).
+	DefaultDefaultPriority = 1
+	DefaultBudgetResetDay  = 1
+	DefaultBudgetLocation  = "UTC"
+	DefaultStatusListen    = "127.0.0.1:8080"
+	DefaultLogInterval     = 30 * time.Second
+	DefaultDemoInterval    = 1 * time.Second
+	DefaultDemoTopic       = "demo/sensor"
+	DefaultMaxInflight     = 32
+	DefaultMaxQueued       = 1000 // as Mosquitto's max_queued_messages
+	DefaultMaxKeepalive    = 5 * time.Minute
+	DefaultUsernameFrom    = "cn"
+	DefaultTLSMinVersion   = "1.2"
+	DefaultLoginFailures   = 5
+	DefaultLoginWindow     = time.Minute
+	DefaultLoginBlock      = time.Minute
+	DefaultAuditFile       = "audit.log" // in DataDir
+	DefaultAuditMaxSize    = 1 * MiB
+	DefaultAuditMaxFiles   = 3
 
 	// remote_config (remote.go).
 	DefaultRemoteConfigTopic  = "{gateway_id}/config"
@@ -85,6 +91,11 @@ const (
 	DefaultMaxSessionQueueBytes = 256 * KiB
 	DefaultMaxQueueBytes        = 4 * MiB
 )
+
+// DefaultBudgetReserve is uplink.budget.reserve's default: priority 1
+// leaves the last 10% of the budget to priority 0, priority 2 and below
+// the last 30% to priorities 0 and 1.
+var DefaultBudgetReserve = []float64{0, 0.1, 0.3}
 
 // SetDefaults fills every unset field with its default. It is the one place
 // defaults are set; Load calls it before Validate, and code that builds a
@@ -230,6 +241,12 @@ func (c *Config) SetDefaults() {
 	setSize(&u.MaxTopic, DefaultMaxTopic)
 	if u.PoisonAttempts == 0 {
 		u.PoisonAttempts = DefaultPoisonAttempts
+	}
+	setInt(&u.DefaultPriority, DefaultDefaultPriority)
+	setInt(&u.Budget.ResetDay, DefaultBudgetResetDay)
+	setString(&u.Budget.Location, DefaultBudgetLocation)
+	if len(u.Budget.Reserve) == 0 {
+		u.Budget.Reserve = slices.Clone(DefaultBudgetReserve)
 	}
 	c.setDownlinkDefaults()
 
