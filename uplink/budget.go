@@ -178,16 +178,36 @@ func (b *budget) allowance(p int) uint64 {
 	return 0
 }
 
-// roll moves to the period holding now, starting its count at zero when
-// that is a new period. It reports whether the period changed. The caller
-// holds Forwarder.mu.
+// roll moves to the period holding now, starting its count at zero, when
+// that period is later than the current one. It reports whether the
+// period changed. A clock set back to an earlier period (a board without
+// a real-time clock, before NTP) stays in the current period, so that
+// neither its usage nor the saved one is lost. The caller holds
+// Forwarder.mu.
 func (b *budget) roll(now time.Time) bool {
-	if !b.start.IsZero() && !now.Before(b.start) && now.Before(b.end) {
+	if !b.start.IsZero() && now.Before(b.end) {
 		return false
 	}
 	b.start, b.end = periodOf(now, b.cfg.ResetDay, b.cfg.Location)
 	b.used = 0
 	return true
+}
+
+// resume adopts the usage saved for the period starting at start (Unix
+// seconds): the current period's, or a later one's when the clock is
+// behind it. The caller holds Forwarder.mu.
+func (b *budget) resume(start int64, used uint64) {
+	s := time.Unix(start, 0)
+	switch {
+	case s.Equal(b.start):
+		b.used = max(b.used, used)
+	case s.After(b.start):
+		// The clock is behind the saved period: count on in it, unless it
+		// was saved under another reset_day or location.
+		if ps, pe := periodOf(s, b.cfg.ResetDay, b.cfg.Location); ps.Equal(s) {
+			b.start, b.end, b.used = ps, pe, used
+		}
+	}
 }
 
 // wireBytes estimates the bytes one publish of a payload of n bytes to a
@@ -259,7 +279,6 @@ func (f *Forwarder) loadBudget() {
 	}
 	f.mu.Lock()
 	b.roll(f.cfg.Now())
-	start := b.start
 	f.mu.Unlock()
 	if b.store == nil {
 		return
@@ -270,9 +289,9 @@ func (f *Forwarder) loadBudget() {
 		f.log.Error("cannot load the data budget's usage; counting from zero", "err", err)
 		return
 	}
-	if ps == start.Unix() {
+	if ps != 0 {
 		f.mu.Lock()
-		b.used = max(b.used, used)
+		b.resume(ps, used)
 		f.mu.Unlock()
 	}
 }

@@ -85,11 +85,10 @@ func TestBudgetRule(t *testing.T) {
 		t.Errorf("next period: used %d, want 0", b.used)
 	}
 	// A clock set back (a board without a real-time clock before NTP)
-	// is a period of its own, counted from zero; back again, the count
-	// of that period is gone too (the budget errs towards sending).
+	// stays in the current period, with its count.
 	b.used = 10
-	if !b.roll(time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)) || b.used != 0 {
-		t.Errorf("clock set back: used %d", b.used)
+	if b.roll(time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)) || b.used != 10 || b.start.Month() != time.January {
+		t.Errorf("clock set back: period %s, used %d; want January's, 10", b.start, b.used)
 	}
 }
 
@@ -365,12 +364,18 @@ func TestBudgetResumesSavedUsage(t *testing.T) {
 	now := time.Date(2026, 12, 5, 3, 0, 0, 0, time.UTC)
 	start, _ := periodOf(now, 1, time.UTC)
 	for _, tt := range []struct {
-		name  string
-		start int64
-		want  uint64
+		name      string
+		start     int64
+		want      uint64
+		wantStart time.Time
 	}{
-		{"same period", start.Unix(), 1234},
-		{"previous period", start.AddDate(0, -1, 0).Unix(), 0},
+		{"same period", start.Unix(), 1234, start},
+		{"previous period", start.AddDate(0, -1, 0).Unix(), 0, start},
+		// The clock is behind (no real-time clock, NTP not yet there):
+		// the saved, later period goes on.
+		{"later period", start.AddDate(0, 2, 0).Unix(), 1234, start.AddDate(0, 2, 0)},
+		// Saved under another reset day: not a period of this config.
+		{"other reset day", start.AddDate(0, 2, 4).Unix(), 0, start},
 	} {
 		cfg := testConfig(t, "tcp://127.0.0.1:1")
 		cfg.Now = func() time.Time { return now }
@@ -380,8 +385,8 @@ func TestBudgetResumesSavedUsage(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.loadBudget()
-		if got := f.Status().Budget.Used; got != tt.want {
-			t.Errorf("%s: used %d, want %d", tt.name, got, tt.want)
+		if got := f.Status().Budget; got.Used != tt.want || !got.PeriodStart.Equal(tt.wantStart) {
+			t.Errorf("%s: used %d in the period from %s, want %d from %s", tt.name, got.Used, got.PeriodStart, tt.want, tt.wantStart)
 		}
 	}
 }

@@ -242,7 +242,9 @@ func (c *Config) SetDefaults() {
 	if u.PoisonAttempts == 0 {
 		u.PoisonAttempts = DefaultPoisonAttempts
 	}
-	setInt(&u.DefaultPriority, DefaultDefaultPriority)
+	if u.DefaultPriority == 0 && !c.explicit("uplink.default_priority") {
+		u.DefaultPriority = DefaultDefaultPriority // an explicit 0 is refused
+	}
 	setInt(&u.Budget.ResetDay, DefaultBudgetResetDay)
 	setString(&u.Budget.Location, DefaultBudgetLocation)
 	if len(u.Budget.Reserve) == 0 {
