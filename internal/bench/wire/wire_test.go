@@ -150,10 +150,14 @@ func TestBudgetCountsTheWire(t *testing.T) {
 			wire := r.Up + r.Down
 			diff := float64(r.Budget-wire) / float64(wire) * 100
 			t.Logf("%-26s %s: %3d messages, wire %6d B, budget counted %6d B (%+.2f%%)", c.Name, transport, r.Messages, wire, r.Budget, diff)
-			// The estimate leaves out nothing a publish costs: within 1%
-			// (TLS 1.3 records of 22 bytes; the proxy also carries what
-			// the budget does not count, such as a ping).
-			if diff < -1 || diff > 1 {
+			// The estimate leaves out nothing a publish costs. Go's TLS
+			// sends the first records after an idle second small (dynamic
+			// record sizing): a message of a few kB then takes two or
+			// three records, 22 bytes each, which the budget does not
+			// count; on a slow machine (qemu) that happens more often.
+			// The proxy also carries what the budget leaves out, such as
+			// a ping. Measured here: exact, or 0.13% short.
+			if diff < -3 || diff > 1 {
 				t.Errorf("%s over %s: budget counted %d bytes, the wire carried %d (%+.2f%%)", c.Name, transport, r.Budget, wire, diff)
 			}
 		}
