@@ -306,8 +306,14 @@ func (f *Forwarder) budgetCheck() {
 	now := f.cfg.Now()
 	f.mu.Lock()
 	rolled := b.roll(now)
+	first, changed := -1, false // the highest priority held, and whether that changed
 	for p := range b.held {
-		b.held[p] = b.allowance(p) == 0
+		h := b.allowance(p) == 0
+		changed = changed || h != b.held[p]
+		b.held[p] = h
+		if h && first < 0 {
+			first = p
+		}
 	}
 	used := b.used
 	start := b.start
@@ -315,6 +321,14 @@ func (f *Forwarder) budgetCheck() {
 	if rolled {
 		f.log.Info("data budget period started", "start", start, "bytes", b.cfg.Bytes)
 		f.saveUsage(start, used)
+	}
+	if changed {
+		if first >= 0 {
+			f.log.Warn("data budget: streams of this priority and lower wait for the next period",
+				"priority", first, "used", used, "bytes", b.cfg.Bytes, "period_end", b.end)
+		} else {
+			f.log.Info("data budget: no priority held", "used", used, "bytes", b.cfg.Bytes)
+		}
 	}
 }
 
