@@ -31,6 +31,7 @@ import (
 //	streams/<name>/replay/<c>    offset(8): c's position before its last Rewind (replay.go)
 //	state/<name>                 opaque bytes written with Tx.PutState, sealed likewise
 //	meta/epoch                   8 random bytes: the file's epoch (epoch.go)
+//	meta/usage/<link>            period start(8) bytes(8): a link's data budget usage (usage.go)
 //
 // A sealed value starts with keyring.Marker, which no CBOR event starts
 // with: values written in the clear before encryption was turned on are
