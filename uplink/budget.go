@@ -36,6 +36,11 @@ import (
 // queue's own bounds still do); they go when the next period starts.
 // Lower priorities are not paced within the period: they may spend their
 // share early (Config.BytesPerSecond paces the whole link).
+// The isolation of a suspected poison (poison.go) sends its message and
+// probes whatever the budget says: it is counted, not held, and is rare.
+// A clock set back to an earlier period stays in the current one (see
+// roll), so a board without a real-time clock does not lose the month's
+// count before NTP sets its clock.
 
 // DefaultPriority is the priority of a stream Config.Priorities does not
 // list when Config.DefaultPriority is not set: "normal", between alerts
