@@ -49,26 +49,21 @@ const (
 	DefaultMaxMessage     = 128 * KiB // AWS IoT Core's message size limit
 	DefaultMaxTopic       = 256       // AWS IoT Core's topic size limit
 	DefaultPoisonAttempts = 3         // two drops as the oldest unacked message, one sent alone
-	// DefaultDefaultPriority is the priority of streams uplink.priorities
-	// does not list: "normal", between alerts (0) and bulk (2).
-	DefaultDefaultPriority = 1
-	DefaultBudgetResetDay  = 1
-	DefaultBudgetLocation  = "UTC"
-	DefaultStatusListen    = "127.0.0.1:8080"
-	DefaultLogInterval     = 30 * time.Second
-	DefaultDemoInterval    = 1 * time.Second
-	DefaultDemoTopic       = "demo/sensor"
-	DefaultMaxInflight     = 32
-	DefaultMaxQueued       = 1000 // as Mosquitto's max_queued_messages
-	DefaultMaxKeepalive    = 5 * time.Minute
-	DefaultUsernameFrom    = "cn"
-	DefaultTLSMinVersion   = "1.2"
-	DefaultLoginFailures   = 5
-	DefaultLoginWindow     = time.Minute
-	DefaultLoginBlock      = time.Minute
-	DefaultAuditFile       = "audit.log" // in DataDir
-	DefaultAuditMaxSize    = 1 * MiB
-	DefaultAuditMaxFiles   = 3
+	DefaultStatusListen   = "127.0.0.1:8080"
+	DefaultLogInterval    = 30 * time.Second
+	DefaultDemoInterval   = 1 * time.Second
+	DefaultDemoTopic      = "demo/sensor"
+	DefaultMaxInflight    = 32
+	DefaultMaxQueued      = 1000 // as Mosquitto's max_queued_messages
+	DefaultMaxKeepalive   = 5 * time.Minute
+	DefaultUsernameFrom   = "cn"
+	DefaultTLSMinVersion  = "1.2"
+	DefaultLoginFailures  = 5
+	DefaultLoginWindow    = time.Minute
+	DefaultLoginBlock     = time.Minute
+	DefaultAuditFile      = "audit.log" // in DataDir
+	DefaultAuditMaxSize   = 1 * MiB
+	DefaultAuditMaxFiles  = 3
 
 	// remote_config (remote.go).
 	DefaultRemoteConfigTopic  = "{gateway_id}/config"
@@ -90,6 +85,15 @@ const (
 	DefaultMaxSessionExpiry     = 7 * 24 * time.Hour
 	DefaultMaxSessionQueueBytes = 256 * KiB
 	DefaultMaxQueueBytes        = 4 * MiB
+)
+
+// Defaults of uplink.default_priority and uplink.budget.
+const (
+	// DefaultDefaultPriority is the priority of streams uplink.priorities
+	// does not list: "normal", between alerts (0) and bulk (2).
+	DefaultDefaultPriority = 1
+	DefaultBudgetResetDay  = 1
+	DefaultBudgetLocation  = "UTC"
 )
 
 // DefaultBudgetReserve is uplink.budget.reserve's default: priority 1
