@@ -219,12 +219,13 @@ type Uplink struct {
 	MaxTopic       ByteSize      `yaml:"max_topic_size"`  // longer rendered topics are shortened
 	PoisonAttempts int           `yaml:"poison_attempts"` // drops a message may cause before it is dead-lettered
 	Rate           Rate          `yaml:"rate"`
+	Streams        []string      `yaml:"streams"` // empty: all
+
 	// Priorities maps stream names to priorities, 0 the highest; streams
 	// not listed have DefaultPriority (README, "Data budget").
 	Priorities      map[string]int `yaml:"priorities"`
 	DefaultPriority int            `yaml:"default_priority"`
 	Budget          Budget         `yaml:"budget"`
-	Streams         []string       `yaml:"streams"` // empty: all
 }
 
 // Budget is the uplink's monthly data budget (README, "Data budget").
