@@ -355,14 +355,16 @@ func (l *Log) commit(batch []*appendReq, sweep bool) {
 	l.committing = acks
 	unsaved := l.unsaved
 	l.unsaved = nil
+	l.usageTx, l.usage = l.usage, nil
 	l.mu.Unlock()
-	if len(batch) == 0 && len(acks) == 0 && len(unsaved) == 0 && (!sweep || !l.anyExpired(l.opts.Now())) {
+	if len(batch) == 0 && len(acks) == 0 && len(unsaved) == 0 && len(l.usageTx) == 0 && (!sweep || !l.anyExpired(l.opts.Now())) {
 		return
 	}
 	var solo []*appendReq
 	batch, solo = l.commitGroup(batch, acks, unsaved, sweep, false)
 	l.mu.Lock()
 	l.committing = nil // installed in l.streams, or back in l.acks
+	l.usageTx = nil    // in the file, or back in l.usage
 	l.mu.Unlock()
 	l.answer(batch)
 	for _, r := range solo {
@@ -431,6 +433,14 @@ func (l *Log) commitGroup(batch []*appendReq, acks map[ackKey]uint64, unsaved ma
 		}
 		for name, n := range unsaved {
 			l.addUnsavedLocked(name, n)
+		}
+		for link, u := range l.usageTx { // unless saved again meanwhile
+			if _, newer := l.usage[link]; !newer {
+				if l.usage == nil {
+					l.usage = map[string]linkUsage{}
+				}
+				l.usage[link] = u
+			}
 		}
 		if errors.Is(err, ErrDiskFull) {
 			for _, r := range batch {
@@ -552,6 +562,9 @@ func (l *Log) attempt(batch []*appendReq, acks map[ackKey]uint64, unsaved map[st
 			if err := ts.expire(l.opts.Now()); err != nil {
 				return err
 			}
+		}
+		if err := writeUsage(tx, l.usageTx); err != nil {
+			return err
 		}
 		return ts.writeMeta()
 	})

@@ -73,3 +73,10 @@ func (l *Log) GapRecords(stream string) int {
 	}
 	return 0
 }
+
+// UsagePending reports whether a saved usage waits for a commit.
+func (l *Log) UsagePending() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.usage) > 0 || len(l.usageTx) > 0
+}

@@ -31,6 +31,7 @@ import (
 //	streams/<name>/replay/<c>    offset(8): c's position before its last Rewind (replay.go)
 //	state/<name>                 opaque bytes written with Tx.PutState, sealed likewise
 //	meta/epoch                   8 random bytes: the file's epoch (epoch.go)
+//	meta/usage/<link>            period start(8) bytes(8): a link's data budget usage (usage.go)
 //
 // A sealed value starts with keyring.Marker, which no CBOR event starts
 // with: values written in the clear before encryption was turned on are
@@ -65,7 +66,11 @@ type Log struct {
 	// committing holds the acks the running commit took from acks until
 	// they are in streams (or back in acks), so Acked never goes back.
 	committing map[ackKey]uint64
-	changed    chan struct{} // closed and replaced after a commit that appends
+	// usage holds the links' usage saved since the last commit took it
+	// (usage.go); usageTx what the running commit writes (set and cleared
+	// by the commit loop under mu).
+	usage, usageTx map[string]linkUsage
+	changed        chan struct{} // closed and replaced after a commit that appends
 	// retired lists, per stream, the consumers Configure dropped: a late
 	// Ack or Tx.Ack of theirs (a pipeline still stopping) is ignored.
 	retired map[string]map[string]bool

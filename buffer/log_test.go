@@ -21,6 +21,10 @@ func TestMain(m *testing.M) {
 		crashChild()
 		return
 	}
+	if p := os.Getenv(usageChildEnv); p != "" {
+		usageChild(p)
+		return
+	}
 	goleak.VerifyTestMain(m)
 }
 

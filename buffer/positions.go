@@ -133,7 +133,7 @@ func (l *Log) Rewind(stream, consumer string, to uint64) error {
 func (l *Log) acksPending() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.acks) > 0
+	return len(l.acks) > 0 || len(l.usage) > 0
 }
 
 // ack moves consumer's position on stream forward to through (clamped to

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/url"
@@ -45,6 +46,9 @@ var _ broker.EventSink = (*buffer.Log)(nil)
 
 // The uplink announces drops and replays with the buffer's records.
 var _ uplink.Sequenced = (*buffer.Log)(nil)
+
+// The buffer file keeps the uplink's data budget usage across restarts.
+var _ uplink.BudgetStore = (*buffer.Log)(nil)
 
 // Gateway is one running ferry.
 type Gateway struct {
@@ -567,8 +571,20 @@ func uplinkConfig(cfg *config.Config, log *slog.Logger) (uplink.Config, error) {
 		MessagesPerSecond: u.Rate.MessagesPerSecond,
 		BytesPerSecond:    float64(u.Rate.BytesPerSecond),
 		Streams:           forwardedStreams(cfg),
+		Priorities:        maps.Clone(u.Priorities),
+		DefaultPriority:   u.DefaultPriority,
 		Logger:            log,
 		Rand:              rand.Float64,
+	}
+	if u.Budget.Monthly > 0 {
+		loc, err := time.LoadLocation(u.Budget.Location)
+		if err != nil {
+			return uc, fmt.Errorf("uplink.budget.location: %w", err)
+		}
+		// The usage is kept in the buffer file (buffer.Log is the
+		// forwarder's Queue and its BudgetStore).
+		uc.Budget = uplink.Budget{Bytes: uint64(u.Budget.Monthly), ResetDay: u.Budget.ResetDay,
+			Location: loc, Reserve: slices.Clone(u.Budget.Reserve)}
 	}
 	if u.PasswordFile != "" {
 		b, err := os.ReadFile(u.PasswordFile)

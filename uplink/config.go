@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/url"
 	"slices"
@@ -108,6 +109,18 @@ type Config struct {
 	MaxMessageBytes int
 	// MessagesPerSecond and BytesPerSecond cap the uplink; 0 means no cap.
 	MessagesPerSecond, BytesPerSecond float64
+	// Priorities maps stream names to priorities, 0 the highest, at most
+	// MaxPriority: when the window, the rate caps or the budget are scarce
+	// a stream's events go only after those of every stream of a higher
+	// priority (see budget.go). Unlisted streams have DefaultPriority.
+	Priorities map[string]int
+	// DefaultPriority is the priority of the streams Priorities does not
+	// list (1..MaxPriority; 0 means DefaultPriority, 1): priority 0, which
+	// may spend the whole budget, is only given by name.
+	DefaultPriority int
+	// Budget is the link's data budget per period; Budget.Bytes 0 (the
+	// default) means none (see budget.go).
+	Budget Budget
 	// PoisonAttempts is how many times one message may end an established
 	// cloud connection before it is isolated: moved to DeadLetters and
 	// acked, so its stream goes on (default 3, at least 2; QoS 1 only).
@@ -237,6 +250,24 @@ func (c Config) normalize() (Config, error) {
 	}
 	if c.MessagesPerSecond < 0 || c.BytesPerSecond < 0 {
 		return c, fmt.Errorf("%w: negative rate", ErrConfig)
+	}
+	if c.DefaultPriority == 0 {
+		c.DefaultPriority = DefaultPriority
+	}
+	if c.DefaultPriority < 1 || c.DefaultPriority > MaxPriority {
+		return c, fmt.Errorf("%w: DefaultPriority %d (1..%d)", ErrConfig, c.DefaultPriority, MaxPriority)
+	}
+	for name, p := range c.Priorities {
+		if p < 0 || p > MaxPriority {
+			return c, fmt.Errorf("%w: Priorities[%q] %d (0..%d)", ErrConfig, name, p, MaxPriority)
+		}
+	}
+	c.Priorities = maps.Clone(c.Priorities)
+	if c.Budget.Bytes > 0 {
+		var err error
+		if c.Budget, err = normalizeBudget(c.Budget); err != nil {
+			return c, err
+		}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

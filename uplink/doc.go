@@ -179,12 +179,24 @@
 // spread over a probe interval: about N/(0.75·ProbeInterval) a second for
 // N boards. Raise ProbeInterval for a fleet the cloud cannot take that fast.
 //
+// # Priorities and the data budget
+//
+// Config.Priorities ranks streams, 0 the highest: the free window slots
+// go to the streams of the highest priority with events waiting first,
+// round-robin among them, and a lower priority gets what they leave (it
+// can starve, but only while a higher one has a backlog). Config.Budget
+// bounds the bytes the link carries per month (each publish's MQTT
+// packet, its PUBACK and TLS records): priority p may start a message
+// while the period's usage is below Bytes × (1 − Reserve[p]); events held
+// stay in the Queue until the next period. A Queue that is a BudgetStore
+// keeps the usage across restarts. See budget.go.
+//
 // # Concurrency
 //
 // A Forwarder runs in the goroutine that calls Run plus one token waiter
 // per connection (and paho's own goroutines), never one per message. The
-// Run goroutine connects (see Reconnecting), reads the streams round-robin
-// into a window of Config.Inflight outstanding publishes and publishes
+// Run goroutine connects (see Reconnecting), reads the streams by
+// priority, round-robin within one, into a window of Config.Inflight outstanding publishes and publishes
 // them; the waiter takes the publishes in order, waits for each token and
 // acks the queue. Waiting for new events uses Queue.Changed, never polling.
 // Status is safe to call from any goroutine. Run returns after all of its

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,6 +56,11 @@ type Forwarder struct {
 	suspects  map[*streamState]*suspect // messages suspected of poisoning the connection (poison.go)
 	lingerT   *time.Timer               // fires when a lingering stream's batch is due (linger.go)
 	heldUntil time.Time                 // isolation failed: when to try it again
+	budgetT   *time.Timer               // fires when the budget may hold no more (budget.go)
+	// budgetRecheck bounds the wait for a budget-held stream (budget.go).
+	budgetRecheck time.Duration
+
+	budget *budget // nil: no data budget (budget.go)
 
 	mu      sync.Mutex // guards status, meter, pubacks, good and streamState.acked*
 	status  Status
@@ -66,6 +72,7 @@ type Forwarder struct {
 // streamState is the forwarder's position in one stream.
 type streamState struct {
 	name string
+	prio int // priority, 0 the highest (budget.go)
 
 	// Publisher only.
 	next           uint64 // next offset to read
@@ -133,6 +140,17 @@ func New(q Queue, cfg Config) (*Forwarder, error) {
 	for range cfg.Inflight {
 		f.slots <- &record{}
 	}
+	f.budgetRecheck = budgetRecheck
+	if cfg.Budget.Bytes > 0 {
+		lowest := cfg.DefaultPriority
+		for _, p := range cfg.Priorities {
+			lowest = max(lowest, p)
+		}
+		f.budget = &budget{cfg: cfg.Budget, store: cfg.Budget.Store, held: make([]bool, lowest+1)}
+		if f.budget.store == nil {
+			f.budget.store, _ = q.(BudgetStore)
+		}
+	}
 	f.seq, _ = q.(Sequenced)
 	if f.seq != nil {
 		f.drec, _ = q.(DropRecorder)
@@ -156,6 +174,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		return ErrRunning
 	}
 	defer f.running.Store(false)
+	f.loadBudget()
 	rc := newReconnect(f.cfg)
 	rd := newRound(0, len(f.cfg.Endpoints))
 	for ctx.Err() == nil {
@@ -210,6 +229,12 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	return nil
 }
 
+// isTLSURL reports whether u is dialled over TLS.
+func isTLSURL(u string) bool {
+	p, err := url.Parse(u)
+	return err == nil && tlsSchemes[p.Scheme]
+}
+
 // sleep waits for d or until ctx is done.
 func sleep(ctx context.Context, d time.Duration) {
 	if d <= 0 {
@@ -252,7 +277,8 @@ func (r *round) take(n int) int {
 type conn struct {
 	client mqtt.Client
 	url    string
-	ep     int // index in Config.Endpoints
+	tls    bool // a TLS URL: the budget counts TLS records (budget.go)
+	ep     int  // index in Config.Endpoints
 	id     uint64
 
 	ctx    context.Context // cancelled when the session must end
@@ -297,7 +323,7 @@ func (f *Forwarder) connect(ctx context.Context, rd *round) (*conn, error) {
 		i := rd.take(len(f.cfg.Endpoints))
 		ep := f.cfg.Endpoints[i]
 		f.sessionID++
-		c := &conn{url: ep.URL, ep: i, id: f.sessionID, dead: make(chan struct{})}
+		c := &conn{url: ep.URL, ep: i, id: f.sessionID, dead: make(chan struct{}), tls: isTLSURL(ep.URL)}
 		c.ctx, c.cancel = context.WithCancelCause(ctx)
 		opts := mqtt.NewClientOptions().
 			AddBroker(ep.URL).

@@ -56,6 +56,8 @@ func (f *Forwarder) pump(c *conn) {
 			case <-f.lingerWait(): // nil unless a stream waits for its batch to fill
 				f.lingerDue()
 				continue
+			case <-f.budgetWait(): // nil unless the budget holds a stream with events
+				continue
 			}
 		}
 		// Wait for one free slot, then take every other free one.
@@ -97,7 +99,10 @@ func (f *Forwarder) refreshStreams() {
 	for _, name := range names {
 		st := f.streams[name]
 		if st == nil {
-			st = &streamState{name: name, dirty: true, drops: map[string]uint64{}}
+			st = &streamState{name: name, dirty: true, drops: map[string]uint64{}, prio: f.cfg.DefaultPriority}
+			if p, ok := f.cfg.Priorities[name]; ok {
+				st.prio = p
+			}
 			if through := f.q.Acked(name, Consumer); through > 0 {
 				st.next, st.ackedNext = through+1, through+1
 			}
@@ -118,23 +123,47 @@ func (f *Forwarder) refreshStreams() {
 }
 
 func (f *Forwarder) anyDirty() bool {
+	f.budgetCheck()
+	defer f.noteHeld()
 	for _, st := range f.active {
-		if st.dirty && !f.held(st) {
+		if f.ready(st) {
 			return true
 		}
 	}
 	return false
 }
 
-// fill reads events into recs, giving each stream with unread events an
-// equal share of the free slots, starting one stream further each call so
-// that no stream's backlog starves another. It returns how many records,
-// a prefix of recs, it filled.
+// fill reads events into recs, priority by priority (budget.go): the
+// streams of the highest priority with unread events first, each with an
+// equal share of the free slots, starting one stream further each call
+// so that no stream's backlog starves another of its priority; a lower
+// priority gets the slots they leave. It returns how many records, a
+// prefix of recs, it filled.
 func (f *Forwarder) fill(recs []*record) (int, error) {
+	if len(f.active) == 0 {
+		return 0, nil
+	}
+	used := 0
+	var spent uint64 // the budget's estimate of the messages filled so far
+	for p := 0; p <= MaxPriority && used < len(recs); p++ {
+		got, err := f.fillPriority(p, recs[used:], &spent)
+		used += got
+		if err != nil {
+			return used, err
+		}
+	}
+	f.rr = (f.rr + 1) % len(f.active)
+	return used, nil
+}
+
+// fillPriority is fill for the streams of priority p. With a budget it
+// reads no more than the priority's allowance, less spent, lets through
+// (the last message may pass it), and adds what it read to spent.
+func (f *Forwarder) fillPriority(p int, recs []*record, spent *uint64) (int, error) {
 	n := len(f.active)
 	dirty := 0
 	for _, st := range f.active {
-		if st.dirty && !f.held(st) {
+		if st.prio == p && f.ready(st) {
 			dirty++
 		}
 	}
@@ -147,7 +176,7 @@ func (f *Forwarder) fill(recs []*record) (int, error) {
 		progressed = false
 		for i := 0; i < n && used < len(recs); i++ {
 			st := f.active[(f.rr+i)%n]
-			if !st.dirty || f.held(st) {
+			if st.prio != p || !f.ready(st) {
 				continue
 			}
 			if f.linger(st) {
@@ -155,7 +184,21 @@ func (f *Forwarder) fill(recs []*record) (int, error) {
 				continue
 			}
 			k := min(quantum, len(recs)-used)
+			if f.budget != nil {
+				room := f.budgetRoom(p, *spent)
+				if room == 0 {
+					return used, nil // the rest waits for the next check
+				}
+				k = min(k, max(1, int(min(room/f.maxWire(), uint64(k)))))
+			}
 			got, more, err := f.readStream(st, recs[used:used+k], f.cfg.BatchMaxEvents)
+			if f.budget != nil {
+				for _, r := range recs[used : used+got] {
+					if r.drop == "" {
+						*spent += wireBytes(len(r.topic), len(r.msg), f.cfg.QoS, true)
+					}
+				}
+			}
 			st.backlog = more
 			used += got
 			if err != nil {
@@ -165,8 +208,13 @@ func (f *Forwarder) fill(recs []*record) (int, error) {
 			progressed = progressed || got > 0
 		}
 	}
-	f.rr = (f.rr + 1) % n
 	return used, nil
+}
+
+// ready reports whether st may be read: it may have unread events, and
+// neither a poison isolation nor the budget holds it.
+func (f *Forwarder) ready(st *streamState) bool {
+	return st.dirty && !f.held(st) && !f.budgetHeld(st)
 }
 
 // readStream fills up to len(recs) records of at most perRecord events
@@ -391,6 +439,7 @@ func (f *Forwarder) send(c *conn, recs []*record) {
 				r.unsent = true
 			} else {
 				r.tok = c.client.Publish(r.topicS, f.cfg.QoS, false, r.msg)
+				f.spend(c, r)
 				r.stream.sentNext = max(r.stream.sentNext, r.through+1)
 				f.mu.Lock()
 				f.status.Resent += uint64(r.resent)

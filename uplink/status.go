@@ -45,6 +45,8 @@ type Status struct {
 	// a message it took before, sent ahead of a suspect (see poison.go).
 	RefusingAll bool
 	RefusedAll  uint64
+	// Budget is the data budget's state; nil without a budget.
+	Budget *BudgetStatus `json:",omitempty"`
 	// EventsPerSecond is the forwarded-event rate over the last complete
 	// rateWindow seconds of the injected clock.
 	EventsPerSecond float64
@@ -91,5 +93,6 @@ func (f *Forwarder) Status() Status {
 	st.Acked = maps.Clone(f.status.Acked)
 	st.Dropped = maps.Clone(f.status.Dropped)
 	st.EventsPerSecond = f.meter.rate(f.cfg.Now())
+	st.Budget = f.budgetStatus()
 	return st
 }

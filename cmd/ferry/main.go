@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -471,6 +472,22 @@ func printStatus(w io.Writer, st *opsapi.Status, rates statusRates, now time.Tim
 	if l := st.Link; l != nil {
 		fmt.Fprintf(w, "forward  %d events in %d messages (%s)   resent %d\n",
 			l.ForwardedEvents, l.ForwardedMessages, humanBytes(int64(l.ForwardedBytes)), l.Resent)
+	}
+	if l := st.Link; l != nil && l.Budget != nil {
+		b := l.Budget
+		line := fmt.Sprintf("data     %s of %s used, %s left until %s", humanBytes(int64(b.Used)), humanBytes(int64(b.Bytes)),
+			humanBytes(int64(b.Remaining)), b.PeriodEnd.Format("2006-01-02 15:04 MST"))
+		if len(b.Held) > 0 {
+			ps := make([]string, len(b.Held))
+			for i, p := range b.Held {
+				ps[i] = strconv.Itoa(p)
+			}
+			line += "   held: priority " + strings.Join(ps, ",")
+			if len(b.HeldStreams) > 0 {
+				line += " (" + strings.Join(b.HeldStreams, ", ") + " waiting)"
+			}
+		}
+		fmt.Fprintln(w, line)
 	}
 	drops := map[string]uint64{}
 	for _, s := range st.Streams {

@@ -220,6 +220,22 @@ type Uplink struct {
 	PoisonAttempts int           `yaml:"poison_attempts"` // drops a message may cause before it is dead-lettered
 	Rate           Rate          `yaml:"rate"`
 	Streams        []string      `yaml:"streams"` // empty: all
+
+	// Priorities maps stream names to priorities, 0 the highest; streams
+	// not listed have DefaultPriority (README, "Data budget").
+	Priorities      map[string]int `yaml:"priorities"`
+	DefaultPriority int            `yaml:"default_priority"`
+	Budget          Budget         `yaml:"budget"`
+}
+
+// Budget is the uplink's monthly data budget (README, "Data budget").
+type Budget struct {
+	Monthly  ByteSize `yaml:"monthly"`   // 0: no budget
+	ResetDay int      `yaml:"reset_day"` // 1..28
+	Location string   `yaml:"location"`  // IANA time zone of the period boundaries
+	// Reserve[p] is the share of the budget priority p leaves to higher
+	// priorities; past the end, the last entry.
+	Reserve []float64 `yaml:"reserve"`
 }
 
 // Endpoint is one cloud broker.

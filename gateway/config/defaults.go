@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -89,6 +90,20 @@ const (
 	DefaultMaxSessionQueueBytes = 256 * KiB
 	DefaultMaxQueueBytes        = 4 * MiB
 )
+
+// Defaults of uplink.default_priority and uplink.budget.
+const (
+	// DefaultDefaultPriority is the priority of streams uplink.priorities
+	// does not list: "normal", between alerts (0) and bulk (2).
+	DefaultDefaultPriority = 1
+	DefaultBudgetResetDay  = 1
+	DefaultBudgetLocation  = "UTC"
+)
+
+// DefaultBudgetReserve is uplink.budget.reserve's default: priority 1
+// leaves the last 10% of the budget to priority 0, priority 2 and below
+// the last 30% to priorities 0 and 1.
+var DefaultBudgetReserve = []float64{0, 0.1, 0.3}
 
 // SetDefaults fills every unset field with its default. It is the one place
 // defaults are set; Load calls it before Validate, and code that builds a
@@ -240,6 +255,14 @@ func (c *Config) SetDefaults() {
 	setSize(&u.MaxTopic, DefaultMaxTopic)
 	if u.PoisonAttempts == 0 {
 		u.PoisonAttempts = DefaultPoisonAttempts
+	}
+	if u.DefaultPriority == 0 && !c.explicit("uplink.default_priority") {
+		u.DefaultPriority = DefaultDefaultPriority // an explicit 0 is refused
+	}
+	setInt(&u.Budget.ResetDay, DefaultBudgetResetDay)
+	setString(&u.Budget.Location, DefaultBudgetLocation)
+	if len(u.Budget.Reserve) == 0 {
+		u.Budget.Reserve = slices.Clone(DefaultBudgetReserve)
 	}
 	c.setDownlinkDefaults()
 

@@ -413,6 +413,39 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, depth int) 
 			d.decode(item, s.Index(i), p, depth+1)
 		}
 		v.Set(s)
+	case reflect.Map:
+		// Only maps with string keys (uplink.priorities); a key is a
+		// path element: "uplink.priorities.alerts".
+		if t.Key().Kind() != reflect.String {
+			d.fail(n.Line, path, "internal error: cannot decode into %s", t)
+			return
+		}
+		if n.Kind != yaml.MappingNode {
+			d.fail(n.Line, path, "must be a mapping, not %s", describe(n))
+			return
+		}
+		if len(n.Content) == 0 {
+			v.Set(reflect.Zero(t)) // "{}" is the same as leaving the key out
+			return
+		}
+		m := reflect.MakeMapWithSize(t, len(n.Content)/2)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			if k.Kind != yaml.ScalarNode || k.Value == "" {
+				d.fail(k.Line, path, "keys must be names, not %s", describe(k))
+				continue
+			}
+			p := path + "." + k.Value
+			if m.MapIndex(reflect.ValueOf(k.Value).Convert(t.Key())).IsValid() {
+				d.fail(k.Line, p, "is given twice")
+				continue
+			}
+			d.lines[p] = val.Line
+			e := reflect.New(t.Elem()).Elem()
+			d.decode(val, e, p, depth+1)
+			m.SetMapIndex(reflect.ValueOf(k.Value).Convert(t.Key()), e)
+		}
+		v.Set(m)
 	case reflect.String:
 		if n.Kind != yaml.ScalarNode {
 			d.fail(n.Line, path, "must be a string, not %s", describe(n))

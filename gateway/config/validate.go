@@ -5,15 +5,19 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"mime"
 	"net"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/ferrygw/ferry/uplink"
 )
 
 // Validate checks a defaulted Config (see SetDefaults) and returns every
@@ -471,6 +475,7 @@ func (c *Config) validateUplink(k *checker, streams map[string]bool) {
 	if u.Rate.BytesPerSecond < 0 {
 		k.add("uplink.rate.bytes_per_second", "must not be negative (0 means no limit)")
 	}
+	validateBudget(k, u, streams)
 	seen := map[string]bool{}
 	for i, s := range u.Streams {
 		p := fmt.Sprintf("uplink.streams[%d]", i)
@@ -779,5 +784,43 @@ func (c *Config) validateBrokerBudget(k *checker) {
 		k.add("broker.max_session_expiry", "must be at least 1s, not %s", b.MaxSessionExpiry)
 	case b.MaxSessionExpiry > (1<<32-1)*time.Second:
 		k.add("broker.max_session_expiry", "must be at most %s (the MQTT limit), not %s", (1<<32-1)*time.Second, b.MaxSessionExpiry)
+	}
+}
+
+// validateBudget checks uplink.priorities, uplink.default_priority and
+// uplink.budget.
+func validateBudget(k *checker, u *Uplink, streams map[string]bool) {
+	for _, name := range slices.Sorted(maps.Keys(u.Priorities)) {
+		p := u.Priorities[name]
+		switch {
+		case !streams[name]:
+			k.add("uplink.priorities."+name, "names no stream in buffer.streams")
+		case p < 0 || p > uplink.MaxPriority:
+			k.add("uplink.priorities."+name, "must be between 0 (highest) and %d, not %d", uplink.MaxPriority, p)
+		}
+	}
+	if p := u.DefaultPriority; p < 1 || p > uplink.MaxPriority {
+		k.add("uplink.default_priority", "must be between 1 and %d (priority 0 is given by name in uplink.priorities), not %d", uplink.MaxPriority, p)
+	}
+	b := &u.Budget
+	if b.Monthly < 0 {
+		k.add("uplink.budget.monthly", "must not be negative (0 means no budget), not %s", b.Monthly)
+	}
+	if b.ResetDay < 1 || b.ResetDay > 28 {
+		k.add("uplink.budget.reset_day", "must be a day between 1 and 28 (every month has it), not %d", b.ResetDay)
+	}
+	if _, err := time.LoadLocation(b.Location); err != nil || b.Location == "" || b.Location == "Local" {
+		k.add("uplink.budget.location", "must be an IANA time zone such as UTC or Europe/Berlin (the board needs its tzdata), not %q", b.Location)
+	}
+	for i, r := range b.Reserve {
+		p := fmt.Sprintf("uplink.budget.reserve[%d]", i)
+		switch {
+		case i == 0 && r != 0:
+			k.add(p, "must be 0: priority 0 may spend the whole budget, not %v", r)
+		case !(r >= 0 && r < 1):
+			k.add(p, "must be a share of the budget in [0, 1), not %v", r)
+		case i > 0 && r < b.Reserve[i-1]:
+			k.add(p, "must not be less than uplink.budget.reserve[%d] (%v): a lower priority leaves at least as much", i-1, b.Reserve[i-1])
+		}
 	}
 }

@@ -188,6 +188,15 @@ func (e *expo) status(st *Status) {
 		e.gauge("ferry_uplink_inflight_messages", "Publishes awaiting the cloud's acknowledgement.", float64(l.Inflight))
 		e.gauge("ferry_uplink_cloud_refusing_all", "1 while the cloud refuses every publish (a suspected poison was not isolated: nothing else was acknowledged).", bool01(l.RefusingAll))
 		e.counter("ferry_uplink_refused_all_total", "Poison verdicts withdrawn because the cloud acknowledged nothing else.", l.RefusedAll)
+		if b := l.Budget; b != nil {
+			e.gauge("ferry_uplink_budget_bytes", "The uplink's data budget per period.", float64(b.Bytes))
+			e.gauge("ferry_uplink_budget_used_bytes", "Bytes the uplink put on the wire in the current budget period (publishes, their PUBACKs and TLS records).", float64(b.Used))
+			e.gauge("ferry_uplink_budget_remaining_bytes", "Bytes left in the current budget period.", float64(b.Remaining))
+			e.gauge("ferry_uplink_budget_held_streams", "Streams with events waiting that the data budget holds until the next period.", float64(len(b.HeldStreams)))
+			for _, p := range b.Held {
+				e.gauge("ferry_uplink_budget_held", "1 for each stream priority the data budget holds.", 1, "priority", strconv.Itoa(p))
+			}
+		}
 		for _, why := range reasons(uplinkDropReasons, l.Dropped) {
 			e.counter("ferry_uplink_dropped_events_total", "Events acknowledged to the buffer without being forwarded, by reason.", l.Dropped[why], "reason", why)
 		}

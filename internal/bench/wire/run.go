@@ -66,6 +66,9 @@ type Config struct {
 	// split a period's events: no {source}).
 	GatewayID, Topic string
 	Logger           *slog.Logger
+	// Budget runs the uplink with a data budget too large to hold
+	// anything, to compare its count with the proxy's (Result.Budget).
+	Budget bool
 }
 
 // Result is what one case put on the wire.
@@ -83,6 +86,9 @@ type Result struct {
 	// uncompressed; Zstd and Deflate are Raw compressed message by message
 	// (zstd as the uplink does, deflate at level 9), for comparison.
 	Payload, Raw, Zstd, Deflate int64
+	// Budget is what the uplink's data budget counted while the readings
+	// were sent (Config.Budget), to compare with Up + Down.
+	Budget int64
 }
 
 // PerReading is the bytes on the wire per reading, both directions.
@@ -110,7 +116,12 @@ func Run(ctx context.Context, cfg Config, c Case, transport string) (Result, err
 
 	const stream = "telemetry"
 	q := newQueue("5e1f0c0ffee0babe")
+	var budget uplink.Budget
+	if cfg.Budget {
+		budget.Bytes = 1 << 50
+	}
 	f, err := uplink.New(q, uplink.Config{
+		Budget:         budget,
 		Endpoints:      []uplink.Endpoint{{URL: scheme + "://" + p.Addr(), TLS: tlsCfg}},
 		GatewayID:      cfg.GatewayID,
 		Topic:          cfg.Topic,
@@ -133,6 +144,13 @@ func Run(ctx context.Context, cfg Config, c Case, transport string) (Result, err
 	}
 	up0, down0 := p.Counts()
 	res.Handshake = up0 + down0
+	used := func() int64 {
+		if b := f.Status().Budget; b != nil {
+			return int64(b.Used)
+		}
+		return 0
+	}
+	used0 := used()
 	s := NewStream(cfg.Seed, cfg.Sensors, cfg.Period, cfg.Start)
 	window := max(cfg.Window, 1)
 	for p := 0; p < cfg.Periods; p += window {
@@ -156,6 +174,7 @@ func Run(ctx context.Context, cfg Config, c Case, transport string) (Result, err
 	}
 	up1, down1 := p.Counts()
 	res.Up, res.Down = up1-up0, down1-down0
+	res.Budget = used() - used0
 	res.Readings = cfg.Periods * cfg.Sensors * Quantities
 
 	want := cfg.Periods * cfg.Sensors
