@@ -36,7 +36,7 @@ type memQueue struct {
 	names    []string
 	changed  chan struct{}
 	ackCalls int
-	paused   bool // Read returns nothing: see pause
+	paused   bool   // Read returns nothing: see pause
 	retain   bool   // acked events stay readable (buffer.streams[].retain)
 	trimmed  uint64 // with retain: offsets below it are gone
 }
