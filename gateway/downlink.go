@@ -96,7 +96,7 @@ func (g *Gateway) buildDownlink(cfg *config.Config, fwd *uplink.Forwarder) (*dow
 		dc.Configs = remoteOffers{g.remote}
 	}
 	if cfg.ResendOn() {
-		h := &resend.Handler{GatewayID: cfg.GatewayID, Epoch: g.buf.Epoch, Log: log.With("component", "resend")}
+		h := &resend.Handler{GatewayID: cfg.GatewayID, Epoch: g.buf.Epoch, Log: g.log.With("component", "resend")}
 		if fwd != nil {
 			h.Fwd = fwd // a reload replaces both: a pending resend may be lost
 		}
