@@ -254,9 +254,11 @@ status: {listen: "", log_interval: 0s}
 
 	// Verify finds the holes after its settle window, asks, and the
 	// gateway resends what it retains.
+	published := time.Now()
 	waitUntil(t, 120*time.Second, "the telemetry hole repaired", func() bool {
 		return vTel.metric("ferry_verify_repaired_events_total") >= 3
 	})
+	t.Logf("telemetry repaired %v after the last event was published (settle 2s)", time.Since(published).Round(time.Millisecond))
 	waitUntil(t, 120*time.Second, "the fast stream's request refused", func() bool {
 		return vFast.metric("ferry_verify_repair_refused_total") >= 1
 	})

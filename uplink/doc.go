@@ -37,6 +37,22 @@
 // stream is first read carry replay: they were sent before (`ferry buffer
 // replay`).
 //
+// # Resend on request
+//
+// Forwarder.Resend (a ResendRequest from the cloud, through the
+// downlink) sends a range of a stream's events again from what the Queue
+// still has (events kept by retention after their ack): those the cloud
+// acknowledged, from the first one kept, marked replay and encoded as the
+// live path encodes them, each with the gap announced between it and the
+// event resent before it (the first: counted from the request's
+// from_seq). The publisher serves them between live messages, with at
+// most half the window while live events wait; their PUBACKs ack nothing
+// in the Queue and leave the stream's position alone, and one that fails
+// is not sent again. A stream has at most one pending range (a request is
+// merged into it), spanning at most MaxResendEvents; it is lost with the
+// Forwarder (a reload) or when its connection ends mid-range, and the
+// cloud asks again.
+//
 // # SenML
 //
 // With FormatSenMLCBOR an event whose payload is a JSON object of numbers
