@@ -47,11 +47,12 @@
 // event resent before it (the first: counted from the request's
 // from_seq). The publisher serves them between live messages, with at
 // most half the window while live events wait; their PUBACKs ack nothing
-// in the Queue and leave the stream's position alone, and one that fails
-// is not sent again. A stream has at most one pending range (a request is
-// merged into it), spanning at most MaxResendEvents; it is lost with the
-// Forwarder (a reload) or when its connection ends mid-range, and the
-// cloud asks again.
+// in the Queue and leave the stream's position alone, and a resent
+// message whose publish fails (its connection lost) is not sent again:
+// the rest of the range goes on over the next connection. A stream has at
+// most one pending range (a request is merged into it), spanning at most
+// MaxResendEvents; pending ranges are lost with the Forwarder (a reload),
+// and the cloud asks again.
 //
 // # SenML
 //

@@ -141,10 +141,10 @@ type resendRange struct {
 // when to is below first (nothing of the range is kept), ErrResendRange
 // when the range, from first, spans more than MaxResendEvents, and
 // ErrResendBusy when the stream's pending resend and this one would
-// together. A stream has at most one pending range: a request overlapping
-// or near it is merged into it (the events between are sent too). A
-// resend in progress when the connection is lost, or when the Forwarder
-// is replaced (a reload), is not resumed: the cloud asks again. Safe to
+// together. A stream has at most one pending range: a request is merged
+// into it (the events between are sent too). Resent messages in flight
+// when the connection is lost are not sent again, and the pending ranges
+// are lost with the Forwarder (a reload): the cloud asks again. Safe to
 // call from any goroutine; it reads the queue once (the stream's first
 // retained event).
 func (f *Forwarder) Resend(stream string, from, to uint64) (first uint64, err error) {
