@@ -19,6 +19,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/ferrygw/ferry/gateway/config"
 	"github.com/ferrygw/ferry/internal/mqtttest"
 	"github.com/ferrygw/ferry/uplink"
 )
@@ -300,4 +301,13 @@ status: {listen: "", log_interval: 0s}
 		t.Errorf("%d telemetry events resent, want 3", rep)
 	}
 	t.Logf("telemetry totals %v; fast totals %v", tel, fast)
+}
+
+// The configuration's resend topic is the one the cloud's side (uplink,
+// verify) publishes requests to.
+func TestResendTopicAgrees(t *testing.T) {
+	c := &config.Config{GatewayID: "gw-7"}
+	if got, want := c.ResendTopic(), (&uplink.ResendRequest{Gateway: "gw-7"}).Topic(); got != want {
+		t.Errorf("config resend topic %q, uplink's %q", got, want)
+	}
 }
