@@ -52,7 +52,12 @@
 // the rest of the range goes on over the next connection. A stream has at
 // most one pending range (a request is merged into it), spanning at most
 // MaxResendEvents; pending ranges are lost with the Forwarder (a reload),
-// and the cloud asks again.
+// and the cloud asks again. A resent gap is what Sequenced.Dropped still
+// reports: a buffer that prunes its drop records once every consumer is
+// past them (buffer.Log) announces a policy drop inside an acknowledged
+// range no more, so a hole whose announcing message was lost keeps its
+// dropped offsets unexplained. A resent message the cloud will not take
+// ends the connection like any other, and is not sent again.
 //
 // # SenML
 //

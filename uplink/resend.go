@@ -47,8 +47,8 @@ const (
 	// ReplyOK: the gateway is resending the events it still has.
 	ReplyOK = "ok"
 	// ReplyRefused: it has none of them (FirstSeq is its first retained
-	// one), or the request is not for it (Error says why: "gateway",
-	// "stream", "epoch", "range", "busy", "retained").
+	// one), or cannot serve the request (Error says why: "gateway",
+	// "stream", "epoch", "retained", "range", "busy", "queue").
 	ReplyRefused = "refused"
 )
 

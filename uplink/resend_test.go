@@ -208,3 +208,76 @@ func FuzzDecodeResendRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestResendThroughAConnectionLoss: a long resend shares the window with
+// live events (paced), the connection is cut in the middle of it, and
+// after the reconnect the live stream goes on in order, every live event
+// acked once (the resend's PUBACKs ack nothing), while the rest of the
+// range is resent.
+func TestResendThroughAConnectionLoss(t *testing.T) {
+	leakCheck(t)
+	b := mqtttest.Start(t)
+	p := startProxy(t, b.Addr)
+	sub := subscribe(t, b.URL())
+	const stream, n, more = "t", 300, 100
+	q := newSeqQueue()
+	q.retain = true
+	q.append(stream, mkEvents(t, stream, 1, n)...)
+	cfg := testConfig(t, p.url())
+	cfg.MessagesPerSecond = 200 // the resend takes over a second
+	f, stop := startForwarder(t, q, cfg)
+	waitFor(t, 60*time.Second, "all acked", func() bool { return q.acked(stream) == n })
+
+	if first, err := f.Resend(stream, 1, n); err != nil || first != 1 {
+		t.Fatalf("Resend = %d, %v", first, err)
+	}
+	replays := func() (count int, highest uint64) {
+		for _, e := range envelopes(t, sub) {
+			if e.Replay {
+				count++
+				highest = max(highest, e.Seq)
+			}
+		}
+		return count, highest
+	}
+	waitFor(t, 60*time.Second, "the resend under way", func() bool { c, _ := replays(); return c >= 30 })
+	q.append(stream, mkEvents(t, stream, n+1, more)...)
+	p.cutAll()
+	waitFor(t, 60*time.Second, "the new events acked", func() bool { return q.acked(stream) == n+more })
+	waitFor(t, 60*time.Second, "the rest of the range resent", func() bool { _, h := replays(); return h == n })
+	stop()
+
+	live := map[uint64]int{}
+	var order []uint64
+	for _, e := range envelopes(t, sub) {
+		if e.Replay {
+			if e.Seq < 1 || e.Seq > n {
+				t.Errorf("replay of seq %d, outside the range", e.Seq)
+			}
+			continue
+		}
+		live[e.Seq]++
+		order = append(order, e.Seq)
+	}
+	for off := uint64(1); off <= n+more; off++ {
+		if live[off] == 0 {
+			t.Errorf("seq %d never arrived live", off)
+		}
+	}
+	// After the reconnect the stream resumed after its acked position:
+	// the new events came once each (a lost PUBACK may repeat a few), in
+	// order.
+	var last uint64
+	for _, s := range order {
+		if s > n && s < last {
+			t.Errorf("live seq %d after %d", s, last)
+		}
+		last = max(last, s)
+	}
+	st := f.Status()
+	if st.Acked[stream] != n+more || st.ResendRequests != 1 || st.Reconnects < 1 {
+		t.Errorf("acked %d, resend requests %d, reconnects %d", st.Acked[stream], st.ResendRequests, st.Reconnects)
+	}
+	c, _ := replays()
+	t.Logf("%d replays of %d requested, %d resent acknowledged, through a reconnect", c, n, st.ResentOnRequest)
+}
