@@ -36,6 +36,8 @@ type Client struct {
 
 	mu     sync.Mutex // guards status
 	status Status
+
+	resendOut chan resendReply // resend replies waiting to be published (resend.go)
 }
 
 // Handover makes the next stop of Run disconnect without the will: the
@@ -56,6 +58,7 @@ func New(cfg Config) (*Client, error) {
 		log:       cfg.Logger,
 		maxPacket: cfg.MaxPayload + packetOverhead,
 		status:    Status{Dropped: map[string]uint64{}},
+		resendOut: make(chan resendReply, maxResendReplies),
 	}, nil
 }
 
@@ -279,6 +282,10 @@ func (c *Client) runSession(ctx context.Context, s *session) error {
 		s.wg.Add(1)
 		go s.replyLoop()
 	}
+	if c.cfg.ResendTopic != "" {
+		s.wg.Add(1)
+		go s.publishResendReplies()
+	}
 	if err := s.subscribe(); err != nil {
 		s.lost(err)
 	}
@@ -325,6 +332,10 @@ func (s *session) subscribe() error {
 	}
 	if cfg.ConfigTopic != "" {
 		subs = append(subs, paho.SubscribeOptions{Topic: cfg.ConfigTopic, QoS: 1, RetainHandling: 1, NoLocal: true})
+	}
+	if cfg.ResendTopic != "" && !s.c.commandFilterMatches(cfg.ResendTopic) {
+		// Not retained: a request is for now (RetainHandling 2).
+		subs = append(subs, paho.SubscribeOptions{Topic: cfg.ResendTopic, QoS: 1, RetainHandling: 2, NoLocal: true})
 	}
 	if len(subs) == 0 {
 		return nil
@@ -380,9 +391,14 @@ func (s *session) publish(topic string, payload []byte, retain bool, props *paho
 // command filter: the client never publishes there, so that nothing it
 // sends can come back to it.
 func (c *Client) subscribed(topic string) bool {
-	if topic == c.cfg.ConfigTopic {
+	if topic == c.cfg.ConfigTopic || topic == c.cfg.ResendTopic && topic != "" {
 		return true
 	}
+	return c.commandFilterMatches(topic)
+}
+
+// commandFilterMatches reports whether a command filter matches topic.
+func (c *Client) commandFilterMatches(topic string) bool {
 	for _, sub := range c.cfg.Subscriptions {
 		if MatchFilter(sub.Filter, topic) {
 			return true

@@ -200,6 +200,13 @@ type Config struct {
 	ConfigTopic string
 	// Configs takes them; required with ConfigTopic.
 	Configs ConfigSink
+	// ResendTopic is the topic (no wildcards) the cloud's resend requests
+	// arrive on, subscribed at QoS 1 unless a command filter already
+	// covers it (the request goes to Resends all the same, never to
+	// Commands); "" none.
+	ResendTopic string
+	// Resends serves them; required with ResendTopic.
+	Resends ResendSink
 	// Presence is the online/offline state; zero: off.
 	Presence Presence
 	// Retained holds the retained status messages to publish; nil: none.
@@ -335,6 +342,17 @@ func (c *Config) checkTopics() error {
 			return bad("ConfigTopic %q: %v", c.ConfigTopic, err)
 		}
 		own[c.ConfigTopic] = "ConfigTopic"
+	}
+	if c.ResendTopic != "" {
+		if c.Resends == nil {
+			return bad("ResendTopic %q without a ResendSink", c.ResendTopic)
+		}
+		if err := checkTopicName(c.ResendTopic); err != nil {
+			return bad("ResendTopic %q: %v", c.ResendTopic, err)
+		}
+		if c.ResendTopic == c.ConfigTopic {
+			return bad("ResendTopic %q is the ConfigTopic", c.ResendTopic)
+		}
 	}
 	if p := c.Presence; p.Topic != "" {
 		if err := checkTopicName(p.Topic); err != nil {

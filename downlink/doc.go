@@ -8,7 +8,7 @@
 // MQTT 5 (paho.golang), to the same endpoints with the same credentials
 // and its own client ID. The package imports neither the gateway, the
 // buffer, the uplink nor the drivers: it declares the interfaces it needs
-// (CommandSink, ConfigSink, Queue).
+// (CommandSink, ConfigSink, ResendSink, Queue).
 //
 // # Commands
 //
@@ -73,6 +73,22 @@
 // Messages on Config.ConfigTopic go to Config.Configs with the same
 // acknowledgement rule as commands; the sink verifies, applies and
 // reports them (through a Retained status).
+//
+// # Resend requests
+//
+// Messages on Config.ResendTopic ({gateway_id}/cmd/ferry/resend: the
+// cloud asks for events it missed, see uplink.ResendRequest) go to
+// Config.Resends and nowhere else, never to the local broker, even when a
+// command filter covers the topic (the client then does not subscribe to
+// it again: the filter's subscription brings it). The sink decodes and
+// queues the request without waiting and returns the reply; the request
+// is acknowledged whatever it made of it (the cloud asks again for what
+// does not come). Replies are best effort: up to 16 wait, the rest are
+// dropped; one goroutine of the session publishes them, QoS 1, with the
+// request's correlation data, to the topic the sink chose (the request's
+// response topic or its reply_to), unless the client subscribes to that
+// topic; a reply not sent when the session ends is dropped, counted in
+// Status.ResendRepliesDropped.
 //
 // # Presence and retained status
 //

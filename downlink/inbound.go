@@ -30,6 +30,10 @@ func (s *session) onPublish(pr paho.PublishReceived) (bool, error) {
 			s.offerConfig(p)
 			return true, nil
 		}
+		if c.cfg.ResendTopic != "" && p.Topic == c.cfg.ResendTopic {
+			s.offerResend(p)
+			return true, nil
+		}
 		for i := range c.cfg.Subscriptions {
 			if MatchFilter(c.cfg.Subscriptions[i].Filter, p.Topic) {
 				s.acceptCommand(&c.cfg.Subscriptions[i], p)

@@ -42,6 +42,12 @@ type Status struct {
 	// being sent: no or an invalid response topic, bad attributes, too
 	// large, a topic the client subscribes to, or refused by the cloud.
 	RepliesDropped uint64
+	// ResendRequests counts the resend requests handed to the
+	// ResendSink, ResendRefused those it refused; ResendReplies counts
+	// their replies the cloud acknowledged, ResendRepliesDropped those
+	// dropped (too many waiting, an invalid topic, refused by the cloud,
+	// or the connection lost first).
+	ResendRequests, ResendRefused, ResendReplies, ResendRepliesDropped uint64
 	// RetainedPublished counts retained messages (presence and Retained
 	// entries) the cloud acknowledged.
 	RetainedPublished uint64

@@ -15,6 +15,8 @@ import (
 	"github.com/ferrygw/ferry/gateway/config"
 	"github.com/ferrygw/ferry/gateway/outbox"
 	"github.com/ferrygw/ferry/gateway/remoteconfig"
+	"github.com/ferrygw/ferry/gateway/resend"
+	"github.com/ferrygw/ferry/uplink"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -37,8 +39,8 @@ type downlinkPart struct {
 }
 
 // buildDownlink builds the downlink of cfg, or returns nil when cfg runs
-// no downlink session.
-func (g *Gateway) buildDownlink(cfg *config.Config) (*downlinkPart, error) {
+// no downlink session; fwd (nil: none) serves its resend requests.
+func (g *Gateway) buildDownlink(cfg *config.Config, fwd *uplink.Forwarder) (*downlinkPart, error) {
 	if !cfg.DownlinkSession() {
 		return nil, nil
 	}
@@ -92,6 +94,13 @@ func (g *Gateway) buildDownlink(cfg *config.Config) (*downlinkPart, error) {
 	if cfg.RemoteConfig.Enabled && g.remote != nil {
 		dc.ConfigTopic, _ = cfg.RemoteConfigTopics()
 		dc.Configs = remoteOffers{g.remote}
+	}
+	if cfg.ResendOn() {
+		h := &resend.Handler{GatewayID: cfg.GatewayID, Epoch: g.buf.Epoch, Log: g.log.With("component", "resend")}
+		if fwd != nil {
+			h.Fwd = fwd // a reload replaces both: a pending resend may be lost
+		}
+		dc.ResendTopic, dc.Resends = cfg.ResendTopic(), h
 	}
 	if cfg.PresenceOn() {
 		topic := cfg.Render(d.Presence.Topic)

@@ -31,6 +31,7 @@ import (
 	"github.com/ferrygw/ferry/gateway/opsapi"
 	"github.com/ferrygw/ferry/gateway/outbox"
 	"github.com/ferrygw/ferry/gateway/remoteconfig"
+	"github.com/ferrygw/ferry/gateway/resend"
 	"github.com/ferrygw/ferry/gateway/rules"
 	"github.com/ferrygw/ferry/gateway/rules/payload"
 	"github.com/ferrygw/ferry/internal/audit"
@@ -49,6 +50,9 @@ var _ uplink.Sequenced = (*buffer.Log)(nil)
 
 // The buffer file keeps the uplink's data budget usage across restarts.
 var _ uplink.BudgetStore = (*buffer.Log)(nil)
+
+// The uplink serves the downlink's resend requests.
+var _ resend.Forwarder = (*uplink.Forwarder)(nil)
 
 // Gateway is one running ferry.
 type Gateway struct {
@@ -181,7 +185,7 @@ func (g *Gateway) buildParts(cfg *config.Config) (*parts, error) {
 			return nil, fmt.Errorf("gateway: uplink: %w", err)
 		}
 	}
-	if p.dl, err = g.buildDownlink(cfg); err != nil {
+	if p.dl, err = g.buildDownlink(cfg, p.fwd); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	return p, nil

@@ -37,6 +37,28 @@
 // stream is first read carry replay: they were sent before (`ferry buffer
 // replay`).
 //
+// # Resend on request
+//
+// Forwarder.Resend (a ResendRequest from the cloud, through the
+// downlink) sends a range of a stream's events again from what the Queue
+// still has (events kept by retention after their ack): those the cloud
+// acknowledged, from the first one kept, marked replay and encoded as the
+// live path encodes them, each with the gap announced between it and the
+// event resent before it (the first: counted from the request's
+// from_seq). The publisher serves them between live messages, with at
+// most half the window while live events wait; their PUBACKs ack nothing
+// in the Queue and leave the stream's position alone, and a resent
+// message whose publish fails (its connection lost) is not sent again:
+// the rest of the range goes on over the next connection. A stream has at
+// most one pending range (a request is merged into it), spanning at most
+// MaxResendEvents; pending ranges are lost with the Forwarder (a reload),
+// and the cloud asks again. A resent gap is what Sequenced.Dropped still
+// reports: a buffer that prunes its drop records once every consumer is
+// past them (buffer.Log) announces a policy drop inside an acknowledged
+// range no more, so a hole whose announcing message was lost keeps its
+// dropped offsets unexplained. A resent message the cloud will not take
+// ends the connection like any other, and is not sent again.
+//
 // # SenML
 //
 // With FormatSenMLCBOR an event whose payload is a JSON object of numbers

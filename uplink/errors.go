@@ -48,6 +48,21 @@ var (
 	// cloud refused: it ended the connection PoisonAttempts times, the
 	// last time sent alone, while the cloud accepted a new connection.
 	ErrPoison = errors.New("uplink: the cloud refused the message")
+	// ErrMalformedResend is returned by DecodeResendRequest for bytes
+	// that are not a valid resend request.
+	ErrMalformedResend = errors.New("uplink: malformed resend request")
+	// ErrResendStream is returned by Forwarder.Resend for a stream the
+	// forwarder does not send.
+	ErrResendStream = errors.New("uplink: resend of a stream not forwarded")
+	// ErrResendGone is returned by Forwarder.Resend when every event
+	// asked for is older than the stream's first retained one.
+	ErrResendGone = errors.New("uplink: resend of events no longer retained")
+	// ErrResendRange is returned by Forwarder.Resend for a range of more
+	// than MaxResendEvents retained events (or from after to).
+	ErrResendRange = errors.New("uplink: resend range too large")
+	// ErrResendBusy is returned by Forwarder.Resend when the stream's
+	// pending resend cannot take the range (see MaxResendEvents).
+	ErrResendBusy = errors.New("uplink: resend pending")
 )
 
 // Internal outcomes of a publish; they end up in Status.LastError only

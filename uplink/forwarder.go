@@ -65,8 +65,11 @@ type Forwarder struct {
 	mu      sync.Mutex // guards status, meter, pubacks, good and streamState.acked*
 	status  Status
 	meter   rateMeter
-	pubacks uint64   // PUBACKs received, probes included: evidence the cloud accepts messages (poison.go)
-	good    goodCopy // the last small message the cloud acknowledged: a probe (poison.go)
+	pubacks uint64                  // PUBACKs received, probes included: evidence the cloud accepts messages (poison.go)
+	good    goodCopy                // the last small message the cloud acknowledged: a probe (poison.go)
+	resends map[string]*resendRange // pending resends by stream (resend.go)
+
+	resendWake chan struct{} // signalled by Resend, wakes the publisher
 }
 
 // streamState is the forwarder's position in one stream.
@@ -127,15 +130,16 @@ func New(q Queue, cfg Config) (*Forwarder, error) {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	f := &Forwarder{
-		q:        q,
-		cfg:      cfg,
-		topic:    tmpl,
-		log:      cfg.Logger,
-		pacer:    newPacer(cfg.MessagesPerSecond, cfg.BytesPerSecond, cfg.MaxMessageBytes),
-		slots:    make(chan *record, cfg.Inflight),
-		streams:  map[string]*streamState{},
-		suspects: map[*streamState]*suspect{},
-		status:   Status{Acked: map[string]uint64{}, Dropped: map[string]uint64{}},
+		q:          q,
+		cfg:        cfg,
+		topic:      tmpl,
+		log:        cfg.Logger,
+		pacer:      newPacer(cfg.MessagesPerSecond, cfg.BytesPerSecond, cfg.MaxMessageBytes),
+		slots:      make(chan *record, cfg.Inflight),
+		streams:    map[string]*streamState{},
+		suspects:   map[*streamState]*suspect{},
+		resendWake: make(chan struct{}, 1),
+		status:     Status{Acked: map[string]uint64{}, Dropped: map[string]uint64{}},
 	}
 	for range cfg.Inflight {
 		f.slots <- &record{}

@@ -36,7 +36,9 @@ type memQueue struct {
 	names    []string
 	changed  chan struct{}
 	ackCalls int
-	paused   bool // Read returns nothing: see pause
+	paused   bool   // Read returns nothing: see pause
+	retain   bool   // acked events stay readable (buffer.streams[].retain)
+	trimmed  uint64 // with retain: offsets below it are gone
 }
 
 // pause makes Read find nothing until resume, so that a test can have its
@@ -93,8 +95,11 @@ func (q *memQueue) Read(stream string, from uint64, max int, fn func(uint64, *ev
 		return from, nil
 	}
 	off := from
-	if off <= s.acked {
+	if off <= s.acked && !q.retain {
 		off = s.acked + 1
+	}
+	if q.retain && off < q.trimmed {
+		off = q.trimmed
 	}
 	if off < 1 {
 		off = 1

@@ -43,9 +43,11 @@ func (f *Forwarder) pump(c *conn) {
 			}
 		default:
 		}
-		if !f.anyDirty() {
+		if !f.anyDirty() && !f.resendPending() {
 			select {
 			case <-changed:
+				continue
+			case <-f.resendWake:
 				continue
 			case <-c.ctx.Done():
 				return
@@ -76,7 +78,22 @@ func (f *Forwarder) pump(c *conn) {
 				break more
 			}
 		}
-		used, err := f.fill(recs)
+		// Resends (resend.go) take at most half the window while live
+		// events wait.
+		nr := 0
+		var rerr error
+		if f.resendPending() {
+			share := len(recs)
+			if f.anyDirty() {
+				share = max(1, len(recs)/2)
+			}
+			nr, rerr = f.fillResends(recs[:share])
+		}
+		used, err := f.fill(recs[nr:])
+		used += nr
+		if err == nil {
+			err = rerr
+		}
 		for _, r := range recs[used:] {
 			f.slots <- r
 		}

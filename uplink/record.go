@@ -41,6 +41,7 @@ type record struct {
 	unsent  bool   // not published (session ended first): must not ack
 	solo    bool   // published alone, to test a suspected poison (poison.go)
 	probe   bool   // published to learn whether the cloud accepts anything: never acked (poison.go)
+	replay  bool   // resent on request (resend.go): never acked, its stream's position untouched
 	topicS  string // topic as a string, for paho
 	tok     mqtt.Token
 }
@@ -49,7 +50,7 @@ func (r *record) reset(st *streamState) {
 	r.buf, r.msg, r.topic = r.buf[:0], nil, r.topic[:0]
 	r.stream, r.from, r.through, r.events, r.items, r.resent, r.bytes = st, 0, 0, 0, 0, 0, 0
 	r.kind, r.framed = kindEnvelope, false
-	r.drop, r.unsent, r.solo, r.probe, r.topicS, r.tok = "", false, false, false, "", nil
+	r.drop, r.unsent, r.solo, r.probe, r.replay, r.topicS, r.tok = "", false, false, false, false, "", nil
 }
 
 // open starts a message of kind for events whose topic is topic; batch

@@ -24,6 +24,10 @@ type Status struct {
 	// earlier publish of them was not acknowledged; duplicates at the cloud
 	// are at most this many.
 	Resent uint64
+	// ResendRequests counts the resend requests taken (Forwarder.Resend),
+	// and ResentOnRequest the events they resent that the cloud
+	// acknowledged (or that were written, QoS 0).
+	ResendRequests, ResentOnRequest uint64
 	// Inflight is the number of publishes awaiting acknowledgement now, and
 	// PeakInflight the most there ever were at once.
 	Inflight, PeakInflight int

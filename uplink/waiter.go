@@ -104,6 +104,10 @@ func (f *Forwarder) complete(c *conn, r *record, err error) {
 		f.completeProbe(c, r, err, published)
 		return
 	}
+	if r.replay {
+		f.completeReplay(c, r, err, published)
+		return
+	}
 	switch {
 	case err != nil:
 		if err != errUnsent && published {

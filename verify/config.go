@@ -41,7 +41,7 @@ const (
 	DefaultClientIDPrefix = "ferry-verify"
 	// ResendTopicSuffix follows the gateway ID in a resend request's
 	// topic: {gateway_id}/cmd/ferry/resend.
-	ResendTopicSuffix = "/cmd/ferry/resend"
+	ResendTopicSuffix = uplink.ResendTopicSuffix
 
 	// MaxEpochs is how many epochs of one (gateway, stream) are tracked
 	// at once; an older one is retired (see the package doc).

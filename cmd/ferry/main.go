@@ -435,6 +435,9 @@ func printStatus(w io.Writer, st *opsapi.Status, rates statusRates, now time.Tim
 		}
 		fmt.Fprintf(w, "downlink %s %s   commands %d (delivered %d, expired %d, failed %d)   replies %d   configs %d   config version %d\n",
 			state, d.Endpoint, d.Commands, d.Delivered, d.Expired, d.Failed, d.Replies, d.ConfigsReceived, d.ConfigVersion)
+		if d.ResendRequests > 0 {
+			fmt.Fprintf(w, "         resend requests %d (refused %d)\n", d.ResendRequests, d.ResendRefused)
+		}
 		if d.LastError != "" {
 			fmt.Fprintf(w, "         last error: %s\n", d.LastError)
 		}

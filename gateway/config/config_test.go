@@ -559,6 +559,8 @@ status:
 		// Downlink.
 		{"downlink without uplink", "downlink:\n  subscriptions:\n    - {cloud_prefix: 'gw/cmd/', local_prefix: 'cmd/'}\n",
 			[]problem{{1, "downlink"}}, "needs the uplink"},
+		{"resend without uplink", "downlink:\n  resend: true\n",
+			[]problem{{1, "downlink"}}, "needs the uplink"},
 		{"downlink subscription errors", `uplink:
   endpoints: [{url: "tcp://h:1883"}]
   client_id: gw

@@ -30,6 +30,11 @@ type Downlink struct {
 	MaxPayload    ByteSize               `yaml:"max_payload"`
 	Subscriptions []DownlinkSubscription `yaml:"subscriptions"`
 	Presence      Presence               `yaml:"presence"`
+	// Resend serves the cloud's resend requests ({gateway_id}/cmd/ferry/resend,
+	// sent by `ferry verify -repair`) from the forwarded streams' retained
+	// events. Default: on whenever the session runs and the uplink
+	// forwards; set it true to run the session for it alone.
+	Resend *bool `yaml:"resend"`
 }
 
 // DownlinkSubscription maps cloud topics to local ones, as a Mosquitto
@@ -82,8 +87,18 @@ func (c *Config) DownlinkSession() bool {
 		return false
 	}
 	d := &c.Downlink
-	return len(d.Subscriptions) > 0 || (d.Presence.Enabled != nil && *d.Presence.Enabled) || c.RemoteConfig.Enabled
+	return len(d.Subscriptions) > 0 || (d.Presence.Enabled != nil && *d.Presence.Enabled) || c.RemoteConfig.Enabled ||
+		(d.Resend != nil && *d.Resend)
 }
+
+// ResendOn reports whether the downlink session serves resend requests.
+func (c *Config) ResendOn() bool {
+	r := c.Downlink.Resend
+	return c.DownlinkSession() && (r == nil || *r)
+}
+
+// ResendTopic is where resend requests arrive: {gateway_id}/cmd/ferry/resend.
+func (c *Config) ResendTopic() string { return c.GatewayID + "/cmd/ferry/resend" }
 
 // PresenceOn reports whether presence is published.
 func (c *Config) PresenceOn() bool {
@@ -147,7 +162,7 @@ func (c *Config) IsDownlinkStream(stream string) bool {
 func (c *Config) validateDownlink(k *checker) {
 	d := &c.Downlink
 	if !c.DownlinkSession() {
-		if len(d.Subscriptions) > 0 || (d.Presence.Enabled != nil && *d.Presence.Enabled) {
+		if len(d.Subscriptions) > 0 || (d.Presence.Enabled != nil && *d.Presence.Enabled) || (d.Resend != nil && *d.Resend) {
 			k.add("downlink", "needs the uplink: the downlink uses the uplink's endpoints, and uplink.enabled is false")
 		}
 		return
@@ -207,6 +222,11 @@ func (c *Config) validateDownlink(k *checker) {
 	if c.PresenceOn() {
 		if err := checkTopicName(c.Render(d.Presence.Topic)); err != nil {
 			k.add("downlink.presence.topic", "%v", err)
+		}
+	}
+	if c.ResendOn() {
+		if err := checkTopicName(c.ResendTopic()); err != nil {
+			k.add("downlink.resend", "topic %q: %v", c.ResendTopic(), err)
 		}
 	}
 }

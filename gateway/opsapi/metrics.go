@@ -185,6 +185,8 @@ func (e *expo) status(st *Status) {
 		e.counter("ferry_uplink_forwarded_messages_total", "MQTT messages the cloud acknowledged (one carries several events when batching).", l.ForwardedMessages)
 		e.counter("ferry_uplink_forwarded_bytes_total", "Payload bytes of the forwarded messages.", l.ForwardedBytes)
 		e.counter("ferry_uplink_resent_events_total", "Events published again after a reconnect; duplicates at the cloud are at most this many.", l.Resent)
+		e.counter("ferry_uplink_resend_requests_total", "Resend requests from the cloud the uplink took (downlink.resend).", l.ResendRequests)
+		e.counter("ferry_uplink_resent_on_request_events_total", "Events resent on the cloud's request, marked replay, that the cloud acknowledged.", l.ResentOnRequest)
 		e.gauge("ferry_uplink_inflight_messages", "Publishes awaiting the cloud's acknowledgement.", float64(l.Inflight))
 		e.gauge("ferry_uplink_cloud_refusing_all", "1 while the cloud refuses every publish (a suspected poison was not isolated: nothing else was acknowledged).", bool01(l.RefusingAll))
 		e.counter("ferry_uplink_refused_all_total", "Poison verdicts withdrawn because the cloud acknowledged nothing else.", l.RefusedAll)
