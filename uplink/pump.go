@@ -279,17 +279,10 @@ func (f *Forwarder) readStream(st *streamState, recs []*record, perRecord int) (
 				"bytes", len(f.scratch), "max_message_bytes", f.cfg.MaxMessageBytes, "err", encErr)
 			return nil
 		}
-		if cur != nil && (cur.events >= perRecord || cur.kind != kind || !bytes.Equal(cur.topic, f.topicBuf)) {
-			seal()
-		}
-		if cur != nil && kind == kindSenML {
-			// Records after the pack's first repeat less: encode against it.
-			_, items, _ = f.encode(cur, ev, &m)
-		}
-		if cur != nil && cur.sizeWith(f.cfg.Format, len(f.scratch), items) > f.cfg.BatchMaxBytes {
-			seal()
-			if kind == kindSenML {
-				_, items, _ = f.encode(nil, ev, &m)
+		if cur != nil {
+			var joins bool
+			if joins, items = f.joins(cur, ev, &m, kind, items, perRecord); !joins {
+				seal()
 			}
 		}
 		if cur == nil {
@@ -332,6 +325,29 @@ func (f *Forwarder) readStream(st *streamState, recs []*record, perRecord int) (
 // records, following those of pack (nil: as a pack's first event). It
 // returns the kind of message the event goes in and the array items it
 // takes.
+// joins reports whether ev, encoded alone (in f.scratch) as kind taking
+// items, joins the open record cur: the same kind and rendered topic
+// (f.topicBuf), fewer than perRecord events, and room under
+// batch.max_bytes. It returns the items ev takes, encoded in f.scratch
+// for where it goes: records after a SenML pack's first repeat less, so
+// such an event is encoded against cur, and alone again when it does not
+// join after all. The caller seals cur when it does not.
+func (f *Forwarder) joins(cur *record, ev *event.Event, m *seqMeta, kind, items, perRecord int) (bool, int) {
+	if cur.events >= perRecord || cur.kind != kind || !bytes.Equal(cur.topic, f.topicBuf) {
+		return false, items
+	}
+	if kind == kindSenML {
+		_, items, _ = f.encode(cur, ev, m)
+	}
+	if cur.sizeWith(f.cfg.Format, len(f.scratch), items) > f.cfg.BatchMaxBytes {
+		if kind == kindSenML {
+			_, items, _ = f.encode(nil, ev, m)
+		}
+		return false, items
+	}
+	return true, items
+}
+
 func (f *Forwarder) encode(pack *record, ev *event.Event, m *seqMeta) (kind, items int, err error) {
 	f.scratch = f.scratch[:0]
 	switch {

@@ -310,16 +310,10 @@ func (f *Forwarder) readResend(st *streamState, rg *resendRange, recs []*record)
 			rg.next = off + 1
 			return nil
 		}
-		if cur != nil && (cur.events >= perRecord || cur.kind != kind || !bytes.Equal(cur.topic, f.topicBuf)) {
-			seal()
-		}
-		if cur != nil && kind == kindSenML {
-			_, items, _ = f.encode(cur, ev, &m)
-		}
-		if cur != nil && cur.sizeWith(f.cfg.Format, len(f.scratch), items) > f.cfg.BatchMaxBytes {
-			seal()
-			if kind == kindSenML {
-				_, items, _ = f.encode(nil, ev, &m)
+		if cur != nil {
+			var joins bool
+			if joins, items = f.joins(cur, ev, &m, kind, items, perRecord); !joins {
+				seal()
 			}
 		}
 		if cur == nil {
