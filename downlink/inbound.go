@@ -46,13 +46,22 @@ func (s *session) onPublish(pr paho.PublishReceived) (bool, error) {
 	return true, nil
 }
 
+// oversize drops p, a message of kind what, counted and logged, when it
+// is larger than the payload limit.
+func (c *Client) oversize(p *paho.Publish, what string) bool {
+	if len(p.Payload) <= c.cfg.MaxPayload {
+		return false
+	}
+	c.drop("oversize")
+	c.log.Warn("dropping a cloud message larger than the payload limit", "kind", what, "topic", p.Topic,
+		"bytes", len(p.Payload), "max_payload", c.cfg.MaxPayload)
+	return true
+}
+
 // offerConfig hands a configuration to the ConfigSink.
 func (s *session) offerConfig(p *paho.Publish) {
 	c := s.c
-	if len(p.Payload) > c.cfg.MaxPayload {
-		c.drop("oversize")
-		c.log.Warn("dropping a configuration larger than the payload limit", "topic", p.Topic,
-			"bytes", len(p.Payload), "max_payload", c.cfg.MaxPayload)
+	if c.oversize(p, "configuration") {
 		return
 	}
 	if err := c.cfg.Configs.OfferConfig(s.work, p.Payload); err != nil {
@@ -69,10 +78,7 @@ func (s *session) offerConfig(p *paho.Publish) {
 func (s *session) acceptCommand(sub *Subscription, p *paho.Publish) {
 	c := s.c
 	now := c.cfg.Now()
-	if len(p.Payload) > c.cfg.MaxPayload {
-		c.drop("oversize")
-		c.log.Warn("dropping a command larger than the payload limit", "topic", p.Topic,
-			"bytes", len(p.Payload), "max_payload", c.cfg.MaxPayload)
+	if c.oversize(p, "command") {
 		return
 	}
 	local, err := c.localTopic(sub, p.Topic)

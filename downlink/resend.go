@@ -35,10 +35,7 @@ type resendReply struct {
 // is never stored, and the cloud asks again when its events do not come.
 func (s *session) offerResend(p *paho.Publish) {
 	c := s.c
-	if len(p.Payload) > c.cfg.MaxPayload {
-		c.drop("oversize")
-		c.log.Warn("dropping a resend request larger than the payload limit", "topic", p.Topic,
-			"bytes", len(p.Payload), "max_payload", c.cfg.MaxPayload)
+	if c.oversize(p, "resend request") {
 		return
 	}
 	var response string
