@@ -20,23 +20,23 @@ type Forwarder interface {
 	Resend(stream string, from, to uint64) (first uint64, err error)
 }
 
-// Refusal reasons, in ResendReply.Error.
+// Refusal reasons, in ResendReply.Error (strings on the wire, not Go errors).
 const (
-	// ErrGateway: the request names another gateway.
-	ErrGateway = "gateway"
-	// ErrStream: the stream is not forwarded (or the uplink is off).
-	ErrStream = "stream"
-	// ErrEpoch: the epoch is not the buffer file's current one.
-	ErrEpoch = "epoch"
-	// ErrRetained: every event asked for is older than the first retained
+	// ReasonGateway: the request names another gateway.
+	ReasonGateway = "gateway"
+	// ReasonStream: the stream is not forwarded (or the uplink is off).
+	ReasonStream = "stream"
+	// ReasonEpoch: the epoch is not the buffer file's current one.
+	ReasonEpoch = "epoch"
+	// ReasonRetained: every event asked for is older than the first retained
 	// one (ResendReply.FirstSeq).
-	ErrRetained = "retained"
-	// ErrRange: more than uplink.MaxResendEvents retained events.
-	ErrRange = "range"
-	// ErrBusy: the stream's pending resend cannot take the range.
-	ErrBusy = "busy"
-	// ErrQueue: the buffer could not be read.
-	ErrQueue = "queue"
+	ReasonRetained = "retained"
+	// ReasonRange: more than uplink.MaxResendEvents retained events.
+	ReasonRange = "range"
+	// ReasonBusy: the stream's pending resend cannot take the range.
+	ReasonBusy = "busy"
+	// ReasonQueue: the buffer could not be read.
+	ReasonQueue = "queue"
 )
 
 // Handler serves resend requests. Its fields are set once, before use.
@@ -70,7 +70,7 @@ func (h *Handler) Resend(payload []byte, responseTopic string) (string, []byte, 
 	if code != "" {
 		rep.Status, rep.Error = uplink.ReplyRefused, code
 	}
-	if code == "" && first > req.FromSeq || code == ErrRetained {
+	if code == "" && first > req.FromSeq || code == ReasonRetained {
 		rep.FirstSeq = first
 	}
 	h.Log.Info("resend requested", "id", req.ID, "stream", req.Stream, "epoch", req.Epoch,
@@ -87,26 +87,26 @@ func (h *Handler) Resend(payload []byte, responseTopic string) (string, []byte, 
 func (h *Handler) serve(req *uplink.ResendRequest) (uint64, string) {
 	switch {
 	case req.Gateway != h.GatewayID:
-		return 0, ErrGateway
+		return 0, ReasonGateway
 	case h.Fwd == nil:
-		return 0, ErrStream
+		return 0, ReasonStream
 	case req.Epoch != h.Epoch():
-		return 0, ErrEpoch
+		return 0, ReasonEpoch
 	}
 	first, err := h.Fwd.Resend(req.Stream, req.FromSeq, req.ToSeq)
 	switch {
 	case err == nil:
 		return first, ""
 	case errors.Is(err, uplink.ErrResendStream):
-		return first, ErrStream
+		return first, ReasonStream
 	case errors.Is(err, uplink.ErrResendGone):
-		return first, ErrRetained
+		return first, ReasonRetained
 	case errors.Is(err, uplink.ErrResendRange):
-		return first, ErrRange
+		return first, ReasonRange
 	case errors.Is(err, uplink.ErrResendBusy):
-		return first, ErrBusy
+		return first, ReasonBusy
 	default:
 		h.Log.Error("resend request not served", "stream", req.Stream, "err", err)
-		return first, ErrQueue
+		return first, ReasonQueue
 	}
 }
