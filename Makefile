@@ -174,7 +174,8 @@ test-deb: deb
 #
 # Not run under emulation (ARM_SKIP), because they cannot work under
 # qemu-user or would not test ARM code:
-#   buffer.TestKill9, buffer.TestFairKill9  re-execute their own test binary
+#   buffer.TestKill9, buffer.TestFairKill9, buffer.TestUsageKill9
+#       re-execute their own test binary
 #       (os.Args[0]) as the child it SIGKILLs: an ARM binary the kernel
 #       cannot start without binfmt_misc.
 #   gateway.TestCrashKill9, gateway.TestPipelineCrashExactlyOnce,
@@ -199,7 +200,7 @@ ARM_TEST_JOBS    ?= 3
 # A hang detector: the ARMv6 gateway package takes 2–6 min under load.
 ARM_TEST_TIMEOUT ?= 10m
 ARM_TEST_DIR     := $(BIN)/test-arm
-ARM_SKIP         := ^(TestKill9|TestFairKill9|TestCrashKill9|TestPipelineCrashExactlyOnce|TestKillAfterAcks|TestPowerCut|TestStorageFaults|TestSystemdNotifyAndReload|TestMetricsEndpoint|TestDemoWatcherSeesReplays|TestAbuse)$$
+ARM_SKIP         := ^(TestKill9|TestFairKill9|TestUsageKill9|TestCrashKill9|TestPipelineCrashExactlyOnce|TestKillAfterAcks|TestPowerCut|TestStorageFaults|TestSystemdNotifyAndReload|TestMetricsEndpoint|TestDemoWatcherSeesReplays|TestAbuse)$$
 ARM_SKIP_PKGS    := github.com/ferrygw/ferry/deploy github.com/ferrygw/ferry/internal/fleet github.com/ferrygw/ferry/internal/natstest
 # Started first, so the long ones do not end up running alone at the end.
 ARM_SLOW_FIRST   := buffer gateway rules broker

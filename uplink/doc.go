@@ -48,8 +48,10 @@
 // from_seq). The publisher serves them between live messages, with at
 // most half the window while live events wait; their PUBACKs ack nothing
 // in the Queue and leave the stream's position alone, and a resent
-// message whose publish fails (its connection lost) is not sent again:
-// the rest of the range goes on over the next connection. A stream has at
+// message whose publish fails (its connection lost) goes back into the
+// range and is sent over the next connection, for up to 3 lost
+// connections per request (so a message the cloud will never take does
+// not end connections forever; the cloud's next request tries again). A stream has at
 // most one pending range (a request is merged into it), spanning at most
 // MaxResendEvents; pending ranges are lost with the Forwarder (a reload),
 // and the cloud asks again. A resent gap is what Sequenced.Dropped still
@@ -57,7 +59,7 @@
 // past them (buffer.Log) announces a policy drop inside an acknowledged
 // range no more, so a hole whose announcing message was lost keeps its
 // dropped offsets unexplained. A resent message the cloud will not take
-// ends the connection like any other, and is not sent again.
+// ends the connection like any other, and is never judged poison.
 //
 // # SenML
 //

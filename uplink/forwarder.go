@@ -68,6 +68,9 @@ type Forwarder struct {
 	pubacks uint64                  // PUBACKs received, probes included: evidence the cloud accepts messages (poison.go)
 	good    goodCopy                // the last small message the cloud acknowledged: a probe (poison.go)
 	resends map[string]*resendRange // pending resends by stream (resend.go)
+	// requeues counts, per stream, the connections lost with resent
+	// messages in flight since its last request (resend.go).
+	requeues map[string]requeueCount
 
 	resendWake chan struct{} // signalled by Resend, wakes the publisher
 }

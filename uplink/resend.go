@@ -142,9 +142,11 @@ type resendRange struct {
 // when the range, from first, spans more than MaxResendEvents, and
 // ErrResendBusy when the stream's pending resend and this one would
 // together. A stream has at most one pending range: a request is merged
-// into it (the events between are sent too). Resent messages in flight
-// when the connection is lost are not sent again, and the pending ranges
-// are lost with the Forwarder (a reload): the cloud asks again. Safe to
+// into it (the events between are sent too). Resent messages not
+// acknowledged when the connection is lost go back into the pending range
+// and are sent on the next connection, after up to 3 lost connections per
+// request; the pending ranges are lost with the Forwarder (a reload): the
+// cloud asks again. Safe to
 // call from any goroutine; it reads the queue once (the stream's first
 // retained event).
 func (f *Forwarder) Resend(stream string, from, to uint64) (first uint64, err error) {
@@ -175,19 +177,67 @@ func (f *Forwarder) Resend(stream string, from, to uint64) (first uint64, err er
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.queueResend(stream, from, to); err != nil {
+		return first, err
+	}
+	delete(f.requeues, stream) // a new request: lost connections counted afresh
+	f.status.ResendRequests++
+	return first, nil
+}
+
+// maxResendRequeues is how many lost connections a stream's resent
+// messages are sent again after, per request: a message the cloud will
+// never take (it ends the connection, see poison.go) is not resent
+// forever; the cloud's next request tries again.
+const maxResendRequeues = 3
+
+// requeueCount counts the connections a stream's resends were lost with.
+type requeueCount struct {
+	conn uint64 // the last one counted
+	n    int
+}
+
+// requeue puts a resent record that was not acknowledged on connection
+// c back into its stream's pending resend, unless the stream's resends
+// were already lost with maxResendRequeues connections since its last
+// request. The caller holds f.mu.
+func (f *Forwarder) requeue(c *conn, r *record) {
+	name := r.stream.name
+	rc := f.requeues[name]
+	if rc.conn != c.id {
+		rc = requeueCount{conn: c.id, n: rc.n + 1}
+		if f.requeues == nil {
+			f.requeues = map[string]requeueCount{}
+		}
+		f.requeues[name] = rc
+	}
+	if rc.n > maxResendRequeues {
+		f.log.Warn("resend not sent again: its messages were lost with too many connections", "stream", name,
+			"from", r.from, "through", r.through, "connections", rc.n)
+		return
+	}
+	if err := f.queueResend(name, r.from, r.through); err != nil {
+		f.log.Warn("resend not sent again after a lost connection", "stream", name,
+			"from", r.from, "through", r.through, "err", err)
+	}
+}
+
+// queueResend merges from..to into stream's pending resend and wakes the
+// publisher. The caller holds f.mu.
+func (f *Forwarder) queueResend(stream string, from, to uint64) error {
 	if f.resends == nil {
 		f.resends = map[string]*resendRange{}
 	}
 	rg := f.resends[stream]
 	if rg == nil {
 		if len(f.resends) >= maxResendStreams {
-			return first, fmt.Errorf("%w: resends pending for %d streams", ErrResendBusy, len(f.resends))
+			return fmt.Errorf("%w: resends pending for %d streams", ErrResendBusy, len(f.resends))
 		}
 		f.resends[stream] = &resendRange{next: from, to: to, prev: from - 1}
 	} else {
 		lo, hi := min(rg.next, from), max(rg.to, to)
 		if hi-lo >= MaxResendEvents {
-			return first, fmt.Errorf("%w: the stream's pending resend of %d..%d and %d..%d span more than %d events",
+			return fmt.Errorf("%w: the stream's pending resend of %d..%d and %d..%d span more than %d events",
 				ErrResendBusy, rg.next, rg.to, from, to, MaxResendEvents)
 		}
 		if from < rg.next {
@@ -196,12 +246,11 @@ func (f *Forwarder) Resend(stream string, from, to uint64) (first uint64, err er
 		rg.next, rg.to = lo, hi
 		rg.gen++
 	}
-	f.status.ResendRequests++
 	select {
 	case f.resendWake <- struct{}{}:
 	default:
 	}
-	return first, nil
+	return nil
 }
 
 // maxResendStreams bounds the streams with a pending resend.
@@ -374,18 +423,23 @@ func (f *Forwarder) gapAfter(stream string, prev, off uint64) *Gap {
 
 // completeReplay finishes a resent record in the waiter: it acks nothing
 // in the queue and leaves the stream's acked position alone (its events
-// were acked before). A failed one is not sent again: the cloud asks again.
+// were acked before). A record not acknowledged (the connection ended
+// first, or it was never published) goes back into the stream's pending
+// resend, to be sent on the next connection (see requeue for the bound).
 func (f *Forwarder) completeReplay(c *conn, r *record, err error, published bool) {
+	f.mu.Lock()
 	if published {
-		f.mu.Lock()
 		f.status.Inflight--
 		if err == nil {
 			f.status.ResentOnRequest += uint64(r.events)
 		}
-		f.mu.Unlock()
-		if err != nil && err != errUnsent {
-			c.fail(fmt.Errorf("%w: resend publish to %s: %v", ErrConnectionLost, c.url, err))
-		}
+	}
+	if err != nil && r.events > 0 {
+		f.requeue(c, r)
+	}
+	f.mu.Unlock()
+	if published && err != nil && err != errUnsent {
+		c.fail(fmt.Errorf("%w: resend publish to %s: %v", ErrConnectionLost, c.url, err))
 	}
 	r.tok = nil
 	f.slots <- r

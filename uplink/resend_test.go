@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -244,7 +245,31 @@ func TestResendThroughAConnectionLoss(t *testing.T) {
 	q.append(stream, mkEvents(t, stream, n+1, more)...)
 	p.cutAll()
 	waitFor(t, 60*time.Second, "the new events acked", func() bool { return q.acked(stream) == n+more })
-	waitFor(t, 60*time.Second, "the rest of the range resent", func() bool { _, h := replays(); return h == n })
+	// Every event of the range is resent, those in flight at the cut
+	// again on the new connection.
+	missing := func() (gone []uint64) {
+		got := map[uint64]bool{}
+		for _, e := range envelopes(t, sub) {
+			if e.Replay {
+				got[e.Seq] = true
+			}
+		}
+		for off := uint64(1); off <= n; off++ {
+			if !got[off] {
+				gone = append(gone, off)
+			}
+		}
+		return gone
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		gone := missing()
+		if len(gone) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events of the range never resent (first %d) 60 s after the cut", len(gone), gone[0])
+		}
+	}
 	stop()
 
 	live := map[uint64]int{}
@@ -284,4 +309,41 @@ func TestResendThroughAConnectionLoss(t *testing.T) {
 	}
 	c, _ := replays()
 	t.Logf("%d replays of %d requested, %d resent acknowledged, through a reconnect", c, n, st.ResentOnRequest)
+}
+
+// TestResendRequeueBound: resent messages lost with a connection go back
+// into their stream's range for up to maxResendRequeues connections per
+// request (however many records each connection lost), then no more, so
+// that a message the cloud never takes cannot end connections forever;
+// the next request counts afresh.
+func TestResendRequeueBound(t *testing.T) {
+	f := &Forwarder{log: slog.New(slog.DiscardHandler), resendWake: make(chan struct{}, 1)}
+	st := &streamState{name: "s"}
+	lost := func(connID uint64) bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.resends = nil
+		for from := uint64(1); from <= 3; from++ { // three records lost with one connection
+			f.requeue(&conn{id: connID}, &record{stream: st, from: from * 10, through: from*10 + 9, events: 10})
+		}
+		rg := f.resends["s"]
+		if rg != nil && (rg.next != 10 || rg.to != 39) {
+			t.Fatalf("connection %d: range %d..%d, want 10..39", connID, rg.next, rg.to)
+		}
+		return rg != nil
+	}
+	for id := uint64(1); id <= maxResendRequeues; id++ {
+		if !lost(id) {
+			t.Fatalf("connection %d: the lost resend was not queued again", id)
+		}
+	}
+	if lost(maxResendRequeues + 1) {
+		t.Fatalf("connection %d: queued again past the bound of %d", maxResendRequeues+1, maxResendRequeues)
+	}
+	f.mu.Lock()
+	delete(f.requeues, "s") // what a new request (Resend) does
+	f.mu.Unlock()
+	if !lost(maxResendRequeues + 2) {
+		t.Fatal("after a new request the lost resend was not queued again")
+	}
 }
