@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/ferrygw/ferry/gateway/config/signed"
+	"github.com/ferrygw/ferry/internal/testbin"
 )
 
 // ferryCmd runs the ferry command line in this process.
@@ -196,13 +197,7 @@ func TestConfigSignRefuses(t *testing.T) {
 // the bytes the package documents: the signing side can be any Ed25519
 // tool.
 func TestConfigOpenSSL(t *testing.T) {
-	ossl, err := exec.LookPath("openssl")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("openssl not installed")
-		}
-		t.Skip("openssl not installed")
-	}
+	ossl := testbin.Require(t, "ferry config", "openssl", "openssl")
 	dir := t.TempDir()
 	keyFile, pubFile := filepath.Join(dir, "k.pem"), filepath.Join(dir, "pub.pem")
 	for _, args := range [][]string{

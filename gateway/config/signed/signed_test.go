@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/ferrygw/ferry/gateway/config/signed"
+	"github.com/ferrygw/ferry/internal/testbin"
 )
 
 // key returns a fixed key, so golden bytes stay the same.
@@ -110,13 +111,7 @@ func TestRefused(t *testing.T) {
 // OpenSSL, so a fleet's signing key can live in whatever tool it already
 // uses.
 func TestKeysOpenSSL(t *testing.T) {
-	ossl, err := exec.LookPath("openssl")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("openssl not installed")
-		}
-		t.Skip("openssl not installed")
-	}
+	ossl := testbin.Require(t, "signed", "openssl", "openssl")
 	dir := t.TempDir()
 	priv := filepath.Join(dir, "k.pem")
 	if out, err := exec.Command(ossl, "genpkey", "-algorithm", "ed25519", "-out", priv).CombinedOutput(); err != nil {
