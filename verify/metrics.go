@@ -4,10 +4,10 @@ import (
 	"cmp"
 	"io"
 	"maps"
-	"math"
 	"slices"
 	"strconv"
-	"unicode/utf8"
+
+	"github.com/ferrygw/ferry/internal/promtext"
 )
 
 // Metrics are written by hand in the Prometheus text format (0.0.4), as
@@ -93,7 +93,7 @@ func (c *Checker) WritePrometheus(w io.Writer, mode string) error {
 	}
 	// About 80 bytes a sample, nine samples a label set: one allocation
 	// instead of a doubling series of copies (most of a scrape's cost).
-	e := &expo{b: make([]byte, 0, 4096+len(sets)*9*80)}
+	e := &expo{promtext.Writer{B: make([]byte, 0, 4096+len(sets)*9*80)}}
 	e.counter("ferry_verify_messages_total", "MQTT messages handled.", c.messages)
 	e.counter("ferry_verify_undecodable_messages_total", "Messages that could not be decoded (ignored).", c.undecodable)
 	e.counter("ferry_verify_rejected_events_total", "Envelopes with a gateway ID, stream or epoch over 256 bytes, or a seq over 2^62 (ignored).", c.rejected)
@@ -149,27 +149,19 @@ func (c *Checker) WritePrometheus(w io.Writer, mode string) error {
 		}
 	}
 	e.histogram("ferry_verify_lag_seconds", "Time from the gateway accepting an event to the checker receiving it (first copies, replays excluded).", &lag)
-	_, err := w.Write(e.b)
+	_, err := w.Write(e.B)
 	return err
 }
 
-// expo appends samples in the Prometheus text format, with a family's HELP
-// and TYPE once, before its first sample (see gateway/opsapi's).
-type expo struct {
-	b      []byte
-	family string
-}
+// expo is the scrape's writer.
+type expo struct{ promtext.Writer }
 
 func (e *expo) counter(name, help string, v uint64, labels ...string) {
-	e.head(name, "counter", help, name, labels)
-	e.b = strconv.AppendUint(e.b, v, 10)
-	e.b = append(e.b, '\n')
+	e.Counter(name, help, v, labels...)
 }
 
 func (e *expo) gauge(name, help string, v float64, labels ...string) {
-	e.head(name, "gauge", help, name, labels)
-	e.b = appendFloat(e.b, v)
-	e.b = append(e.b, '\n')
+	e.Gauge(name, help, v, labels...)
 }
 
 func (e *expo) histogram(name, help string, h *lagTotal) {
@@ -180,78 +172,14 @@ func (e *expo) histogram(name, help string, h *lagTotal) {
 		if i < len(lagBounds) {
 			le = strconv.FormatFloat(lagBounds[i], 'g', -1, 64)
 		}
-		e.head(name, "histogram", help, name+"_bucket", []string{"le", le})
-		e.b = strconv.AppendUint(e.b, cum, 10)
-		e.b = append(e.b, '\n')
+		e.Head(name, "histogram", help, name+"_bucket", []string{"le", le})
+		e.B = strconv.AppendUint(e.B, cum, 10)
+		e.B = append(e.B, '\n')
 	}
-	e.head(name, "histogram", help, name+"_sum", nil)
-	e.b = appendFloat(e.b, h.sum)
-	e.b = append(e.b, '\n')
-	e.head(name, "histogram", help, name+"_count", nil)
-	e.b = strconv.AppendUint(e.b, cum, 10)
-	e.b = append(e.b, '\n')
-}
-
-func appendFloat(b []byte, v float64) []byte {
-	switch {
-	case math.IsInf(v, 1):
-		return append(b, "+Inf"...)
-	case v == math.Trunc(v) && math.Abs(v) < 1e15:
-		return strconv.AppendInt(b, int64(v), 10)
-	default:
-		return strconv.AppendFloat(b, v, 'g', -1, 64)
-	}
-}
-
-// head writes the family header when family starts, then the sample's
-// name and labels (pairs of name and value) and a space.
-func (e *expo) head(family, typ, help, sample string, labels []string) {
-	if family != e.family {
-		e.family = family
-		e.b = append(e.b, "# HELP "...)
-		e.b = append(e.b, family...)
-		e.b = append(e.b, ' ')
-		e.b = appendEscaped(e.b, help, false)
-		e.b = append(e.b, "\n# TYPE "...)
-		e.b = append(e.b, family...)
-		e.b = append(e.b, ' ')
-		e.b = append(e.b, typ...)
-		e.b = append(e.b, '\n')
-	}
-	e.b = append(e.b, sample...)
-	for i := 0; i+1 < len(labels); i += 2 {
-		if i == 0 {
-			e.b = append(e.b, '{')
-		} else {
-			e.b = append(e.b, ',')
-		}
-		e.b = append(e.b, labels[i]...)
-		e.b = append(e.b, `="`...)
-		e.b = appendEscaped(e.b, labels[i+1], true)
-		e.b = append(e.b, '"')
-	}
-	if len(labels) > 1 {
-		e.b = append(e.b, '}')
-	}
-	e.b = append(e.b, ' ')
-}
-
-// appendEscaped escapes s as the text format wants: backslash and newline
-// everywhere, and the double quote inside label values. Gateway IDs and
-// stream names come from the network and may hold any of them; invalid
-// UTF-8 is replaced (the format is UTF-8).
-func appendEscaped(b []byte, s string, quote bool) []byte {
-	for _, r := range s {
-		switch {
-		case r == '\\':
-			b = append(b, `\\`...)
-		case r == '\n':
-			b = append(b, `\n`...)
-		case r == '"' && quote:
-			b = append(b, `\"`...)
-		default:
-			b = utf8.AppendRune(b, r)
-		}
-	}
-	return b
+	e.Head(name, "histogram", help, name+"_sum", nil)
+	e.B = promtext.AppendFloat(e.B, h.sum)
+	e.B = append(e.B, '\n')
+	e.Head(name, "histogram", help, name+"_count", nil)
+	e.B = strconv.AppendUint(e.B, cum, 10)
+	e.B = append(e.B, '\n')
 }

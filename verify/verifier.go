@@ -342,7 +342,7 @@ func (v *Verifier) WritePrometheus(w io.Writer) {
 		e.counter("ferry_verify_repair_requests_unsent_total", "Resend requests not acknowledged by the cloud broker (asked again later).", v.requestsLost.Load())
 		e.counter("ferry_verify_undecodable_replies_total", "Messages on the reply topic that are not resend replies.", v.badReplies.Load())
 	}
-	_, _ = w.Write(e.b)
+	_, _ = w.Write(e.B)
 	_ = v.checker.WritePrometheus(w, v.cfg.MetricsLabels)
 	metrics.WriteProcessMetrics(w)
 }

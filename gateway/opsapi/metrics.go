@@ -3,12 +3,13 @@ package opsapi
 import (
 	"bytes"
 	"maps"
-	"math"
 	"net/http"
 	"slices"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/ferrygw/ferry/internal/promtext"
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/ferrygw/ferry/buffer"
@@ -76,14 +77,14 @@ var scratch = sync.Pool{New: func() any { return new(expo) }}
 func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	e := scratch.Get().(*expo)
-	e.b, e.family = e.b[:0], ""
+	e.Reset()
 	st := s.cfg.Reporter.Status()
 	e.status(&st)
 	if s.cfg.Metrics != nil {
 		s.cfg.Metrics.writeTo(e)
 	}
-	_, _ = w.Write(e.b)
-	if len(e.b) <= 64<<10 { // do not pin a freak large buffer
+	_, _ = w.Write(e.B)
+	if len(e.B) <= 64<<10 { // do not pin a freak large buffer
 		scratch.Put(e)
 	}
 	metrics.WriteProcessMetrics(w)
@@ -98,13 +99,13 @@ var setHelp = [][2]string{
 
 // writeTo appends the Set's series to e with their HELP text filled in.
 func (m *Metrics) writeTo(e *expo) {
-	start := len(e.b)
+	start := len(e.B)
 	m.set.WritePrometheus(e)
-	out := e.b[start:]
+	out := e.B[start:]
 	for _, h := range setHelp {
 		out = bytes.Replace(out, []byte("# HELP "+h[0]+"\n"), []byte("# HELP "+h[0]+" "+h[1]+"\n"), 1)
 	}
-	e.b = append(e.b[:start], out...)
+	e.B = append(e.B[:start], out...)
 }
 
 // Known reasons are written even at zero, so that the first drop shows as
@@ -249,87 +250,13 @@ func bool01(b bool) float64 {
 	return 0
 }
 
-// expo appends samples in the Prometheus text format, with a family's HELP
-// and TYPE once, before its first sample; a family without samples is left
-// out. The caller writes a family's samples one after another.
-type expo struct {
-	b      []byte
-	family string // the family of the last sample written
-}
-
-// Write appends p as it is, for the library's writers.
-func (e *expo) Write(p []byte) (int, error) {
-	e.b = append(e.b, p...)
-	return len(p), nil
-}
+// expo is the scrape's writer; the gateway's series are its methods.
+type expo struct{ promtext.Writer }
 
 func (e *expo) counter(name, help string, v uint64, labels ...string) {
-	e.head(name, "counter", help, labels)
-	e.b = strconv.AppendUint(e.b, v, 10)
-	e.b = append(e.b, '\n')
+	e.Counter(name, help, v, labels...)
 }
 
 func (e *expo) gauge(name, help string, v float64, labels ...string) {
-	e.head(name, "gauge", help, labels)
-	switch {
-	case math.IsInf(v, 1):
-		e.b = append(e.b, "+Inf"...)
-	case v == math.Trunc(v) && math.Abs(v) < 1e15:
-		e.b = strconv.AppendInt(e.b, int64(v), 10)
-	default:
-		e.b = strconv.AppendFloat(e.b, v, 'g', -1, 64)
-	}
-	e.b = append(e.b, '\n')
-}
-
-// head writes the family header when name starts a new family, then the
-// sample's name and labels (pairs of name and value) and a space.
-func (e *expo) head(name, typ, help string, labels []string) {
-	if name != e.family {
-		e.family = name
-		e.b = append(e.b, "# HELP "...)
-		e.b = append(e.b, name...)
-		e.b = append(e.b, ' ')
-		e.b = appendEscaped(e.b, help, false)
-		e.b = append(e.b, "\n# TYPE "...)
-		e.b = append(e.b, name...)
-		e.b = append(e.b, ' ')
-		e.b = append(e.b, typ...)
-		e.b = append(e.b, '\n')
-	}
-	e.b = append(e.b, name...)
-	for i := 0; i+1 < len(labels); i += 2 {
-		if i == 0 {
-			e.b = append(e.b, '{')
-		} else {
-			e.b = append(e.b, ',')
-		}
-		e.b = append(e.b, labels[i]...)
-		e.b = append(e.b, `="`...)
-		e.b = appendEscaped(e.b, labels[i+1], true)
-		e.b = append(e.b, '"')
-	}
-	if len(labels) > 1 {
-		e.b = append(e.b, '}')
-	}
-	e.b = append(e.b, ' ')
-}
-
-// appendEscaped escapes s as the text format wants: backslash and newline
-// everywhere, and the double quote inside label values. Stream, pipeline
-// and driver names come from the configuration and may hold any of them.
-func appendEscaped(b []byte, s string, quote bool) []byte {
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '\\':
-			b = append(b, `\\`...)
-		case c == '\n':
-			b = append(b, `\n`...)
-		case c == '"' && quote:
-			b = append(b, `\"`...)
-		default:
-			b = append(b, c)
-		}
-	}
-	return b
+	e.Gauge(name, help, v, labels...)
 }
