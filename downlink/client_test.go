@@ -17,6 +17,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/ferrygw/ferry/internal/mqtttest"
+	"github.com/ferrygw/ferry/internal/tcpproxy"
 )
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
@@ -176,16 +177,16 @@ func TestFailingSinkGetsTheCommandAgain(t *testing.T) {
 // working when the connection dies comes again on the next connection.
 func TestCommandInSinkWhenTheLinkDiesComesAgain(t *testing.T) {
 	b := mqtttest.Start(t)
-	p := startProxy(t, b.Addr)
+	p := tcpproxy.Start(t, b.Addr)
 	s := newSink()
 	release := make(chan struct{})
 	s.block = release
-	startClient(t, cmdConfig(t, "gw1-cmd", s, p.url()))
+	startClient(t, cmdConfig(t, "gw1-cmd", s, p.URL()))
 	waitSubscribed(t, b, "gw1-cmd", "gw1/cmd/#", 1)
 	cl := dialCloud(t, b.Addr)
 	cl.publish("gw1/cmd/x", []byte("slow"), 1, false, nil)
 	<-s.blocked // the sink holds the command
-	p.cutAll()
+	p.CutAll()
 	// The sink's context ends with the connection; the command is
 	// delivered again on the next one, where the sink takes it.
 	<-s.blocked
@@ -207,10 +208,10 @@ func TestCommandInSinkWhenTheLinkDiesComesAgain(t *testing.T) {
 // queue advances in order, each reply after its PUBACK.
 func TestRepliesReachTheirResponseTopic(t *testing.T) {
 	b := mqtttest.Start(t)
-	p := startProxy(t, b.Addr)
+	p := tcpproxy.Start(t, b.Addr)
 	cl := dialCloud(t, b.Addr, "app/#")
 	q := newMemQueue()
-	cfg := cmdConfig(t, "gw1-cmd", newSink(), p.url())
+	cfg := cmdConfig(t, "gw1-cmd", newSink(), p.URL())
 	cfg.Replies = q
 	c, _ := startClient(t, cfg)
 
@@ -248,13 +249,13 @@ func TestRepliesReachTheirResponseTopic(t *testing.T) {
 	}
 
 	// Acked only after the PUBACK: hold the cloud's answers back.
-	p.pause()
+	p.Pause()
 	q.append(DefaultReplyStream, replyEvent("app/resp/4", []byte("c4"), "fourth"))
 	waitFor(t, 10*time.Second, "the fourth reply at the cloud", func() bool { return len(cl.messages()) == 4 })
 	if got := q.ackedThrough(DefaultReplyStream); got != 7 {
 		t.Errorf("acked through %d before the PUBACK reached the client", got)
 	}
-	p.unpause()
+	p.Unpause()
 	waitFor(t, 10*time.Second, "the ack of the fourth reply", func() bool { return q.ackedThrough(DefaultReplyStream) == 8 })
 }
 
@@ -262,21 +263,21 @@ func TestRepliesReachTheirResponseTopic(t *testing.T) {
 // and the queue is acked in order.
 func TestRepliesResentAfterALostConnection(t *testing.T) {
 	b := mqtttest.Start(t)
-	p := startProxy(t, b.Addr)
+	p := tcpproxy.Start(t, b.Addr)
 	cl := dialCloud(t, b.Addr, "app/#")
 	q := newMemQueue()
-	cfg := cmdConfig(t, "gw1-cmd", newSink(), p.url())
+	cfg := cmdConfig(t, "gw1-cmd", newSink(), p.URL())
 	cfg.Replies = q
 	cfg.ReplyInflight = 3
 	c, _ := startClient(t, cfg)
 	waitSubscribed(t, b, "gw1-cmd", "gw1/cmd/#", 1)
-	p.pause()
+	p.Pause()
 	for i := range 5 {
 		q.append(DefaultReplyStream, replyEvent("app/r", fmt.Appendf(nil, "%d", i), fmt.Sprintf("r%d", i)))
 	}
 	waitFor(t, 10*time.Second, "three replies in flight at the cloud", func() bool { return len(cl.messages()) == 3 })
-	p.cutAll()
-	p.unpause()
+	p.CutAll()
+	p.Unpause()
 	waitFor(t, 15*time.Second, "every reply acked", func() bool { return q.ackedThrough(DefaultReplyStream) == 5 })
 	seen := map[string]int{}
 	for _, m := range cl.messages() {
@@ -359,9 +360,9 @@ func payloadsOn(cl *cloud, topic string) []string {
 
 func TestPresenceOnlineAndWill(t *testing.T) {
 	b := mqtttest.Start(t)
-	p := startProxy(t, b.Addr)
+	p := tcpproxy.Start(t, b.Addr)
 	watch := dialCloud(t, b.Addr, "gw1/presence")
-	cfg := testConfig(t, "gw1-cmd", p.url())
+	cfg := testConfig(t, "gw1-cmd", p.URL())
 	cfg.Presence = Presence{Topic: "gw1/presence", Online: []byte("online"), Offline: []byte("offline")}
 	c, stop := startClient(t, cfg)
 	waitFor(t, 10*time.Second, "online", func() bool { return slices.Equal(payloadsOn(watch, "gw1/presence"), []string{"online"}) })
@@ -370,15 +371,15 @@ func TestPresenceOnlineAndWill(t *testing.T) {
 	}
 
 	// The connection is lost: the cloud publishes the will.
-	p.setOpen(false)
-	p.cutAll()
+	p.SetOpen(false)
+	p.CutAll()
 	waitFor(t, 10*time.Second, "offline (the will)", func() bool {
 		return slices.Equal(payloadsOn(watch, "gw1/presence"), []string{"online", "offline"})
 	})
 	if got := retainedOn(t, b.Addr, "gw1/presence"); got != "offline" {
 		t.Errorf("retained presence %q after the loss, want offline", got)
 	}
-	p.setOpen(true)
+	p.SetOpen(true)
 	waitFor(t, 10*time.Second, "online again", func() bool { return len(payloadsOn(watch, "gw1/presence")) == 3 })
 	waitFor(t, 10*time.Second, "two retained publishes acknowledged", func() bool { return c.Status().RetainedPublished == 2 })
 
@@ -399,11 +400,11 @@ func TestPresenceOnlineAndWill(t *testing.T) {
 
 func TestRetainedSlotsRepublished(t *testing.T) {
 	b := mqtttest.Start(t)
-	p := startProxy(t, b.Addr)
+	p := tcpproxy.Start(t, b.Addr)
 	watch := dialCloud(t, b.Addr, "gw1/config/#")
 	r := NewRetained()
 	r.Set("gw1/config/status", []byte("v1 applied"))
-	cfg := testConfig(t, "gw1-cmd", p.url())
+	cfg := testConfig(t, "gw1-cmd", p.URL())
 	cfg.Retained = r
 	c, stop := startClient(t, cfg)
 	waitFor(t, 10*time.Second, "v1", func() bool { return slices.Equal(payloadsOn(watch, "gw1/config/status"), []string{"v1 applied"}) })
@@ -418,7 +419,7 @@ func TestRetainedSlotsRepublished(t *testing.T) {
 	// The cloud loses the retained message; after a reconnect the client
 	// publishes it again.
 	watch.publish("gw1/config/status", nil, 1, true, nil)
-	p.cutAll()
+	p.CutAll()
 	waitFor(t, 10*time.Second, "the reconnect", func() bool { return c.Status().Reconnects == 1 && c.Status().Connected })
 	waitFor(t, 10*time.Second, "v2 again", func() bool { return retainedOn(t, b.Addr, "gw1/config/status") == "v2 refused" })
 	stop()

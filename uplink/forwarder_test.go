@@ -10,6 +10,7 @@ import (
 
 	"github.com/ferrygw/ferry/event"
 	"github.com/ferrygw/ferry/internal/mqtttest"
+	"github.com/ferrygw/ferry/internal/tcpproxy"
 )
 
 // checkInOrder checks that evs hold seq first..last of one stream in order,
@@ -75,11 +76,11 @@ func TestForwardInOrderWithWindow(t *testing.T) {
 func TestOutageRewindsAndDrains(t *testing.T) {
 	leakCheck(t)
 	b := mqtttest.Start(t)
-	p := startProxy(t, b.Addr)
+	p := tcpproxy.Start(t, b.Addr)
 	sub := subscribe(t, b.URL())
 	q := newMemQueue()
 	q.append("s", mkEvents(t, "s", 1, 10)...)
-	cfg := testConfig(t, p.url())
+	cfg := testConfig(t, p.URL())
 	cfg.Inflight = 100
 	f, stop := startForwarder(t, q, cfg)
 	waitFor(t, 10*time.Second, "first events acked", func() bool { return q.acked("s") == 10 })
@@ -98,11 +99,11 @@ func TestOutageRewindsAndDrains(t *testing.T) {
 		t.Fatalf("acked %d while the cloud was down", q.acked("s"))
 	}
 
-	p.setOpen(false) // keep the forwarder out until the new subscriber listens
+	p.SetOpen(false) // keep the forwarder out until the new subscriber listens
 	b.StartAgain()
 	sub.close()
 	sub = subscribe(t, b.URL())
-	p.setOpen(true)
+	p.SetOpen(true)
 	// No new events from here on: the backlog must drain by itself.
 	waitFor(t, 20*time.Second, "backlog acked", func() bool { return q.acked("s") == 10+n })
 	waitFor(t, 10*time.Second, "backlog received", func() bool { return len(sub.events()) >= n })
@@ -118,14 +119,14 @@ func TestOutageRewindsAndDrains(t *testing.T) {
 func TestAckOnlyAfterPuback(t *testing.T) {
 	leakCheck(t)
 	b := mqtttest.Start(t)
-	p := startProxy(t, b.Addr)
+	p := tcpproxy.Start(t, b.Addr)
 	sub := subscribe(t, b.URL())
 	q := newMemQueue()
-	cfg := testConfig(t, p.url())
+	cfg := testConfig(t, p.URL())
 	f, stop := startForwarder(t, q, cfg)
 	waitFor(t, 10*time.Second, "connected", func() bool { return f.Status().Connected })
 
-	p.pause() // PUBACKs from the broker are held back from here on
+	p.Pause() // PUBACKs from the broker are held back from here on
 	q.append("s", mkEvents(t, "s", 1, 5)...)
 	waitFor(t, 10*time.Second, "events reach the broker", func() bool { return len(sub.messages()) == 5 })
 	time.Sleep(200 * time.Millisecond)
@@ -135,7 +136,7 @@ func TestAckOnlyAfterPuback(t *testing.T) {
 	if st := f.Status(); st.Inflight != 5 || st.ForwardedEvents != 0 {
 		t.Fatalf("status with PUBACKs held: inflight %d forwarded %d", st.Inflight, st.ForwardedEvents)
 	}
-	p.unpause()
+	p.Unpause()
 	waitFor(t, 10*time.Second, "acks after PUBACK", func() bool { return q.acked("s") == 5 })
 	stop()
 }
@@ -323,15 +324,15 @@ func TestRunTwice(t *testing.T) {
 func TestLostPubacksAreResent(t *testing.T) {
 	leakCheck(t)
 	b := mqtttest.Start(t)
-	p := startProxy(t, b.Addr)
+	p := tcpproxy.Start(t, b.Addr)
 	sub := subscribe(t, b.URL())
 	q := newMemQueue()
-	cfg := testConfig(t, p.url())
+	cfg := testConfig(t, p.URL())
 	cfg.Keepalive = time.Second // the held-back PINGRESP ends the connection quickly
 	f, stop := startForwarder(t, q, cfg)
 	waitFor(t, 10*time.Second, "connected", func() bool { return f.Status().Connected })
 
-	p.pause() // PUBACKs (and PINGRESPs) are lost from here on
+	p.Pause() // PUBACKs (and PINGRESPs) are lost from here on
 	evs := mkEvents(t, "s", 1, 5)
 	q.append("s", evs...)
 	waitFor(t, 10*time.Second, "events reach the broker", func() bool { return len(sub.messages()) == 5 })
@@ -339,7 +340,7 @@ func TestLostPubacksAreResent(t *testing.T) {
 	if q.acks() != 0 {
 		t.Fatalf("%d acks without PUBACK", q.acks())
 	}
-	p.unpause()
+	p.Unpause()
 	waitFor(t, 10*time.Second, "acked after resend", func() bool { return q.acked("s") == 5 })
 	waitFor(t, 10*time.Second, "resent", func() bool { return len(sub.messages()) == 10 })
 	stop()
@@ -447,18 +448,18 @@ func TestCloudRefusalsBackOff(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			leakCheck(t)
-			p := startProxy(t, tt.target(t))
-			p.setKick(tt.kick)
+			p := tcpproxy.Start(t, tt.target(t))
+			p.SetKick(tt.kick)
 			q := newMemQueue()
 			q.append("s", mkEvents(t, "s", 1, 3)...)
-			cfg := testConfig(t, p.url())
+			cfg := testConfig(t, p.URL())
 			cfg.BackoffMin, cfg.BackoffMax = 100*time.Millisecond, 400*time.Millisecond
 			cfg.ProbeInterval = 20 * time.Millisecond
 			cfg.StableAfter = time.Minute
 			cfg.Rand = func() float64 { return 0.999999 }
 			start := time.Now()
 			f, stop := startForwarder(t, q, cfg)
-			waitFor(t, 30*time.Second, "6 connection attempts", func() bool { return p.accepted.Load() >= 6 })
+			waitFor(t, 30*time.Second, "6 connection attempts", func() bool { return p.Accepted.Load() >= 6 })
 			took := time.Since(start)
 			stop()
 			const least = 1490 * time.Millisecond // 0.1+0.2+0.4+0.4+0.4 s, less the draw's shortfall

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ferrygw/ferry/event"
 	"github.com/ferrygw/ferry/internal/mqtttest"
+	"github.com/ferrygw/ferry/internal/tcpproxy"
 )
 
 // memDeadLetters is a DeadLetterer for tests: it keeps what it is given,
@@ -310,30 +311,30 @@ func TestCloudRefusingEverythingIsNotPoison(t *testing.T) {
 func TestOutageIsNotPoison(t *testing.T) {
 	leakCheck(t)
 	b := mqtttest.Start(t)
-	p := startProxy(t, b.Addr)
+	p := tcpproxy.Start(t, b.Addr)
 	var subs []*subscriber
 	subs = append(subs, subscribe(t, b.URL()))
 	q := newMemQueue()
 	sink := &memDeadLetters{}
-	cfg := testConfig(t, p.url())
+	cfg := testConfig(t, p.URL())
 	cfg.PoisonAttempts = 2 // the most eager: one drop and the next session sends alone
 	cfg.DeadLetters = sink
 	f, stop := startForwarder(t, q, cfg)
 	const per, cycles = 30, 3
 	for cycle := range cycles {
 		waitFor(t, 20*time.Second, "connected", func() bool { return f.Status().Connected })
-		p.pause() // PUBACKs are held back: the events stay in flight
+		p.Pause() // PUBACKs are held back: the events stay in flight
 		q.append("s", mkEvents(t, "s", 1+cycle*per, per)...)
 		waitFor(t, 20*time.Second, "events in flight", func() bool { return f.Status().Inflight > 0 })
-		p.setOpen(false)
+		p.SetOpen(false)
 		b.Stop()
-		p.cutAll() // the outage: the cloud and every connection to it are gone
+		p.CutAll() // the outage: the cloud and every connection to it are gone
 		waitFor(t, 20*time.Second, "disconnect noticed", func() bool { return !f.Status().Connected })
-		p.unpause()
+		p.Unpause()
 		time.Sleep(300 * time.Millisecond) // the forwarder probes a cloud that is down
 		b.StartAgain()
 		subs = append(subs, subscribe(t, b.URL()))
-		p.setOpen(true)
+		p.SetOpen(true)
 	}
 	const total = per * cycles
 	waitFor(t, 60*time.Second, "everything acked", func() bool { return q.acked("s") == total })
@@ -365,17 +366,17 @@ func TestOutageIsNotPoison(t *testing.T) {
 func TestFlappingCloudIsNotPoison(t *testing.T) {
 	leakCheck(t)
 	b := mqtttest.Start(t)
-	p := startProxy(t, b.Addr)
-	p.setMute(300 * time.Millisecond)
+	p := tcpproxy.Start(t, b.Addr)
+	p.SetMute(300 * time.Millisecond)
 	q := newMemQueue()
 	q.append("s", mkEvents(t, "s", 1, 5)...)
 	sink := &memDeadLetters{}
-	cfg := testConfig(t, p.url())
+	cfg := testConfig(t, p.URL())
 	cfg.PoisonAttempts = 2
 	cfg.DeadLetters = sink
 	f, stop := startForwarder(t, q, cfg)
-	waitFor(t, 30*time.Second, "8 connections", func() bool { return p.accepted.Load() >= 8 })
-	p.setMute(0)
+	waitFor(t, 30*time.Second, "8 connections", func() bool { return p.Accepted.Load() >= 8 })
+	p.SetMute(0)
 	waitFor(t, 30*time.Second, "everything acked once the cloud holds", func() bool { return q.acked("s") == 5 })
 	stop()
 	if dead, _ := sink.stored(); len(dead) != 0 || f.Status().Dropped[poisonReason] != 0 {

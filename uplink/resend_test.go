@@ -12,6 +12,7 @@ import (
 
 	"github.com/ferrygw/ferry/event"
 	"github.com/ferrygw/ferry/internal/mqtttest"
+	"github.com/ferrygw/ferry/internal/tcpproxy"
 )
 
 // TestResendOnRequest: Forwarder.Resend sends acknowledged events again
@@ -218,13 +219,13 @@ func FuzzDecodeResendRequest(f *testing.F) {
 func TestResendThroughAConnectionLoss(t *testing.T) {
 	leakCheck(t)
 	b := mqtttest.Start(t)
-	p := startProxy(t, b.Addr)
+	p := tcpproxy.Start(t, b.Addr)
 	sub := subscribe(t, b.URL())
 	const stream, n, more = "t", 300, 100
 	q := newSeqQueue()
 	q.retain = true
 	q.append(stream, mkEvents(t, stream, 1, n)...)
-	cfg := testConfig(t, p.url())
+	cfg := testConfig(t, p.URL())
 	cfg.MessagesPerSecond = 200 // the resend takes over a second
 	f, stop := startForwarder(t, q, cfg)
 	waitFor(t, 60*time.Second, "all acked", func() bool { return q.acked(stream) == n })
@@ -243,7 +244,7 @@ func TestResendThroughAConnectionLoss(t *testing.T) {
 	}
 	waitFor(t, 60*time.Second, "the resend under way", func() bool { c, _ := replays(); return c >= 30 })
 	q.append(stream, mkEvents(t, stream, n+1, more)...)
-	p.cutAll()
+	p.CutAll()
 	waitFor(t, 60*time.Second, "the new events acked", func() bool { return q.acked(stream) == n+more })
 	// Every event of the range is resent, those in flight at the cut
 	// again on the new connection.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ferrygw/ferry/event"
 	"github.com/ferrygw/ferry/internal/mqtttest"
+	"github.com/ferrygw/ferry/internal/tcpproxy"
 )
 
 // seqQueue is a memQueue with the Sequenced methods: a fixed epoch, events
@@ -275,19 +276,19 @@ func TestGapAfterReconnect(t *testing.T) {
 	leakCheck(t)
 	b := mqtttest.Start(t)
 	sub := subscribe(t, b.URL())
-	p := startProxy(t, b.Addr)
+	p := tcpproxy.Start(t, b.Addr)
 	q := newSeqQueue()
 	evs := mkEvents(t, "s", 1, 6)
-	cfg := testConfig(t, p.url())
+	cfg := testConfig(t, p.URL())
 	f, stop := startForwarder(t, q, cfg)
 	defer stop()
 	waitFor(t, 10*time.Second, "connected", func() bool { return f.Status().Connected })
-	p.pause() // PUBACKs are held back from here on
+	p.Pause() // PUBACKs are held back from here on
 	q.drop("s", 2, 3, "disk")
 	q.append("s", evs...)
 	waitFor(t, 10*time.Second, "first copies", func() bool { return len(lastCopies(envelopes(t, sub), "s")) == 4 })
-	p.cutAll()
-	p.unpause()
+	p.CutAll()
+	p.Unpause()
 	waitFor(t, 20*time.Second, "all acked", func() bool { return q.acked("s") == 6 })
 	stop()
 	copies := 0
