@@ -35,7 +35,11 @@ import (
 //
 // Safe state: Watch sets the pin to safe_state before it applies any
 // command, and again when its context ends (shutdown, reload); Halt sets
-// it too. With dead_man > 0, when no accepted command arrived for
+// it too. Across a reload the gateway hands the output over instead
+// (HandOverTo, Resumer) when the new configuration drives the same pin
+// the same way: the old driver leaves the pin as it is, and the new one
+// starts from that state (cause "reload") with what was left of the dead
+// man's wait, so changing an unrelated setting does not click a relay. With dead_man > 0, when no accepted command arrived for
 // dead_man the pin goes to the safe state (the dead man's switch); every
 // accepted command restarts that wait, including one that asks for the
 // state the pin already has (a heartbeat). A refused command does not.
@@ -143,7 +147,30 @@ const (
 	CauseCommand = "command"
 	CauseDeadMan = "dead_man"
 	CauseStop    = "shutdown"
+	CauseReload  = "reload" // started from the state of the driver it replaced (HandOverTo)
 )
+
+// Resumer is an Actuator that can take over, across a reload, the output
+// of the driver it replaces instead of passing through its safe state.
+type Resumer interface {
+	Actuator
+	// HandOverTo arranges for next to take over the output: when this
+	// driver's Watch ends it leaves the output as it is (and Halt leaves
+	// it too), and next's Watch starts from that state, with what was
+	// left of the dead man's wait. It reports false and changes nothing
+	// when next drives another output or differently. The caller calls it
+	// once the replacement is certain, before next's Watch starts; if this
+	// driver's Watch is not running then, next starts in its safe state.
+	HandOverTo(next Actuator) bool
+}
+
+var _ Resumer = (*gpioOut)(nil)
+
+// handover is the output a Watch left to its successor.
+type handover struct {
+	on       bool
+	deadline time.Time // the dead man's switch trips then; zero: not armed
+}
 
 func validPinName(s string) bool {
 	if len(s) == 0 || len(s) > 64 {
@@ -221,6 +248,13 @@ type gpioOut struct {
 
 	accepted, refused, coalesced atomic.Uint64
 	lastRefusal                  atomic.Pointer[string]
+
+	// Hand-over across a reload (HandOverTo).
+	succ     atomic.Pointer[gpioOut] // leave the output to it
+	pred     atomic.Pointer[gpioOut] // take the output over from it
+	handed   chan struct{}           // closed once Watch left the output to succ...
+	final    handover                // ...as this
+	handOnce sync.Once
 }
 
 func newGPIOOut(spec Spec, o GPIOOutOptions, env Env) (*gpioOut, error) {
@@ -242,8 +276,20 @@ func newGPIOOut(spec Spec, o GPIOOutOptions, env Env) (*gpioOut, error) {
 		topic: topic, pinName: o.Pin, activeLow: o.ActiveLow,
 		safe: o.SafeState == "on", field: o.Field, deadMan: o.DeadMan,
 		lookup: env.Pin, now: pinNow(env), timer: realTimer,
-		wake: make(chan struct{}, 1),
+		wake: make(chan struct{}, 1), handed: make(chan struct{}),
 	}, nil
+}
+
+// HandOverTo implements Resumer: next must be a gpio_out on the same pin
+// with the same active_low, safe_state and dead_man.
+func (d *gpioOut) HandOverTo(next Actuator) bool {
+	n, ok := next.(*gpioOut)
+	if !ok || n == d || n.pinName != d.pinName || n.activeLow != d.activeLow || n.safe != d.safe || n.deadMan != d.deadMan {
+		return false
+	}
+	n.pred.Store(d)
+	d.succ.Store(n)
+	return true
 }
 
 // CommandTopic implements Actuator.
@@ -328,26 +374,59 @@ func (d *gpioOut) sample(on bool, cause string) Sample {
 		Labels: map[string]string{"cause": cause}}
 }
 
-// Halt implements Driver: the pin goes to the safe state. It reports no
-// event (Watch reports its own shutdown).
-func (d *gpioOut) Halt() error { return d.set(d.safe) }
+// Halt implements Driver: the pin goes to the safe state, unless the
+// output was handed over (HandOverTo). It reports no event (Watch reports
+// its own shutdown).
+func (d *gpioOut) Halt() error {
+	if d.succ.Load() != nil {
+		return nil
+	}
+	return d.set(d.safe)
+}
+
+// resume returns the state Watch starts from: the predecessor's, when it
+// left the output to this driver (once: a retried Watch starts safe), else
+// the safe state.
+func (d *gpioOut) resume() (on bool, cause string, deadline time.Time) {
+	p := d.pred.Swap(nil)
+	if p == nil {
+		return d.safe, CauseStart, time.Time{}
+	}
+	select {
+	case <-p.handed:
+		return p.final.on, CauseReload, p.final.deadline
+	default: // its Watch was not running: nothing to take over
+		return d.safe, CauseStart, time.Time{}
+	}
+}
 
 // Watch implements Watcher: see the kind's description above.
 func (d *gpioOut) Watch(ctx context.Context, emit func(Sample)) error {
-	state := d.safe
+	state, cause, deadline := d.resume()
 	if err := d.set(state); err != nil {
 		return err
 	}
-	emit(d.sample(state, CauseStart))
+	emit(d.sample(state, cause))
 	var (
 		deadC    <-chan time.Time
 		stopDead = func() {}
 	)
 	defer func() { stopDead() }()
+	if !deadline.IsZero() {
+		deadC, stopDead = d.timer(max(deadline.Sub(d.now()), 0))
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			stopDead()
+			if d.succ.Load() != nil {
+				// Handed over: the output stays as it is for the successor.
+				d.handOnce.Do(func() {
+					d.final = handover{on: state, deadline: deadline}
+					close(d.handed)
+				})
+				return nil
+			}
 			if err := d.set(d.safe); err != nil {
 				return err
 			}
@@ -361,6 +440,7 @@ func (d *gpioOut) Watch(ctx context.Context, emit func(Sample)) error {
 			if d.deadMan > 0 {
 				stopDead()
 				deadC, stopDead = d.timer(d.deadMan)
+				deadline = d.now().Add(d.deadMan)
 			}
 			if on == state {
 				continue
@@ -371,7 +451,7 @@ func (d *gpioOut) Watch(ctx context.Context, emit func(Sample)) error {
 			state = on
 			emit(d.sample(state, CauseCommand))
 		case <-deadC:
-			deadC = nil
+			deadC, deadline = nil, time.Time{}
 			stopDead()
 			stopDead = func() {}
 			if state == d.safe {

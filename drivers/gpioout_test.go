@@ -654,3 +654,134 @@ func FuzzGPIOOutCommand(f *testing.F) {
 		}
 	})
 }
+
+// recordingPin is a gpiotest.Pin that records every level written, so a
+// test sees a glitch that a later write hid.
+type recordingPin struct {
+	*gpiotest.Pin
+	mu     sync.Mutex
+	writes []gpio.Level
+}
+
+func (p *recordingPin) Out(l gpio.Level) error {
+	p.mu.Lock()
+	p.writes = append(p.writes, l)
+	p.mu.Unlock()
+	return p.Pin.Out(l)
+}
+
+func (p *recordingPin) written() []gpio.Level {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]gpio.Level(nil), p.writes...)
+}
+
+// TestGPIOOutHandOver: across a reload that keeps the relay's settings
+// the output is handed over: the old driver leaves the pin on, the new
+// one starts on (cause reload) with what was left of the dead man's wait,
+// and the pin is never driven to the safe state in between. A new
+// configuration that drives the pin otherwise is no hand-over: the old
+// driver goes safe as before.
+func TestGPIOOutHandOver(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	t.Run("same settings", func(t *testing.T) {
+		old := newGPIOOutRig(t, GPIOOutOptions{DeadMan: time.Minute})
+		rec := &recordingPin{Pin: old.pin}
+		env := old.env()
+		env.Pin = func(string) (gpio.PinIn, error) { return rec, nil }
+		old.d.lookup = env.Pin
+		old.watch()
+		if got := old.next(); got != "0 start" {
+			t.Fatal(got)
+		}
+		old.command("on")
+		if got := old.next(); got != "1 command" {
+			t.Fatal(got)
+		}
+		old.timer()
+		old.now.add(20 * time.Second)
+
+		it, err := New(Spec{Name: "relay", Kind: "gpio_out", Options: &GPIOOutOptions{Pin: "GPIO23", DeadMan: time.Minute}}, env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next := it.Actuator().(*gpioOut)
+		next.timer = old.timers.start
+		if !old.d.HandOverTo(next) {
+			t.Fatal("HandOverTo refused the same settings")
+		}
+		if err := old.stop(); err != nil {
+			t.Fatal(err)
+		}
+		if err := old.d.Halt(); err != nil {
+			t.Fatal(err)
+		}
+		old.level(gpio.High)
+		if len(old.events) != 0 {
+			t.Fatalf("the old driver reported %v on hand-over", <-old.events)
+		}
+
+		nr := &gpioOutRig{t: t, pin: old.pin, now: old.now, timers: old.timers, d: next, events: make(chan Sample, 10)}
+		nr.emit = func(s Sample) { nr.events <- s }
+		nr.watch()
+		if got := nr.next(); got != "1 reload" {
+			t.Fatalf("new driver's first sample %q, want the state it took over", got)
+		}
+		if tm := nr.timer(); tm.d != 40*time.Second {
+			t.Fatalf("dead man's wait resumed at %v, want the 40s left", tm.d)
+		}
+		for i, l := range rec.written() {
+			if i > 0 && l == gpio.Low {
+				t.Fatalf("the pin was driven low during the hand-over: writes %v", rec.written())
+			}
+		}
+		if err := nr.stop(); err != nil {
+			t.Fatal(err)
+		}
+		if got := nr.next(); got != "0 shutdown" {
+			t.Fatalf("after the hand-over a shutdown is safe again: %q", got)
+		}
+		nr.level(gpio.Low)
+	})
+	t.Run("other settings", func(t *testing.T) {
+		old := newGPIOOutRig(t, GPIOOutOptions{})
+		old.watch()
+		old.next()
+		old.command("on")
+		old.next()
+		for _, o := range []GPIOOutOptions{{Pin: "GPIO24"}, {Pin: "GPIO23", ActiveLow: true}, {Pin: "GPIO23", SafeState: "on"}, {Pin: "GPIO23", DeadMan: time.Second}} {
+			it, err := New(Spec{Name: "relay", Kind: "gpio_out", Options: &o}, old.env())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if old.d.HandOverTo(it.Actuator()) {
+				t.Fatalf("HandOverTo took %+v", o)
+			}
+		}
+		if err := old.stop(); err != nil {
+			t.Fatal(err)
+		}
+		if got := old.next(); got != "0 shutdown" {
+			t.Fatal(got)
+		}
+		old.level(gpio.Low)
+	})
+	t.Run("predecessor not running", func(t *testing.T) {
+		// The old driver's Watch had failed (its pin gone): nothing to
+		// take over, the new one starts safe.
+		old := newGPIOOutRig(t, GPIOOutOptions{})
+		next := newGPIOOutRig(t, GPIOOutOptions{})
+		if !old.d.HandOverTo(next.d) {
+			t.Fatal("refused")
+		}
+		next.pin.L = gpio.High
+		next.watch()
+		if got := next.next(); got != "0 start" {
+			t.Fatal(got)
+		}
+		next.level(gpio.Low)
+		if err := next.stop(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

@@ -172,6 +172,27 @@ func (g *Gateway) runDrivers(p *parts) func(context.Context) error {
 	}
 }
 
+// handOverActuators hands each actuator of old whose replacement in next
+// (the driver of the same name) drives the same output the same way over
+// to it (drivers.Resumer), so that a reload does not pass a relay through
+// its safe state. runParts calls it once the reload is certain, before
+// it stops old.
+func (g *Gateway) handOverActuators(old, next *parts) {
+	if old == nil || next == nil || len(old.actuators) == 0 {
+		return
+	}
+	successor := map[string]drivers.Actuator{}
+	for _, it := range next.actuators {
+		successor[it.Spec.Name] = it.Actuator()
+	}
+	for _, it := range old.actuators {
+		r, ok := it.Actuator().(drivers.Resumer)
+		if n := successor[it.Spec.Name]; ok && n != nil && r.HandOverTo(n) {
+			g.log.Info("actuator handed over to the reloaded configuration", "component", "drivers", "driver", it.Spec.Name)
+		}
+	}
+}
+
 // actuatorSubID numbers the inline subscriptions of command topics. Mochi
 // keys an inline subscription by its filter and this ID, so IDs are never
 // reused: the Unsubscribe of one driver cannot remove another's
@@ -190,8 +211,9 @@ func init() { actuatorSubID.Store(1 << 20) }
 // persist the subscription as a client's (and be written after it closed,
 // at shutdown), and the retained message on the topic would be replayed
 // as a command. So a retained message on a command topic is no command:
-// the pin starts in its safe state after every start and reload, whatever
-// the broker retains.
+// the pin starts in its safe state after every start, and after a reload
+// in the state it had (handOverActuators) or, when its settings changed,
+// in its safe state, whatever the broker retains.
 //
 // Mochi calls an inline handler in the publishing client's goroutine, so
 // the handler only hands the payload to Command, which parses it and

@@ -90,6 +90,7 @@ func (g *Gateway) runParts(ctx context.Context) error {
 				if old, next := p.dl, req.parts.dl; old != nil && next != nil && old.presence != "" && old.presence == next.presence {
 					old.client.Handover()
 				}
+				g.handOverActuators(p, req.parts)
 				break wait
 			}
 		}
