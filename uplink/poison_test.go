@@ -246,6 +246,13 @@ func TestCloudRefusingEverythingIsNotPoison(t *testing.T) {
 				waitFor(t, 20*time.Second, "the first events acked", func() bool {
 					return q.acked("s") == uint64(tt.acceptFirst) && q.acked("t") == uint64(tt.acceptFirst)
 				})
+				// Mosquitto acknowledges before it has written to its
+				// subscriber: stopping it now could lose them there (seen
+				// in CI), which says nothing about the uplink.
+				waitFor(t, 60*time.Second, "the first events at the cloud's subscriber", func() bool {
+					evs := subs[0].events()
+					return len(seqs(t, evs, "s")) >= tt.acceptFirst && len(seqs(t, evs, "t")) >= tt.acceptFirst
+				})
 				kill()
 			}
 			// Every PUBLISH is larger than 100 bytes; CONNECT is not.
