@@ -35,25 +35,8 @@ type memQueue struct {
 	names    []string
 	changed  chan struct{}
 	ackCalls int
-	paused   bool   // Read returns nothing: see pause
 	retain   bool   // acked events stay readable (buffer.streams[].retain)
 	trimmed  uint64 // with retain: offsets below it are gone
-}
-
-// pause makes Read find nothing until resume, so that a test can have its
-// subscriber in place on a new cloud before the uplink publishes to it.
-func (q *memQueue) pause() {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.paused = true
-}
-
-func (q *memQueue) resume() {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.paused = false
-	close(q.changed)
-	q.changed = make(chan struct{})
 }
 
 type memStream struct {
@@ -90,7 +73,7 @@ func (q *memQueue) Read(stream string, from uint64, max int, fn func(uint64, *ev
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	s := q.streams[stream]
-	if s == nil || q.paused {
+	if s == nil {
 		return from, nil
 	}
 	off := from
