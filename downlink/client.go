@@ -275,9 +275,10 @@ func (c *Client) runSession(ctx context.Context, s *session) error {
 			"granted", granted, "configured", c.cfg.SessionExpiry)
 	}
 
-	// Presence and replies need no subscription: they start first.
-	s.wg.Add(1)
-	go s.publishRetained()
+	// Replies need no subscription: they start first. Presence waits for
+	// the subscriptions: "online" tells the cloud that a command sent now
+	// is received (on a first session the cloud holds none before the
+	// SUBACK).
 	if c.cfg.Replies != nil {
 		s.wg.Add(1)
 		go s.replyLoop()
@@ -288,6 +289,9 @@ func (c *Client) runSession(ctx context.Context, s *session) error {
 	}
 	if err := s.subscribe(); err != nil {
 		s.lost(err)
+	} else {
+		s.wg.Add(1)
+		go s.publishRetained()
 	}
 
 	<-s.work.Done()

@@ -93,7 +93,9 @@
 // # Presence and retained status
 //
 // With Presence.Topic set, the CONNECT carries a will: Offline, retained,
-// QoS 1. After each connect the client publishes Online, retained, QoS 1.
+// QoS 1. After each connect, once its subscriptions are acknowledged (so
+// that a command sent on seeing Online is received), the client publishes
+// Online, retained, QoS 1.
 // On a clean shutdown it sends DISCONNECT with reason 0x04 (disconnect
 // with will message), so the cloud publishes Offline then too; on a lost
 // connection the cloud publishes it when it notices. A Retained holds the
